@@ -1,0 +1,1 @@
+"""Lark grammars for aihow's small languages; shipped inside the wheel as planner.grammar."""
