@@ -1,0 +1,103 @@
+"""The write-ahead journal: records survive, torn tails are ignored, states reconstruct."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from planner.apply.journal import (
+    JournalError,
+    JournalWriter,
+    active_path,
+    archived_journals,
+    open_journal,
+    read_journal,
+)
+
+
+def _begin() -> dict[str, object]:
+    return {"apply_id": "x", "plan": {"actions": []}, "start_fingerprint": "f0"}
+
+
+def test_reader_reconstructs_begun_done_and_undone(tmp_path: Path) -> None:
+    w = JournalWriter.create(tmp_path, _begin())
+    w.intent("a1", "do", "gpu[0000:17:00.0].gi[1g.5gb@0]")
+    w.done("a1", "do", {"gi_id": 9})
+    w.intent("a2", "do", "gpu[0000:17:00.0].gi[1g.5gb@1]")
+    w.failed("a2", "do", "Insufficient Resources")
+    w.intent("a1", "undo", "gpu[0000:17:00.0].gi[1g.5gb@0]")
+    w.done("a1", "undo")
+    w.intent("a3", "do", "gpu[0000:65:00.0].mig")
+    w.release()
+
+    view = open_journal(tmp_path)
+    assert view is not None and not view.finished
+    assert view.order == ["a1", "a2", "a3"]
+    assert [view.actions[a].status for a in view.order] == ["undone", "failed", "begun"]
+    assert view.actions["a1"].result == {"gi_id": 9}
+    assert view.actions["a2"].error == "Insufficient Resources"
+    assert view.begin["start_fingerprint"] == "f0"
+    assert view.next_seq == 9
+
+
+def test_second_journal_refused_while_one_is_open(tmp_path: Path) -> None:
+    JournalWriter.create(tmp_path, _begin()).release()
+    with pytest.raises(JournalError, match="aihow recover"):
+        JournalWriter.create(tmp_path, _begin())
+
+
+def test_end_archives_with_an_atomic_rename(tmp_path: Path) -> None:
+    w = JournalWriter.create(tmp_path, _begin())
+    w.intent("a1", "do", "addr")
+    w.done("a1", "do")
+    first = w.end("applied", "f1")
+    assert not active_path(tmp_path).exists()
+    assert first.name == "000001-applied.jsonl"
+    w2 = JournalWriter.create(tmp_path, _begin())
+    second = w2.end("rolled-back")
+    assert archived_journals(tmp_path) == [first, second]
+    view = read_journal(first)
+    assert view.finished and view.end is not None and view.end["fingerprint"] == "f1"
+
+
+def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    w = JournalWriter.create(tmp_path, _begin())
+    w.intent("a1", "do", "addr")
+    w.release()
+    path = active_path(tmp_path)
+    with open(path, "a") as fh:
+        fh.write('{"seq":3,"type":"done","action_id":"a1"')  # power lost mid-write
+    view = read_journal(path)
+    assert view.torn_tail
+    assert view.actions["a1"].status == "begun"
+
+
+def test_corrupt_record_in_the_middle_is_an_error(tmp_path: Path) -> None:
+    w = JournalWriter.create(tmp_path, _begin())
+    w.intent("a1", "do", "addr")
+    w.done("a1", "do")
+    w.release()
+    path = active_path(tmp_path)
+    lines = path.read_text().splitlines(keepends=True)
+    record = json.loads(lines[1])
+    record["action_id"] = "tampered"
+    lines[1] = json.dumps(record) + "\n"
+    path.write_text("".join(lines))
+    with pytest.raises(JournalError, match=r"journal.jsonl:2: journal record is corrupt"):
+        read_journal(path)
+
+
+def test_reopened_writer_continues_the_sequence(tmp_path: Path) -> None:
+    w = JournalWriter.create(tmp_path, _begin())
+    w.intent("a1", "do", "addr")
+    w.release()
+    view = open_journal(tmp_path)
+    assert view is not None
+    w2 = JournalWriter.reopen(view.path, view.next_seq)
+    w2.done("a1", "do")
+    w2.release()
+    again = read_journal(view.path)
+    assert again.actions["a1"].status == "done"
+    assert [r["seq"] for r in again.records] == [1, 2, 3]
