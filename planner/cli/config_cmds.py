@@ -1,9 +1,63 @@
-"""CLI commands: config_cmds (to be filled in)."""
+"""CLI commands on config files: ``aihow validate`` and ``aihow schema``."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from planner.errors import AihowError, ConfigError
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("validate")(validate)
+    app.command("schema")(schema)
+
+
+def validate(
+    config: Annotated[
+        Path, typer.Argument(help="Cluster config YAML (ai-how 1.0 + MIG settings).")
+    ],
+) -> None:
+    """Check a cluster config; print a short summary, or every problem found (exit 1)."""
+    from planner.config import expand_vms, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        for diagnostic in exc.diagnostics:
+            typer.echo(str(diagnostic), err=True)
+        raise typer.Exit(1) from None
+    except AihowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    vms = expand_vms(cfg)
+    clusters = [
+        f"{kind} '{c.name}' ({sum(1 for v in vms if v.cluster_type == kind)} VMs)"
+        for kind, c in (("hpc", cfg.clusters.hpc), ("cloud", cfg.clusters.cloud))
+        if c is not None
+    ]
+    slices = Counter(
+        str(v.gpu_config.mig_profile) if v.gpu_config.mig_profile else "by mig_uuid"
+        for v in vms
+        if v.gpu_config is not None and v.gpu_config.mode == "mig"
+    )
+    total = sum(slices.values())
+    detail = ", ".join(f"{n} x {p}" for p, n in sorted(slices.items()))
+    typer.echo(f"OK {config}")
+    typer.echo(f"  clusters: {', '.join(clusters)}")
+    typer.echo(f"  VMs: {len(vms)}")
+    typer.echo(f"  MIG slices requested: {total}" + (f" ({detail})" if detail else ""))
+    typer.echo(f"  managed GPUs: {len(cfg.global_.managed_gpus)}"
+               f" (vgpu_backend {cfg.global_.host.vgpu_backend})")
+
+
+def schema() -> None:
+    """Print the JSON Schema of the config format (for yaml-language-server and editors)."""
+    from planner.config.schema import config_json_schema
+
+    typer.echo(json.dumps(config_json_schema(), indent=2))
