@@ -14,6 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from planner.errors import AihowError
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
 
 
@@ -21,11 +22,17 @@ class UnknownModelError(KeyError):
     pass
 
 
+class CatalogError(AihowError):
+    """A catalog data file that cannot be read or contradicts itself."""
+
+
+def _tuples(entry: dict[str, Any]) -> dict[str, Any]:
+    """TOML arrays become tuples so the frozen dataclasses stay hashable."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
+
+
 def _gi(entry: dict[str, Any]) -> GiProfile:
-    data = dict(entry)
-    data["placements"] = tuple(data["placements"])
-    data["uncertain"] = tuple(data.get("uncertain", ()))
-    return GiProfile(**data)
+    return GiProfile(**_tuples(entry))
 
 
 def _ci(entry: dict[str, Any]) -> tuple[int, CiProfile]:
@@ -35,18 +42,48 @@ def _ci(entry: dict[str, Any]) -> tuple[int, CiProfile]:
     return gi_slices, CiProfile(**data)
 
 
-def parse_model(text: str) -> GpuModel:
-    doc = tomllib.loads(text)
-    m = dict(doc["model"])
+def parse_model(text: str, where: str = "<catalog>") -> GpuModel:
+    """One model from a data file's text; a bad file raises CatalogError naming ``where``."""
+    try:
+        model = _parse(tomllib.loads(text))
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CatalogError(f"{where}: {type(exc).__name__}: {exc}") from None
+    problems = validate_model(model)
+    if problems:
+        raise CatalogError(f"{where}: {problems[0]}")
+    return model
+
+
+def validate_model(model: GpuModel) -> list[str]:
+    """Self-consistency problems of a model: placements off the grid, duplicate ids."""
+    problems: list[str] = []
+    seen_ids: set[int] = set()
+    seen_enums: set[int] = set()
+    for p in model.gi_profiles:
+        if p.id in seen_ids or p.enum in seen_enums:
+            problems.append(f"profile {p.name}: duplicate profile id {p.id} or enum {p.enum}")
+        seen_ids.add(p.id)
+        seen_enums.add(p.enum)
+        if not p.placements:
+            problems.append(f"profile {p.name}: no placements")
+        for start in p.placements:
+            if start < 0 or start + p.placement_size > model.memory_slices:
+                problems.append(f"profile {p.name}: placement {start}:{p.placement_size} "
+                                f"is outside the {model.memory_slices}-slice grid")
+        if p.instance_count < 1 or p.compute_slices > model.compute_slices:
+            problems.append(f"profile {p.name}: bad instance count or compute slices")
+    return problems
+
+
+def _parse(doc: dict[str, Any]) -> GpuModel:
+    m = _tuples(doc["model"])
     cis: dict[int, list[CiProfile]] = {}
     for entry in doc.get("ci_profile", []):
         gi_slices, ci = _ci(entry)
         cis.setdefault(gi_slices, []).append(ci)
+    m["pci_device_ids"] = tuple(d.lower() for d in m.get("pci_device_ids", ()))
     return GpuModel(
-        **{k: v for k, v in m.items() if k not in ("product_names", "pci_device_ids", "notes")},
-        product_names=tuple(m.get("product_names", ())),
-        pci_device_ids=tuple(d.lower() for d in m.get("pci_device_ids", ())),
-        notes=tuple(m.get("notes", ())),
+        **m,
         gi_profiles=tuple(_gi(e) for e in doc.get("gi_profile", [])),
         ci_profiles={k: tuple(sorted(v, key=lambda c: c.id)) for k, v in sorted(cis.items())},
         sources=dict(doc.get("sources", {})),
@@ -57,7 +94,8 @@ def parse_model(text: str) -> GpuModel:
 def all_models() -> tuple[GpuModel, ...]:
     """Every catalog model, sorted by id."""
     data = resources.files("planner.hardware").joinpath("data")
-    models = [parse_model(f.read_text()) for f in data.iterdir() if f.name.endswith(".toml")]
+    models = [parse_model(f.read_text(), f"planner/hardware/data/{f.name}")
+              for f in data.iterdir() if f.name.endswith(".toml")]
     return tuple(sorted(models, key=lambda m: m.id))
 
 

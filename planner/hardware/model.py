@@ -25,9 +25,17 @@ class GiProfile:
     placements: tuple[int, ...]  # legal placement starts
     p2p: bool = False
     min_driver: str | None = None  # e.g. "525" when the profile needs a newer driver
-    vgpu_type: str | None = None  # MIG-backed vGPU type name suffix, e.g. "A100-1-5C"
+    vgpu_type: str | None = None  # MIG-backed vGPU type name confirmed by a source, "A100-1-5C"
     uncertain: tuple[str, ...] = ()  # fields whose value is not confirmed on hardware
     source: str = ""
+    aliases: tuple[str, ...] = ()  # other names drivers print for this profile ("1g.24gb")
+    notes: tuple[str, ...] = ()  # what is assumed for an uncertain field, and why
+
+    @property
+    def media(self) -> str:
+        """The media-engine variant, from the NVML enum: "" (plain), "me" (+me, REV1),
+        "me.all" (+me.all), "no-me" (-me), "gfx" (+gfx) or "rev2" (1g with 2x memory)."""
+        return _MEDIA_BY_ENUM.get(self.enum, "")
 
     @property
     def nvml_name(self) -> str:
@@ -35,6 +43,16 @@ class GiProfile:
 
     def span(self, start: int) -> range:
         return range(start, start + self.placement_size)
+
+
+# NVML_GPU_INSTANCE_PROFILE_* values (nvml.h) of the variants that carry placement rules.
+_MEDIA_BY_ENUM = {
+    0x7: "me", 0x8: "me",  # 1/2_SLICE_REV1
+    0x9: "rev2",  # 1_SLICE_REV2
+    0xA: "gfx", 0xB: "gfx", 0xC: "gfx", 0x11: "gfx",  # *_GFX
+    0xD: "no-me", 0xE: "no-me",  # *_NO_ME
+    0xF: "me.all", 0x10: "me.all",  # *_ALL_ME
+}
 
 
 @dataclass(frozen=True)
@@ -74,9 +92,15 @@ class GpuModel:
     vgpu_board: str | None = None  # vGPU type board prefix, e.g. "A100", "H100XM"
     notes: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)  # tag -> where the numbers come from
+    # Every board prefix the model's boards use ("H100XM" SXM5, "H100" PCIe); vgpu_board first.
+    vgpu_boards: tuple[str, ...] = ()
+    uncertain: tuple[str, ...] = ()  # model-level fields not confirmed ("pci_device_ids")
 
     def profile(self, name: str) -> GiProfile | None:
-        return next((p for p in self.gi_profiles if p.name == name), None)
+        """The profile called ``name`` (or one of its aliases; "MIG " prefix allowed)."""
+        name = name.removeprefix("MIG ")
+        exact = next((p for p in self.gi_profiles if p.name == name), None)
+        return exact or next((p for p in self.gi_profiles if name in p.aliases), None)
 
     def profile_by_id(self, profile_id: int) -> GiProfile | None:
         return next((p for p in self.gi_profiles if p.id == profile_id), None)
