@@ -1,9 +1,58 @@
-"""CLI commands: probe_cmds (to be filled in)."""
+"""``aihow probe``: print what a host has (GPUs, MIG instances, vGPUs, domains), or with
+``--check-catalog`` compare the GPUs' MIG profiles with the catalog. Both only read."""
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 
 
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def probe_command(
+    host: Annotated[str, typer.Option("--host", help="Host URI: local or sim:DIR.")] = "local",
+    output: Annotated[
+        OutputFormat,
+        typer.Option("--format", help="text for people, json (canonical) for tools."),
+    ] = OutputFormat.text,
+    libvirt_uri: Annotated[
+        str | None,
+        typer.Option("--libvirt-uri", help="libvirt URI for domains (default: the host's)."),
+    ] = None,
+    check_catalog: Annotated[
+        bool,
+        typer.Option(
+            "--check-catalog",
+            help="Compare each GPU's MIG profiles and placements, read through NVML, with "
+            "the catalog and print every difference (never changes the GPU).",
+        ),
+    ] = False,
+) -> None:
+    """Read the host (read-only) and print its state."""
+    if check_catalog:
+        from planner.host.catalog_check import check_catalog as run_check
+
+        report, differences = run_check(host)
+        typer.echo(report, nl=False)
+        if differences:
+            raise typer.Exit(2)
+        return
+
+    from planner.host.probe import probe
+    from planner.host.render import host_state_json, render_host_state
+
+    state = probe(host, libvirt_uri=libvirt_uri)
+    if output is OutputFormat.json:
+        typer.echo(host_state_json(state), nl=False)
+    else:
+        typer.echo(render_host_state(state), nl=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("probe")(probe_command)

@@ -94,7 +94,7 @@ class Hostdev(_Frozen):
 
     @property
     def key(self) -> str:
-        return self.uuid if self.type == "mdev" else str(self.pci)
+        return str(self.uuid) if self.type == "mdev" else str(self.pci)
 
 
 class Domain(_Frozen):

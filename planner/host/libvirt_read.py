@@ -1,0 +1,71 @@
+"""Read libvirt domains into HostState ``Domain`` values (name, UUID, state, hostdevs)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from planner.host.errors import HostError
+from planner.host.state import Domain, Hostdev
+from planner.lang.pci import normalize_pci
+
+# virDomainState -> the words virsh prints (BLOCKED as "blocked", which Domain.running knows).
+STATE_NAMES = {
+    0: "no state",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "in shutdown",
+    5: "shut off",
+    6: "crashed",
+    7: "pmsuspended",
+}
+
+
+def parse_hostdevs(xml_text: str, where: str = "domain") -> tuple[Hostdev, ...]:
+    """The mdev and PCI hostdevs of a domain XML, in document order."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as err:
+        raise HostError(f"{where}: unreadable domain XML: {err}") from err
+    found: list[Hostdev] = []
+    for hd in root.iterfind("./devices/hostdev"):
+        if hd.get("mode", "subsystem") != "subsystem":
+            continue
+        address = hd.find("./source/address")
+        if address is None:
+            continue
+        kind = hd.get("type")
+        if kind == "mdev" and address.get("uuid"):
+            found.append(Hostdev(type="mdev", uuid=address.get("uuid", "").lower()))
+        elif kind == "pci":
+            found.append(Hostdev(type="pci", pci=_pci_address(address, where)))
+    return tuple(found)
+
+
+def _pci_address(address: ET.Element, where: str) -> str:
+    try:
+        domain = int(address.get("domain", "0"), 0)
+        bus = int(address.get("bus", "0"), 0)
+        slot = int(address.get("slot", "0"), 0)
+        function = int(address.get("function", "0"), 0)
+    except ValueError as err:
+        raise HostError(f"{where}: bad PCI hostdev address: {err}") from err
+    return normalize_pci(f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}")
+
+
+def read_domain(dom: Any) -> Domain:
+    name = dom.name()
+    state = int(dom.state()[0])
+    return Domain(
+        name=name,
+        uuid=dom.UUIDString(),
+        state=STATE_NAMES.get(state, f"state {state}"),
+        persistent=bool(dom.isPersistent()),
+        hostdevs=parse_hostdevs(dom.XMLDesc(0), f"domain[{name}]"),
+    )
+
+
+def read_domains(conn: Any) -> tuple[Domain, ...]:
+    """Every domain on the connection (defined or running), sorted by name."""
+    return tuple(sorted((read_domain(d) for d in conn.listAllDomains()), key=lambda d: d.name))

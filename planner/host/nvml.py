@@ -1,0 +1,622 @@
+"""NVML adapter: reads GPUs, MIG modes, GPU/compute instances and MIG devices into
+HostState parts, and offers the mutating calls apply needs.
+
+``nvml`` is the real ``pynvml`` module or the simulator's ``FakeNvml``; only pynvml's
+documented functions, constants and struct types are used, so the same code runs on
+real hardware. Instances are addressed by placement, never by id: the driver assigns GI
+and CI ids itself and they change when an instance is re-created.
+
+For probing, wrap the module in ``ReadOnlyNvml``: it exposes only the query functions
+listed in ``QUERY_FUNCTIONS``, so a reader cannot change the GPU even by mistake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from planner.hardware.catalog import match_model
+from planner.host.errors import HostError, NvmlOperationError
+from planner.host.state import ComputeInstance, Gpu, GpuInstance, GpuProcess
+from planner.lang.pci import normalize_pci
+
+# Every NVML function the readers may call. Nothing here changes the GPU.
+QUERY_FUNCTIONS = frozenset(
+    {
+        "nvmlInit",
+        "nvmlInitWithFlags",
+        "nvmlShutdown",
+        "nvmlErrorString",
+        "nvmlSystemGetDriverVersion",
+        "nvmlSystemGetNVMLVersion",
+        "nvmlSystemGetProcessName",
+        "nvmlDeviceGetCount",
+        "nvmlDeviceGetHandleByIndex",
+        "nvmlDeviceGetHandleByPciBusId",
+        "nvmlDeviceGetHandleByUUID",
+        "nvmlDeviceGetIndex",
+        "nvmlDeviceGetName",
+        "nvmlDeviceGetUUID",
+        "nvmlDeviceGetPciInfo",
+        "nvmlDeviceGetPciInfo_v3",
+        "nvmlDeviceGetMigMode",
+        "nvmlDeviceGetGpuInstanceProfileInfo",
+        "nvmlDeviceGetGpuInstanceProfileInfoV",
+        "nvmlDeviceGetGpuInstanceProfileInfoById",
+        "nvmlDeviceGetGpuInstanceProfileInfoByIdV",
+        "nvmlDeviceGetGpuInstanceRemainingCapacity",
+        "nvmlDeviceGetGpuInstancePossiblePlacements",
+        "nvmlDeviceGetGpuInstances",
+        "nvmlDeviceGetGpuInstanceById",
+        "nvmlGpuInstanceGetInfo",
+        "nvmlGpuInstanceGetComputeInstanceProfileInfo",
+        "nvmlGpuInstanceGetComputeInstanceProfileInfoV",
+        "nvmlGpuInstanceGetComputeInstanceRemainingCapacity",
+        "nvmlGpuInstanceGetComputeInstancePossiblePlacements",
+        "nvmlGpuInstanceGetComputeInstances",
+        "nvmlGpuInstanceGetComputeInstanceById",
+        "nvmlComputeInstanceGetInfo",
+        "nvmlComputeInstanceGetInfo_v2",
+        "nvmlDeviceIsMigDeviceHandle",
+        "nvmlDeviceGetGpuInstanceId",
+        "nvmlDeviceGetComputeInstanceId",
+        "nvmlDeviceGetMaxMigDeviceCount",
+        "nvmlDeviceGetMigDeviceHandleByIndex",
+        "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
+        "nvmlDeviceGetComputeRunningProcesses",
+        "nvmlDeviceGetComputeRunningProcesses_v3",
+        "nvmlDeviceGetActiveVgpus",
+        "nvmlVgpuInstanceGetMdevUUID",
+        "nvmlVgpuInstanceGetGpuInstanceId",
+        "nvmlVgpuInstanceGetType",
+        "nvmlVgpuTypeGetName",
+        "nvmlVgpuTypeGetGpuInstanceProfileId",
+    }
+)
+
+# The calls that change a GPU; only NvmlHost's mutators use them.
+MUTATING_FUNCTIONS = frozenset(
+    {
+        "nvmlDeviceSetMigMode",
+        "nvmlDeviceCreateGpuInstance",
+        "nvmlDeviceCreateGpuInstanceWithPlacement",
+        "nvmlGpuInstanceDestroy",
+        "nvmlGpuInstanceCreateComputeInstance",
+        "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+        "nvmlComputeInstanceDestroy",
+    }
+)
+
+# Upper bound on enum values tried when enumerating profiles, in case a driver never
+# answers INVALID_ARGUMENT (current drivers stop at 0x12 for GIs, 0x9 for CIs).
+_MAX_PROFILE_ENUM = 64
+
+# nvidia-smi's wording for the NVML codes a MIG operation returns.
+_NVML_MESSAGES = {
+    1: "Uninitialized",
+    2: "Invalid Argument",
+    3: "Not Supported",
+    4: "Insufficient Permissions",
+    6: "Not Found",
+    7: "Insufficient Size",
+    9: "Driver Not Loaded",
+    12: "NVML Shared Library Not Found",
+    13: "Function Not Found",
+    15: "GPU is lost",
+    16: "Reset Required",
+    19: "In use by another client",
+    20: "Insufficient Memory",
+    23: "Insufficient Resources",
+    25: "Argument Version Mismatch",
+    29: "Invalid State",
+    999: "Unknown Error",
+}
+
+
+def nvml_message(err: BaseException) -> str:
+    code = getattr(err, "value", None)
+    if isinstance(code, int) and code in _NVML_MESSAGES:
+        return _NVML_MESSAGES[code]
+    return str(err)
+
+
+def nvml_code(err: BaseException) -> int | None:
+    code = getattr(err, "value", None)
+    return code if isinstance(code, int) else None
+
+
+class ReadOnlyNvml:
+    """A view of an nvml module that exposes constants, struct types, error classes and
+    only the query functions in ``QUERY_FUNCTIONS``; any other ``nvml*`` name raises."""
+
+    def __init__(self, nvml: Any) -> None:
+        object.__setattr__(self, "_nvml", nvml)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("nvml") and name not in QUERY_FUNCTIONS:
+            raise AttributeError(f"{name} is not available on a read-only NVML view")
+        return getattr(self._nvml, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("a read-only NVML view cannot be changed")
+
+
+@dataclass(frozen=True)
+class GiProfileInfo:
+    """One GPU-instance profile as the driver reports it (nvmlGpuInstanceProfileInfo)."""
+
+    enum: int
+    id: int
+    name: str  # without the "MIG " prefix
+    slice_count: int
+    instance_count: int
+    memory_mib: int
+    sm_count: int
+    copy_engines: int
+    decoders: int
+    encoders: int
+    jpegs: int
+    ofas: int
+    p2p: bool
+
+
+@dataclass(frozen=True)
+class CiProfileInfo:
+    enum: int
+    id: int
+    name: str
+    slice_count: int
+    instance_count: int
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _strip_mig(name: str) -> str:
+    return name[4:] if name.startswith("MIG ") else name
+
+
+class NvmlHost:
+    """Reads and changes the GPUs that ``nvml`` sees. Use as a context manager (or call
+    ``open``/``close``) so NVML is initialised and shut down around the work."""
+
+    def __init__(self, nvml: Any, *, reset: Callable[[str], None] | None = None) -> None:
+        self.nvml = nvml
+        self._reset = reset
+        self._opened = False
+
+    # --- session -------------------------------------------------------------------
+
+    def open(self) -> NvmlHost:
+        n = self.nvml
+        try:
+            n.nvmlInit()
+        except n.NVMLError as err:
+            raise HostError(_init_failure(n, err)) from err
+        self._opened = True
+        return self
+
+    def close(self) -> None:
+        if self._opened:
+            self._opened = False
+            with contextlib.suppress(self.nvml.NVMLError):
+                self.nvml.nvmlShutdown()
+
+    def __enter__(self) -> NvmlHost:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading --------------------------------------------------------------------
+
+    def driver_version(self) -> str | None:
+        try:
+            return _text(self.nvml.nvmlSystemGetDriverVersion())
+        except self.nvml.NVMLError:
+            return None
+
+    def handles(self) -> Iterator[tuple[int, Any]]:
+        n = self.nvml
+        for index in range(n.nvmlDeviceGetCount()):
+            yield index, n.nvmlDeviceGetHandleByIndex(index)
+
+    def pci_of(self, handle: Any) -> str:
+        info = self.nvml.nvmlDeviceGetPciInfo(handle)
+        return normalize_pci(_text(info.busId))
+
+    def handle(self, pci: str) -> Any:
+        """The device handle of the GPU at ``pci`` (compared after normalisation, so any
+        spelling NVML uses for the domain matches)."""
+        want = normalize_pci(pci)
+        for _, handle in self.handles():
+            if self.pci_of(handle) == want:
+                return handle
+        raise HostError(f"gpu[{want}]: no such GPU on this host")
+
+    def read_gpus(self) -> tuple[Gpu, ...]:
+        """Every GPU, sorted by PCI address, with its MIG state and instances."""
+        gpus = [self.read_gpu(index, handle) for index, handle in self.handles()]
+        return tuple(sorted(gpus, key=lambda g: g.pci))
+
+    def read_gpu(self, index: int, handle: Any) -> Gpu:
+        n = self.nvml
+        pci_info = n.nvmlDeviceGetPciInfo(handle)
+        pci = normalize_pci(_text(pci_info.busId))
+        device_id = f"{(int(pci_info.pciDeviceId) >> 16) & 0xFFFF:04x}"
+        name = _text(n.nvmlDeviceGetName(handle))
+        model = match_model(name, device_id)
+        capable, current, pending = self._mig_mode(handle)
+        instances: tuple[GpuInstance, ...] = ()
+        if current:
+            instances = self.read_gpu_instances(handle)
+        return Gpu(
+            index=index,
+            pci=pci,
+            uuid=_text(n.nvmlDeviceGetUUID(handle)),
+            name=name,
+            model=model.id if model else None,
+            pci_device_id=device_id,
+            mig_capable=capable,
+            mig_current=current,
+            mig_pending=pending,
+            gpu_instances=instances,
+            processes=self.read_processes(handle),
+        )
+
+    def _mig_mode(self, handle: Any) -> tuple[bool, bool, bool]:
+        n = self.nvml
+        try:
+            current, pending = n.nvmlDeviceGetMigMode(handle)
+        except (n.NVMLError_NotSupported, n.NVMLError_InvalidArgument):
+            return False, False, False
+        return True, bool(current), bool(pending)
+
+    def gi_profiles(self, handle: Any) -> tuple[GiProfileInfo, ...]:
+        """The GPU-instance profiles the driver offers, found by walking the enum from 0
+        (skipping NOT_SUPPORTED, stopping at INVALID_ARGUMENT) so profiles added by newer
+        drivers are seen without a code change."""
+        n = self.nvml
+        found: dict[int, GiProfileInfo] = {}
+        for enum in range(_MAX_PROFILE_ENUM):
+            try:
+                info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, enum)
+            except n.NVMLError_NotSupported:
+                continue
+            except n.NVMLError_InvalidArgument:
+                break
+            if info.id in found:
+                continue
+            found[info.id] = GiProfileInfo(
+                enum=enum,
+                id=int(info.id),
+                name=_strip_mig(_text(info.name)),
+                slice_count=int(info.sliceCount),
+                instance_count=int(info.instanceCount),
+                memory_mib=int(info.memorySizeMB),
+                sm_count=int(info.multiprocessorCount),
+                copy_engines=int(info.copyEngineCount),
+                decoders=int(info.decoderCount),
+                encoders=int(info.encoderCount),
+                jpegs=int(info.jpegCount),
+                ofas=int(info.ofaCount),
+                p2p=bool(info.isP2pSupported),
+            )
+        return tuple(found.values())
+
+    def gi_placements(self, handle: Any, profile_id: int) -> tuple[tuple[int, int], ...]:
+        """Every (start, size) the profile may occupy on this GPU, free or not."""
+        n = self.nvml
+        size = 64  # more than any GPU's placement grid
+        placements = (n.c_nvmlGpuInstancePlacement_t * size)()
+        count = ctypes.c_uint(size)
+        n.nvmlDeviceGetGpuInstancePossiblePlacements(
+            handle, profile_id, placements, ctypes.byref(count)
+        )
+        return tuple(
+            (int(placements[i].start), int(placements[i].size)) for i in range(count.value)
+        )
+
+    def _gi_handles(self, handle: Any, profile: GiProfileInfo) -> list[Any]:
+        n = self.nvml
+        capacity = max(profile.instance_count, 1)
+        array = (n.c_nvmlGpuInstance_t * capacity)()
+        count = ctypes.c_uint(0)
+        n.nvmlDeviceGetGpuInstances(handle, profile.id, array, ctypes.byref(count))
+        return [array[i] for i in range(count.value)]
+
+    def _all_gi_handles(self, handle: Any) -> Iterator[tuple[GiProfileInfo, Any, Any]]:
+        """(profile, GI handle, nvmlGpuInstanceGetInfo) for every GI on the GPU."""
+        for profile in self.gi_profiles(handle):
+            for gi in self._gi_handles(handle, profile):
+                yield profile, gi, self.nvml.nvmlGpuInstanceGetInfo(gi)
+
+    def read_gpu_instances(self, handle: Any) -> tuple[GpuInstance, ...]:
+        uuids = self.mig_device_uuids(handle)
+        instances = []
+        for profile, gi, info in self._all_gi_handles(handle):
+            gi_id = int(info.id)
+            cis = tuple(
+                ComputeInstance(
+                    ci_id=ci_id,
+                    profile_id=profile_id,
+                    placement_start=start,
+                    placement_size=size,
+                    mig_uuid=uuids.get((gi_id, ci_id)),
+                )
+                for ci_id, profile_id, start, size in self._read_cis(gi)
+            )
+            instances.append(
+                GpuInstance(
+                    gi_id=gi_id,
+                    profile_id=int(info.profileId),
+                    profile_name=profile.name,
+                    placement_start=int(info.placement.start),  # read back, never inferred
+                    placement_size=int(info.placement.size),
+                    compute_instances=tuple(sorted(cis, key=lambda c: c.placement_start)),
+                )
+            )
+        return tuple(sorted(instances, key=lambda g: (g.placement_start, g.placement_size)))
+
+    def ci_profiles(self, gi: Any) -> tuple[CiProfileInfo, ...]:
+        n = self.nvml
+        found: dict[int, CiProfileInfo] = {}
+        shared = n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+        for enum in range(_MAX_PROFILE_ENUM):
+            try:
+                info = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, enum, shared)
+            except n.NVMLError_NotSupported:
+                continue
+            except n.NVMLError_InvalidArgument:
+                break
+            if info.id not in found:
+                found[info.id] = CiProfileInfo(
+                    enum=enum,
+                    id=int(info.id),
+                    name=_strip_mig(_text(info.name)),
+                    slice_count=int(info.sliceCount),
+                    instance_count=int(info.instanceCount),
+                )
+        return tuple(found.values())
+
+    def _ci_handles(self, gi: Any) -> Iterator[tuple[Any, Any]]:
+        """(CI handle, nvmlComputeInstanceGetInfo) for every CI in the GI."""
+        n = self.nvml
+        for profile in self.ci_profiles(gi):
+            capacity = max(profile.instance_count, 1)
+            array = (n.c_nvmlComputeInstance_t * capacity)()
+            count = ctypes.c_uint(0)
+            n.nvmlGpuInstanceGetComputeInstances(gi, profile.id, array, ctypes.byref(count))
+            for i in range(count.value):
+                yield array[i], n.nvmlComputeInstanceGetInfo(array[i])
+
+    def _read_cis(self, gi: Any) -> list[tuple[int, int, int, int]]:
+        return [
+            (int(info.id), int(info.profileId), int(info.placement.start),
+             int(info.placement.size))
+            for _, info in self._ci_handles(gi)
+        ]
+
+    def mig_device_uuids(self, handle: Any) -> dict[tuple[int, int], str]:
+        """``(gi_id, ci_id) -> "MIG-<uuid>"`` for every MIG device of the GPU."""
+        n = self.nvml
+        try:
+            count = n.nvmlDeviceGetMaxMigDeviceCount(handle)
+        except n.NVMLError_NotSupported:
+            return {}
+        uuids: dict[tuple[int, int], str] = {}
+        for index in range(count):
+            try:
+                mig = n.nvmlDeviceGetMigDeviceHandleByIndex(handle, index)
+            except n.NVMLError_NotFound:
+                continue
+            key = (n.nvmlDeviceGetGpuInstanceId(mig), n.nvmlDeviceGetComputeInstanceId(mig))
+            uuids[key] = _text(n.nvmlDeviceGetUUID(mig))
+        return uuids
+
+    def read_processes(self, handle: Any) -> tuple[GpuProcess, ...]:
+        n = self.nvml
+        try:
+            procs = n.nvmlDeviceGetComputeRunningProcesses(handle)
+        except (n.NVMLError_NotSupported, n.NVMLError_NoPermission):
+            return ()
+        found = {}
+        for proc in procs:
+            pid = int(proc.pid)
+            try:
+                name = _text(n.nvmlSystemGetProcessName(pid))
+            except n.NVMLError:
+                name = ""
+            found[pid] = GpuProcess(pid=pid, name=name)
+        return tuple(found[pid] for pid in sorted(found))
+
+    def vgpu_gpu_instances(self, handle: Any) -> dict[str, int]:
+        """``mdev uuid -> GI id`` for the MIG-backed vGPUs running on a GPU, read back
+        through NVML's vGPU calls; empty where the driver has no vGPU support."""
+        n = self.nvml
+        try:
+            instances = n.nvmlDeviceGetActiveVgpus(handle)
+        except (n.NVMLError, AttributeError):
+            return {}
+        found: dict[str, int] = {}
+        for vgpu in instances:
+            try:
+                uuid = _text(n.nvmlVgpuInstanceGetMdevUUID(vgpu)).lower()
+                found[uuid] = int(n.nvmlVgpuInstanceGetGpuInstanceId(vgpu))
+            except (n.NVMLError, AttributeError):
+                continue
+        return found
+
+    # --- changing (apply only) ---------------------------------------------------------
+
+    def _call(self, where: str, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError as err:
+            raise NvmlOperationError(
+                f"{where}: {what} failed: {nvml_message(err)}", nvml_code(err)
+            ) from err
+
+    def set_mig_mode(self, pci: str, enabled: bool) -> int:
+        """Ask for MIG mode on/off; returns NVML's activation status (0 done, 19 pending
+        until the GPU is idle and reset, 16 reset required)."""
+        n = self.nvml
+        mode = n.NVML_DEVICE_MIG_ENABLE if enabled else n.NVML_DEVICE_MIG_DISABLE
+        where = f"gpu[{normalize_pci(pci)}].mig"
+        return int(
+            self._call(where, "nvmlDeviceSetMigMode", n.nvmlDeviceSetMigMode,
+                       self.handle(pci), mode)
+        )
+
+    def _profile(self, handle: Any, profile_id: int, where: str) -> GiProfileInfo:
+        for profile in self.gi_profiles(handle):
+            if profile.id == profile_id:
+                return profile
+        raise HostError(f"{where}: the GPU has no GPU-instance profile with id {profile_id}")
+
+    def create_gpu_instance(self, pci: str, profile_id: int, start: int) -> GpuInstance:
+        """Create a GI of ``profile_id`` at placement ``start`` (always an explicit
+        placement: the driver's own choice depends on creation order)."""
+        n = self.nvml
+        handle = self.handle(pci)
+        where = f"gpu[{normalize_pci(pci)}].gi[{profile_id}@{start}]"
+        profile = self._profile(handle, profile_id, where)
+        legal = dict(
+            self._call(where, "nvmlDeviceGetGpuInstancePossiblePlacements",
+                       self.gi_placements, handle, profile_id)
+        )
+        if start not in legal:
+            starts = ", ".join(str(s) for s in sorted(legal)) or "none"
+            raise HostError(
+                f"{where}: {profile.name} cannot start at {start} (legal starts: {starts})"
+            )
+        placement = n.c_nvmlGpuInstancePlacement_t()
+        placement.start = start
+        placement.size = legal[start]
+        gi = self._call(where, "nvmlDeviceCreateGpuInstanceWithPlacement",
+                        n.nvmlDeviceCreateGpuInstanceWithPlacement,
+                        handle, profile_id, ctypes.byref(placement))
+        info = n.nvmlGpuInstanceGetInfo(gi)
+        return GpuInstance(
+            gi_id=int(info.id),
+            profile_id=int(info.profileId),
+            profile_name=profile.name,
+            placement_start=int(info.placement.start),
+            placement_size=int(info.placement.size),
+        )
+
+    def _find_gi(self, handle: Any, start: int, where: str,
+                 profile_id: int | None = None) -> Any:
+        for profile, gi, info in self._all_gi_handles(handle):
+            if int(info.placement.start) == start and profile_id in (None, profile.id):
+                return gi
+        raise HostError(f"{where}: no GPU instance at placement {start}")
+
+    def destroy_gpu_instance(self, pci: str, profile_id: int, start: int) -> None:
+        handle = self.handle(pci)
+        where = f"gpu[{normalize_pci(pci)}].gi[{profile_id}@{start}]"
+        gi = self._find_gi(handle, start, where, profile_id)
+        self._call(where, "nvmlGpuInstanceDestroy", self.nvml.nvmlGpuInstanceDestroy, gi)
+
+    def create_compute_instance(self, pci: str, gi_start: int, ci_profile_id: int,
+                                ci_start: int | None = None) -> ComputeInstance:
+        """Create a CI in the GI at ``gi_start``; at ``ci_start`` when given, else where
+        the driver puts it (a lone full-size CI has only one place)."""
+        n = self.nvml
+        handle = self.handle(pci)
+        where = f"gpu[{normalize_pci(pci)}].gi[@{gi_start}].ci[{ci_profile_id}@{ci_start}]"
+        gi = self._find_gi(handle, gi_start, where)
+        if ci_start is None:
+            ci = self._call(where, "nvmlGpuInstanceCreateComputeInstance",
+                            n.nvmlGpuInstanceCreateComputeInstance, gi, ci_profile_id)
+        else:
+            legal = dict(self._call(where, "nvmlGpuInstanceGetComputeInstancePossiblePlacements",
+                                    self.ci_placements, gi, ci_profile_id))
+            if ci_start not in legal:
+                starts = ", ".join(str(s) for s in sorted(legal)) or "none"
+                raise HostError(f"{where}: cannot start at {ci_start} (legal starts: {starts})")
+            placement = n.c_nvmlComputeInstancePlacement_t()
+            placement.start = ci_start
+            placement.size = legal[ci_start]
+            ci = self._call(where, "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+                            n.nvmlGpuInstanceCreateComputeInstanceWithPlacement,
+                            gi, ci_profile_id, ctypes.byref(placement))
+        info = n.nvmlComputeInstanceGetInfo(ci)
+        gi_id = int(n.nvmlGpuInstanceGetInfo(gi).id)
+        ci_id = int(info.id)
+        return ComputeInstance(
+            ci_id=ci_id,
+            profile_id=int(info.profileId),
+            placement_start=int(info.placement.start),
+            placement_size=int(info.placement.size),
+            mig_uuid=self.mig_device_uuids(handle).get((gi_id, ci_id)),
+        )
+
+    def ci_placements(self, gi: Any, profile_id: int) -> tuple[tuple[int, int], ...]:
+        n = self.nvml
+        size = 16
+        placements = (n.c_nvmlComputeInstancePlacement_t * size)()
+        count = ctypes.c_uint(size)
+        n.nvmlGpuInstanceGetComputeInstancePossiblePlacements(
+            gi, profile_id, placements, ctypes.byref(count)
+        )
+        return tuple(
+            (int(placements[i].start), int(placements[i].size)) for i in range(count.value)
+        )
+
+    def destroy_compute_instance(self, pci: str, gi_start: int, ci_start: int) -> None:
+        handle = self.handle(pci)
+        where = f"gpu[{normalize_pci(pci)}].gi[@{gi_start}].ci[@{ci_start}]"
+        gi = self._find_gi(handle, gi_start, where)
+        for ci, info in self._ci_handles(gi):
+            if int(info.placement.start) == ci_start:
+                self._call(where, "nvmlComputeInstanceDestroy",
+                           self.nvml.nvmlComputeInstanceDestroy, ci)
+                return
+        raise HostError(f"{where}: no compute instance at placement {ci_start}")
+
+    def reset_gpu(self, pci: str) -> None:
+        """Reset the GPU (pynvml has no reset call; nvidia-smi does it)."""
+        pci = normalize_pci(pci)
+        self.handle(pci)  # fail early, with a clear message, on an unknown GPU
+        if self._reset is None:
+            raise HostError(f"gpu[{pci}]: no way to reset GPUs on this host")
+        self._reset(pci)
+
+
+def nvidia_smi_reset(nvidia_smi: str) -> Callable[[str], None]:
+    """A reset function that runs ``nvidia-smi --gpu-reset -i PCI``."""
+
+    def reset(pci: str) -> None:
+        try:
+            proc = subprocess.run(
+                [nvidia_smi, "--gpu-reset", "-i", pci],
+                capture_output=True, text=True, check=False,
+            )
+        except OSError as err:
+            raise HostError(f"gpu[{pci}]: cannot run {nvidia_smi}: {err.strerror}") from err
+        if proc.returncode != 0:
+            lines = (proc.stdout + proc.stderr).strip().splitlines()
+            detail = lines[0] if lines else f"exit status {proc.returncode}"
+            raise HostError(f"gpu[{pci}]: GPU reset failed: {detail}")
+
+    return reset
+
+
+def _init_failure(n: Any, err: BaseException) -> str:
+    code = nvml_code(err)
+    if code == getattr(n, "NVML_ERROR_LIBRARY_NOT_FOUND", 12):
+        return ("NVML library not found (libnvidia-ml.so.1): no NVIDIA driver on this host; "
+                "use --host sim:DIR to try aihow on a simulated host")
+    if code == getattr(n, "NVML_ERROR_NO_PERMISSION", 4):
+        return "NVML: no permission to read the GPUs (run as root)"
+    if code == getattr(n, "NVML_ERROR_DRIVER_NOT_LOADED", 9):
+        return "NVML: the NVIDIA kernel driver is not loaded"
+    return f"NVML initialisation failed: {nvml_message(err)}"

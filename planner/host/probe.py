@@ -1,0 +1,100 @@
+"""The probe: one read-only pass over NVML, sysfs and libvirt that yields a HostState.
+
+Read-only by construction: NVML is reached only through ``ReadOnlyNvml`` (query
+functions only), sysfs is opened without write access, and libvirt with
+``virConnectOpenReadOnly``. Nothing on this path can change the host, which makes the
+probe safe to run on production GPUs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from planner.hardware.catalog import get_model
+from planner.host.libvirt_conn import open_libvirt
+from planner.host.libvirt_read import read_domains
+from planner.host.nvml import NvmlHost, ReadOnlyNvml
+from planner.host.state import Gpu, HostState, Mdev, VgpuParent, VgpuType
+from planner.host.sysfs import Sysfs, read_vgpu
+from planner.host.uri import HostUri, parse_host_uri, require_sim_dir
+
+
+def nvml_for(uri: HostUri) -> Any:
+    """The nvml module behind a host URI: real pynvml, or the simulator's FakeNvml."""
+    if uri.kind == "sim":
+        from planner.sim.fake_nvml import FakeNvml
+
+        return FakeNvml(require_sim_dir(uri))
+    import pynvml
+
+    return pynvml
+
+
+def sysfs_root(uri: HostUri) -> Path:
+    return require_sim_dir(uri) if uri.kind == "sim" else Path("/")
+
+
+def probe(uri: str, *, libvirt_uri: str | None = None) -> HostState:
+    """Read the whole host named by ``uri`` (``local`` or ``sim:DIR``)."""
+    host_uri = parse_host_uri(uri)
+    return probe_with(
+        host_uri,
+        nvml_for(host_uri),
+        Sysfs(sysfs_root(host_uri), writable=False),
+        libvirt_uri=libvirt_uri,
+    )
+
+
+def probe_with(
+    uri: HostUri, nvml: Any, sysfs: Sysfs, *, libvirt_uri: str | None = None
+) -> HostState:
+    """The probe on given adapters (tests hand in a recording NVML)."""
+    with NvmlHost(ReadOnlyNvml(nvml)) as host:
+        driver_version = host.driver_version()
+        gpus = host.read_gpus()
+        vgpu_gis: dict[str, int] = {}
+        for _, handle in host.handles():
+            vgpu_gis.update(host.vgpu_gpu_instances(handle))
+    gpus = tuple(g.model_copy(update={"driver": sysfs.pci_driver(g.pci)}) for g in gpus)
+    vgpu = read_vgpu(sysfs)
+    parents = tuple(_with_profiles(p, gpus) for p in vgpu.parents)
+    mdevs = tuple(_with_gi(m, vgpu_gis) for m in vgpu.mdevs)
+    with open_libvirt(uri.text, libvirt_uri, read_only=True) as session:
+        domains = read_domains(session.conn)
+    return HostState(
+        uri=uri.text,
+        driver_version=driver_version,
+        vgpu_backend=vgpu.backend,
+        gpus=gpus,
+        vgpu_parents=parents,
+        mdevs=mdevs,
+        domains=domains,
+    )
+
+
+def _with_gi(mdev: Mdev, vgpu_gis: dict[str, int]) -> Mdev:
+    gi_id = vgpu_gis.get(mdev.uuid)
+    return mdev if gi_id is None else mdev.model_copy(update={"gi_id": gi_id})
+
+
+def _with_profiles(parent: VgpuParent, gpus: tuple[Gpu, ...]) -> VgpuParent:
+    """Fill in each vGPU type's GI profile from the catalog of the parent's PF."""
+    pf = next((g for g in gpus if g.pci in (parent.physfn, parent.pci)), None)
+    if pf is None or pf.model is None:
+        return parent
+    model = get_model(pf.model)
+    by_suffix = {_type_suffix(p.vgpu_type): p.id for p in model.gi_profiles if p.vgpu_type}
+    types = tuple(_typed(t, by_suffix) for t in parent.types)
+    return parent.model_copy(update={"types": types})
+
+
+def _type_suffix(name: str) -> str:
+    """``<g>-<GB><series>[ME|...]`` of a MIG-backed type name: the board prefix differs by
+    SKU (A100, H100XM, H100L, ...) and the vendor word by driver ("NVIDIA", "GRID")."""
+    return "-".join(name.split(" ")[-1].rsplit("-", 2)[-2:])
+
+
+def _typed(vtype: VgpuType, by_suffix: dict[str, int]) -> VgpuType:
+    profile_id = by_suffix.get(_type_suffix(vtype.name))
+    return vtype if profile_id is None else vtype.model_copy(update={"gi_profile_id": profile_id})

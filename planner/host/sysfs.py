@@ -1,0 +1,208 @@
+"""sysfs adapter: the kernel's view of GPUs, SR-IOV VFs and vGPU devices.
+
+``Sysfs(root)`` reads paths such as ``sys/bus/pci/devices/...`` under ``root`` (``/`` on a
+real host, the simulator's DIR for ``sim:DIR``). Writes go through ``writer`` when one is
+given, so on a simulated host the simulated kernel sees them and reacts (mdev
+create/remove, current_vgpu_type, sriov_numvfs), as the real kernel would.
+
+The vGPU reader knows both NVIDIA layouts: the mdev framework (parents under
+``class/mdev_bus``, types under ``mdev_supported_types``, devices under
+``bus/mdev/devices``) and the vendor VFIO files of vGPU 17+ (``nvidia/creatable_vgpu_types``
+and ``nvidia/current_vgpu_type`` on each VF).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from planner.host.errors import HostError
+from planner.host.state import Mdev, VgpuParent, VgpuType
+from planner.lang.pci import normalize_pci
+
+PCI_DEVICES = "sys/bus/pci/devices"
+MDEV_BUS = "sys/class/mdev_bus"
+MDEV_DEVICES = "sys/bus/mdev/devices"
+MDEVCTL_CONFIG = "etc/mdevctl.d"
+
+# "1414 : NVIDIA H200X-1-18C"; the header line of creatable_vgpu_types does not match.
+_CREATABLE_LINE = re.compile(r"^\s*(\d+)\s*:\s*(\S.*?)\s*$")
+
+
+class Sysfs:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        writer: Callable[[str, str], None] | None = None,
+        writable: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self._writer = writer
+        self._writable = writable
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel.lstrip("/")
+
+    def exists(self, rel: str) -> bool:
+        return self.path(rel).exists()
+
+    def read(self, rel: str) -> str:
+        """A sysfs attribute's text without the trailing newline."""
+        try:
+            return self.path(rel).read_text().rstrip("\n")
+        except OSError as err:
+            raise HostError(f"cannot read /{rel.lstrip('/')}: {err.strerror}") from err
+
+    def read_optional(self, rel: str) -> str | None:
+        return self.read(rel) if self.path(rel).is_file() else None
+
+    def list(self, rel: str) -> list[str]:
+        """Entry names of a directory, sorted; empty when it does not exist."""
+        p = self.path(rel)
+        try:
+            return sorted(os.listdir(p)) if p.is_dir() else []
+        except OSError as err:
+            raise HostError(f"cannot list /{rel.lstrip('/')}: {err.strerror}") from err
+
+    def link_name(self, rel: str) -> str | None:
+        """The last component of a symlink's target (``driver`` -> ``nvidia``)."""
+        p = self.path(rel)
+        if p.is_symlink():
+            return os.path.basename(os.readlink(p).rstrip("/"))
+        return None
+
+    def resolve_parent_name(self, rel: str) -> str | None:
+        """The name of the directory a symlinked device really lives in."""
+        p = self.path(rel)
+        if not p.exists():
+            return None
+        return Path(os.path.realpath(p)).parent.name
+
+    def write(self, rel: str, value: str) -> None:
+        rel = rel.lstrip("/")
+        if not self._writable:
+            raise HostError(f"/{rel}: sysfs is open read-only")
+        if self._writer is not None:
+            self._writer(rel, value)
+            return
+        try:
+            with open(self.path(rel), "w") as f:  # one write(2), as sysfs expects
+                f.write(value)
+        except OSError as err:
+            raise HostError(f"cannot write {value!r} to /{rel}: {err.strerror}") from err
+
+    # --- PCI -------------------------------------------------------------------------
+
+    def pci_driver(self, pci: str) -> str | None:
+        """The kernel driver bound to a PCI device (nvidia, vfio-pci, ...) or None."""
+        return self.link_name(f"{PCI_DEVICES}/{pci}/driver")
+
+    def physfn(self, pci: str) -> str | None:
+        name = self.link_name(f"{PCI_DEVICES}/{pci}/physfn")
+        return normalize_pci(name) if name else None
+
+
+@dataclass(frozen=True)
+class VgpuView:
+    backend: Literal["mdev", "vfio-vf"] | None
+    parents: tuple[VgpuParent, ...]
+    mdevs: tuple[Mdev, ...]
+
+
+def _pci_or_none(name: str) -> str | None:
+    try:
+        return normalize_pci(name)
+    except ValueError:
+        return None
+
+
+def read_mdev_parents(sysfs: Sysfs) -> tuple[VgpuParent, ...]:
+    parents = []
+    for name in sysfs.list(MDEV_BUS):
+        pci = _pci_or_none(name)
+        if pci is None:
+            continue
+        types_dir = f"{PCI_DEVICES}/{name}/mdev_supported_types"
+        types = []
+        for type_id in sysfs.list(types_dir):
+            base = f"{types_dir}/{type_id}"
+            available = sysfs.read_optional(f"{base}/available_instances")
+            types.append(
+                VgpuType(
+                    type_id=type_id,
+                    name=sysfs.read_optional(f"{base}/name") or type_id,
+                    available_instances=int(available) if available else 0,
+                )
+            )
+        parents.append(
+            VgpuParent(pci=pci, physfn=sysfs.physfn(name), backend="mdev", types=tuple(types))
+        )
+    return tuple(sorted(parents, key=lambda p: p.pci))
+
+
+def parse_creatable_types(text: str) -> tuple[VgpuType, ...]:
+    """The lines of ``nvidia/creatable_vgpu_types``; each VF can hold one vGPU."""
+    types = []
+    for line in text.splitlines():
+        m = _CREATABLE_LINE.match(line)
+        if m:
+            types.append(VgpuType(type_id=m[1], name=m[2], available_instances=1))
+    return tuple(types)
+
+
+def read_vfio_vf_parents(sysfs: Sysfs) -> tuple[VgpuParent, ...]:
+    parents = []
+    for name in sysfs.list(PCI_DEVICES):
+        base = f"{PCI_DEVICES}/{name}/nvidia"
+        creatable = sysfs.read_optional(f"{base}/creatable_vgpu_types")
+        pci = _pci_or_none(name)
+        if creatable is None or pci is None:
+            continue
+        current = (sysfs.read_optional(f"{base}/current_vgpu_type") or "0").strip()
+        parents.append(
+            VgpuParent(
+                pci=pci,
+                physfn=sysfs.physfn(name),
+                backend="vfio-vf",
+                types=parse_creatable_types(creatable),
+                current_type=None if current in ("", "0") else current,
+            )
+        )
+    return tuple(sorted(parents, key=lambda p: p.pci))
+
+
+def read_mdevs(sysfs: Sysfs) -> tuple[Mdev, ...]:
+    mdevs = []
+    for uuid in sysfs.list(MDEV_DEVICES):
+        rel = f"{MDEV_DEVICES}/{uuid}"
+        parent = sysfs.resolve_parent_name(rel)
+        type_id = sysfs.link_name(f"{rel}/mdev_type")
+        if parent is None or type_id is None:
+            continue  # vanished while we looked
+        parent_pci = _pci_or_none(parent) or parent
+        mdevs.append(
+            Mdev(
+                uuid=uuid.lower(),
+                parent=parent_pci,
+                type_id=type_id,
+                persistent=sysfs.exists(f"{MDEVCTL_CONFIG}/{parent}/{uuid}"),
+            )
+        )
+    return tuple(sorted(mdevs, key=lambda m: m.uuid))
+
+
+def read_vgpu(sysfs: Sysfs) -> VgpuView:
+    """vGPU parents, their types and the mdevs that exist, with the backend in use."""
+    mdev_parents = read_mdev_parents(sysfs)
+    vf_parents = read_vfio_vf_parents(sysfs)
+    backend: Literal["mdev", "vfio-vf"] | None = None
+    if mdev_parents:
+        backend = "mdev"
+    elif vf_parents:
+        backend = "vfio-vf"
+    return VgpuView(backend=backend, parents=mdev_parents + vf_parents, mdevs=read_mdevs(sysfs))

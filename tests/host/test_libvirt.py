@@ -1,0 +1,176 @@
+"""libvirt adapters: the simulated host's domains persist across processes through
+libvirt's real test driver; the probe's connection is read-only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from planner.host.errors import HostError
+from planner.host.libvirt_conn import open_libvirt
+from planner.host.libvirt_read import parse_hostdevs, read_domains
+from planner.host.state import Hostdev
+
+MDEV = "2f0c6a3e-1111-4222-8333-444455556666"
+
+
+def domain_xml(
+    name: str, *, mdev: str | None = None, vf: str | None = None, uuid: str | None = None
+) -> str:
+    devs = ""
+    if mdev:
+        devs += (
+            "<hostdev mode='subsystem' type='mdev' model='vfio-pci' managed='no'>"
+            f"<source><address uuid='{mdev}'/></source></hostdev>"
+        )
+    if vf:
+        dom, bus, rest = vf.split(":")
+        slot, fn = rest.split(".")
+        devs += (
+            "<hostdev mode='subsystem' type='pci' managed='yes'><source>"
+            f"<address domain='0x{dom}' bus='0x{bus}' slot='0x{slot}' function='0x{fn}'/>"
+            "</source></hostdev>"
+        )
+    return textwrap.dedent(f"""\
+        <domain type='kvm'>
+          <name>{name}</name>{f"<uuid>{uuid}</uuid>" if uuid else ""}
+          <memory unit='MiB'>512</memory>
+          <vcpu>1</vcpu>
+          <os><type arch='x86_64'>hvm</type></os>
+          <devices>{devs}</devices>
+        </domain>
+        """)
+
+
+def run_py(code: str) -> str:
+    """Run code in a fresh interpreter: a separate process, as plan and apply are."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_domains_persist_across_processes(tmp_path: Path) -> None:
+    sim = f"sim:{tmp_path}"
+    run_py(f"""
+        from planner.host.libvirt_conn import open_libvirt
+        with open_libvirt({sim!r}) as s:
+            d = s.conn.defineXML({domain_xml("vm-a", mdev=MDEV)!r})
+            d.create()
+            s.conn.defineXML({domain_xml("vm-b", vf="0000:41:00.4")!r})
+            s.commit()
+            s.conn.defineXML({domain_xml("vm-uncommitted")!r})
+    """)
+    out = run_py(f"""
+        import json
+        from planner.host.libvirt_conn import open_libvirt
+        from planner.host.libvirt_read import read_domains
+        with open_libvirt({sim!r}, read_only=True) as s:
+            print(json.dumps([d.model_dump(mode="json") for d in read_domains(s.conn)]))
+    """)
+    domains = {d["name"]: d for d in json.loads(out)}
+    assert sorted(domains) == ["vm-a", "vm-b"]  # what was not committed is gone
+    assert domains["vm-a"]["state"] == "running"
+    assert domains["vm-a"]["hostdevs"] == [{"type": "mdev", "uuid": MDEV, "pci": None}]
+    assert domains["vm-b"]["state"] == "shut off"
+    assert domains["vm-b"]["hostdevs"] == [{"type": "pci", "uuid": None, "pci": "0000:41:00.4"}]
+    assert (tmp_path / "libvirt" / "domains" / "vm-a.xml").is_file()
+
+
+def test_uuid_state_and_removal_round_trip(tmp_path: Path) -> None:
+    sim = f"sim:{tmp_path}"
+    with open_libvirt(sim) as s:
+        dom = s.conn.defineXML(domain_xml("vm-a"))
+        uuid = dom.UUIDString()
+        dom.create()
+        dom.suspend()
+        s.conn.defineXML(domain_xml("vm-gone"))
+        s.commit()
+    with open_libvirt(sim) as s:
+        dom = s.conn.lookupByName("vm-a")
+        assert dom.UUIDString() == uuid
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
+        dom.resume()
+        dom.destroy()
+        s.conn.lookupByName("vm-gone").undefine()
+        s.commit()
+    with open_libvirt(sim, read_only=True) as s:
+        assert [(d.name, d.state) for d in read_domains(s.conn)] == [("vm-a", "shut off")]
+    assert not (tmp_path / "libvirt" / "domains" / "vm-gone.xml").exists()
+
+
+def test_transient_and_pending_definition_survive(tmp_path: Path) -> None:
+    sim = f"sim:{tmp_path}"
+    with open_libvirt(sim) as s:
+        s.conn.createXML(domain_xml("vm-transient", mdev=MDEV), 0)
+        dom = s.conn.defineXML(domain_xml("vm-run"))
+        dom.create()
+        # Redefining a running domain changes only its persistent definition.
+        s.conn.defineXML(domain_xml("vm-run", mdev=MDEV, uuid=dom.UUIDString()))
+        s.commit()
+    with open_libvirt(sim) as s:
+        t = s.conn.lookupByName("vm-transient")
+        assert t.isActive() and not t.isPersistent()
+        run = s.conn.lookupByName("vm-run")
+        assert MDEV not in run.XMLDesc(0)
+        assert MDEV in run.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        t.destroy()  # a transient domain that stops is gone
+        s.commit()
+    with open_libvirt(sim, read_only=True) as s:
+        names = [d.name for d in read_domains(s.conn)]
+    assert names == ["vm-run"]
+
+
+def test_read_only_session_refuses_changes(tmp_path: Path) -> None:
+    with open_libvirt(f"sim:{tmp_path}", read_only=True) as s:
+        with pytest.raises(libvirt.libvirtError, match="read only"):
+            s.conn.defineXML(domain_xml("vm-a"))
+        with pytest.raises(HostError, match="read-only"):
+            s.commit()
+    assert not (tmp_path / "libvirt" / "runstate.json").exists()
+
+
+def test_hand_written_domain_without_uuid_gets_a_stable_one(tmp_path: Path) -> None:
+    (tmp_path / "libvirt" / "domains").mkdir(parents=True)
+    (tmp_path / "libvirt" / "domains" / "vm-h.xml").write_text(domain_xml("vm-h"))
+    uuids = set()
+    for _ in range(2):
+        with open_libvirt(f"sim:{tmp_path}", read_only=True) as s:
+            uuids.add(s.conn.lookupByName("vm-h").UUIDString())
+    assert len(uuids) == 1
+
+
+def test_unknown_uri_and_missing_dir_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(HostError, match="unknown host URI 'qemu:///system'"):
+        open_libvirt("qemu:///system")
+    with pytest.raises(HostError, match="no such directory"):
+        open_libvirt(f"sim:{tmp_path / 'absent'}")
+    with pytest.raises(HostError, match="cannot connect to libvirt at bogus:///x"):
+        open_libvirt("local", "bogus:///x")
+
+
+def test_override_opens_that_uri_and_commit_is_a_no_op(tmp_path: Path) -> None:
+    with open_libvirt(f"sim:{tmp_path}", "test:///default") as s:
+        assert s.conn.getURI() == "test:///default"
+        s.commit()
+    assert not (tmp_path / "libvirt").exists()
+
+
+def test_parse_hostdevs_reads_mdev_and_pci_in_order() -> None:
+    xml = domain_xml("x", mdev=MDEV.upper(), vf="0000:41:01.2")
+    assert parse_hostdevs(xml) == (
+        Hostdev(type="mdev", uuid=MDEV),
+        Hostdev(type="pci", pci="0000:41:01.2"),
+    )
+
+
+def test_parse_hostdevs_bad_xml_names_the_domain() -> None:
+    with pytest.raises(HostError, match=r"domain\[x\]: unreadable domain XML"):
+        parse_hostdevs("<domain>", "domain[x]")

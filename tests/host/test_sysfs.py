@@ -1,0 +1,119 @@
+"""The sysfs reader on trees laid out as the kernel lays out /sys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from planner.host.errors import HostError
+from planner.host.sysfs import Sysfs, parse_creatable_types, read_vgpu
+
+PF = "0000:41:00.0"
+VF = "0000:41:00.4"
+MDEV = "2f0c6a3e-1111-4222-8333-444455556666"
+
+
+def _link(path: Path, target: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def pci_device(root: Path, bdf: str, driver: str | None = None, physfn: str | None = None) -> Path:
+    real = root / "sys/devices/pci0000:40" / bdf
+    real.mkdir(parents=True)
+    _link(root / "sys/bus/pci/devices" / bdf, f"../../../devices/pci0000:40/{bdf}")
+    if driver:
+        (root / "sys/bus/pci/drivers" / driver).mkdir(parents=True, exist_ok=True)
+        _link(real / "driver", f"../../../bus/pci/drivers/{driver}")
+    if physfn:
+        _link(real / "physfn", f"../{physfn}")
+    return real
+
+
+def mdev_host(root: Path) -> None:
+    pci_device(root, PF, driver="nvidia")
+    vf = pci_device(root, VF, driver="nvidia", physfn=PF)
+    _link(root / "sys/class/mdev_bus" / VF, f"../../devices/pci0000:40/{VF}")
+    for type_id, name, avail in [("nvidia-474", "NVIDIA A100-1-5C", "1"),
+                                 ("nvidia-468", "NVIDIA A100-4C", "0")]:
+        _write(vf / "mdev_supported_types" / type_id / "name", name + "\n")
+        _write(vf / "mdev_supported_types" / type_id / "available_instances", avail + "\n")
+    dev = vf / MDEV
+    dev.mkdir()
+    _link(dev / "mdev_type", "../mdev_supported_types/nvidia-474")
+    _link(root / "sys/bus/mdev/devices" / MDEV, f"../../../devices/pci0000:40/{VF}/{MDEV}")
+    _write(root / "etc/mdevctl.d" / VF / MDEV, "{}")
+
+
+def test_mdev_layout(tmp_path: Path) -> None:
+    mdev_host(tmp_path)
+    view = read_vgpu(Sysfs(tmp_path, writable=False))
+    assert view.backend == "mdev"
+    (parent,) = view.parents
+    assert (parent.pci, parent.physfn, parent.backend) == (VF, PF, "mdev")
+    assert [(t.type_id, t.name, t.available_instances) for t in parent.types] == [
+        ("nvidia-468", "NVIDIA A100-4C", 0),
+        ("nvidia-474", "NVIDIA A100-1-5C", 1),
+    ]
+    (mdev,) = view.mdevs
+    assert (mdev.uuid, mdev.parent, mdev.type_id, mdev.persistent) == (
+        MDEV, VF, "nvidia-474", True)
+
+
+def test_vfio_vf_layout(tmp_path: Path) -> None:
+    pci_device(tmp_path, PF, driver="nvidia")
+    for k, current in ((4, "0\n"), (5, "1414\n")):
+        vf = pci_device(tmp_path, f"0000:41:00.{k}", driver="nvidia", physfn=PF)
+        _write(vf / "nvidia/creatable_vgpu_types",
+               "ID    : vGPU Name\n1414  : NVIDIA H200X-1-18C\n1428  : NVIDIA H200X-141C\n")
+        _write(vf / "nvidia/current_vgpu_type", current)
+    view = read_vgpu(Sysfs(tmp_path))
+    assert view.backend == "vfio-vf"
+    assert [(p.pci, p.physfn, p.current_type) for p in view.parents] == [
+        ("0000:41:00.4", PF, None), ("0000:41:00.5", PF, "1414")]
+    assert [t.type_id for t in view.parents[0].types] == ["1414", "1428"]
+    assert view.mdevs == ()
+
+
+def test_no_vgpu_at_all(tmp_path: Path) -> None:
+    pci_device(tmp_path, PF, driver="vfio-pci")
+    view = read_vgpu(Sysfs(tmp_path))
+    assert (view.backend, view.parents, view.mdevs) == (None, (), ())
+    assert Sysfs(tmp_path).pci_driver(PF) == "vfio-pci"
+    assert Sysfs(tmp_path).pci_driver("0000:99:00.0") is None
+
+
+def test_creatable_types_header_only_means_none() -> None:
+    assert parse_creatable_types("ID    : vGPU Name\n") == ()
+
+
+def test_read_only_sysfs_refuses_writes(tmp_path: Path) -> None:
+    mdev_host(tmp_path)
+    sysfs = Sysfs(tmp_path, writable=False)
+    with pytest.raises(HostError, match="read-only"):
+        sysfs.write(f"sys/bus/mdev/devices/{MDEV}/remove", "1")
+
+
+def test_writes_go_to_the_writer_when_given(tmp_path: Path) -> None:
+    seen: list[tuple[str, str]] = []
+    sysfs = Sysfs(tmp_path, writer=lambda rel, value: seen.append((rel, value)))
+    sysfs.write("/sys/bus/pci/devices/x/sriov_numvfs", "4")
+    assert seen == [("sys/bus/pci/devices/x/sriov_numvfs", "4")]
+
+
+def test_plain_write_and_clear_error(tmp_path: Path) -> None:
+    _write(tmp_path / "sys/f", "0\n")
+    sysfs = Sysfs(tmp_path)
+    sysfs.write("sys/f", "1")
+    assert sysfs.read("sys/f") == "1"
+    with pytest.raises(HostError, match="cannot write '1' to /sys/missing/f"):
+        sysfs.write("sys/missing/f", "1")
+    with pytest.raises(HostError, match="cannot read /sys/nothing"):
+        sysfs.read("sys/nothing")
