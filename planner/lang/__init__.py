@@ -5,6 +5,8 @@ whose ``str()`` parses back to an equal value. This package is a leaf: it import
 nothing else of the project, so config and hardware may both use it.
 """
 
+from planner.lang.parse import LangError, parse_layout, parse_profile, parse_selector
+from planner.lang.pci import normalize_pci
 from planner.lang.values import (
     GpuSelector,
     Layout,
@@ -12,8 +14,6 @@ from planner.lang.values import (
     MigProfile,
     SelectorKind,
 )
-from planner.lang.parse import LangError, parse_layout, parse_profile, parse_selector
-from planner.lang.pci import normalize_pci
 
 __all__ = [
     "GpuSelector",

@@ -1,11 +1,15 @@
-"""Parse profile names, layout expressions and GPU selectors with the shipped lark grammars."""
+"""Parse profile names, layout expressions and GPU selectors with the shipped lark grammars.
+
+A syntax error is a LangError naming the 1-based column and what was expected there.
+"""
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, UnexpectedInput
+from lark import Lark, Token, Tree, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from planner.lang.pci import normalize_pci
 from planner.lang.values import GpuSelector, Layout, LayoutItem, MigProfile, SelectorKind
@@ -28,82 +32,84 @@ def _parser(name: str) -> Lark:
     return Lark(grammar, parser="lalr", maybe_placeholders=False)
 
 
+# How each terminal reads in an error message.
 _EXPECTED = {
+    "$END": "end of input",
+    "<END-OF-FILE>": "end of input",
     "INT": "a number",
     "COUNT": "a count",
     "START": "a start slice",
     "PROFILE": "a profile name such as 1g.10gb",
     "PLUS": "'+'",
     "STAR": "'*'",
-    "__ANON_0": "a profile name",
+    "AT": "'@'",
+    "CI_UNIT": "'c.'",
+    "GI_UNIT": "'g.'",
+    "GB": "'gb'",
     "EXT": "an extension (+me, -me, +gfx, +me.all)",
     "MIG_PREFIX": "'MIG '",
     "PCI_ADDRESS": "a PCI address",
     "INDEX": "a GPU index",
-    "GPU_UUID": "a GPU-<uuid>",
-    "GLOB": "a model pattern",
+    "GPU_UUID": "GPU-<uuid>",
+    "MODEL_PREFIX": "model=GLOB",
+    "GLOB": "a model pattern such as H100*",
 }
 
 
 def _describe(expected: set[str]) -> str:
-    names = sorted({_EXPECTED.get(e, repr(e) if len(e) == 1 else e.lower()) for e in expected})
+    names = sorted({_EXPECTED.get(e, repr(e.lower())) for e in expected})
     if not names:
         return "end of input"
-    return " or ".join(names)
+    if len(names) == 1:
+        return names[0]
+    return ", ".join(names[:-1]) + " or " + names[-1]
 
 
-def _run(name: str, what: str, text: str):  # type: ignore[no-untyped-def]
+def _run(name: str, what: str, text: str) -> Tree[Token]:
     try:
         return _parser(name).parse(text)
     except UnexpectedInput as exc:
         column = getattr(exc, "column", 0) or 0
-        if column <= 0:  # unexpected end of input
+        at_end = isinstance(exc, UnexpectedEOF) or (
+            isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+        )
+        if at_end or not isinstance(column, int) or column <= 0:
             column = len(text) + 1
-        expected = getattr(exc, "expected", None) or getattr(exc, "allowed", None) or set()
-        raise LangError(what, text, column, _describe(set(expected))) from None
+        expected = set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ())
+        if not at_end and column > 1 and _parses(name, text[: column - 1]):
+            expected.add("$END")  # the text would be complete right before the bad character
+        raise LangError(what, text, column, _describe(expected)) from None
 
 
-class _ProfileTx(Transformer):  # type: ignore[type-arg]
-    def profile(self, children: list) -> MigProfile:  # type: ignore[type-arg]
-        ci = gi = mem = None
-        ext = ""
-        for child in children:
-            if isinstance(child, tuple):
-                kind, value = child
-                if kind == "ci":
-                    ci = value
-                elif kind == "gi":
-                    gi = value
-                elif kind == "mem":
-                    mem = value
-                else:
-                    ext = value
-        assert gi is not None and mem is not None
-        return MigProfile(gi_slices=gi, memory_gb=mem, extension=ext, ci_slices=ci)
+def _parses(name: str, text: str) -> bool:
+    try:
+        _parser(name).parse(text)
+    except UnexpectedInput:
+        return False
+    return True
 
-    def ci(self, c: list[Token]) -> tuple[str, int]:
-        return ("ci", int(c[0]))
 
-    def gi(self, c: list[Token]) -> tuple[str, int]:
-        return ("gi", int(c[0]))
-
-    def memory(self, c: list[Token]) -> tuple[str, int]:
-        return ("mem", int(c[0]))
-
-    def extension(self, c: list[Token]) -> tuple[str, str]:
-        return ("ext", str(c[0]))
+def _profile_from(tree: Tree[Token]) -> MigProfile:
+    values: dict[str, int | str] = {}
+    for child in tree.children:
+        if isinstance(child, Tree):
+            token = child.children[0]
+            assert isinstance(token, Token)
+            values[str(child.data)] = str(token) if child.data == "extension" else int(token)
+    ci = values.get("ci")
+    return MigProfile(
+        gi_slices=int(values["gi"]),
+        memory_gb=int(values["memory"]),
+        extension=str(values.get("extension", "")),
+        ci_slices=None if ci is None else int(ci),
+    )
 
 
 def parse_profile(text: str) -> MigProfile:
     """``1g.10gb+me`` -> MigProfile; ``MIG 3g.20gb`` (NVML's spelling) is accepted too."""
-    tree = _run("profile", "MIG profile", text.strip())
-    return _ProfileTx().transform(tree)  # type: ignore[no-any-return]
-
-
-def _positive(value: int, what: str, text: str, token: Token) -> int:
-    if value < 1:
-        raise LangError("layout", text, (token.column or 1), f"{what} of at least 1")
-    return value
+    stripped = text.strip()
+    tree = _run("profile", "MIG profile", stripped)
+    return _profile_from(tree)
 
 
 def parse_layout(text: str) -> Layout:
@@ -111,24 +117,79 @@ def parse_layout(text: str) -> Layout:
     tree = _run("layout", "layout", text)
     items: list[LayoutItem] = []
     for item in tree.children:
+        if not isinstance(item, Tree):
+            continue  # a PLUS between items
         count, start, profile = 1, None, None
         for tok in item.children:
+            assert isinstance(tok, Token)
             if tok.type == "COUNT":
-                count = _positive(int(tok), "a count", text, tok)
+                count = int(tok)
+                if count < 1:
+                    raise LangError("layout", text, tok.column or 1, "a count of at least 1")
             elif tok.type == "START":
                 start = int(tok)
-            else:
+            elif tok.type == "PROFILE":
                 profile = parse_profile(str(tok))
         assert profile is not None
         items.append(LayoutItem(profile=profile, count=count, start=start))
     return Layout(items=tuple(items))
 
 
+# Character templates for diagnosing a selector that looks like a PCI address or UUID:
+# h = hex digit, f = PCI function 0-7, anything else literal.
+_UUID_TEMPLATE = "GPU-hhhhhhhh-hhhh-hhhh-hhhh-hhhhhhhhhhhh"
+_SELECTOR_HINT = "a PCI address (dddd:bb:dd.f or bb:dd.f), a GPU index, GPU-<uuid> or model=GLOB"
+
+
+def _walk_template(text: str, template: str, offset: int = 0) -> tuple[int, str] | None:
+    """(1-based column, expectation) of the first character of ``text`` that breaks
+    ``template``; None when it fits."""
+    for i, want in enumerate(template):
+        got = text[i] if i < len(text) else ""
+        ok = (
+            (want == "h" and got != "" and got in "0123456789abcdefABCDEF")
+            or (want == "f" and got != "" and got in "01234567")
+            or (want not in "hf" and got.upper() == want.upper() and got != "")
+        )
+        if not ok:
+            expected = {"h": "a hex digit", "f": "a PCI function 0-7"}.get(want, repr(want))
+            return offset + i + 1, expected
+    if len(text) > len(template):
+        return offset + len(template) + 1, "end of input"
+    return None
+
+
+def _selector_error(text: str) -> LangError:
+    what = "GPU selector"
+    if text.lower().startswith("model="):
+        return LangError(what, text, 7, _EXPECTED["GLOB"])
+    if text[:4].upper() == "GPU-":
+        where = _walk_template(text, _UUID_TEMPLATE) or (1, _SELECTOR_HINT)
+        return LangError(what, text, where[0], where[1])
+    if ":" in text:
+        head = text.split(":", 1)[0]
+        if len(head) in range(4, 9) and text.count(":") >= 2:
+            template = "h" * len(head) + ":hh:hh.f"
+        else:
+            template = "hh:hh.f"
+        broken = _walk_template(text, template)
+        if broken is not None:
+            return LangError(what, text, broken[0], f"{broken[1]} (in a PCI address)")
+    m = re.match(r"[0-9]+", text)
+    if m:
+        return LangError(what, text, m.end() + 1, "a digit, ':' (PCI address) or end of input")
+    return LangError(what, text, 1, _SELECTOR_HINT)
+
+
 def parse_selector(text: str) -> GpuSelector:
     """A PCI address, an index, a ``GPU-`` UUID or ``model=GLOB``."""
     stripped = text.strip()
-    tree = _run("selector", "GPU selector", stripped)
-    token = tree.children[0]
+    try:
+        tree = _run("selector", "GPU selector", stripped)
+    except LangError:
+        raise _selector_error(stripped) from None
+    token = tree.children[-1]
+    assert isinstance(token, Token)
     kind = SelectorKind(tree.data)
     value = str(token)
     if kind is SelectorKind.PCI:

@@ -75,7 +75,7 @@ class Layout:
         return " + ".join(str(i) for i in self.items)
 
 
-class SelectorKind(str, Enum):
+class SelectorKind(str, Enum):  # noqa: UP042 (kept: str() and format() stay as they were)
     PCI = "pci"
     INDEX = "index"
     UUID = "uuid"
