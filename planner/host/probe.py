@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from planner.hardware.catalog import get_model
+from planner.hardware.model import GpuModel
+from planner.hardware.vgpu import lookup_vgpu_type
 from planner.host.libvirt_conn import open_libvirt
 from planner.host.libvirt_read import read_domains
 from planner.host.nvml import NvmlHost, ReadOnlyNvml
@@ -84,17 +86,12 @@ def _with_profiles(parent: VgpuParent, gpus: tuple[Gpu, ...]) -> VgpuParent:
     if pf is None or pf.model is None:
         return parent
     model = get_model(pf.model)
-    by_suffix = {_type_suffix(p.vgpu_type): p.id for p in model.gi_profiles if p.vgpu_type}
-    types = tuple(_typed(t, by_suffix) for t in parent.types)
+    types = tuple(_typed(t, model) for t in parent.types)
     return parent.model_copy(update={"types": types})
 
 
-def _type_suffix(name: str) -> str:
-    """``<g>-<GB><series>[ME|...]`` of a MIG-backed type name: the board prefix differs by
-    SKU (A100, H100XM, H100L, ...) and the vendor word by driver ("NVIDIA", "GRID")."""
-    return "-".join(name.split(" ")[-1].rsplit("-", 2)[-2:])
-
-
-def _typed(vtype: VgpuType, by_suffix: dict[str, int]) -> VgpuType:
-    profile_id = by_suffix.get(_type_suffix(vtype.name))
-    return vtype if profile_id is None else vtype.model_copy(update={"gi_profile_id": profile_id})
+def _typed(vtype: VgpuType, model: GpuModel) -> VgpuType:
+    found = lookup_vgpu_type(vtype.name, (model,))  # None for time-sliced types
+    if found is None:
+        return vtype
+    return vtype.model_copy(update={"gi_profile_id": found[1].id})

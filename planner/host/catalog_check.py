@@ -1,0 +1,117 @@
+"""``aihow probe --check-catalog``: read each GPU's MIG profiles and placements through
+NVML (query calls only, through ``ReadOnlyNvml``) and compare them with the catalog.
+
+Possible placements are answered "regardless of whether MIG is enabled", but need root;
+without permission the profiles are still compared and the report says placements were
+not read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from planner.hardware.catalog import get_model
+from planner.hardware.check import CatalogCheck, ObservedProfile, check_profiles
+from planner.host.nvml import NvmlHost, ReadOnlyNvml
+from planner.host.probe import nvml_for
+from planner.host.state import Gpu
+from planner.host.uri import parse_host_uri
+
+
+@dataclass(frozen=True)
+class GpuCheck:
+    gpu: Gpu
+    observed: tuple[ObservedProfile, ...]
+    check: CatalogCheck | None  # None when the GPU is not in the catalog or not MIG-capable
+    notes: tuple[str, ...] = ()
+
+    @property
+    def differences(self) -> tuple[str, ...]:
+        if not self.gpu.mig_capable:
+            return ()
+        if self.check is None:
+            return (f"{self.gpu.name} (device id {self.gpu.pci_device_id}) is not in the "
+                    "catalog",)
+        return self.check.differences
+
+
+def read_observed(host: NvmlHost, handle: Any) -> tuple[tuple[ObservedProfile, ...], list[str]]:
+    """Every GI profile the driver reports, with its possible placements where allowed."""
+    n = host.nvml
+    notes: list[str] = []
+    observed = []
+    for p in host.gi_profiles(handle):
+        starts: tuple[int, ...] | None = None
+        size: int | None = None
+        try:
+            placements = host.gi_placements(handle, p.id)
+        except n.NVMLError_NoPermission:
+            if not notes:
+                notes.append("placements not read: NVML needs root for possible placements")
+        except n.NVMLError_NotSupported:
+            notes.append(f"placements of profile {p.id} not supported by this driver")
+        else:
+            starts = tuple(s for s, _ in placements)
+            sizes = {sz for _, sz in placements}
+            size = sizes.pop() if len(sizes) == 1 else None
+        observed.append(
+            ObservedProfile(
+                enum=p.enum, id=p.id, name=p.name, instance_count=p.instance_count,
+                memory_mib=p.memory_mib, sm_count=p.sm_count, copy_engines=p.copy_engines,
+                decoders=p.decoders, encoders=p.encoders, jpegs=p.jpegs, ofas=p.ofas,
+                slice_count=p.slice_count, placements=starts, placement_size=size,
+            )
+        )
+    return tuple(observed), notes
+
+
+def check_host(uri: str) -> tuple[str | None, tuple[GpuCheck, ...]]:
+    """(driver version, one check per GPU in PCI order)."""
+    host_uri = parse_host_uri(uri)
+    results = []
+    with NvmlHost(ReadOnlyNvml(nvml_for(host_uri))) as host:
+        driver = host.driver_version()
+        for index, handle in host.handles():
+            gpu = host.read_gpu(index, handle)
+            if not gpu.mig_capable:
+                results.append(GpuCheck(gpu, (), None, ("not MIG-capable: nothing to check",)))
+                continue
+            observed, notes = read_observed(host, handle)
+            check = None
+            if gpu.model is not None:
+                check = check_profiles(get_model(gpu.model), observed, driver_version=driver)
+            results.append(GpuCheck(gpu, observed, check, tuple(notes)))
+    return driver, tuple(sorted(results, key=lambda r: r.gpu.pci))
+
+
+def render_checks(uri: str, driver: str | None, checks: tuple[GpuCheck, ...]) -> str:
+    lines = [f"host {uri}  driver {driver or 'unknown'}"]
+    if not checks:
+        lines.append("no GPUs")
+    for c in checks:
+        model = c.gpu.model or "not in the catalog"
+        verdict = "differs from the catalog" if c.differences else "matches the catalog"
+        if not c.gpu.mig_capable:
+            verdict = "not MIG-capable"
+        lines += ["", f"GPU {c.gpu.index}  {c.gpu.pci}  {c.gpu.name}  [{model}]: {verdict}"]
+        for p in c.observed:
+            where = ("{" + ",".join(map(str, p.placements)) + f"}}:{p.placement_size}"
+                     if p.placements is not None else "not read")
+            lines.append(
+                f"  enum {p.enum:<3} id {p.id:<3} {p.name:<14} count {p.instance_count:<2} "
+                f"mem {p.memory_mib:>6} MiB  SM {p.sm_count:<3} CE {p.copy_engines} "
+                f"DEC {p.decoders} ENC {p.encoders} JPG {p.jpegs} OFA {p.ofas}  "
+                f"placements {where}"
+            )
+        lines += [f"  difference: {d}" for d in c.differences]
+        if c.check is not None:
+            lines += [f"  note: {n}" for n in c.check.notes]
+        lines += [f"  note: {n}" for n in c.notes]
+    return "\n".join(lines) + "\n"
+
+
+def check_catalog(uri: str) -> tuple[str, int]:
+    """The report for ``aihow probe --check-catalog`` and the number of differences."""
+    driver, checks = check_host(uri)
+    return render_checks(uri, driver, checks), sum(len(c.differences) for c in checks)
