@@ -1,0 +1,392 @@
+"""GPUResourceAllocator: who holds which GPU resource, across clusters and processes.
+
+A ledger of claims ``(kind, key) -> owner``:
+
+- ``pci``           a whole GPU or a VF, by normalised PCI address ``dddd:bb:dd.f``
+- ``gi_placement``  a GPU instance slot, ``"PCI/START"`` (``0000:17:00.0/4``)
+- ``mig_uuid``      a MIG device, ``MIG-<uuid>``
+- ``vgpu``          a vGPU device: an mdev UUID, or a VF's PCI address (vfio-vf backend)
+
+and an owner is ``"cluster/node"`` (``hpc/hpc-compute-01``). It replaces ai-how's
+``global-state.json`` allocator (which it leaves untouched) and fixes its faults:
+
+- One JSON file with a schema version, changed only under an ``fcntl`` lock on a
+  sidecar ``.lock`` file and written atomically (temporary file, fsync, rename, fsync of
+  the directory), so a crash leaves either the old or the new ledger, never a torn one.
+- A generation number, as OpenStack Placement does it: every write carries the
+  generation the caller read; if the ledger moved on since, the write fails with
+  ``StaleGeneration`` and the caller re-reads, re-decides and retries. The lock makes
+  each write atomic; the generation makes the read-decide-write of a caller atomic.
+- libvirt is the other source of truth: a device that any domain references counts as
+  taken even when the ledger lost its claim (pass the probed ``Domain`` values).
+- Releases check the owner; conflicts name both owners.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from planner.errors import AihowError
+from planner.host.state import Domain
+from planner.lang.pci import normalize_pci
+
+SCHEMA = "aihow-gpu-allocations"
+SCHEMA_VERSION = 1
+LEDGER_NAME = "allocations.json"  # inside aihow's state directory
+
+ClaimKind = Literal["pci", "gi_placement", "mig_uuid", "vgpu"]
+KINDS: tuple[ClaimKind, ...] = ("pci", "gi_placement", "mig_uuid", "vgpu")
+# A device held by a libvirt domain that the ledger does not know: its owner is written
+# "libvirt/<domain>" (the cluster is unknown; the node is the domain's name).
+LIBVIRT_OWNER_PREFIX = "libvirt/"
+
+_OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MIG = re.compile(r"^MIG-([0-9a-fA-F-]{36})$")
+_MIG_LEGACY = re.compile(r"^MIG-GPU-([0-9a-fA-F-]{36})/(\d+)/(\d+)$")
+
+
+class AllocationError(AihowError):
+    """A claim or release that the ledger refuses."""
+
+
+class AllocationConflict(AllocationError):
+    """A resource is held by another owner."""
+
+
+class StaleGeneration(AllocationError):
+    """The ledger changed since the caller read it: re-read and retry."""
+
+    def __init__(self, path: Path, expected: int, actual: int) -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{path}: the allocation ledger is at generation {actual}, not {expected}: "
+            "another aihow changed it; re-read and retry"
+        )
+
+
+class LedgerCorrupt(AllocationError):
+    """The ledger file exists but cannot be read as a ledger."""
+
+
+# --- keys ----------------------------------------------------------------------------
+
+
+def normalize_key(kind: str, key: str) -> str:
+    """The canonical text of a resource key of ``kind``; AllocationError if invalid."""
+    text = key.strip() if isinstance(key, str) else ""
+    try:
+        if kind == "pci":
+            return normalize_pci(text)
+        if kind == "gi_placement":
+            pci, sep, start = text.rpartition("/")
+            if not sep or not start.isdigit():
+                raise ValueError("expected PCI/START")
+            return f"{normalize_pci(pci)}/{int(start)}"
+        if kind == "mig_uuid":
+            m = _MIG.match(text)
+            if m:
+                return f"MIG-{uuid.UUID(m[1])}"
+            m = _MIG_LEGACY.match(text)
+            if m:
+                return f"MIG-GPU-{uuid.UUID(m[1])}/{int(m[2])}/{int(m[3])}"
+            raise ValueError("expected MIG-<uuid>")
+        if kind == "vgpu":
+            # An mdev UUID, or a VF address for the vfio-vf backend.
+            with contextlib.suppress(ValueError):
+                return str(uuid.UUID(text))
+            return normalize_pci(text)
+    except ValueError as exc:
+        raise AllocationError(f"invalid {kind} key {key!r}: {exc}") from None
+    raise AllocationError(f"unknown claim kind {kind!r} (expected one of {', '.join(KINDS)})")
+
+
+def check_owner(owner: str) -> str:
+    if not isinstance(owner, str) or not _OWNER.match(owner):
+        raise AllocationError(f"invalid owner {owner!r}: expected 'cluster/node'")
+    return owner
+
+
+def _node(owner: str) -> str:
+    return owner.split("/", 1)[1]
+
+
+def _same_holder(a: str, b: str) -> bool:
+    """Equal owners, or a libvirt-only owner and a ledger owner of the same node."""
+    if a == b:
+        return True
+    if a.startswith(LIBVIRT_OWNER_PREFIX) or b.startswith(LIBVIRT_OWNER_PREFIX):
+        return _node(a) == _node(b)
+    return False
+
+
+@dataclass(frozen=True, order=True)
+class Claim:
+    kind: str  # one of KINDS
+    key: str
+    owner: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.kind}[{self.key}]"
+
+
+def _claim_ids(claims: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for kind, key in claims:
+        item = (kind, normalize_key(kind, key))
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def domain_holdings(domains: Iterable[Domain]) -> dict[tuple[str, str], str]:
+    """What libvirt domains reference: mdev UUIDs as ``vgpu`` and PCI hostdevs as both
+    ``pci`` and ``vgpu`` (a VF is a vGPU on the vfio-vf backend), each to its domain."""
+    held: dict[tuple[str, str], str] = {}
+    for dom in sorted(domains, key=lambda d: d.name):
+        for dev in dom.hostdevs:
+            if dev.type == "mdev" and dev.uuid:
+                held.setdefault(("vgpu", normalize_key("vgpu", dev.uuid)), dom.name)
+            elif dev.type == "pci" and dev.pci:
+                pci = normalize_pci(dev.pci)
+                held.setdefault(("pci", pci), dom.name)
+                held.setdefault(("vgpu", pci), dom.name)
+    return held
+
+
+# --- the ledger value ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ledger:
+    generation: int = 0
+    claims: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    def owner_of(self, kind: str, key: str) -> str | None:
+        return self.claims.get((kind, normalize_key(kind, key)))
+
+    def held_by(self, owner: str) -> list[Claim]:
+        return sorted(Claim(k, key, o) for (k, key), o in self.claims.items() if o == owner)
+
+    def all_claims(self) -> list[Claim]:
+        return sorted(Claim(k, key, o) for (k, key), o in self.claims.items())
+
+    def to_json(self) -> str:
+        doc = {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "generation": self.generation,
+            "claims": [{"kind": c.kind, "key": c.key, "owner": c.owner} for c in self.all_claims()],
+        }
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> Ledger:
+        try:
+            doc = json.loads(text)
+            if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+                raise ValueError(f"not an aihow allocation ledger (schema {SCHEMA!r} missing)")
+            if doc.get("schema_version") != SCHEMA_VERSION:
+                raise ValueError(
+                    f"schema_version {doc.get('schema_version')!r} is not {SCHEMA_VERSION} "
+                    "(written by another aihow version)"
+                )
+            gen = doc["generation"]
+            if not isinstance(gen, int) or gen < 0:
+                raise ValueError("generation must be a non-negative integer")
+            claims: dict[tuple[str, str], str] = {}
+            for item in doc["claims"]:
+                kind, key = item["kind"], normalize_key(item["kind"], item["key"])
+                claims[(kind, key)] = check_owner(item["owner"])
+        except (ValueError, KeyError, TypeError, AllocationError) as exc:
+            raise LedgerCorrupt(f"{path}: cannot read the allocation ledger: {exc}") from None
+        return cls(gen, claims)
+
+
+# --- the allocator -----------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class GPUResourceAllocator:
+    """The ledger at ``path`` (conventionally ``STATE_DIR/allocations.json``)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    # --- reading and locking ---
+
+    def read(self) -> Ledger:
+        """The ledger now (generation 0 and no claims if it was never written)."""
+        with self._locked(shared=True):
+            return self._load()
+
+    def _load(self) -> Ledger:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Ledger()
+        except OSError as exc:
+            raise AllocationError(f"{self.path}: cannot read: {exc.strerror}") from None
+        return Ledger.from_json(text, self.path)
+
+    @contextlib.contextmanager
+    def _locked(self, *, shared: bool = False) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise AllocationError(f"{self.lock_path}: cannot open: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _write(self, ledger: Ledger) -> None:
+        """Atomically replace the ledger: a crash at any point leaves the old or the new."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        data = ledger.to_json().encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def _update(
+        self, generation: int, change: Callable[[Ledger], dict[tuple[str, str], str]]
+    ) -> Ledger:
+        with self._locked():
+            current = self._load()
+            if current.generation != generation:
+                raise StaleGeneration(self.path, generation, current.generation)
+            claims = change(current)
+            new = Ledger(current.generation + 1, claims)
+            self._write(new)
+            # Temporary files of writers that crashed before their rename are garbage.
+            for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+            return new
+
+    # --- writes (each needs the generation the caller decided on) ---
+
+    def claim(
+        self,
+        owner: str,
+        resources: Iterable[tuple[str, str]],
+        *,
+        generation: int,
+        domains: Iterable[Domain] = (),
+    ) -> Ledger:
+        """Give every resource to ``owner``, all or none. Claiming what ``owner`` already
+        holds is a no-op for that resource. Refused when another owner holds one in the
+        ledger, or a libvirt domain other than the owner's node references it."""
+        check_owner(owner)
+        wanted = _claim_ids(resources)
+        by_domain = domain_holdings(domains)
+
+        def change(led: Ledger) -> dict[tuple[str, str], str]:
+            claims = dict(led.claims)
+            for kind, key in wanted:
+                holder = claims.get((kind, key))
+                if holder is None and (kind, key) in by_domain:
+                    holder = LIBVIRT_OWNER_PREFIX + by_domain[(kind, key)]
+                if holder is not None and not _same_holder(holder, owner):
+                    raise AllocationConflict(_conflict(kind, key, holder, owner))
+                claims[(kind, key)] = owner
+            return claims
+
+        return self._update(generation, change)
+
+    def release(
+        self, owner: str, resources: Iterable[tuple[str, str]], *, generation: int
+    ) -> Ledger:
+        """Drop ``owner``'s claims on the resources, all or none. Releasing something
+        another owner holds is refused, naming both; releasing a free one is a no-op."""
+        check_owner(owner)
+        wanted = _claim_ids(resources)
+
+        def change(led: Ledger) -> dict[tuple[str, str], str]:
+            claims = dict(led.claims)
+            for kind, key in wanted:
+                holder = claims.get((kind, key))
+                if holder is None:
+                    continue
+                if not _same_holder(holder, owner):
+                    raise AllocationConflict(
+                        f"{kind}[{key}] is held by {holder}; {owner} cannot release it"
+                    )
+                del claims[(kind, key)]
+            return claims
+
+        return self._update(generation, change)
+
+    def release_owner(self, owner: str, *, generation: int) -> Ledger:
+        """Drop every claim of ``owner`` (its node was removed)."""
+        check_owner(owner)
+        return self._update(
+            generation, lambda led: {k: o for k, o in led.claims.items() if o != owner}
+        )
+
+    def reconcile(self, domains: Iterable[Domain], *, generation: int) -> Ledger:
+        """Record every device a libvirt domain references that the ledger lost, owned by
+        ``libvirt/<domain>``; a ledger owner of the same node keeps its claim."""
+        held = domain_holdings(domains)
+
+        def change(led: Ledger) -> dict[tuple[str, str], str]:
+            claims = dict(led.claims)
+            for ident, dom in sorted(held.items()):
+                claims.setdefault(ident, LIBVIRT_OWNER_PREFIX + dom)
+            return claims
+
+        return self._update(generation, change)
+
+    # --- the read-decide-write loop, for callers that decide from what they read ---
+
+    def transact(
+        self,
+        decide: Callable[[Ledger], T],
+        write: Callable[[T, int], Ledger],
+        *,
+        attempts: int = 20,
+    ) -> tuple[T, Ledger]:
+        """Read, let ``decide`` choose from that view, then ``write(choice, generation)``;
+        on StaleGeneration start over (at most ``attempts`` times)."""
+        for _ in range(attempts):
+            view = self.read()
+            choice = decide(view)
+            try:
+                return choice, write(choice, view.generation)
+            except StaleGeneration:
+                continue
+        raise AllocationError(
+            f"{self.path}: the ledger kept changing; gave up after {attempts} tries"
+        )
+
+
+def _conflict(kind: str, key: str, holder: str, wanted_by: str) -> str:
+    if holder.startswith(LIBVIRT_OWNER_PREFIX):
+        return (
+            f"{kind}[{key}] is referenced by libvirt domain {_node(holder)} (not in the "
+            f"ledger); it cannot also go to {wanted_by}"
+        )
+    return f"{kind}[{key}] is held by {holder}; it cannot also go to {wanted_by}"
