@@ -1,9 +1,341 @@
-"""CLI commands: apply_cmds (to be filled in)."""
+"""CLI commands: ``aihow apply``, ``aihow recover``, ``aihow generations``, ``aihow rollback``."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from planner.errors import AihowError
+
+if TYPE_CHECKING:
+    from planner.apply.executor import ApplyResult, Event, RecoverResult
+
+HostOpt = Annotated[
+    str | None,
+    typer.Option("--host", help="Host URI: 'local' or 'sim:DIR' (default: the plan's host, "
+                 "else local)."),
+]
+StateDirOpt = Annotated[
+    Path | None,
+    typer.Option("--state-dir", help="Lock, journal and generations (default /var/lib/aihow; "
+                 "DIR/state for sim:DIR)."),
+]
+AutoOpt = Annotated[
+    bool, typer.Option("--auto-approve", help="Do not ask before destructive actions.")
+]
+ResetOpt = Annotated[
+    bool, typer.Option("--allow-reset", help="Allow GPU resets that MIG mode changes need.")
+]
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("apply")(apply)
+    app.command("recover")(recover)
+    app.command("generations")(generations)
+    app.command("rollback")(rollback)
+
+
+# --- shared ---------------------------------------------------------------------------
+
+
+def _is_plan_file(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and "plan_sha256" in data
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise AihowError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def _plan_and_config(path: Path, host: str | None) -> tuple[Any, str, Any, str, str, str]:
+    """(plan, plan text, config, config text, config path, host uri) for PLAN or CONFIG."""
+    from planner.config import load_config
+    from planner.plan.model import load_plan
+
+    if _is_plan_file(path):
+        plan = load_plan(path)  # verifies plan_sha256: an edited plan stops here
+        plan_text = _read(path)
+        cfg_path = Path(str(plan.config.path))
+        cfg_text = _read(cfg_path)
+        digest = hashlib.sha256(cfg_text.encode()).hexdigest()
+        if digest != plan.config.sha256:
+            raise AihowError(
+                f"{cfg_path}: the config changed since the plan was made "
+                f"(sha256 {digest[:12]} now, {str(plan.config.sha256)[:12]} in the plan); "
+                "make a new plan"
+            )
+        return plan, plan_text, load_config(cfg_path), cfg_text, str(cfg_path), \
+            host or str(plan.host.uri)
+    cfg_text = _read(path)
+    cfg = load_config(path)
+    host_uri = host or "local"
+    plan = _make_plan(cfg, cfg_text, str(path), host_uri)
+    return plan, plan.to_json(), cfg, cfg_text, str(path), host_uri
+
+
+def _make_plan(cfg: Any, cfg_text: str, cfg_path: str, host_uri: str) -> Any:
+    from planner.host.probe import probe
+    from planner.plan.make import make_plan
+
+    host = probe(host_uri)
+    return make_plan(cfg, host, config_path=cfg_path,
+                     config_sha256=hashlib.sha256(cfg_text.encode()).hexdigest(),
+                     host_uri=host_uri)
+
+
+def _show_plan(plan: Any) -> None:
+    import importlib
+
+    try:
+        render = importlib.import_module("planner.plan.render")
+    except ImportError:
+        render = None
+    if render is not None and hasattr(render, "render_text"):
+        typer.echo(render.render_text(plan, color=sys.stdout.isatty()).rstrip("\n"))
+        return
+    marks = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
+    for a in plan.actions:
+        if a.action != "no-op":
+            typer.echo(f"  {marks[a.action]} {a.address}  ({a.reason})")
+    counts = plan.summary
+    typer.echo(f"Plan: {counts.get('create', 0)} to create, {counts.get('update', 0)} to update, "
+               f"{counts.get('replace', 0)} to replace, {counts.get('delete', 0)} to delete.")
+
+
+def _confirm(plan: Any, auto_approve: bool) -> None:
+    risky = [a for a in plan.actions if a.destructive or a.needs_reset]
+    if auto_approve or not risky or not sys.stdin.isatty():
+        return
+    typer.echo("")
+    typer.echo(f"{len(risky)} action(s) are destructive or reset a GPU:")
+    for a in risky:
+        typer.echo(f"  {a.action} {a.address}" + (" (GPU reset)" if a.needs_reset else ""))
+    if not typer.confirm("Apply this plan?", default=False):
+        typer.echo("Apply cancelled; nothing was changed.", err=True)
+        raise typer.Exit(1)
+
+
+class _Progress:
+    """A progress bar on a terminal; one line per event otherwise (deterministic)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.tty = sys.stdout.isatty() and total > 0
+        self.bar: Any = None
+        if self.tty:
+            self.bar = typer.progressbar(length=total, label="Applying", show_pos=True)
+            self.bar.__enter__()
+
+    def __call__(self, event: Event) -> None:
+        where = f"[{event.index}/{event.total}] " if event.index else ""
+        if self.tty and event.type in ("action-done", "action-failed"):
+            self.bar.update(1)
+        if self.tty and event.type in ("action-start", "action-done"):
+            return
+        labels = {
+            "action-start": "...", "action-done": "done", "action-failed": "FAILED:",
+            "undo-start": "undo:", "undo-done": "undone:", "undo-failed": "UNDO FAILED:",
+        }
+        if event.type == "note":
+            self._line(f"-- {event.message}")
+        elif event.type == "action-start":
+            self._line(f"{where}{event.message} ...")
+        elif event.type in ("action-done",):
+            self._line(f"{where}{event.message} done")
+        else:
+            self._line(f"{where}{event.address}: {labels[event.type]} {event.message}")
+
+    def _line(self, text: str) -> None:
+        if self.tty:
+            typer.echo("")  # leave the bar's line
+        typer.echo(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _run_apply(plan: Any, plan_text: str, cfg: Any, cfg_text: str, cfg_path: str,
+               host_uri: str, state_dir: Path | None, *, allow_reset: bool,
+               command: str) -> ApplyResult:
+    from planner.apply.executor import ApplyInput, HostAccess, apply_plan
+    from planner.apply.state_dir import resolve_state_dir
+
+    sdir = resolve_state_dir(host_uri, state_dir)
+    from planner.apply.executor import changes
+
+    progress = _Progress(len(changes(plan)))
+    try:
+        return apply_plan(
+            ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
+                       allow_reset=allow_reset),
+            HostAccess.for_uri(host_uri),
+            sdir,
+            progress,
+        )
+    finally:
+        progress.close()
+
+
+def _report(result: ApplyResult) -> None:
+    """The final summary; exits 1 unless the apply succeeded."""
+    if result.outcome == "no-changes":
+        typer.echo("No changes: the host already matches the plan.")
+        if result.generation is not None:
+            typer.echo(f"Generation {result.generation.number} recorded.")
+        return
+    if result.outcome == "applied":
+        gen = f" Generation {result.generation.number} recorded." if result.generation else ""
+        typer.echo(f"Apply complete: {len(result.done)} of {result.total} action(s) done, "
+                   f"host verified.{gen}")
+        return
+    for address, error in result.failed:
+        typer.echo(f"error: {address}: {error}", err=True)
+    if result.outcome == "rolled-back":
+        where = ("back at the plan's starting state" if result.back_at_start
+                 else "NOT back at the plan's starting state")
+        typer.echo(f"Apply failed; rolled back {len(result.undone)} action(s); the host is "
+                   f"{where} (fingerprint {str(result.fingerprint_after)[:12]}).", err=True)
+    else:
+        typer.echo("Apply failed and the rollback stopped because an undo failed. "
+                   "State of each resource:", err=True)
+    for line in result.resource_states:
+        typer.echo(f"  {line}", err=True)
+    raise typer.Exit(1)
+
+
+def _command_line() -> str:
+    return " ".join(["aihow", *sys.argv[1:]])
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def apply(
+    target: Annotated[Path, typer.Argument(help="A plan file (from `aihow plan -o`) or a "
+                                           "config YAML (planned, shown, then applied).")],
+    host: HostOpt = None,
+    auto_approve: AutoOpt = False,
+    allow_reset: ResetOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Apply a plan to the host: lock, re-check, journal, roll back on failure."""
+    plan, plan_text, cfg, cfg_text, cfg_path, host_uri = _plan_and_config(target, host)
+    _show_plan(plan)
+    _confirm(plan, auto_approve)
+    result = _run_apply(plan, plan_text, cfg, cfg_text, cfg_path, host_uri, state_dir,
+                        allow_reset=allow_reset, command=_command_line())
+    _report(result)
+
+
+def recover(
+    host: HostOpt = None,
+    forward: Annotated[bool, typer.Option("--forward", help="Finish the interrupted apply "
+                                          "instead of undoing it.")] = False,
+    allow_reset: ResetOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Bring the host back to where an interrupted apply started (or forward to its end)."""
+    from planner.apply.executor import HostAccess
+    from planner.apply.executor import recover as run_recover
+    from planner.apply.state_dir import resolve_state_dir
+
+    host_uri = host or "local"
+    sdir = resolve_state_dir(host_uri, state_dir)
+    progress = _Progress(0)
+    result = run_recover(HostAccess.for_uri(host_uri), sdir, forward=forward,
+                         allow_reset=allow_reset, command=_command_line(), on_event=progress)
+    _report_recover(result, forward)
+
+
+def _report_recover(result: RecoverResult, forward: bool) -> None:
+    if result.outcome == "nothing":
+        typer.echo("Nothing to recover: no interrupted apply.")
+        return
+    for step in result.steps:
+        typer.echo(f"  {step}")
+    if result.outcome == "failed":
+        typer.echo(f"error: recovery stopped: {result.error}", err=True)
+        for line in result.resource_states:
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(1)
+    target = "the plan's end state" if forward else "the state before the interrupted apply"
+    if result.reached:
+        gen = f" Generation {result.generation.number} recorded." if result.generation else ""
+        typer.echo(f"Recovered: the host is at {target}.{gen}")
+        return
+    typer.echo(f"error: recovery finished but the host is not at {target}:", err=True)
+    for line in result.resource_states:
+        typer.echo(f"  {line}", err=True)
+    raise typer.Exit(1)
+
+
+def generations(
+    host: HostOpt = None,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """List the generations recorded by successful applies (newest last)."""
+    from planner.apply.generations import list_generations
+    from planner.apply.state_dir import resolve_state_dir
+
+    sdir = resolve_state_dir(host or "local", state_dir)
+    gens = list_generations(sdir)
+    if not gens:
+        typer.echo(f"No generations in {sdir}.")
+        return
+    typer.echo(f"{'GEN':>4}  {'CREATED':<23}  {'PLAN':<12}  {'CHANGES':<24}  CONFIG")
+    for g in gens:
+        marker = "*" if g is gens[-1] else " "
+        changes = ", ".join(f"{k} {v}" for k, v in sorted(g.summary.items())
+                            if isinstance(v, int) and v) or "none"
+        typer.echo(f"{g.number:>3}{marker}  {g.created_text():<23}  {g.plan_sha256[:12]:<12}  "
+                   f"{changes:<24}  {g.config_path}")
+
+
+def rollback(
+    to: Annotated[int | None, typer.Option("--to", help="Generation to return to "
+                                           "(default: the one before the latest).")] = None,
+    host: HostOpt = None,
+    auto_approve: AutoOpt = False,
+    allow_reset: ResetOpt = False,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Plan from generation N's config against the current host, show it, and apply it."""
+    from planner.apply.generations import list_generations, load_generation
+    from planner.apply.state_dir import resolve_state_dir
+    from planner.config import load_config
+
+    host_uri = host or "local"
+    sdir = resolve_state_dir(host_uri, state_dir)
+    if to is None:
+        gens = list_generations(sdir)
+        if len(gens) < 2:
+            raise AihowError(f"{sdir}: no earlier generation to roll back to "
+                             f"({len(gens)} recorded); use --to N")
+        to = gens[-2].number
+    gen = load_generation(sdir, to)
+    if host is None:
+        host_uri = gen.host_uri
+    cfg_text = gen.config_text()
+    cfg = load_config(gen.config_file)
+    plan = _make_plan(cfg, cfg_text, str(gen.config_file), host_uri)
+    typer.echo(f"Rolling back to generation {gen.number} ({gen.created_text()}, "
+               f"config {gen.config_path}).")
+    _show_plan(plan)
+    _confirm(plan, auto_approve)
+    result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), host_uri,
+                        sdir, allow_reset=allow_reset, command=_command_line())
+    _report(result)
