@@ -59,7 +59,7 @@ def _mask(profile: GiProfile, start: int) -> int:
 
 
 def _foreign(model: GpuModel, profile: GiProfile) -> str | None:
-    if model.profile_by_id(profile.id) is None:
+    if model.profile_by_id(profile.id) != profile:
         return f"profile {profile.name} (id {profile.id}) is not a {model.id} profile"
     return None
 
