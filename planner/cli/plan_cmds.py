@@ -1,9 +1,128 @@
-"""CLI commands: plan_cmds (to be filled in)."""
+"""``aihow plan``, ``aihow show`` and ``aihow graph``.
+
+``plan`` probes the host (read-only), writes the plan file with ``-o`` and prints it;
+with ``--detailed-exitcode`` it exits 0 when nothing changes and 2 when something does
+(1 is an error), as ``terraform plan -detailed-exitcode`` does.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+if TYPE_CHECKING:
+    from planner.host.state import HostState
+
+
+class PlanFormat(StrEnum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+class GraphFormat(StrEnum):
+    dot = "dot"
+    json = "json"
+
+
+HostOpt = Annotated[
+    str | None,
+    typer.Option("--host", help="Host URI: local or sim:DIR (default: local)."),
+]
+
+
+def _load(config: Path) -> tuple[Any, str]:
+    from planner.config import load_config
+
+    cfg = load_config(config)
+    return cfg, hashlib.sha256(config.read_bytes()).hexdigest()
+
+
+def _probe(host: str | None, cfg: Any) -> tuple[str, HostState]:
+    from planner.host.probe import probe
+
+    uri = host or "local"
+    libvirt_uri = getattr(getattr(cfg.global_, "host", None), "libvirt_uri", None)
+    return uri, probe(uri, libvirt_uri=libvirt_uri)
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty()
+
+
+def plan_command(
+    config: Annotated[Path, typer.Argument(help="Cluster config YAML.")],
+    host: HostOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write the plan file here.")
+    ] = None,
+    fmt: Annotated[PlanFormat, typer.Option("--format", help="text, markdown or json.")] = (
+        PlanFormat.text
+    ),
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode",
+                     help="Exit 0 when there are no changes, 2 when there are (1 on error)."),
+    ] = False,
+) -> None:
+    """Probe the host and print (and with -o save) the plan that makes it match CONFIG."""
+    from planner.plan import make_plan
+    from planner.plan.render import render
+
+    cfg, sha = _load(config)
+    uri, state = _probe(host, cfg)
+    plan = make_plan(cfg, state, config_path=str(config), config_sha256=sha, host_uri=uri)
+    if out is not None:
+        out.write_text(plan.to_json())
+    typer.echo(render(plan, fmt.value, colour=_colour()), nl=False)
+    if detailed_exitcode and plan.has_changes:
+        raise typer.Exit(2)
+
+
+def show_command(
+    plan_file: Annotated[
+        Path, typer.Argument(metavar="PLAN", help="A plan file from aihow plan -o.")
+    ],
+    fmt: Annotated[PlanFormat, typer.Option("--format", help="text, markdown or json.")] = (
+        PlanFormat.text
+    ),
+) -> None:
+    """Print a saved plan (its digest is checked first)."""
+    from planner.plan import load_plan
+    from planner.plan.render import render
+
+    plan = load_plan(plan_file)
+    typer.echo(render(plan, fmt.value, colour=_colour()), nl=False)
+
+
+def graph_command(
+    config: Annotated[Path, typer.Argument(help="Cluster config YAML.")],
+    host: HostOpt = None,
+    fmt: Annotated[GraphFormat, typer.Option("--format", help="dot (graphviz) or json.")] = (
+        GraphFormat.dot
+    ),
+) -> None:
+    """Print the resource graph (edges: must exist before) with each resource's action."""
+    from planner.plan.diff import diff
+    from planner.plan.graph import build_graph, graph_dot, graph_json
+    from planner.plan.make import resources_for
+    from planner.plan.request import requests_from_config
+
+    cfg, _ = _load(config)
+    _, state = _probe(host, cfg)
+    res, desired, actual = resources_for(requests_from_config(cfg), state)
+    actions = {c.address: c.action for c in diff(res, desired, actual)}
+    g = build_graph(desired, actual, actions)
+    typer.echo(graph_dot(g) if fmt is GraphFormat.dot else graph_json(g), nl=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.command("plan")(plan_command)
+    app.command("show")(show_command)
+    app.command("graph")(graph_command)

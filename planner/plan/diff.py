@@ -1,0 +1,240 @@
+"""Diff: desired vs actual resources -> ordered actions with reasons.
+
+Scope follows the ownership rule: on a managed GPU every actual resource is compared
+(what the config does not want is deleted); on any other GPU only the addresses the
+config wants are compared, so nothing there is ever deleted and its mode never changes.
+
+Order: every delete first, in reverse dependency order (hostdev, vGPU, CI, GI), then
+updates and creates in dependency order (mode, GI, CI, vGPU, hostdev); each GPU is its
+own branch (apply may run branches in parallel), sorted by PCI address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from planner.host.state import HostState
+from planner.plan.model import Action
+from planner.plan.resolve import Resolution
+from planner.plan.resources import (
+    COMPARED,
+    HOST_BRANCH,
+    KIND_RANK,
+    Resource,
+    gpu_domains,
+)
+
+
+@dataclass
+class _Change:
+    address: str
+    kind: str
+    action: str  # create | delete | update | replace | no-op
+    before: Resource | None
+    after: Resource | None
+    reason: str
+    needs_reset: bool = False
+    destructive: bool = False
+    blocked_by: tuple[str, ...] = ()
+
+    @property
+    def branch(self) -> str:
+        res = self.after or self.before
+        assert res is not None
+        return res.branch
+
+
+def _attrs(res: Resource | None) -> dict[str, Any] | None:
+    return None if res is None else dict(res.attrs)
+
+
+def _scope(actual: dict[str, Resource], desired: dict[str, Resource],
+           managed: set[str]) -> dict[str, Resource]:
+    """The actual resources the plan may act on."""
+    scoped: dict[str, Resource] = {}
+    for addr, res in actual.items():
+        if res.kind == "domain":
+            continue  # domain definitions are planned by the VM layer (issue 6)
+        if addr in desired or res.branch in managed:
+            scoped[addr] = res
+    return scoped
+
+
+def _wanted_by(res: Resource) -> str:
+    if res.owner in (None, "host"):
+        return f"wanted by {res.key}" if res.key else "wanted by the config"
+    return f"wanted by {res.owner} ({res.key})"
+
+
+def _create_reason(res: Resource, actual: dict[str, Resource]) -> str:
+    if res.kind == "vgpu":
+        return (f"{res.extra.get('type_name', res.attrs['type_id'])} on {res.attrs['parent']} "
+                f"for {res.owner}")
+    if res.kind == "hostdev":
+        dom = res.attrs["domain"]
+        text = f"attach {res.attrs['device']} to {dom}"
+        if f"domain[{dom}]" not in actual:
+            text += f" (domain[{dom}] is not defined yet: attached when it is defined)"
+        return text
+    return _wanted_by(res)
+
+
+def _delete_reason(res: Resource, managed: dict[str, str]) -> str:
+    entry = managed.get(res.branch, "the config")
+    if res.kind == "hostdev":
+        return f"detach {res.attrs['device']} from {res.attrs['domain']}: the device is removed"
+    return f"not wanted on GPU {res.branch}, which {entry} manages"
+
+
+def diff(res: Resolution, desired: dict[str, Resource],
+         actual: dict[str, Resource]) -> list[_Change]:
+    host: HostState = res.host
+    managed = {d.gpu.pci: d.policy.key for d in res.gpus if d.policy is not None}
+    scoped = _scope(actual, desired, set(managed))
+    changes: dict[str, _Change] = {}
+    for addr in sorted(set(desired) | set(scoped)):
+        want, have = desired.get(addr), scoped.get(addr)
+        if want is not None and want.kind == "domain":
+            continue
+        if have is None:
+            assert want is not None
+            changes[addr] = _Change(addr, want.kind, "create", None, want,
+                                    _create_reason(want, actual))
+        elif want is None:
+            changes[addr] = _Change(addr, have.kind, "delete", have, None,
+                                    _delete_reason(have, managed),
+                                    destructive=bool(have.users))
+        elif want.compared() == have.compared():
+            why = "unchanged"
+            if have.kind in ("gpu_instance", "compute_instance"):
+                why = f"kept: {_wanted_by(want)}"
+            changes[addr] = _Change(addr, want.kind, "no-op", have, want, why)
+        elif want.kind == "mig_mode":
+            changes[addr] = _mode_change(res, host, want, have, managed)
+        else:
+            diffs = [k for k in COMPARED[want.kind] if want.attrs.get(k) != have.attrs.get(k)]
+            what = ", ".join(f"{k} {have.attrs.get(k)} -> {want.attrs.get(k)}" for k in diffs)
+            changes[addr] = _Change(addr, want.kind, "replace", have, want,
+                                    f"{what} (cannot change in place)",
+                                    destructive=bool(have.users))
+    _cascade(changes, scoped)
+    return list(changes.values())
+
+
+def _mode_change(res: Resolution, host: HostState, want: Resource, have: Resource,
+                 managed: dict[str, str]) -> _Change:
+    decision = res.gpu(want.branch)
+    assert decision is not None
+    model = decision.model
+    needs_reset = model.mode_change_needs_reset if model is not None else True
+    if have.attrs["pending"] == want.attrs["mode"]:
+        reason = f"{managed[want.branch]} asks for MIG {want.attrs['mode']}; the change is " \
+                 f"pending and a GPU reset commits it"
+    else:
+        reason = f"{managed[want.branch]} asks for MIG {want.attrs['mode']} " \
+                 f"(now {have.attrs['mode']})"
+        if needs_reset:
+            reason += f"; {model.display_name if model else 'this GPU'} needs a GPU reset"
+    blockers: list[str] = []
+    if needs_reset:
+        from planner.plan.resolve import _Bindings
+
+        running = {d.name for d in host.domains if d.running}
+        users = gpu_domains(host, decision.gpu, _Bindings(host)) & running
+        blockers += [f"domain {n} (running)" for n in sorted(users)]
+        blockers += [f"process {n}" for n in sorted({p.name for p in decision.gpu.processes})]
+        if blockers:
+            reason += "; blocked by " + ", ".join(blockers)
+    return _Change(want.address, "mig_mode", "update", have, want, reason,
+                   needs_reset=needs_reset, destructive=bool(have.users),
+                   blocked_by=tuple(blockers))
+
+
+def _cascade(changes: dict[str, _Change], scoped: dict[str, Resource]) -> None:
+    """A kept resource whose actual dependency goes away must be re-made: replace it."""
+    order = sorted(changes.values(), key=lambda c: KIND_RANK[c.kind])
+    for ch in order:
+        if ch.action not in ("no-op",) or ch.before is None:
+            continue
+        for dep in ch.before.deps:
+            dc = changes.get(dep)
+            if dc is not None and dc.action in ("delete", "replace"):
+                ch.action = "replace"
+                ch.reason = f"{dep} it depends on is {dc.action}d"
+                ch.destructive = bool(ch.before.users)
+                break
+
+
+def order_actions(changes: list[_Change]) -> list[Action]:
+    """Number the changes in execution order and work out each one's dependencies."""
+    import networkx as nx
+
+    steps: list[tuple[str, _Change]] = []  # (phase, change): phase "del" or "make"
+    for ch in changes:
+        if ch.action in ("delete", "replace"):
+            steps.append(("del", ch))
+        if ch.action != "delete":
+            steps.append(("make", ch))
+    index = {(phase, ch.address): n for n, (phase, ch) in enumerate(steps)}
+    g = nx.DiGraph()
+    g.add_nodes_from(range(len(steps)))
+    branch_deletes: dict[str, list[int]] = {}
+    for n, (phase, ch) in enumerate(steps):
+        if phase == "del":
+            branch_deletes.setdefault(ch.branch, []).append(n)
+    for n, (phase, ch) in enumerate(steps):
+        if phase == "del":
+            assert ch.before is not None
+            for dep in ch.before.deps:  # delete the dependants of a thing before the thing
+                m = index.get(("del", dep))
+                if m is not None:
+                    g.add_edge(n, m)
+            continue
+        if ch.action == "no-op":
+            continue
+        assert ch.after is not None
+        has_dep = False
+        for dep in ch.after.deps:
+            m = index.get(("make", dep))
+            if m is not None and steps[m][1].action != "no-op":
+                g.add_edge(m, n)
+                has_dep = True
+        own = index.get(("del", ch.address))
+        if own is not None:
+            g.add_edge(own, n)
+        if not has_dep:  # a root of its branch's creations waits for its branch's deletes
+            for m in branch_deletes.get(ch.branch, []):
+                g.add_edge(m, n)
+
+    def key(n: int) -> tuple[Any, ...]:
+        phase, ch = steps[n]
+        rank = KIND_RANK[ch.kind]
+        branch = (ch.branch == HOST_BRANCH, ch.branch)
+        if phase == "del":
+            return (0, branch, -rank, ch.address)
+        return (1, branch, rank, ch.address)
+
+    ordered = list(nx.lexicographical_topological_sort(g, key=key))
+    ids = {n: i + 1 for i, n in enumerate(ordered)}
+    actions: list[Action] = []
+    for n in ordered:
+        phase, ch = steps[n]
+        deps = tuple(sorted(ids[m] for m in g.predecessors(n)))
+        if phase == "del":
+            name = "delete"
+            replaced_by = ids[index[("make", ch.address)]] if ch.action == "replace" else None
+            after = None if ch.action == "delete" else _attrs(ch.after)
+            reason = ch.reason if ch.action == "delete" else f"replace, step 1 of 2: {ch.reason}"
+        else:
+            name, replaced_by, after = ch.action, None, _attrs(ch.after)
+            reason = ch.reason
+        actions.append(Action(
+            id=ids[n], address=ch.address, kind=ch.kind, action=name,
+            before=_attrs(ch.before), after=after if name != "delete" else None,
+            depends_on=deps, reason=reason, needs_reset=ch.needs_reset and phase == "make",
+            destructive=ch.destructive and (phase == "del" or ch.action == "update"),
+            branch=ch.branch, blocked_by=ch.blocked_by if phase == "make" else (),
+            replaced_by=replaced_by,
+        ))
+    return actions

@@ -1,0 +1,42 @@
+"""make_plan: config IR (or requests) + HostState -> a sealed Plan. Pure given its inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner import __version__
+from planner.host.state import HostState
+from planner.plan.diff import diff, order_actions
+from planner.plan.fingerprint import fingerprint_requests
+from planner.plan.model import ConfigRef, HostRef, Plan, summarize
+from planner.plan.request import Requests, requests_from_config
+from planner.plan.resolve import Resolution, _model_of, resolve
+from planner.plan.resources import Resource, actual_resources, desired_resources
+
+
+def resources_for(requests: Requests, host: HostState) -> tuple[Resolution, dict[str, Resource],
+                                                                  dict[str, Resource]]:
+    res = resolve(requests, host)
+    models = {g.pci: _model_of(g) for g in host.gpus}
+    return res, desired_resources(res), actual_resources(host, models)
+
+
+def plan_requests(requests: Requests, host: HostState, *, config_path: str, config_sha256: str,
+                  host_uri: str, version: str = __version__) -> Plan:
+    res, desired, actual = resources_for(requests, host)
+    actions = tuple(order_actions(diff(res, desired, actual)))
+    plan = Plan(
+        aihow_version=version,
+        host=HostRef(uri=host_uri, fingerprint=fingerprint_requests(host, requests)),
+        config=ConfigRef(path=config_path, sha256=config_sha256),
+        actions=actions,
+        summary=summarize(actions),
+    )
+    return plan.sealed()
+
+
+def make_plan(cfg: Any, host: HostState, *, config_path: str, config_sha256: str,
+              host_uri: str) -> Plan:
+    """Contract 5: the plan that brings ``host`` to what ``cfg`` asks for."""
+    return plan_requests(requests_from_config(cfg), host, config_path=config_path,
+                         config_sha256=config_sha256, host_uri=host_uri)

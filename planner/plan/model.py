@@ -1,0 +1,141 @@
+"""The plan file: Plan/Action models, canonical JSON, and loading with a digest check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from planner.errors import AihowError
+
+FORMAT_VERSION = "1.0"
+
+Kind = Literal["mig_mode", "gpu_instance", "compute_instance", "vgpu", "domain", "hostdev"]
+ActionName = Literal["create", "delete", "update", "replace", "no-op"]
+SUMMARY_KEYS = ("create", "update", "replace", "delete", "no-op")
+
+
+class PlanFileError(AihowError):
+    """A plan file that cannot be read, is not a plan, or was edited after it was made."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HostRef(_Frozen):
+    uri: str
+    fingerprint: str
+
+
+class ConfigRef(_Frozen):
+    path: str
+    sha256: str
+
+
+class Action(_Frozen):
+    """One step. ``replace`` appears as two steps at one address: a ``delete`` (in the
+    delete phase, ``replaced_by`` naming the second step) and a ``replace`` that creates
+    ``after`` once the delete and the new dependencies are done."""
+
+    id: int
+    address: str
+    kind: Kind
+    action: ActionName
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    depends_on: tuple[int, ...] = ()
+    reason: str
+    needs_reset: bool = False
+    destructive: bool = False
+    branch: str
+    blocked_by: tuple[str, ...] = ()
+    replaced_by: int | None = None
+
+
+class Plan(_Frozen):
+    format_version: str = FORMAT_VERSION
+    aihow_version: str
+    host: HostRef
+    config: ConfigRef
+    actions: tuple[Action, ...]
+    summary: dict[str, int]
+    plan_sha256: str = ""
+
+    @property
+    def has_changes(self) -> bool:
+        return any(a.action != "no-op" for a in self.actions)
+
+    def body(self) -> dict[str, Any]:
+        """Everything but the digest, as plain JSON values."""
+        return self.model_dump(mode="json", exclude={"plan_sha256"})
+
+    def sealed(self) -> Plan:
+        return self.model_copy(update={"plan_sha256": digest(self.body())})
+
+    def to_json(self) -> str:
+        return canonical_json(self.model_dump(mode="json"), indent=2)
+
+
+def dump_plan(plan: Plan) -> str:
+    """The plan file's text: canonical JSON, same plan -> same bytes."""
+    return plan.to_json()
+
+
+def canonical_json(value: Any, *, indent: int | None = None) -> str:
+    """Sorted keys, no float/whitespace ambiguity; pretty with ``indent`` (ends with a newline)."""
+    if indent is None:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return json.dumps(value, sort_keys=True, indent=indent, ensure_ascii=True) + "\n"
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def summarize(actions: tuple[Action, ...] | list[Action]) -> dict[str, int]:
+    """Counts per resource: a replace (delete + replace steps) counts once, as a replace."""
+    counts = dict.fromkeys(SUMMARY_KEYS, 0)
+    for a in actions:
+        if a.action == "delete" and a.replaced_by is not None:
+            continue
+        counts[a.action] += 1
+    counts["destructive"] = sum(1 for a in actions if a.destructive)
+    counts["needs_reset"] = sum(1 for a in actions if a.needs_reset)
+    return counts
+
+
+def parse_plan(text: str, where: str = "plan") -> Plan:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanFileError(f"{where}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    if not isinstance(data, dict) or "format_version" not in data:
+        raise PlanFileError(f"{where}: not an aihow plan (no format_version)")
+    major = str(data["format_version"]).split(".")[0]
+    if major != FORMAT_VERSION.split(".")[0]:
+        raise PlanFileError(f"{where}: plan format {data['format_version']} is not supported "
+                            f"(this aihow reads {FORMAT_VERSION})")
+    try:
+        plan = Plan.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise PlanFileError(f"{where}: {loc}: {err['msg']}") from None
+    if digest(plan.body()) != plan.plan_sha256:
+        raise PlanFileError(f"{where}: plan_sha256 does not match the plan's content "
+                            f"(the file was edited or damaged)")
+    return plan
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read a plan file and verify its digest."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise PlanFileError(f"{p}: cannot read plan: {exc.strerror}") from None
+    return parse_plan(text, str(p))

@@ -1,0 +1,146 @@
+"""Human renderings of a plan: terminal text (``+ - ~ -/+``) and Markdown for a PR comment.
+
+Pure: returns strings; colour is asked for by the caller (the CLI, only on a terminal).
+Changes are grouped by GPU (branch) and, inside the host branch, by domain; no-ops are
+counted but not listed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from planner.plan.model import Action, Plan
+
+SYMBOL = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
+_COLOUR = {"create": "\x1b[32m", "delete": "\x1b[31m", "update": "\x1b[33m",
+           "replace": "\x1b[35m"}
+_RESET = "\x1b[0m"
+_BOLD = "\x1b[1m"
+
+
+def _shown(plan: Plan) -> list[Action]:
+    """The steps a reader cares about: changes, with a replace's delete half folded in."""
+    return [a for a in plan.actions
+            if a.action != "no-op" and not (a.action == "delete" and a.replaced_by is not None)]
+
+
+def _groups(actions: Iterable[Action]) -> list[tuple[str, list[Action]]]:
+    groups: dict[str, list[Action]] = {}
+    for a in actions:
+        if a.branch == "host":
+            dom = a.address.split("]", 1)[0].removeprefix("domain[")
+            title = f"domain {dom}"
+        else:
+            title = f"GPU {a.branch}"
+        groups.setdefault(title, []).append(a)
+    return sorted(groups.items(), key=lambda kv: (kv[0].startswith("domain"), kv[0]))
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+
+
+def _changed(a: Action) -> list[str]:
+    before, after = a.before or {}, a.after or {}
+    keys = sorted(set(before) | set(after))
+    if a.action == "create":
+        return [f"{k} = {_fmt(after[k])}" for k in keys if k in after]
+    if a.action == "delete":
+        return [f"{k} = {_fmt(before[k])}" for k in keys if k in before]
+    return [f"{k}: {_fmt(before.get(k))} -> {_fmt(after.get(k))}"
+            for k in keys if before.get(k) != after.get(k)]
+
+
+def summary_line(plan: Plan) -> str:
+    s = plan.summary
+    return (f"Plan: {s['create']} to create, {s['update']} to update, {s['replace']} to replace, "
+            f"{s['delete']} to delete.")
+
+
+def _flags(a: Action) -> str:
+    flags = []
+    if a.destructive:
+        flags.append("DESTRUCTIVE")
+    if a.needs_reset:
+        flags.append("GPU RESET")
+    return f" [{', '.join(flags)}]" if flags else ""
+
+
+def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) -> str:
+    if color is not None:
+        colour = color
+    lines = [f"Host {plan.host.uri} (fingerprint {plan.host.fingerprint[:12]})",
+             f"Config {plan.config.path} (sha256 {plan.config.sha256[:12]})", ""]
+    shown = _shown(plan)
+    if not shown:
+        lines.append("No changes. The host matches the config.")
+    destructive = [a for a in plan.actions if a.destructive]
+    if destructive:
+        warn = f"Warning: {len(destructive)} step(s) take a device from a running domain."
+        lines += [f"{_BOLD}{warn}{_RESET}" if colour else warn, ""]
+    for title, actions in _groups(shown):
+        lines.append(f"{_BOLD}{title}{_RESET}" if colour else title)
+        for a in actions:
+            sym = SYMBOL[a.action]
+            head = f"  {sym:>3} {a.address}{_flags(a)}"
+            if colour:
+                head = f"{_COLOUR[a.action]}{head}{_RESET}"
+            lines.append(head)
+            lines.append(f"        # {a.reason}")
+            for change in _changed(a):
+                lines.append(f"        {change}")
+        lines.append("")
+    unchanged = plan.summary.get("no-op", 0)
+    if unchanged:
+        lines.append(f"{unchanged} resource(s) unchanged.")
+    lines.append(summary_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_markdown(plan: Plan) -> str:
+    s = plan.summary
+    shown = _shown(plan)
+    out = ["### aihow plan", "",
+           f"Host `{plan.host.uri}` · fingerprint `{plan.host.fingerprint[:12]}` · "
+           f"config `{plan.config.path}` · aihow {plan.aihow_version}", "",
+           "| create | update | replace | delete | unchanged |",
+           "| ---: | ---: | ---: | ---: | ---: |",
+           f"| {s['create']} | {s['update']} | {s['replace']} | {s['delete']} | {s['no-op']} |",
+           ""]
+    destructive = [a for a in plan.actions if a.destructive]
+    resets = [a for a in plan.actions if a.needs_reset]
+    if destructive:
+        out.append(f"> [!CAUTION]\n> **{len(destructive)} destructive step(s)**: they take a "
+                   f"device from a running domain.")
+        out += [f"> - `{a.address}` ({a.action}): {_md_escape(a.reason)}" for a in destructive]
+        out.append("")
+    if resets:
+        out.append(f"> [!WARNING]\n> **{len(resets)} GPU reset(s)** needed for a MIG mode change.")
+        out += [f"> - `{a.address}`: {_md_escape(a.reason)}" for a in resets]
+        out.append("")
+    if not shown:
+        out.append("No changes. The host matches the config.")
+    for title, actions in _groups(shown):
+        out += [f"<details><summary>{title}: {len(actions)} change(s)</summary>", "", "```diff"]
+        for a in actions:
+            sym = {"create": "+", "delete": "-", "update": "!", "replace": "!"}[a.action]
+            out.append(f"{sym} {SYMBOL[a.action]} {a.address}{_flags(a)}")
+            out.append(f"#   {a.reason}")
+            out += [f"    {c}" for c in _changed(a)]
+        out += ["```", "", "</details>", ""]
+    out.append(f"**{summary_line(plan)}**")
+    return "\n".join(out) + "\n"
+
+
+def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
+    if fmt == "json":
+        return plan.to_json()
+    if fmt == "markdown":
+        return render_markdown(plan)
+    return render_text(plan, colour=colour)

@@ -1,0 +1,104 @@
+"""What the config asks of the GPUs, flattened: management entries and slice requests.
+
+The resolver works on these small values rather than on the config IR directly, so it
+can be exercised with a HostState and a handful of requests; ``requests_from_config``
+is the one place that reads the IR (contract 1: ``global.gpus`` and ``expand_vms``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from planner.lang import GpuSelector, Layout, MigProfile
+
+if TYPE_CHECKING:
+    from planner.config import ClusterConfig
+
+# Fixed namespace for aihow's content-derived identities (mdev UUIDs). Never change it:
+# every mdev UUID aihow ever created derives from it.
+AIHOW_NAMESPACE = uuid.UUID("8f4f2a62-5b1c-5d6e-9a3b-6169686f7721")
+
+HOST_OWNER = "host"
+
+
+def mdev_uuid(stable_name: str) -> str:
+    """The mdev UUID of a vGPU device: uuid5 of its stable name (``hpc/hpc-compute-01/gpu0``)."""
+    return str(uuid.uuid5(AIHOW_NAMESPACE, stable_name))
+
+
+@dataclass(frozen=True)
+class GpuPolicy:
+    """One management entry of ``global.gpus`` (an entry with ``select``)."""
+
+    key: str  # "global.gpus[0]"
+    select: GpuSelector
+    mig: Literal["enabled", "disabled"] = "enabled"
+    layout: Layout | None = None
+
+
+@dataclass(frozen=True)
+class SliceRequest:
+    """One MIG slice wanted: for a node (``node`` = domain name) or for the host (a layout item)."""
+
+    key: str  # where it comes from: "clusters.hpc.compute_nodes[1]" or "global.gpus[0].layout"
+    node: str  # domain name, or HOST_OWNER for layout instances
+    profile: MigProfile | None = None
+    mig_uuid: str | None = None  # "MIG-<uuid>": bind the existing MIG device with that UUID
+    gpu: GpuSelector | None = None  # pin to GPUs this selects
+    placement: int | None = None  # pin to this start slice
+    vgpu_name: str | None = None  # stable name of its vGPU device; None for host instances
+
+    @property
+    def for_host(self) -> bool:
+        return self.node == HOST_OWNER
+
+    def describe(self) -> str:
+        return f"{self.node} ({self.key})" if not self.for_host else self.key
+
+
+@dataclass(frozen=True)
+class Requests:
+    policies: tuple[GpuPolicy, ...] = ()
+    slices: tuple[SliceRequest, ...] = ()
+    vgpu_backend: Literal["mdev", "vfio-vf"] = "mdev"
+    named_mig_uuids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.named_mig_uuids:
+            names = sorted({s.mig_uuid for s in self.slices if s.mig_uuid})
+            object.__setattr__(self, "named_mig_uuids", tuple(names))
+
+
+def requests_from_config(cfg: ClusterConfig) -> Requests:
+    """Read management entries and MIG node slices from the config IR."""
+    from planner.config.vms import expand_vms
+
+    glob: Any = cfg.global_
+    policies: list[GpuPolicy] = []
+    for i, entry in enumerate(glob.gpus):
+        if entry.select is None:
+            continue  # an ai-how inventory record: planning ignores it
+        policies.append(
+            GpuPolicy(key=f"global.gpus[{i}]", select=entry.select, mig=entry.mig,
+                      layout=entry.layout)
+        )
+    slices: list[SliceRequest] = []
+    for vm in expand_vms(cfg):
+        gc = vm.gpu_config
+        if gc is None or gc.mode != "mig":
+            continue
+        slices.append(
+            SliceRequest(
+                key=vm.key_path,
+                node=vm.name,
+                profile=gc.mig_profile,
+                mig_uuid=gc.mig_uuid,
+                gpu=gc.gpu,
+                placement=gc.placement,
+                vgpu_name=f"{vm.cluster_name}/{vm.name}/gpu0",
+            )
+        )
+    backend: Literal["mdev", "vfio-vf"] = glob.host.vgpu_backend
+    return Requests(policies=tuple(policies), slices=tuple(slices), vgpu_backend=backend)

@@ -1,0 +1,650 @@
+"""Resolve: requests + HostState + catalog -> the desired MIG instances and vGPU devices.
+
+Ownership rule (docs/plan-format.md): a GPU selected by a ``global.gpus`` entry with
+``select`` is *managed* and the config is the whole truth on it; any other GPU only gets
+additions (never a mode change, never a delete); a GPU nothing selects is never touched.
+
+Choice of GPU and placement: every request is matched in a fixed order (host layout
+instances, ``mig_uuid`` bindings, nodes already attached to a fitting instance, then the
+other nodes in config order). A node without a pin goes to the GPU where it costs the
+fewest instance creates + deletes, reusing an existing instance of its profile when one
+is free; ties go to the lowest PCI address. On each GPU ``place_preserving`` picks the
+placements that keep as many existing instances as possible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from planner.errors import AihowError
+from planner.hardware.catalog import get_model, match_model
+from planner.hardware.model import CiProfile, GiProfile, GpuModel
+from planner.hardware.placement import Placement, place_preserving
+from planner.host.state import Gpu, GpuInstance, HostState, VgpuParent, VgpuType
+from planner.lang import GpuSelector, MigProfile
+from planner.plan.occupancy import draw
+from planner.plan.request import GpuPolicy, Requests, SliceRequest, mdev_uuid
+
+_MAX_REASONS = 8
+
+
+class ResolveError(AihowError):
+    """A request that cannot be met on this host."""
+
+
+@dataclass(frozen=True)
+class PlannedGi:
+    """One GPU instance of the desired state, with its one compute instance."""
+
+    gpu: str
+    profile: GiProfile
+    start: int
+    ci: CiProfile
+    ci_start: int
+    owner: SliceRequest
+    existing: GpuInstance | None  # the instance kept, None when it is to be created
+
+
+@dataclass(frozen=True)
+class PlannedVgpu:
+    backend: str  # "mdev" | "vfio-vf"
+    key: str  # mdev UUID, or the VF's PCI address for vfio-vf
+    parent: str  # the VF (or PF) the device lives on
+    type_id: str
+    type_name: str
+    node: str
+    gi: PlannedGi
+
+
+@dataclass(frozen=True)
+class GpuDecision:
+    gpu: Gpu
+    model: GpuModel | None
+    policy: GpuPolicy | None
+    instances: tuple[PlannedGi, ...] = ()
+
+    @property
+    def managed(self) -> bool:
+        return self.policy is not None
+
+    @property
+    def want_mig(self) -> bool | None:
+        """The MIG mode the config asks for; None where aihow leaves the mode alone."""
+        return None if self.policy is None else self.policy.mig == "enabled"
+
+    @property
+    def touched(self) -> bool:
+        return self.managed or bool(self.instances)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    host: HostState
+    requests: Requests
+    gpus: tuple[GpuDecision, ...]
+    vgpus: tuple[PlannedVgpu, ...]
+
+    def gpu(self, pci: str) -> GpuDecision | None:
+        return next((g for g in self.gpus if g.gpu.pci == pci), None)
+
+
+# ----------------------------------------------------------------------------- internals
+
+
+@dataclass
+class _Slot:
+    req: SliceRequest
+    profile: GiProfile
+    ci: CiProfile
+    pin: int | None
+    claim: int | None = None  # index into _Work.existing of the instance this slot keeps
+    ci_start: int | None = None
+
+
+@dataclass
+class _Work:
+    """The planning state of one GPU while requests are being placed."""
+
+    gpu: Gpu
+    model: GpuModel | None
+    policy: GpuPolicy | None
+    existing: list[GpuInstance]
+    profiles: list[GiProfile | None]
+    bound: list[frozenset[str]]  # domains using each existing instance
+    slots: list[_Slot] = field(default_factory=list)
+    _cost: int | None = None
+
+    @property
+    def managed(self) -> bool:
+        return self.policy is not None
+
+    def claimed(self) -> set[int]:
+        return {s.claim for s in self.slots if s.claim is not None}
+
+    def _problem(self) -> tuple[list[tuple[GiProfile, int]], list[int],
+                                list[tuple[GiProfile, int | None]], int]:
+        """(existing, their indexes, wanted, number of leading keep-only entries)."""
+        assert self.model is not None
+        claimed = self.claimed()
+        idx: list[int] = []
+        keep_only: list[tuple[GiProfile, int | None]] = []
+        for i, (gi, prof) in enumerate(zip(self.existing, self.profiles, strict=True)):
+            if prof is None:
+                continue
+            if i in claimed:
+                idx.append(i)
+            elif self.managed:
+                if not self.bound[i]:
+                    idx.append(i)  # free: reusable, else deleted
+            else:
+                idx.append(i)  # unlisted GPU: everything there stays
+                keep_only.append((prof, gi.placement_start))
+        existing: list[tuple[GiProfile, int]] = []
+        for i in idx:
+            prof = self.profiles[i]
+            assert prof is not None
+            existing.append((prof, self.existing[i].placement_start))
+        wanted: list[tuple[GiProfile, int | None]] = list(keep_only)
+        for s in self.slots:
+            pin = self.existing[s.claim].placement_start if s.claim is not None else s.pin
+            wanted.append((s.profile, pin))
+        return existing, idx, wanted, len(keep_only)
+
+    def arrange(self, extra: _Slot | None = None) -> tuple[Placement, list[int], int] | None:
+        """The placement of every slot (plus ``extra``), the existing indexes it refers to
+        and how many keep-only entries lead ``wanted``; None when they do not fit."""
+        if extra is not None:
+            self.slots.append(extra)
+        try:
+            existing, idx, wanted, n_keep = self._problem()
+            assert self.model is not None
+            placement = place_preserving(self.model, existing, wanted)
+        finally:
+            if extra is not None:
+                self.slots.pop()
+        if placement is None or (not self.managed and placement.delete):
+            return None
+        return placement, idx, n_keep
+
+    def cost(self, extra: _Slot | None = None) -> int | None:
+        if extra is None and self._cost is not None:
+            return self._cost
+        got = self.arrange(extra)
+        if got is None:
+            return None
+        placement = got[0]
+        value = len(placement.delete) + len(placement.create)
+        if extra is None:
+            self._cost = value
+        return value
+
+    def add(self, slot: _Slot) -> None:
+        self.slots.append(slot)
+        self._cost = None
+
+    def occupancy(self) -> str:
+        assert self.model is not None
+        got = self.arrange()
+        if got is None:
+            kept = [(p, g.placement_start) for g, p in zip(self.existing, self.profiles,
+                                                             strict=True) if p is not None]
+            return draw(self.model.memory_slices, kept)
+        placement, idx, _ = got
+        instances: list[tuple[GiProfile, int]] = []
+        for k in placement.keep:
+            prof = self.profiles[idx[k]]
+            assert prof is not None
+            instances.append((prof, self.existing[idx[k]].placement_start))
+        instances += list(placement.create)
+        return draw(self.model.memory_slices, instances)
+
+    def label(self) -> str:
+        name = self.model.display_name if self.model else self.gpu.name
+        return f"{self.gpu.pci} ({name})"
+
+
+def _model_of(gpu: Gpu) -> GpuModel | None:
+    if gpu.model:
+        try:
+            return get_model(gpu.model)
+        except KeyError:
+            return None
+    return match_model(gpu.name, gpu.pci_device_id)
+
+
+def _gpu_names(gpu: Gpu, model: GpuModel | None) -> tuple[str, ...]:
+    names = [gpu.name]
+    if model is not None:
+        names += [model.id, model.display_name]
+    elif gpu.model:
+        names.append(gpu.model)
+    return tuple(names)
+
+
+def _selects(selector: GpuSelector, gpu: Gpu, model: GpuModel | None) -> bool:
+    return bool(selector.matches(pci=gpu.pci, index=gpu.index, uuid=gpu.uuid,
+                                 names=_gpu_names(gpu, model)))
+
+
+def _gi_profile(model: GpuModel, profile: MigProfile) -> GiProfile | None:
+    return model.profile(profile.gi_name)
+
+
+def _ci_profile(model: GpuModel, gi: GiProfile, profile: MigProfile | None) -> CiProfile | None:
+    cis = model.ci_profiles_for(gi)
+    if profile is None or profile.ci_slices is None:
+        default = [c for c in cis if c.is_default] or [c for c in cis
+                                                         if c.slice_count == gi.compute_slices]
+        return default[0] if default else None
+    return next((c for c in cis if c.slice_count == profile.ci_slices), None)
+
+
+class _Bindings:
+    """Which domains use which GPU instance, through an mdev or a vfio-vf VF."""
+
+    def __init__(self, host: HostState) -> None:
+        self.parents = {p.pci: p for p in host.vgpu_parents}
+        users: dict[str, set[str]] = {}
+        for dom in host.domains:
+            for hd in dom.hostdevs:
+                users.setdefault(hd.key, set()).add(dom.name)
+        self.users = users
+        by_gi: dict[tuple[str, int], set[str]] = {}
+        self.gi_of_mdev: dict[str, tuple[str, int]] = {}
+        for mdev in host.mdevs:
+            gpu = self.gpu_of_parent(mdev.parent)
+            if mdev.gi_id is None:
+                continue
+            self.gi_of_mdev[mdev.uuid] = (gpu, mdev.gi_id)
+            by_gi.setdefault((gpu, mdev.gi_id), set()).update(users.get(mdev.uuid, ()))
+        for p in host.vgpu_parents:
+            if p.backend == "vfio-vf" and p.current_type and p.gi_id is not None:
+                by_gi.setdefault((self.gpu_of_parent(p.pci), p.gi_id), set()).update(
+                    users.get(p.pci, ()))
+        self.by_gi = by_gi
+
+    def gpu_of_parent(self, parent_pci: str) -> str:
+        p = self.parents.get(parent_pci)
+        return (p.physfn or p.pci) if p is not None else parent_pci
+
+    def domains_of(self, gpu: str, gi: GpuInstance) -> frozenset[str]:
+        return frozenset(self.by_gi.get((gpu, gi.gi_id), ()))
+
+
+class _Resolver:
+    def __init__(self, requests: Requests, host: HostState) -> None:
+        self.requests = requests
+        self.host = host
+        self.bindings = _Bindings(host)
+        self.works: list[_Work] = []
+        for gpu in sorted(host.gpus, key=lambda g: g.pci):
+            model = _model_of(gpu)
+            existing = sorted(gpu.gpu_instances, key=lambda g: g.placement_start)
+            profiles = [model.profile_by_id(g.profile_id) if model else None for g in existing]
+            bound = [self.bindings.domains_of(gpu.pci, g) for g in existing]
+            self.works.append(_Work(gpu, model, None, existing, profiles, bound))
+        self._assign_policies()
+
+    # -- management entries
+    def _assign_policies(self) -> None:
+        for policy in self.requests.policies:
+            chosen = [w for w in self.works if _selects(policy.select, w.gpu, w.model)]
+            if not chosen:
+                raise ResolveError(
+                    f"{policy.key}.select: {policy.select} matches no GPU on host "
+                    f"{self.host.uri} (GPUs: {', '.join(w.gpu.pci for w in self.works) or 'none'})"
+                )
+            for w in chosen:
+                if w.policy is not None:
+                    raise ResolveError(
+                        f"{policy.key}.select: GPU {w.gpu.pci} is already selected by "
+                        f"{w.policy.key}; each GPU may be managed by one entry"
+                    )
+                w.policy = policy
+                if policy.mig == "enabled" and (w.model is None or not w.gpu.mig_capable):
+                    why = "is not MIG-capable" if not w.gpu.mig_capable else \
+                        f"is not in the GPU catalog ({w.gpu.name})"
+                    raise ResolveError(f"{policy.key}: GPU {w.label()} {why}")
+                if policy.mig == "enabled" and any(p is None for p in w.profiles):
+                    ids = sorted(g.profile_id for g, p in zip(w.existing, w.profiles,
+                                                               strict=True) if p is None)
+                    raise ResolveError(
+                        f"{policy.key}: GPU {w.label()} holds instances of profile id(s) "
+                        f"{ids} unknown to the catalog for this model"
+                    )
+
+    # -- slots
+    def _slot(self, w: _Work, req: SliceRequest, profile: MigProfile,
+              pin: int | None) -> _Slot | str:
+        """A slot for ``req`` on ``w``, or why there can be none."""
+        if w.model is None:
+            return f"not in the GPU catalog ({w.gpu.name})"
+        if not w.gpu.mig_capable:
+            return "not MIG-capable"
+        gi = _gi_profile(w.model, profile)
+        if gi is None:
+            known = ", ".join(p.name for p in w.model.gi_profiles)
+            return f"profile {profile.gi_name} unknown for {w.model.display_name} (has {known})"
+        ci = _ci_profile(w.model, gi, profile)
+        if ci is None:
+            return f"compute profile {profile} unknown for {w.model.display_name}"
+        if pin is not None and pin not in gi.placements:
+            legal = ", ".join(str(s) for s in gi.placements)
+            return f"{gi.name} cannot start at slice {pin} (legal starts: {legal})"
+        return _Slot(req=req, profile=gi, ci=ci, pin=pin)
+
+    def _eligible(self, w: _Work, req: SliceRequest) -> str | None:
+        if w.policy is not None:
+            if w.policy.mig != "enabled":
+                return f"MIG disabled by {w.policy.key}"
+            return None
+        if not w.gpu.mig_current:
+            return ("not listed in global.gpus and MIG is off (aihow changes the MIG mode "
+                    "only on listed GPUs)")
+        if any(p is None for p in w.profiles):
+            return "holds instances of a profile unknown to the catalog"
+        return None
+
+    def place_layouts(self) -> None:
+        for w in self.works:
+            if w.policy is None or w.policy.layout is None:
+                continue
+            if w.policy.mig != "enabled":
+                raise ResolveError(f"{w.policy.key}.layout: a layout needs mig: enabled")
+            req = SliceRequest(key=f"{w.policy.key}.layout", node="host")
+            for profile, start in w.policy.layout.profiles():
+                slot = self._slot(w, req, profile, start)
+                if isinstance(slot, str):
+                    raise ResolveError(f"{req.key}: {profile} on GPU {w.gpu.pci}: {slot}")
+                w.add(slot)
+            if w.cost() is None:
+                raise ResolveError(
+                    f"{req.key}: {w.policy.layout} does not fit on GPU {w.label()} "
+                    f"({w.model.memory_slices if w.model else '?'} memory slices)"
+                )
+
+    def _candidates(self, req: SliceRequest) -> list[_Work]:
+        if req.gpu is None:
+            return list(self.works)
+        chosen = [w for w in self.works if _selects(req.gpu, w.gpu, w.model)]
+        if not chosen:
+            raise ResolveError(
+                f"{req.describe()}: gpu_config.gpu {req.gpu} matches no GPU on host "
+                f"{self.host.uri}"
+            )
+        return chosen
+
+    def place_uuid(self, req: SliceRequest) -> None:
+        assert req.mig_uuid is not None
+        for w in self.works:
+            for i, gi in enumerate(w.existing):
+                ci = next((c for c in gi.compute_instances
+                           if (c.mig_uuid or "").lower() == req.mig_uuid.lower()), None)
+                if ci is None:
+                    continue
+                prefix = f"{req.describe()}: mig_uuid {req.mig_uuid}"
+                if req.gpu is not None and not _selects(req.gpu, w.gpu, w.model):
+                    raise ResolveError(f"{prefix} is on GPU {w.gpu.pci}, not on {req.gpu}")
+                if req.placement is not None and req.placement != gi.placement_start:
+                    raise ResolveError(
+                        f"{prefix} starts at slice {gi.placement_start}, not {req.placement}")
+                why = self._eligible(w, req)
+                if why:
+                    raise ResolveError(f"{prefix} is on GPU {w.label()}: {why}")
+                others = w.bound[i] - {req.node}
+                if others:
+                    raise ResolveError(f"{prefix} is in use by domain {sorted(others)[0]}")
+                if i in w.claimed():
+                    raise ResolveError(f"{prefix} is asked for by two requests")
+                prof = w.profiles[i]
+                assert w.model is not None and prof is not None
+                cip = next((c for c in w.model.ci_profiles_for(prof) if c.id == ci.profile_id),
+                           None)
+                if cip is None:
+                    raise ResolveError(f"{prefix}: compute profile id {ci.profile_id} unknown")
+                w.add(_Slot(req=req, profile=prof, ci=cip, pin=gi.placement_start, claim=i,
+                            ci_start=ci.placement_start))
+                return
+        raise ResolveError(f"{req.describe()}: no MIG device {req.mig_uuid} on host "
+                           f"{self.host.uri}")
+
+    def place_bound(self, req: SliceRequest) -> bool:
+        """Keep a node on the instance its domain (or its own vGPU device) already uses."""
+        assert req.profile is not None
+        own: set[tuple[str, int]] = set()
+        if req.vgpu_name:
+            got = self.bindings.gi_of_mdev.get(mdev_uuid(req.vgpu_name))
+            if got:
+                own.add(got)
+        for w in self._candidates(req):
+            if self._eligible(w, req):
+                continue
+            claimed = w.claimed()
+            for i, gi in enumerate(w.existing):
+                if i in claimed or w.bound[i] - {req.node}:
+                    continue
+                if req.node not in w.bound[i] and (w.gpu.pci, gi.gi_id) not in own:
+                    continue
+                if req.placement is not None and gi.placement_start != req.placement:
+                    continue
+                slot = self._slot(w, req, req.profile, req.placement)
+                if isinstance(slot, str) or slot.profile != w.profiles[i]:
+                    continue
+                slot.claim = i
+                if w.cost(slot) is None:
+                    continue
+                w.add(slot)
+                return True
+        return False
+
+    def place_free(self, req: SliceRequest) -> None:
+        assert req.profile is not None
+        reasons: list[str] = []
+        best: tuple[int, int, _Work, _Slot] | None = None  # (delta, order, work, slot)
+        candidates = self._candidates(req)
+        # GPUs holding a free instance of the profile are tried first: reuse beats creation.
+        wanted_name = req.profile.gi_name
+
+        def has_free(w: _Work) -> bool:
+            claimed = w.claimed()
+            return any(p is not None and p.name == wanted_name and i not in claimed
+                       and not w.bound[i] for i, p in enumerate(w.profiles))
+
+        ordered = sorted(enumerate(candidates), key=lambda t: (not has_free(t[1]), t[0]))
+        for order, w in ordered:
+            why = self._eligible(w, req)
+            slot = why or self._slot(w, req, req.profile, req.placement)
+            if isinstance(slot, str):
+                reasons.append(f"{w.gpu.pci}: {slot}")
+                continue
+            base = w.cost()
+            if base is None:  # cannot happen: every slot was checked when added
+                reasons.append(f"{w.gpu.pci}: already over-committed")
+                continue
+            options = [slot]
+            if not w.managed:  # an unlisted GPU keeps its free instances unless one is reused
+                claimed = w.claimed()
+                for i, gi in enumerate(w.existing):
+                    if (w.profiles[i] == slot.profile and i not in claimed and not w.bound[i]
+                            and (slot.pin is None or slot.pin == gi.placement_start)):
+                        options.insert(0, _Slot(req=req, profile=slot.profile, ci=slot.ci,
+                                                pin=gi.placement_start, claim=i))
+                        break
+            found = None
+            for option in options:
+                cost = w.cost(option)
+                if cost is not None:
+                    found = (cost - base - (1 if option.claim is not None else 0), option)
+                    break
+            if found is None:
+                reasons.append(f"{w.gpu.pci}: no free placement for {slot.profile.name} "
+                               f"{w.occupancy()}")
+                continue
+            delta, option = found
+            if best is None or (delta, order) < (best[0], best[1]):
+                best = (delta, order, w, option)
+            if best[0] <= 1 and not has_free(w):
+                break  # nothing later can beat a plain create without destroying
+        if best is None:
+            shown = reasons[:_MAX_REASONS]
+            if len(reasons) > _MAX_REASONS:
+                shown.append(f"and {len(reasons) - _MAX_REASONS} more")
+            considered = "; ".join(shown) or "no GPUs on this host"
+            pin = f" at slice {req.placement}" if req.placement is not None else ""
+            raise ResolveError(
+                f"{req.describe()}: cannot place {req.profile}{pin}: {considered}")
+        best[2].add(best[3])
+
+    # -- final arrangement
+    def decisions(self) -> tuple[GpuDecision, ...]:
+        out: list[GpuDecision] = []
+        for w in self.works:
+            planned: list[PlannedGi] = []
+            if w.slots:
+                got = w.arrange()
+                assert got is not None
+                placement, idx, n_keep = got
+                for k, slot in enumerate(w.slots):
+                    where = placement.assignment[n_keep + k]
+                    if isinstance(where, int):
+                        gi = w.existing[idx[where]]
+                        start = gi.placement_start
+                        existing: GpuInstance | None = gi
+                    else:
+                        _, start = placement.create[where[1]]
+                        existing = None
+                    planned.append(PlannedGi(
+                        gpu=w.gpu.pci, profile=slot.profile, start=start, ci=slot.ci,
+                        ci_start=self._ci_start(w, slot, existing), owner=slot.req,
+                        existing=existing))
+            planned.sort(key=lambda p: p.start)
+            out.append(GpuDecision(w.gpu, w.model, w.policy, tuple(planned)))
+        return tuple(out)
+
+    @staticmethod
+    def _ci_start(w: _Work, slot: _Slot, existing: GpuInstance | None) -> int:
+        if slot.ci_start is not None:
+            return slot.ci_start
+        taken: set[int] = set()
+        if existing is not None:
+            for ci in existing.compute_instances:
+                if ci.profile_id == slot.ci.id:
+                    return ci.placement_start
+                if not w.managed:
+                    taken.update(range(ci.placement_start, ci.placement_start + ci.placement_size))
+        for start in slot.ci.placements:
+            if not taken & set(range(start, start + slot.ci.slice_count)):
+                return start
+        return slot.ci.placements[0]
+
+
+def _type_for(parent: VgpuParent, gi: GiProfile) -> VgpuType | None:
+    for t in parent.types:
+        if t.gi_profile_id is not None:
+            if t.gi_profile_id == gi.id:
+                return t
+        elif gi.vgpu_type and t.name.split()[-1] == gi.vgpu_type:
+            return t
+    return None
+
+
+def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision],
+                bindings: _Bindings) -> tuple[PlannedVgpu, ...]:
+    node_gis = [gi for d in gpus for gi in d.instances if gi.owner.vgpu_name]
+    if not node_gis:
+        return ()
+    backend = requests.vgpu_backend
+    if host.vgpu_backend is not None and host.vgpu_backend != backend:
+        raise ResolveError(
+            f"global.host.vgpu_backend: {backend} asked for, but host {host.uri} offers "
+            f"{host.vgpu_backend} vGPUs"
+        )
+    managed = {d.gpu.pci for d in gpus if d.managed}
+    parents_of: dict[str, list[VgpuParent]] = {}
+    for p in sorted(host.vgpu_parents, key=lambda p: p.pci):
+        if p.backend == backend:
+            parents_of.setdefault(bindings.gpu_of_parent(p.pci), []).append(p)
+    mdevs_on: dict[str, list[str]] = {}
+    for m in host.mdevs:
+        mdevs_on.setdefault(m.parent, []).append(m.uuid)
+    attached: dict[str, set[str]] = bindings.users
+
+    used: set[str] = set()
+    chosen: dict[int, tuple[VgpuParent, VgpuType, str]] = {}
+
+    def key_for(gi: PlannedGi, parent: VgpuParent) -> str:
+        assert gi.owner.vgpu_name is not None
+        return mdev_uuid(gi.owner.vgpu_name) if backend == "mdev" else parent.pci
+
+    # First pass: devices that exist already and still fit stay where they are.
+    for n, gi in enumerate(node_gis):
+        own = mdev_uuid(gi.owner.vgpu_name or "")
+        for parent in parents_of.get(gi.gpu, []):
+            t = _type_for(parent, gi.profile)
+            if t is None or parent.pci in used:
+                continue
+            if backend == "mdev":
+                here = own in mdevs_on.get(parent.pci, [])
+                cur = next((m for m in host.mdevs if m.uuid == own), None)
+                fits = here and cur is not None and cur.type_id == t.type_id
+            else:
+                fits = (parent.current_type == t.type_id
+                        and gi.owner.node in attached.get(parent.pci, set()))
+            if fits:
+                chosen[n] = (parent, t, key_for(gi, parent))
+                used.add(parent.pci)
+                break
+
+    def busy(parent: VgpuParent, own: str) -> bool:
+        if parent.pci in used:
+            return True
+        if bindings.gpu_of_parent(parent.pci) in managed:
+            return False  # whatever is there and not planned is removed
+        if backend == "mdev":
+            return any(u != own for u in mdevs_on.get(parent.pci, []))
+        return parent.current_type is not None
+
+    for n, gi in enumerate(node_gis):
+        if n in chosen:
+            continue
+        own = mdev_uuid(gi.owner.vgpu_name or "")
+        parents = parents_of.get(gi.gpu, [])
+        for parent in parents:
+            t = _type_for(parent, gi.profile)
+            if t is not None and not busy(parent, own):
+                chosen[n] = (parent, t, key_for(gi, parent))
+                used.add(parent.pci)
+                break
+        else:
+            what = "SR-IOV VF" if parents or backend == "vfio-vf" else "vGPU parent device"
+            raise ResolveError(
+                f"{gi.owner.describe()}: no free {backend} {what} offering a {gi.profile.name} "
+                f"vGPU type on GPU {gi.gpu} ({len(parents)} {backend} parents there; "
+                f"enable the VFs with sriov-manage -e, or free one)"
+            )
+    out = []
+    for n, gi in enumerate(node_gis):
+        parent, t, key = chosen[n]
+        out.append(PlannedVgpu(backend=backend, key=key, parent=parent.pci, type_id=t.type_id,
+                               type_name=t.name, node=gi.owner.node, gi=gi))
+    return tuple(sorted(out, key=lambda v: (v.node, v.key)))
+
+
+def resolve(requests: Requests, host: HostState) -> Resolution:
+    """The desired state for ``requests`` on ``host``; raises ResolveError when impossible."""
+    r = _Resolver(requests, host)
+    r.place_layouts()
+    for req in requests.slices:
+        if req.mig_uuid:
+            r.place_uuid(req)
+    rest = [s for s in requests.slices if not s.mig_uuid]
+    for req in rest:
+        if req.profile is None:
+            raise ResolveError(f"{req.describe()}: gpu_config needs mig_profile or mig_uuid")
+    unbound = [req for req in rest if not r.place_bound(req)]
+    for req in unbound:
+        r.place_free(req)
+    gpus = r.decisions()
+    return Resolution(host=host, requests=requests, gpus=gpus,
+                      vgpus=_plan_vgpus(requests, host, gpus, r.bindings))
