@@ -205,7 +205,8 @@ def test_corrupt_or_foreign_ledger_is_a_clear_error(alloc: GPUResourceAllocator)
         ),
         ('{"shared_resources": {}}', "not an aihow allocation ledger"),
         (
-            '{"schema": "aihow-gpu-allocations", "schema_version": 9, "generation": 1, "claims": []}',
+            '{"schema": "aihow-gpu-allocations", "schema_version": 9, '
+            '"generation": 1, "claims": []}',
             "schema_version 9",
         ),
     ]:
