@@ -100,6 +100,8 @@ def _message(err: ErrorDetails, key: str) -> str:
     if etype in _EXPECT:
         return f"must be {_EXPECT[etype]}, got {_type_name(value)} {_show(value)}".replace(
             "nothing (null) None", "nothing (null)")
+    if etype == "literal_error" and key == "version" and not isinstance(value, str):
+        return f'must be the string "1.0" (quote it), got {_show(value)}'
     if etype == "literal_error":
         return f"must be one of {ctx.get('expected', '?')}, got {_show(value)}"
     if etype == "greater_than_equal":
@@ -120,10 +122,15 @@ def _message(err: ErrorDetails, key: str) -> str:
 
 def translate(exc: ValidationError, data: Any, positions: Positions, file: str) -> list[Diagnostic]:
     out: list[Diagnostic] = []
-    for err in exc.errors():
+    errors = exc.errors()
+    located = [(_walk(tuple(e["loc"]), data, e["type"]), e) for e in errors]
+    inner = {_path(segs) for segs, _ in located}
+    for segments, err in located:
         etype = err["type"]
-        segments = _walk(tuple(err["loc"]), data, etype)
         path = _path(segments)
+        # A list whose items failed is also reported "too short"; the items say it better.
+        if etype == "too_short" and any(p.startswith(path + "[") for p in inner):
+            continue
         key = str(segments[-1]) if segments else ""
         if etype == "missing":
             line, col = positions.key(_path(segments[:-1]))

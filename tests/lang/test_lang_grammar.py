@@ -49,7 +49,9 @@ def test_layout_example_from_issue() -> None:
     )
     assert str(layout) == "3g.40gb@4 + 2*1g.10gb + 2g.20gb"
     assert layout.profiles() == [
-        (MigProfile(3, 40), 4), (MigProfile(1, 10), None), (MigProfile(1, 10), None),
+        (MigProfile(3, 40), 4),
+        (MigProfile(1, 10), None),
+        (MigProfile(1, 10), None),
         (MigProfile(2, 20), None),
     ]
 
@@ -66,8 +68,11 @@ def test_layout_is_whitespace_insensitive() -> None:
         ("00000000:3B:00.0", SelectorKind.PCI, "0000:3b:00.0"),
         ("0", SelectorKind.INDEX, "0"),
         ("007", SelectorKind.INDEX, "7"),
-        ("GPU-0123ABCD-0123-0123-0123-0123456789AB", SelectorKind.UUID,
-         "GPU-0123abcd-0123-0123-0123-0123456789ab"),
+        (
+            "GPU-0123ABCD-0123-0123-0123-0123456789AB",
+            SelectorKind.UUID,
+            "GPU-0123abcd-0123-0123-0123-0123456789ab",
+        ),
         ("model=H100*", SelectorKind.MODEL, "H100*"),
         ("model=NVIDIA A100-PCIE-40GB", SelectorKind.MODEL, "NVIDIA A100-PCIE-40GB"),
     ],
@@ -115,18 +120,23 @@ profiles = st.builds(
     extension=st.sampled_from(EXTENSIONS),
     ci_slices=st.none() | st.integers(1, 8),
 )
-items = st.builds(LayoutItem, profile=profiles, count=st.integers(1, 9),
-                  start=st.none() | st.integers(0, 7))
+items = st.builds(
+    LayoutItem, profile=profiles, count=st.integers(1, 9), start=st.none() | st.integers(0, 7)
+)
 layouts = st.builds(Layout, items=st.lists(items, min_size=1, max_size=5).map(tuple))
 hexdig = st.sampled_from("0123456789abcdef")
 selectors = st.one_of(
-    st.builds(lambda b, d, f: GpuSelector(SelectorKind.PCI, f"0000:{b}:{d}.{f}"),
-              st.text(hexdig, min_size=2, max_size=2), st.text(hexdig, min_size=2, max_size=2),
-              st.integers(0, 7)),
+    st.builds(
+        lambda b, d, f: GpuSelector(SelectorKind.PCI, f"0000:{b}:{d}.{f}"),
+        st.text(hexdig, min_size=2, max_size=2),
+        st.text(hexdig, min_size=2, max_size=2),
+        st.integers(0, 7),
+    ),
     st.integers(0, 64).map(lambda i: GpuSelector(SelectorKind.INDEX, str(i))),
     st.uuids().map(lambda u: GpuSelector(SelectorKind.UUID, f"GPU-{u}")),
-    st.from_regex(r"[A-Za-z0-9*?_.-][A-Za-z0-9*?_. -]{0,20}[A-Za-z0-9*?_.-]", fullmatch=True)
-    .map(lambda g: GpuSelector(SelectorKind.MODEL, g)),
+    st.from_regex(r"[A-Za-z0-9*?_.-][A-Za-z0-9*?_. -]{0,20}[A-Za-z0-9*?_.-]", fullmatch=True).map(
+        lambda g: GpuSelector(SelectorKind.MODEL, g)
+    ),
 )
 
 
