@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from typing import Any
@@ -84,6 +85,18 @@ def test_me_all_allows_only_no_me_profiles() -> None:
         assert not fits(RTX, [(P(RTX, other), 3), (all_me, 0)]), other  # order-independent
     assert fits(RTX, [(P(RTX, "2g.48gb+me.all"), 0), (P(RTX, "2g.48gb-me"), 6)])
     assert not fits(RTX, [(P(RTX, "2g.48gb+me.all"), 0), (P(RTX, "1g.24gb+me.all"), 6)])
+
+
+def test_max_instances_binds_when_the_grid_does_not() -> None:
+    # On every real table the grid is the tighter limit; a model with a lower limit shows
+    # that the per-GPU maximum is enforced on its own.
+    small = dataclasses.replace(A100, max_instances=3)
+    one = P(small, "1g.5gb")
+    assert fits(small, [(one, 0), (one, 1), (one, 2)])
+    reason = why_not_fits(small, [(one, 0), (one, 1), (one, 2), (one, 3)])
+    assert reason is not None and "at most 3 GPU instances" in reason
+    assert place_preserving(small, [], [(one, None)] * 4) is None
+    assert free_starts(small, one, [(one, 0), (one, 1), (one, 2)]) == []
 
 
 def test_foreign_profile_does_not_fit() -> None:
