@@ -261,3 +261,25 @@ def test_gb200_alternative_names_resolve() -> None:
     m: GpuModel = get_model("gb200-186gb")
     assert m.profile("1g.24gb") is m.profile("1g.23gb") is not None
     assert m.profile("MIG 7g.189gb") is m.profile("7g.186gb") is not None
+
+
+@pytest.mark.parametrize("model_id", sorted(PROFILES))
+def test_uncertain_lists_name_real_fields_and_are_explained(model_id: str) -> None:
+    import dataclasses
+
+    from planner.hardware.model import GiProfile
+
+    m = get_model(model_id)
+    gi_fields = {f.name for f in dataclasses.fields(GiProfile)}
+    model_fields = {f.name for f in dataclasses.fields(GpuModel)} | {"ci_profiles.placements"}
+    assert set(m.uncertain) <= model_fields
+    for field in m.uncertain:
+        if field != "ci_profiles.placements":
+            assert any(field.split("_")[0] in n.lower() or "assum" in n.lower()
+                       for n in m.notes), field
+    for p in m.gi_profiles:
+        assert set(p.uncertain) <= gi_fields, p.name
+        if set(p.uncertain) - {"placements"}:
+            assert p.notes, f"{p.name}: uncertain {p.uncertain} without a note"
+        if "placements" in p.uncertain:
+            assert any("placement" in n.lower() for n in m.notes)
