@@ -671,6 +671,15 @@ def _type_matches(type_name: str, gi: GiProfile) -> bool:
     return (m[1], m[2], m[3] or "") == (pm[1], pm[2], _EXT.get(pm[3], "?"))
 
 
+def render_table(rows: Sequence[CheckRow]) -> str:
+    """The rows as one aligned text table: CHECK, SUBJECT, STATUS, HINT."""
+    head = ("CHECK", "SUBJECT", "STATUS", "HINT")
+    cells = [head] + [(r.check, r.subject, r.status.upper(), r.hint) for r in rows]
+    w = [max(len(c[i]) for c in cells) for i in range(3)]
+    return "\n".join(f"{a:<{w[0]}}  {b:<{w[1]}}  {c:<{w[2]}}  {d}".rstrip()
+                     for a, b, c, d in cells)
+
+
 def validate_host(cfg: ClusterConfig, host_uri: str, **kwargs: Any) -> list[CheckRow]:
     """Probe ``host_uri`` read-only and check it against ``cfg``."""
     from planner.errors import AihowError

@@ -322,3 +322,15 @@ def test_pack_honours_pins_and_fixed() -> None:
     out = pack(model, [(three, 0)], [(one, 6), (three, None)])
     assert out == [(one, 6)] or out is None  # 3g@4 would overlap 1g@6
     assert out is None
+
+
+def test_render_table_has_one_row_per_check(tree: FakeTree) -> None:
+    from planner.host.validation import render_table
+
+    tree.sriov(PF, 16, 0)
+    rows = run(tree)
+    text = render_table(rows).splitlines()
+    assert text[0].split() == ["CHECK", "SUBJECT", "STATUS", "HINT"]
+    assert len(text) == len(rows) + 1
+    bad = next(line for line in text if line.startswith("sriov-vfs"))
+    assert " FAIL " in bad and "sriov-manage -e" in bad
