@@ -363,3 +363,43 @@ def test_from_decl_errors_name_the_key_path() -> None:
         VMSpec.from_decl(decl(name="bad name"))  # type: ignore[arg-type]
     with pytest.raises(VmSpecError, match=r"^clusters\.cloud\.worker_nodes\[0\]: invalid PCI"):
         VMSpec.from_decl(decl(pcie_devices=({"pci_address": "zz", "device_type": "gpu"},)))  # type: ignore[arg-type]
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "config").glob("example-*.yaml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_every_vm_of_the_example_configs_renders_valid_xml(
+    factory: VMFactory, tmp_path: Path, example: Path
+) -> None:
+    """The real contract: VmDecls from load_config/expand_vms, each MIG node given a vGPU
+    (an mdev on the mdev backend, a VF on vfio-vf), whole GPUs passed through as is."""
+    import uuid
+
+    from planner.config import load_config
+    from planner.config.vms import expand_vms
+
+    cfg = load_config(example)
+    backend = cfg.global_.host.vgpu_backend
+    rendered = []
+    for n, d in enumerate(expand_vms(cfg)):
+        gpu = None
+        gc = d.gpu_config
+        if gc is not None and gc.mode == "mig":
+            profile = gc.mig_profile
+            if backend == "mdev":
+                gpu = GpuAttachment.mdev(
+                    str(uuid.uuid5(uuid.NAMESPACE_URL, d.name)), mig_profile=profile
+                )
+            else:
+                gpu = GpuAttachment.vf(f"0000:17:00.{n % 8}", mig_profile=profile)
+        s = VMSpec.from_decl(d, gpu)
+        text = factory.domain_xml(s)
+        validate(tmp_path, s.name, text)
+        root = ET.fromstring(text)
+        assert root.findtext("name") == d.name
+        assert root.findtext("vcpu") == str(d.cpu_cores)
+        assert len(root.findall("./devices/hostdev")) == len(s.hostdevs)
+        rendered.append(s)
+    assert rendered, f"{example} declares no VMs"
+    assert len({s.mac for s in rendered}) == len(rendered)
