@@ -108,6 +108,15 @@ def summarize(actions: tuple[Action, ...] | list[Action]) -> dict[str, int]:
     return counts
 
 
+def plan_schema() -> dict[str, Any]:
+    """The JSON Schema of the plan file (shipped as planner/plan/plan.schema.json)."""
+    from importlib import resources
+
+    text = resources.files("planner.plan").joinpath("plan.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
 def parse_plan(text: str, where: str = "plan") -> Plan:
     try:
         data = json.loads(text)

@@ -335,6 +335,10 @@ class _Resolver:
         return _Slot(req=req, profile=gi, ci=ci, pin=pin)
 
     def _eligible(self, w: _Work, req: SliceRequest) -> str | None:
+        if w.model is None:
+            return f"not in the GPU catalog ({w.gpu.name})"
+        if not w.gpu.mig_capable:
+            return "not MIG-capable"
         if w.policy is not None:
             if w.policy.mig != "enabled":
                 return f"MIG disabled by {w.policy.key}"
@@ -551,7 +555,9 @@ def _type_for(parent: VgpuParent, gi: GiProfile) -> VgpuType | None:
 
 def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision],
                 bindings: _Bindings) -> tuple[PlannedVgpu, ...]:
-    node_gis = [gi for d in gpus for gi in d.instances if gi.owner.vgpu_name]
+    order = {s.node: n for n, s in enumerate(requests.slices)}
+    node_gis = sorted((gi for d in gpus for gi in d.instances if gi.owner.vgpu_name),
+                      key=lambda gi: order.get(gi.owner.node, len(order)))
     if not node_gis:
         return ()
     backend = requests.vgpu_backend

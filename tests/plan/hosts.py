@@ -18,6 +18,10 @@ from planner.host.state import (
     VgpuParent,
     VgpuType,
 )
+from planner.lang import parse_layout, parse_profile, parse_selector
+from planner.plan.make import plan_requests
+from planner.plan.model import Plan
+from planner.plan.request import GpuPolicy, Requests, SliceRequest
 
 A100 = get_model("a100-40gb")
 H100 = get_model("h100-80gb")
@@ -96,3 +100,39 @@ def domain(name: str, *devices: str, running: bool = True) -> Domain:
                      for d in devices)
     return Domain(name=name, uuid=f"00000000-0000-0000-0000-{len(name):012d}",
                   state="running" if running else "shut off", hostdevs=hostdevs)
+
+
+# -- requests and plans ---------------------------------------------------------------
+
+def node(name: str, profile: str | None = None, *, gpu: str | None = None,
+         placement: int | None = None, mig_uuid: str | None = None,
+         cluster: str = "hpc", key: str | None = None) -> SliceRequest:
+    return SliceRequest(key=key or f"clusters.{cluster}.nodes[{name}]", node=name,
+                        profile=parse_profile(profile) if profile else None, mig_uuid=mig_uuid,
+                        gpu=parse_selector(gpu) if gpu else None, placement=placement,
+                        vgpu_name=f"{cluster}/{name}/gpu0")
+
+
+def manage(select: str, layout: str | None = None, *, mig: str = "enabled",
+           i: int = 0) -> GpuPolicy:
+    return GpuPolicy(key=f"global.gpus[{i}]", select=parse_selector(select),
+                     mig=mig,  # type: ignore[arg-type]
+                     layout=parse_layout(layout) if layout else None)
+
+
+def make(state: HostState, *slices: SliceRequest, policies: Iterable[GpuPolicy] = (),
+         backend: str = "mdev") -> Plan:
+    req = Requests(policies=tuple(policies), slices=tuple(slices),
+                   vgpu_backend=backend)  # type: ignore[arg-type]
+    return plan_requests(req, state, config_path="config.yaml", config_sha256="0" * 64,
+                         host_uri=state.uri)
+
+
+def acts(plan: Plan, *kinds: str) -> dict[str, str]:
+    """address -> action, for the changing steps (of the given kinds)."""
+    return {a.address: a.action for a in plan.actions
+            if a.action != "no-op" and (not kinds or a.kind in kinds)}
+
+
+def kept(plan: Plan, kind: str = "gpu_instance") -> set[str]:
+    return {a.address for a in plan.actions if a.action == "no-op" and a.kind == kind}

@@ -1,0 +1,190 @@
+"""Diff and order: ownership scope, cleanup, delete-before-create, reset and destructive marks."""
+
+from __future__ import annotations
+
+from hosts import (
+    A100,
+    H100,
+    acts,
+    domain,
+    gi,
+    gpu,
+    host,
+    kept,
+    make,
+    manage,
+    mdev,
+    node,
+    pci,
+    type_id,
+    vf,
+)
+
+from planner.plan.request import mdev_uuid
+
+G17, G18 = pci(0x17), pci(0x18)
+
+
+def _index(plan, address: str, action: str | None = None) -> int:  # type: ignore[no-untyped-def]
+    return next(a.id for a in plan.actions
+                if a.address == address and (action is None or a.action == action))
+
+
+def test_unlisted_gpu_gets_only_additions_and_keeps_foreign_instances() -> None:
+    foreign = "0f0f0f0f-0000-4000-8000-000000000001"
+    state = host(
+        gpu(0x17, instances=[gi("3g.20gb", 0), gi("1g.5gb", 6, ci=False)]),
+        mdevs=[mdev(foreign, vf(0x17, 0), type_id(A100, "3g.20gb"), gi_id=1)],
+        domains=[domain("other-vm", foreign)],
+    )
+    plan = make(state, node("n1", "2g.10gb"))
+    changes = acts(plan)
+    assert all(action == "create" for action in changes.values()), changes
+    # nothing on the GPU is deleted, its mode untouched, the foreign vGPU and domain left alone
+    assert not [a for a in plan.actions if a.action in ("delete", "replace", "update")]
+    assert f"vgpu[{foreign}]" not in {a.address for a in plan.actions}
+    assert acts(plan, "gpu_instance") == {f"gpu[{G17}].gi[2g.10gb@4]": "create"}
+    assert kept(plan) == set()  # the foreign instances are not even listed: out of scope
+
+
+def test_unlisted_free_instance_is_reused_not_duplicated() -> None:
+    state = host(gpu(0x17, instances=[gi("1g.5gb", 4)]))
+    plan = make(state, node("n1", "1g.5gb"))
+    assert kept(plan) == {f"gpu[{G17}].gi[1g.5gb@4]"}
+    assert acts(plan, "gpu_instance", "compute_instance") == {}
+
+
+def test_gpus_nothing_selects_are_never_in_the_plan() -> None:
+    state = host(gpu(0x17), gpu(0x18, index=1, mig=False, instances=[]),
+                 gpu(0x19, index=2, instances=[gi("7g.40gb", 0)]))
+    plan = make(state, node("n1", "1g.5gb", gpu=G17))
+    assert {a.branch for a in plan.actions} == {G17}
+
+
+def test_unlisted_gpu_with_mig_off_is_not_switched_on_for_a_node() -> None:
+    state = host(gpu(0x17, mig=False))
+    plan_error = None
+    try:
+        make(state, node("n1", "1g.5gb"))
+    except Exception as exc:  # noqa: BLE001 - the message is what is checked
+        plan_error = str(exc)
+    assert plan_error is not None and "MIG is off" in plan_error
+
+
+def test_managed_gpu_cleanup_deletes_what_the_config_does_not_want() -> None:
+    state = host(gpu(0x17, instances=[gi("3g.20gb", 0), gi("2g.10gb", 4), gi("1g.5gb", 6)]))
+    plan = make(state, node("n1", "2g.10gb"), policies=[manage(G17)])
+    assert acts(plan, "gpu_instance") == {
+        f"gpu[{G17}].gi[3g.20gb@0]": "delete",
+        f"gpu[{G17}].gi[1g.5gb@6]": "delete",
+    }
+    assert kept(plan) == {f"gpu[{G17}].gi[2g.10gb@4]"}
+    assert plan.summary["delete"] == 4  # two GIs and their CIs
+
+
+def test_managed_gpu_with_mig_disabled_deletes_everything_then_switches_mode() -> None:
+    state = host(gpu(0x17, instances=[gi("7g.40gb", 0)]))
+    plan = make(state, policies=[manage(G17, mig="disabled")])
+    order = [(a.action, a.address) for a in plan.actions]
+    assert order == [
+        ("delete", f"gpu[{G17}].gi[7g.40gb@0].ci[7g.40gb@0]"),
+        ("delete", f"gpu[{G17}].gi[7g.40gb@0]"),
+        ("update", f"gpu[{G17}].mig"),
+    ]
+    assert plan.actions[2].depends_on == (1, 2) or 2 in plan.actions[2].depends_on
+
+
+def test_deletes_come_first_in_reverse_dependency_order_then_creates() -> None:
+    old = mdev_uuid("hpc/n1/gpu0")
+    state = host(
+        gpu(0x17, instances=[gi("3g.20gb", 4)]),
+        mdevs=[mdev(old, vf(0x17, 0), type_id(A100, "3g.20gb"), gi_id=2)],
+        domains=[domain("n1", old, running=False)],
+    )
+    plan = make(state, node("n1", "2g.10gb", placement=4), policies=[manage(G17)])
+    steps = [(a.action, a.kind) for a in plan.actions if a.action != "no-op"]
+    deletes = [k for act, k in steps if act == "delete"]
+    assert deletes == ["hostdev", "vgpu", "compute_instance", "gpu_instance"]
+    first_make = next(i for i, (act, _) in enumerate(steps) if act != "delete")
+    assert all(act == "delete" for act, _ in steps[:first_make])
+    assert all(act != "delete" for act, _ in steps[first_make:])
+    makes = [k for act, k in steps[first_make:]]
+    assert makes == ["gpu_instance", "compute_instance", "vgpu", "hostdev"]
+    # the same mdev UUID on another type: a replace, shown once in the summary
+    assert acts(plan, "vgpu")[f"vgpu[{old}]"] == "replace"
+    assert plan.summary["replace"] == 2  # the vGPU device and its hostdev
+    gi_new = _index(plan, f"gpu[{G17}].gi[2g.10gb@4]")
+    gi_old = _index(plan, f"gpu[{G17}].gi[3g.20gb@4]")
+    assert gi_old in [d for a in plan.actions if a.id == gi_new for d in a.depends_on]
+
+
+def test_depends_on_points_backwards_and_branches_are_gpus() -> None:
+    state = host(gpu(0x17, instances=[gi("1g.5gb", 3)]), gpu(0x18, index=1, mig=False))
+    plan = make(state, node("a", "1g.5gb", gpu=G17), node("b", "2g.10gb", gpu=G18),
+                policies=[manage(G17), manage(G18, i=1)])
+    ids = {a.id for a in plan.actions}
+    for a in plan.actions:
+        assert all(d < a.id and d in ids for d in a.depends_on)
+        assert a.branch in (G17, G18)
+    # no step of one GPU waits for a step of the other: they may run in parallel
+    branch = {a.id: a.branch for a in plan.actions}
+    assert all(branch[d] == a.branch for a in plan.actions for d in a.depends_on)
+
+
+def test_ampere_mode_change_needs_reset_and_names_blockers() -> None:
+    state = host(gpu(0x17, mig=False, processes=["nvidia-persistenced"]),
+                 domains=[domain("gpu-vm", G17)])
+    plan = make(state, policies=[manage(G17)])
+    (mode,) = [a for a in plan.actions if a.kind == "mig_mode"]
+    assert (mode.action, mode.needs_reset) == ("update", True)
+    assert mode.blocked_by == ("domain gpu-vm (running)", "process nvidia-persistenced")
+    assert "blocked by domain gpu-vm (running), process nvidia-persistenced" in mode.reason
+    assert mode.destructive
+
+
+def test_hopper_mode_change_needs_no_reset() -> None:
+    state = host(gpu(0x17, mig=False, model=H100))
+    plan = make(state, policies=[manage(G17)])
+    (mode,) = [a for a in plan.actions if a.kind == "mig_mode"]
+    assert (mode.action, mode.needs_reset, mode.blocked_by) == ("update", False, ())
+
+
+def test_pending_mode_change_is_still_planned_as_a_reset() -> None:
+    state = host(gpu(0x17, mig=False, pending=True))
+    plan = make(state, policies=[manage(G17)])
+    (mode,) = [a for a in plan.actions if a.kind == "mig_mode"]
+    assert mode.needs_reset and "pending" in mode.reason
+
+
+def test_taking_a_slice_from_a_running_domain_is_destructive() -> None:
+    used = "0f0f0f0f-0000-4000-8000-000000000002"
+    idle = "0f0f0f0f-0000-4000-8000-000000000003"
+    state = host(
+        gpu(0x17, instances=[gi("1g.5gb", 0), gi("1g.5gb", 1)]),
+        mdevs=[mdev(used, vf(0x17, 0), type_id(A100, "1g.5gb"), gi_id=7),
+               mdev(idle, vf(0x17, 1), type_id(A100, "1g.5gb"), gi_id=8)],
+        domains=[domain("running-vm", used), domain("stopped-vm", idle, running=False)],
+    )
+    plan = make(state, policies=[manage(G17, "4g.20gb")])
+    destructive = {a.address for a in plan.actions if a.destructive}
+    assert destructive == {
+        f"domain[running-vm].hostdev[{used}]", f"vgpu[{used}]",
+        f"gpu[{G17}].gi[1g.5gb@0]", f"gpu[{G17}].gi[1g.5gb@0].ci[1g.5gb@0]",
+    }
+    assert plan.summary["destructive"] == 4
+    assert {a.address for a in plan.actions if a.action == "delete"} >= {
+        f"domain[stopped-vm].hostdev[{idle}]", f"vgpu[{idle}]"}
+
+
+def test_a_converged_host_plans_no_changes() -> None:
+    state = host(gpu(0x17))
+    first = make(state, node("n1", "3g.20gb"), policies=[manage(G17, "2*1g.5gb")])
+    assert first.has_changes
+    gis = [gi("3g.20gb", 4, gi_id=2), gi("1g.5gb", 0, gi_id=7), gi("1g.5gb", 1, gi_id=8)]
+    n1 = mdev_uuid("hpc/n1/gpu0")
+    done = host(gpu(0x17, instances=gis),
+                mdevs=[mdev(n1, vf(0x17, 0), type_id(A100, "3g.20gb"), gi_id=2)],
+                domains=[domain("n1", n1)])
+    again = make(done, node("n1", "3g.20gb"), policies=[manage(G17, "2*1g.5gb")])
+    assert not again.has_changes, acts(again)
+    assert again.summary["create"] == again.summary["delete"] == 0

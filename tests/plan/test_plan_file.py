@@ -1,0 +1,140 @@
+"""The plan file: schema, canonical bytes, digest check, determinism, fingerprint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from hosts import A100, domain, gi, gpu, host, make, manage, mdev, node, pci, type_id, vf
+
+from planner.plan.fingerprint import fingerprint_requests
+from planner.plan.model import PlanFileError, dump_plan, load_plan, parse_plan, plan_schema
+from planner.plan.request import Requests, mdev_uuid
+
+G17, G18 = pci(0x17), pci(0x18)
+HERE = Path(__file__).parent
+
+
+def _busy_host():  # type: ignore[no-untyped-def]
+    old = mdev_uuid("hpc/n1/gpu0")
+    return host(
+        gpu(0x17, instances=[gi("3g.20gb", 4), gi("1g.5gb", 0)]),
+        gpu(0x18, index=1, mig=False, processes=["dcgm"]),
+        mdevs=[mdev(old, vf(0x17, 0), type_id(A100, "3g.20gb"), gi_id=2)],
+        domains=[domain("n1", old)],
+    )
+
+
+def _busy_plan():  # type: ignore[no-untyped-def]
+    return make(_busy_host(), node("n1", "2g.10gb", placement=4), node("n2", "1g.5gb"),
+                policies=[manage(G17), manage(G18, "3g.20gb + 2*1g.5gb", i=1)])
+
+
+def test_plans_validate_against_the_shipped_schema() -> None:
+    schema = plan_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for plan in (_busy_plan(), make(host(gpu(0x17)))):
+        jsonschema.validate(json.loads(dump_plan(plan)), schema)
+
+
+def test_schema_rejects_a_plan_missing_a_field() -> None:
+    data = json.loads(dump_plan(_busy_plan()))
+    del data["actions"][0]["reason"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, plan_schema())
+
+
+def test_plan_round_trips_and_the_digest_is_checked(tmp_path: Path) -> None:
+    plan = _busy_plan()
+    path = tmp_path / "plan.json"
+    path.write_text(dump_plan(plan))
+    assert load_plan(path) == plan
+    tampered = path.read_text().replace('"destructive": true', '"destructive": false', 1)
+    assert tampered != path.read_text()
+    path.write_text(tampered)
+    with pytest.raises(PlanFileError, match="plan_sha256 does not match"):
+        load_plan(path)
+
+
+def test_unreadable_or_foreign_plan_files_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(PlanFileError, match=r"x\.json:1:2: not JSON"):
+        parse_plan("{oops", "x.json")
+    with pytest.raises(PlanFileError, match="not an aihow plan"):
+        parse_plan("{}", "x.json")
+    with pytest.raises(PlanFileError, match="plan format 2.0 is not supported"):
+        parse_plan('{"format_version": "2.0"}', "x.json")
+    with pytest.raises(PlanFileError, match="cannot read plan"):
+        load_plan(tmp_path / "missing.json")
+
+
+def test_plan_bytes_are_identical_across_processes() -> None:
+    code = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r})\n"
+        "from test_plan_file import _busy_plan\n"
+        "from planner.plan.model import dump_plan\n"
+        "sys.stdout.write(dump_plan(_busy_plan()))\n"
+    )
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={"PYTHONHASHSEED": seed, "PATH": ""}).stdout
+            for seed in ("1", "2")]
+    assert outs[0] == outs[1] == dump_plan(_busy_plan())
+    assert outs[0].endswith("}\n")
+
+
+def test_fingerprint_ignores_ids_the_driver_reassigns() -> None:
+    req = Requests(policies=(manage(G17),), slices=(node("n1", "1g.5gb"),))
+    a = host(gpu(0x17, instances=[gi("1g.5gb", 0, gi_id=7, mig_uuid="MIG-aaaa"),
+                                  gi("2g.10gb", 2, gi_id=4)]))
+    b = host(gpu(0x17, instances=[gi("2g.10gb", 2, gi_id=6),
+                                  gi("1g.5gb", 0, gi_id=9, mig_uuid="MIG-bbbb")]))
+    assert fingerprint_requests(a, req) == fingerprint_requests(b, req)
+
+
+def test_fingerprint_tracks_what_the_plan_depends_on() -> None:
+    req = Requests(policies=(manage(G17),), slices=(node("n1", "1g.5gb"),))
+    base = fingerprint_requests(host(gpu(0x17, instances=[gi("1g.5gb", 0)])), req)
+    others = [
+        host(gpu(0x17, instances=[gi("1g.5gb", 1)])),  # placement
+        host(gpu(0x17, instances=[gi("1g.5gb", 0, ci=False)])),  # compute instance
+        host(gpu(0x17, instances=[gi("1g.5gb", 0)], pending=False, mig=False)),  # mode
+        host(gpu(0x17, instances=[gi("1g.5gb", 0)]), domains=[domain("x")]),  # domains
+        host(gpu(0x17, instances=[gi("1g.5gb", 0)]), domains=[domain("x", running=False)]),
+        host(gpu(0x17, instances=[gi("1g.5gb", 0)]),
+             mdevs=[mdev("0f0f0f0f-0000-4000-8000-000000000009", vf(0x17, 0), "nvidia-470", 7)]),
+    ]
+    prints = [fingerprint_requests(h, req) for h in others]
+    assert base not in prints and len(set(prints)) == len(prints)
+
+
+def test_fingerprint_covers_mig_uuids_the_config_names() -> None:
+    uuid = "MIG-11111111-2222-3333-4444-555555555555"
+    req = Requests(slices=(node("n1", mig_uuid=uuid),))
+    with_it = host(gpu(0x17, instances=[gi("1g.5gb", 0, mig_uuid=uuid)]))
+    moved = host(gpu(0x17, instances=[gi("1g.5gb", 0, mig_uuid="MIG-other")]))
+    assert fingerprint_requests(with_it, req) != fingerprint_requests(moved, req)
+    # and a UUID the config does not name is not part of it
+    plain = Requests(slices=(node("n1", "1g.5gb"),))
+    assert fingerprint_requests(with_it, plain) == fingerprint_requests(moved, plain)
+
+
+def test_fingerprint_of_the_plan_matches_its_host() -> None:
+    plan = _busy_plan()
+    req = Requests(policies=(manage(G17), manage(G18, "3g.20gb + 2*1g.5gb", i=1)),
+                   slices=(node("n1", "2g.10gb", placement=4), node("n2", "1g.5gb")))
+    assert plan.host.fingerprint == fingerprint_requests(_busy_host(), req)
+
+
+def test_summary_counts_a_replace_once() -> None:
+    plan = _busy_plan()
+    counted = sum(plan.summary[k] for k in ("create", "update", "replace", "delete", "no-op"))
+    replaced = {a.address for a in plan.actions if a.action == "replace"}
+    assert counted == len(plan.actions) - len(replaced)
+    for a in plan.actions:
+        if a.replaced_by is not None:
+            partner = next(b for b in plan.actions if b.id == a.replaced_by)
+            assert (partner.address, partner.action) == (a.address, "replace")
+            assert a.id in partner.depends_on
