@@ -225,6 +225,12 @@ class GPUResourceAllocator:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
 
+    @classmethod
+    def for_state_dir(cls, state_dir: str | os.PathLike[str]) -> GPUResourceAllocator:
+        """The ledger beside apply's lock, journal and generations
+        (``planner.apply.state_dir.resolve_state_dir``)."""
+        return cls(Path(state_dir) / LEDGER_NAME)
+
     # --- reading and locking ---
 
     def read(self) -> Ledger:

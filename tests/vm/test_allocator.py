@@ -223,7 +223,7 @@ def test_ai_hows_global_state_is_left_alone(tmp_path: Path) -> None:
     ai_how = tmp_path / "global-state.json"
     original = b'{"shared_resources": {"gpu_allocations": {"0000:01:00.0": "vm"}}}'
     ai_how.write_bytes(original)
-    alloc = GPUResourceAllocator(tmp_path / LEDGER_NAME)
+    alloc = GPUResourceAllocator.for_state_dir(tmp_path)
     alloc.claim("hpc/n1", [("pci", "01:00.0")], generation=0)
     alloc.release_owner("hpc/n1", generation=1)
     assert ai_how.read_bytes() == original
