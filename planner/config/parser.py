@@ -48,7 +48,7 @@ class ClusterConfigParser:
         try:
             data, positions = load_yaml(text, file, env)
         except YamlLoadError as exc:
-            raise ConfigError(exc.diagnostics) from None
+            raise ConfigError(_one_line(exc.diagnostics)) from None
         return self.build(data, positions, file)
 
     def build(self, data: Any, positions: Positions, file: str) -> ClusterConfig:
@@ -66,10 +66,10 @@ class ClusterConfigParser:
             cfg = ClusterConfig.model_validate({**data, "source_path": file})
         except ValidationError as exc:
             problems.extend(translate(exc, data, positions, file))
-            raise ConfigError(problems) from None
+            raise ConfigError(_one_line(problems)) from None
         problems.extend(_Checker(cfg, positions, file).run())
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(_one_line(problems))
         return cfg
 
 
@@ -242,6 +242,18 @@ class _Checker:
                     key = "ip_address" if vm.role in ("controller", "control-plane") else "ip"
                     self.error(f"{vm.key_path}.{key}", f"IP address {vm.ip} of {vm.name} is "
                                f"already used by {first.name} at {first.key_path}")
+
+
+def _one_line(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """Escape control characters (a YAML key may hold a newline) so each stays one line."""
+
+    def clean(text: str) -> str:
+        if text.isprintable():
+            return text
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+    return [Diagnostic(d.file, d.line, d.column, clean(d.path), clean(d.message))
+            for d in diagnostics]
 
 
 def _distinct_nodes(vms: tuple[VmDecl, ...]) -> list[VmDecl]:

@@ -13,6 +13,8 @@ because an expanded plain scalar is re-read as YAML (``${CORES:-4}`` gives the i
 from __future__ import annotations
 
 import datetime
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +39,16 @@ MAX_NODES = 200_000
 Pos = tuple[int, int]
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def join_path(parent: str, key: str | int) -> str:
-    """``clusters.hpc`` + ``compute_nodes`` -> ``clusters.hpc.compute_nodes``; ints index."""
+    """``clusters.hpc`` + ``compute_nodes`` -> ``clusters.hpc.compute_nodes``; ints index;
+    a key that is not a plain word is quoted: ``global["odd key"]``."""
     if isinstance(key, int):
         return f"{parent}[{key}]"
+    if not _PLAIN_KEY.match(key):
+        return f"{parent}[{json.dumps(key)}]"
     return f"{parent}.{key}" if parent else key
 
 
