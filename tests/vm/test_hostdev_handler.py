@@ -1,0 +1,151 @@
+"""The apply handler for hostdev actions, on a simulated host's libvirt (test driver)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from planner.apply.handlers import ActionFailed, ApplyContext, handler_for, load_handlers
+from planner.host import libvirt_domains as ld
+from planner.host.libvirt_conn import open_libvirt
+from planner.host.state import Domain, Hostdev, HostState
+from planner.vm.handlers import HostdevHandler
+from planner.vm.vm_factory import VMFactory, VMSpec
+
+U1 = "11111111-2222-4333-8444-555555555555"
+
+
+def action(name: str, key: str, kind: str = "mdev", op: str = "create") -> Any:
+    attrs = {"domain": name, "type": kind, "device": key}
+    return SimpleNamespace(
+        id=1,
+        address=f"domain[{name}].hostdev[{key}]",
+        kind="hostdev",
+        action=op,
+        before=None if op == "create" else attrs,
+        after=attrs if op == "create" else None,
+        needs_reset=False,
+        destructive=False,
+    )
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Path:
+    d = tmp_path / "sim"
+    d.mkdir()
+    with open_libvirt(f"sim:{d}") as s:
+        for name in ("hpc-compute-01", "hpc-compute-02"):
+            spec = VMSpec(
+                name=name,
+                cluster_name="hpc",
+                role="compute",
+                cpu_cores=2,
+                memory_gb=4,
+                disk_gb=20,
+                bridge="virbr100",
+            )
+            ld.define(s.conn, VMFactory().domain_xml(spec))
+        s.commit()
+    return d
+
+
+def ctx(sim: Path) -> ApplyContext:
+    return ApplyContext(f"sim:{sim}", openers={"libvirt": lambda: open_libvirt(f"sim:{sim}")})
+
+
+def hostdevs(sim: Path, name: str) -> tuple[Hostdev, ...]:
+    with open_libvirt(f"sim:{sim}") as s:
+        return ld.persistent_hostdevs(s.conn, name)
+
+
+def test_create_attaches_and_undo_detaches_idempotently(sim: Path) -> None:
+    h = HostdevHandler()
+    a = action("hpc-compute-01", U1)
+    c = ctx(sim)
+    facts = h.ensure(c, a, "after")
+    assert facts == {"attached": U1, "domain": "hpc-compute-01", "pending_restart": False}
+    c.close()
+    assert hostdevs(sim, "hpc-compute-01") == (Hostdev(type="mdev", uuid=U1),)
+    c = ctx(sim)
+    assert h.ensure(c, a, "after") == {"already": True}  # recover may run it twice
+    assert h.ensure(c, a, "before")["detached"] == U1
+    assert h.ensure(c, a, "before") == {"already": True}
+    c.close()
+    assert hostdevs(sim, "hpc-compute-01") == ()
+
+
+def test_vf_hostdev_and_delete_action(sim: Path) -> None:
+    h = HostdevHandler()
+    c = ctx(sim)
+    h.ensure(c, action("hpc-compute-02", "0000:17:00.4", "pci"), "after")
+    assert hostdevs(sim, "hpc-compute-02") == (Hostdev(type="pci", pci="0000:17:00.4"),)
+    delete = action("hpc-compute-02", "0000:17:00.4", "pci", op="delete")
+    assert h.inverse(delete) == "attach pci 0000:17:00.4 to hpc-compute-02"
+    h.ensure(c, delete, "after")
+    assert hostdevs(sim, "hpc-compute-02") == ()
+    c.close()
+
+
+def test_running_domain_keeps_running_and_the_change_is_pending(sim: Path) -> None:
+    with open_libvirt(f"sim:{sim}") as s:
+        ld.start(s.conn, "hpc-compute-01")
+        s.commit()
+    c = ctx(sim)
+    facts = HostdevHandler().ensure(c, action("hpc-compute-01", U1), "after")
+    c.close()
+    assert facts["pending_restart"] is True
+    with open_libvirt(f"sim:{sim}") as s:
+        assert s.conn.lookupByName("hpc-compute-01").isActive()
+
+
+def test_missing_domain_is_a_clear_failure(sim: Path) -> None:
+    with pytest.raises(ActionFailed, match=r"domain\[hpc-compute-09\].*is not defined"):
+        HostdevHandler().ensure(ctx(sim), action("hpc-compute-09", U1), "after")
+    # Undoing an attach on a domain that is gone is already done.
+    assert HostdevHandler().ensure(ctx(sim), action("hpc-compute-09", U1), "before")["already"]
+
+
+def test_observe_and_preflight_read_the_probed_host() -> None:
+    h = HostdevHandler()
+    a = action("hpc-compute-01", U1)
+    none = HostState(
+        uri="sim:x", domains=(Domain(name="hpc-compute-01", uuid="u", state="shut off"),)
+    )
+    held = HostState(
+        uri="sim:x",
+        domains=(
+            Domain(name="hpc-compute-01", uuid="u", state="shut off"),
+            Domain(
+                name="hpc-compute-02",
+                uuid="v",
+                state="running",
+                hostdevs=(Hostdev(type="mdev", uuid=U1),),
+            ),
+        ),
+    )
+    mine = HostState(
+        uri="sim:x",
+        domains=(
+            Domain(
+                name="hpc-compute-01",
+                uuid="u",
+                state="shut off",
+                hostdevs=(Hostdev(type="mdev", uuid=U1),),
+            ),
+        ),
+    )
+    assert h.observe(none, a) == "before"
+    assert h.observe(mine, a) == "after"
+    assert h.preflight(none, a, ApplyContext("sim:x")) == []
+    (problem,) = h.preflight(held, a, ApplyContext("sim:x"))
+    assert "already attached to domain hpc-compute-02" in problem
+
+
+def test_registered_for_the_executor() -> None:
+    import planner.vm.handlers  # noqa: F401  (registers on import)
+
+    load_handlers()
+    assert isinstance(handler_for(action("hpc-compute-01", U1)), HostdevHandler)
