@@ -56,6 +56,8 @@ def _scope(actual: dict[str, Resource], desired: dict[str, Resource],
     for addr, res in actual.items():
         if res.kind == "domain":
             continue  # domain definitions are planned by the VM layer (issue 6)
+        if res.kind == "sriov" and addr not in desired:
+            continue  # VFs are enabled when needed and never switched off
         if addr in desired or res.branch in managed:
             scoped[addr] = res
     return scoped
@@ -69,13 +71,15 @@ def _wanted_by(res: Resource) -> str:
 
 def _create_reason(res: Resource, actual: dict[str, Resource]) -> str:
     if res.kind == "vgpu":
-        return (f"{res.extra.get('type_name', res.attrs['type_id'])} on {res.attrs['parent']} "
-                f"for {res.owner}")
+        return f"{res.attrs['type_name']} on {res.attrs['parent']} for {res.owner}"
+    if res.kind == "sriov":
+        return (f"enable the SR-IOV virtual functions of {res.branch} (sriov-manage -e): "
+                f"they are the parents of its vGPU devices")
     if res.kind == "hostdev":
         dom = res.attrs["domain"]
         text = f"attach {res.attrs['device']} to {dom}"
         if f"domain[{dom}]" not in actual:
-            text += f" (domain[{dom}] is not defined yet: attached when it is defined)"
+            text += " (the domain is not defined yet)"
         return text
     return _wanted_by(res)
 

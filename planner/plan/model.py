@@ -13,7 +13,8 @@ from planner.errors import AihowError
 
 FORMAT_VERSION = "1.0"
 
-Kind = Literal["mig_mode", "gpu_instance", "compute_instance", "vgpu", "domain", "hostdev"]
+Kind = Literal["mig_mode", "gpu_instance", "compute_instance", "sriov", "vgpu", "domain",
+               "hostdev"]
 ActionName = Literal["create", "delete", "update", "replace", "no-op"]
 SUMMARY_KEYS = ("create", "update", "replace", "delete", "no-op")
 

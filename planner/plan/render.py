@@ -29,7 +29,7 @@ def _shown(plan: Plan) -> list[Action]:
 def _groups(actions: Iterable[Action]) -> list[tuple[str, list[Action]]]:
     groups: dict[str, list[Action]] = {}
     for a in actions:
-        if a.branch == "host":
+        if a.kind in ("hostdev", "domain"):
             dom = a.address.split("]", 1)[0].removeprefix("domain[")
             title = f"domain {dom}"
         else:
@@ -45,10 +45,10 @@ def _fmt(value: Any) -> str:
 def _changed(a: Action) -> list[str]:
     before, after = a.before or {}, a.after or {}
     keys = sorted(set(before) | set(after))
-    if a.action == "create":
-        return [f"{k} = {_fmt(after[k])}" for k in keys if k in after]
-    if a.action == "delete":
-        return [f"{k} = {_fmt(before[k])}" for k in keys if k in before]
+    if a.action in ("create", "delete"):
+        side = after if a.action == "create" else before
+        shown = [f"{k}={_fmt(side[k])}" for k in keys if side.get(k) is not None]
+        return [" ".join(shown)] if shown else []
     return [f"{k}: {_fmt(before.get(k))} -> {_fmt(after.get(k))}"
             for k in keys if before.get(k) != after.get(k)]
 

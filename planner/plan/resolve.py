@@ -21,6 +21,7 @@ from planner.errors import AihowError
 from planner.hardware.catalog import get_model, match_model
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
 from planner.hardware.placement import Placement, place_preserving
+from planner.hardware.vgpu import vgpu_type_name
 from planner.host.state import Gpu, GpuInstance, HostState, VgpuParent, VgpuType
 from planner.lang import GpuSelector, MigProfile
 from planner.plan.occupancy import draw
@@ -51,10 +52,11 @@ class PlannedVgpu:
     backend: str  # "mdev" | "vfio-vf"
     key: str  # mdev UUID, or the VF's PCI address for vfio-vf
     parent: str  # the VF (or PF) the device lives on
-    type_id: str
+    type_id: str | None  # None where the VFs are still to be enabled: apply looks it up by name
     type_name: str
     node: str
     gi: PlannedGi
+    enables_vfs: bool = False  # its parent is a VF that the plan enables first
 
 
 @dataclass(frozen=True)
@@ -543,6 +545,16 @@ class _Resolver:
         return slot.ci.placements[0]
 
 
+def vf_address(pf: str, k: int, offset: int = 4, stride: int = 1) -> str:
+    """The k-th VF of a PF once SR-IOV is on: routing id + offset + k * stride. NVIDIA
+    data-center GPUs use offset 4, stride 1 (0000:41:00.0 -> 0000:41:00.4, ...)."""
+    domain, bus, devfn_text = pf.split(":")
+    dev, fn = devfn_text.split(".")
+    routing = (int(bus, 16) << 8) | (int(dev, 16) << 3) | int(fn)
+    routing += offset + k * stride
+    return f"{domain}:{routing >> 8:02x}:{(routing & 0xFF) >> 3:02x}.{routing & 7}"
+
+
 def _type_for(parent: VgpuParent, gi: GiProfile) -> VgpuType | None:
     for t in parent.types:
         if t.gi_profile_id is not None:
@@ -576,8 +588,11 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
         mdevs_on.setdefault(m.parent, []).append(m.uuid)
     attached: dict[str, set[str]] = bindings.users
 
+    any_vf = {bindings.gpu_of_parent(p.pci) for p in host.vgpu_parents}
+    models = {d.gpu.pci: d.model for d in gpus}
     used: set[str] = set()
     chosen: dict[int, tuple[VgpuParent, VgpuType, str]] = {}
+    predicted: set[int] = set()
 
     def key_for(gi: PlannedGi, parent: VgpuParent) -> str:
         assert gi.owner.vgpu_name is not None
@@ -616,6 +631,21 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
             continue
         own = mdev_uuid(gi.owner.vgpu_name or "")
         parents = parents_of.get(gi.gpu, [])
+        if not parents and gi.gpu not in any_vf:  # SR-IOV is off: the plan turns it on
+            model = models.get(gi.gpu)
+            name = vgpu_type_name(model, gi.profile) if model else None
+            if name is None:
+                raise ResolveError(f"{gi.owner.describe()}: no MIG-backed vGPU type is known "
+                                   f"for {gi.profile.name} on GPU {gi.gpu}")
+            k = 0
+            while vf_address(gi.gpu, k) in used:
+                k += 1
+            parent = VgpuParent(pci=vf_address(gi.gpu, k), physfn=gi.gpu, backend=backend)
+            chosen[n] = (parent, VgpuType(type_id="", name=name, available_instances=1,
+                                          gi_profile_id=gi.profile.id), key_for(gi, parent))
+            used.add(parent.pci)
+            predicted.add(n)
+            continue
         for parent in parents:
             t = _type_for(parent, gi.profile)
             if t is not None and not busy(parent, own):
@@ -632,8 +662,9 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
     out = []
     for n, gi in enumerate(node_gis):
         parent, t, key = chosen[n]
-        out.append(PlannedVgpu(backend=backend, key=key, parent=parent.pci, type_id=t.type_id,
-                               type_name=t.name, node=gi.owner.node, gi=gi))
+        out.append(PlannedVgpu(backend=backend, key=key, parent=parent.pci,
+                               type_id=None if n in predicted else t.type_id, type_name=t.name,
+                               node=gi.owner.node, gi=gi, enables_vfs=n in predicted))
     return tuple(sorted(out, key=lambda v: (v.node, v.key)))
 
 

@@ -2,7 +2,8 @@
 
 Addresses (architecture.md): ``gpu[PCI].mig``, ``gpu[PCI].gi[PROFILE@START]``,
 ``gpu[PCI].gi[PROFILE@START].ci[PROFILE@START]``, ``vgpu[UUID or VF]``,
-``domain[NAME]`` and ``domain[NAME].hostdev[UUID or VF]``. Attributes never hold the ids
+``domain[NAME]`` and ``domain[NAME].hostdev[UUID or VF]``, plus ``gpu[PCI].vfs`` for the
+GPU's SR-IOV virtual functions (the parents of its vGPU devices). Attributes never hold the ids
 the driver assigns anew at each creation (GI/CI ids), so equal layouts compare equal.
 """
 
@@ -15,7 +16,7 @@ from planner.hardware.model import GpuModel
 from planner.host.state import Gpu, GpuInstance, HostState
 from planner.plan.resolve import Resolution
 
-KINDS = ("mig_mode", "gpu_instance", "compute_instance", "vgpu", "hostdev", "domain")
+KINDS = ("mig_mode", "gpu_instance", "compute_instance", "sriov", "vgpu", "hostdev", "domain")
 KIND_RANK = {k: i for i, k in enumerate(KINDS)}
 HOST_BRANCH = "host"
 
@@ -24,7 +25,8 @@ COMPARED = {
     "mig_mode": ("mode", "pending"),
     "gpu_instance": ("profile", "start", "size"),
     "compute_instance": ("profile", "start", "size"),
-    "vgpu": ("backend", "parent", "type_id"),
+    "sriov": ("enabled",),
+    "vgpu": ("backend", "parent", "type_name"),
     "hostdev": ("domain", "type", "device"),
     "domain": (),
 }
@@ -56,6 +58,10 @@ def gi_address(pci: str, profile: str, start: int) -> str:
 
 def ci_address(gi_addr: str, profile: str, start: int) -> str:
     return f"{gi_addr}.ci[{profile}@{start}]"
+
+
+def sriov_address(pci: str) -> str:
+    return f"gpu[{pci}].vfs"
 
 
 def vgpu_address(key: str) -> str:
@@ -133,12 +139,24 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dic
         for hd in dom.hostdevs:
             attached.setdefault(hd.key, []).append(dom.name)
     vgpu_keys: dict[str, str] = {}  # device key -> vgpu address
+    for p in host.vgpu_parents:
+        sa = sriov_address(bindings.gpu_of_parent(p.pci))
+        if p.physfn is not None and sa not in out:
+            out[sa] = Resource(sa, "sriov", {"enabled": True}, deps=(mig_address(p.physfn),),
+                               branch=p.physfn)
+
+    def type_name(parent: str, type_id: str) -> str:
+        p = bindings.parents.get(parent)
+        found = next((t.name for t in p.types if t.type_id == type_id), None) if p else None
+        return found or type_id
+
     for mdev in host.mdevs:
         gpu_pci = bindings.gpu_of_parent(mdev.parent)
         va = vgpu_address(mdev.uuid)
         dep = dep_by_id.get((gpu_pci, mdev.gi_id)) if mdev.gi_id is not None else None
         out[va] = Resource(va, "vgpu", {"backend": "mdev", "gpu": gpu_pci, "parent": mdev.parent,
-                                        "type_id": mdev.type_id},
+                                        "type_id": mdev.type_id,
+                                        "type_name": type_name(mdev.parent, mdev.type_id)},
                            deps=(dep,) if dep else (), branch=gpu_pci,
                            users=tuple(sorted(set(attached.get(mdev.uuid, [])) & running)),
                            extra={"gi": gi_addr_by_id.get((gpu_pci, mdev.gi_id or -1))})
@@ -150,7 +168,8 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dic
         va = vgpu_address(p.pci)
         dep = dep_by_id.get((gpu_pci, p.gi_id)) if p.gi_id is not None else None
         out[va] = Resource(va, "vgpu", {"backend": "vfio-vf", "gpu": gpu_pci, "parent": p.pci,
-                                        "type_id": p.current_type},
+                                        "type_id": p.current_type,
+                                        "type_name": type_name(p.pci, p.current_type)},
                            deps=(dep,) if dep else (), branch=gpu_pci,
                            users=tuple(sorted(set(attached.get(p.pci, [])) & running)))
         vgpu_keys[p.pci] = va
@@ -214,11 +233,15 @@ def desired_resources(res: Resolution) -> dict[str, Resource]:
                                deps=(ga,), branch=pci, owner=gi.owner.node, key=gi.owner.key)
             ci_of[id(gi)] = ca
     for v in res.vgpus:
+        sa = sriov_address(v.gi.gpu)
+        if sa not in out:
+            out[sa] = Resource(sa, "sriov", {"enabled": True}, deps=(mig_address(v.gi.gpu),),
+                               branch=v.gi.gpu, owner="host", key=v.gi.owner.key)
         va = vgpu_address(v.key)
         out[va] = Resource(va, "vgpu", {"backend": v.backend, "gpu": v.gi.gpu, "parent": v.parent,
-                                        "type_id": v.type_id},
-                           deps=(ci_of[id(v.gi)],), branch=v.gi.gpu, owner=v.node,
-                           key=v.gi.owner.key, extra={"type_name": v.type_name})
+                                        "type_id": v.type_id, "type_name": v.type_name},
+                           deps=(ci_of[id(v.gi)], sa), branch=v.gi.gpu, owner=v.node,
+                           key=v.gi.owner.key)
         da = domain_address(v.node)
         ha = hostdev_address(v.node, v.key)
         out[ha] = Resource(ha, "hostdev", {"domain": v.node,

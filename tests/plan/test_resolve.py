@@ -18,6 +18,7 @@ from hosts import (
     pci,
     type_id,
     vf,
+    vfs,
 )
 
 from planner.plan.request import Requests, mdev_uuid
@@ -179,7 +180,23 @@ def test_backend_mismatch_with_the_host_is_an_error() -> None:
         make(state, node("a", "1g.5gb"), policies=[manage(G17)], backend="mdev")
 
 
-def test_no_vf_left_is_an_error_naming_the_node() -> None:
-    state = host(gpu(0x17), parents=[])
-    with pytest.raises(ResolveError, match=r"a \(.*\): no free mdev vGPU parent device"):
-        make(state, node("a", "1g.5gb"), policies=[manage(G17)])
+def test_sriov_off_plans_enabling_the_vfs_before_the_vgpu_devices() -> None:
+    state = host(gpu(0x17, mig=False), parents=[])
+    plan = make(state, node("a", "1g.5gb"), policies=[manage(G17)])
+    order = [(a.kind, a.action) for a in plan.actions]
+    assert order == [("mig_mode", "update"), ("gpu_instance", "create"),
+                     ("compute_instance", "create"), ("sriov", "create"), ("vgpu", "create"),
+                     ("hostdev", "create")]
+    vgpu = next(a for a in plan.actions if a.kind == "vgpu")
+    assert vgpu.after == {"backend": "mdev", "gpu": G17, "parent": vf(0x17, 0),
+                          "type_id": None, "type_name": "NVIDIA A100-1-5C"}
+    sriov = next(a for a in plan.actions if a.kind == "sriov")
+    assert sriov.address == f"gpu[{G17}].vfs" and sriov.id in vgpu.depends_on
+
+
+def test_no_free_vf_is_an_error_naming_the_node() -> None:
+    foreign = "0f0f0f0f-0000-4000-8000-000000000001"
+    state = host(gpu(0x17, instances=[gi("1g.5gb", 0)]), parents=vfs(0x17, count=1),
+                 mdevs=[mdev(foreign, vf(0x17, 0), type_id(A100, "1g.5gb"), gi_id=99)])
+    with pytest.raises(ResolveError, match=r"a \(.*\): no free mdev SR-IOV VF offering a 1g"):
+        make(state, node("a", "1g.5gb"))
