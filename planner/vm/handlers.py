@@ -1,11 +1,21 @@
-"""Apply handler for ``hostdev`` actions: a vGPU device in a domain's persistent config.
+"""Apply handlers for ``hostdev`` and ``domain`` actions.
+
+``hostdev``: a vGPU device in a domain's persistent config.
 
 ``domain[NAME].hostdev[KEY]`` (KEY an mdev UUID or a VF's PCI address) is attached with
 ``planner.host.libvirt_domains.attach_hostdev`` and detached with ``detach_hostdev``:
 config only, so a running domain keeps running and sees the change at its next boot.
 Both directions are idempotent (the executor's recover re-runs them), judged against
-the domain's *persistent* definition. Importing this module registers the handler;
-``planner.apply.handlers.HANDLER_MODULES`` lists it so apply loads it.
+the domain's *persistent* definition.
+
+``domain``: ``domain[NAME]`` for a VM the config declares that libvirt does not have.
+The create action carries the domain XML (``{"xml": ...}``, from ``domain_attrs``),
+rendered without the vGPU, which its own ``hostdev`` action attaches afterwards. An
+existing domain is never redefined; undoing a create undefines the domain, refusing
+if it is running. aihow never plans deleting a domain (they are ai-how's).
+
+Importing this module registers both handlers; ``planner.apply.handlers.HANDLER_MODULES``
+must list it so apply loads it.
 """
 
 from __future__ import annotations
@@ -25,9 +35,18 @@ from planner.apply.handlers import (
 from planner.errors import AihowError
 from planner.host import libvirt_domains as ld
 from planner.host.state import HostState
-from planner.vm.vm_factory import HostDevice, MdevDevice, PciDevice, render_hostdev_xml
+from planner.vm.vm_factory import (
+    HostDevice,
+    MdevDevice,
+    PciDevice,
+    VmDeclLike,
+    VMSpec,
+    render_domain_xml,
+    render_hostdev_xml,
+)
 
 KIND_HOSTDEV = "hostdev"
+KIND_DOMAIN = "domain"
 
 
 def _present(value: Any) -> bool:
@@ -129,4 +148,61 @@ class HostdevHandler:
         return []
 
 
+def domain_attrs(decl: VmDeclLike) -> dict[str, str]:
+    """What a plan's ``domain[NAME]`` create action carries: the domain XML of the VM
+    without its vGPU (the hostdev action attaches that once the vGPU exists)."""
+    return {"xml": render_domain_xml(VMSpec.from_decl(decl))}
+
+
+def _domain_name(action: ActionLike) -> str:
+    name = parse_address(action.address).value("domain")
+    if not name:
+        raise ActionFailed(f"{action.address}: the address names no domain")
+    return name
+
+
+class DomainHandler:
+    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
+        name = _domain_name(action)
+        value = side_value(action, side)
+        want = value is not None  # a wanted domain without XML is a plan error, not absent
+        session = ctx.adapter("libvirt")
+        try:
+            exists = ld.domain_exists(session.conn, name)
+            if want == exists:
+                return {"already": True}
+            if want:
+                xml = value.get("xml") if isinstance(value, dict) else None
+                if not xml:
+                    raise ActionFailed(f"{action.address}: the plan carries no domain XML")
+                ld.define(session.conn, xml)
+            else:
+                ld.undefine(session.conn, name)  # refuses a running domain
+            session.commit()
+        except ActionFailed:
+            raise
+        except AihowError as exc:
+            raise ActionFailed(f"{action.address}: {exc}") from None
+        return {"defined" if want else "undefined": name}
+
+    def observe(self, host: HostState, action: ActionLike) -> Side | None:
+        name = _domain_name(action)
+        present = any(d.name == name for d in host.domains)
+        if (side_value(action, "after") is not None) == present:
+            return "after"
+        if (side_value(action, "before") is not None) == present:
+            return "before"
+        return None
+
+    def inverse(self, action: ActionLike) -> str:
+        verb = "define" if side_value(action, "before") is not None else "undefine"
+        return f"{verb} domain {_domain_name(action)}"
+
+    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+        if action.action == "delete":
+            return [f"{action.address}: aihow does not delete domains (ai-how owns them)"]
+        return []
+
+
 register(KIND_HOSTDEV, HostdevHandler())
+register(KIND_DOMAIN, DomainHandler())

@@ -1,4 +1,4 @@
-"""The apply handler for hostdev actions, on a simulated host's libvirt (test driver)."""
+"""The apply handlers for hostdev and domain actions, on a simulated host's libvirt."""
 
 from __future__ import annotations
 
@@ -149,3 +149,66 @@ def test_registered_for_the_executor() -> None:
 
     load_handlers()
     assert isinstance(handler_for(action("hpc-compute-01", U1)), HostdevHandler)
+
+
+def domain_action(name: str, xml: str | None, op: str = "create") -> Any:
+    attrs = {"xml": xml} if xml else {}
+    return SimpleNamespace(
+        id=2,
+        address=f"domain[{name}]",
+        kind="domain",
+        action=op,
+        before=None,
+        after=attrs,
+        needs_reset=False,
+        destructive=False,
+    )
+
+
+def test_domain_create_defines_from_the_plan_and_undo_undefines(sim: Path) -> None:
+    from types import SimpleNamespace as NS
+
+    from planner.vm.handlers import DomainHandler, domain_attrs
+
+    decl = NS(
+        name="k8s-cpu-worker-01",
+        cluster_name="k8s",
+        role="worker",
+        cpu_cores=2,
+        memory_gb=4,
+        disk_gb=20,
+        base_image_path=None,
+        bridge="virbr200",
+        pcie_devices=(),
+        virtio_fs_mounts=(),
+        key_path="clusters.cloud.worker_nodes[0]",
+    )
+    a = domain_action("k8s-cpu-worker-01", domain_attrs(decl)["xml"])
+    h, c = DomainHandler(), ctx(sim)
+    assert h.ensure(c, a, "after") == {"defined": "k8s-cpu-worker-01"}
+    assert h.ensure(c, a, "after") == {"already": True}
+    # Its vGPU follows through the hostdev action.
+    HostdevHandler().ensure(c, action("k8s-cpu-worker-01", U1), "after")
+    c.close()
+    assert hostdevs(sim, "k8s-cpu-worker-01") == (Hostdev(type="mdev", uuid=U1),)
+    assert h.inverse(a) == "undefine domain k8s-cpu-worker-01"
+    c = ctx(sim)
+    assert h.ensure(c, a, "before") == {"undefined": "k8s-cpu-worker-01"}
+    c.close()
+    with open_libvirt(f"sim:{sim}") as s:
+        assert not ld.domain_exists(s.conn, "k8s-cpu-worker-01")
+
+
+def test_domain_undo_refuses_a_running_domain_and_a_missing_xml(sim: Path) -> None:
+    from planner.vm.handlers import DomainHandler
+
+    with open_libvirt(f"sim:{sim}") as s:
+        ld.start(s.conn, "hpc-compute-01")
+        s.commit()
+    h = DomainHandler()
+    with pytest.raises(ActionFailed, match="is running"):
+        h.ensure(ctx(sim), domain_action("hpc-compute-01", "<domain/>"), "before")
+    with pytest.raises(ActionFailed, match="carries no domain XML"):
+        h.ensure(ctx(sim), domain_action("hpc-compute-05", None), "after")
+    (problem,) = h.preflight(HostState(uri="x"), domain_action("x", "<d/>", "delete"), ctx(sim))
+    assert "does not delete domains" in problem
