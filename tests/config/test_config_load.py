@@ -221,3 +221,51 @@ def test_schema_rejects_what_the_models_reject() -> None:
     doc["global"]["gpus"][0]["mig_profle"] = "1g.5gb"  # closed extension block
     doc["clusters"]["hpc"]["compute_nodes"][0]["gpu_config"]["mode"] = "vgpu"
     assert len(list(validator.iter_errors(doc))) >= 3
+
+
+# --- ai-how's own rules -----------------------------------------------------------------
+
+AI_HOW_SCHEMA = json.loads((DATA / "ai-how-schema-reconstructed.json").read_text())
+
+
+def _rendered(path: Path) -> object:
+    """The file as ai-how validates it: ${VAR} expanded in the text, then parsed."""
+    from planner.config.expand import config_environment, expand
+
+    text = path.read_text()
+    if "${" in text:
+        text = expand(text, config_environment(path))
+    return YAML(typ="safe", pure=True).load(text)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in VALID if p.name != "template-nodes.yaml"],
+    ids=lambda p: p.name,
+)
+def test_examples_pass_ai_how_schema(path: Path) -> None:
+    validator = jsonschema.Draft7Validator(AI_HOW_SCHEMA, format_checker=None)
+    assert [e.message for e in validator.iter_errors(_rendered(path))] == []
+
+
+def test_ai_how_schema_rejects_list_node_dhcp_which_aihow_accepts() -> None:
+    # The documented ai-how bug (oneOf with no format checker): both branches match.
+    path = DATA / "template-nodes.yaml"
+    validator = jsonschema.Draft7Validator(AI_HOW_SCHEMA)
+    errors = list(validator.iter_errors(_rendered(path)))
+    assert errors and all("worker_nodes" in e.json_path for e in errors)
+    assert load_config(path).clusters.cloud is not None
+
+
+def test_ai_how_schema_rejects_new_root_keys() -> None:
+    doc = _rendered(ROOT / "config" / "example-mig-cluster.yaml")
+    assert isinstance(doc, dict)
+    doc["mig"] = {}
+    assert list(jsonschema.Draft7Validator(AI_HOW_SCHEMA).iter_errors(doc))
+
+
+def test_variables_in_comments_are_not_expanded() -> None:
+    # ai-how expands the whole text, comments included, and fails on an unset variable
+    # there; aihow expands values only.
+    text = "# see ${AIHOW_SURELY_UNSET}\n" + (DATA / "aihow-compact.yaml").read_text()
+    assert ClusterConfigParser(env={}).parse_text(text, "c.yaml").version == "1.0"
