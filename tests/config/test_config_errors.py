@@ -374,6 +374,12 @@ def test_all_errors_of_a_file_together() -> None:
     assert len(errors_of(text)) == 2
 
 
+# Nine levels of nine aliases: 9**9 leaves if expanded.
+ALIAS_BOMB = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -383,6 +389,7 @@ def test_all_errors_of_a_file_together() -> None:
             "c.yaml:1:1: the document must be a mapping with version, metadata and clusters",
         ),
         ("a: &x [*x]\n", None),
+        (ALIAS_BOMB, None),
         ("version: !!binary aGk=\n", None),
         ("? [a, b]\n: c\n", "c.yaml:1:3: a mapping key must be a plain scalar"),
         ("a: 1\na: 2\n", None),
@@ -392,6 +399,8 @@ def test_odd_documents(text: str, message: str | None) -> None:
     lines = errors_of(text)
     if message is not None:
         assert lines[0] == message
+    if text.startswith("a: &a"):  # an alias bomb is refused, not expanded
+        assert any("document too large" in x for x in lines)
     assert all(x.startswith("c.yaml:") for x in lines)
 
 
