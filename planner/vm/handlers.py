@@ -206,3 +206,6 @@ class DomainHandler:
 
 register(KIND_HOSTDEV, HostdevHandler())
 register(KIND_DOMAIN, DomainHandler())
+
+# One module for apply to load: the SR-IOV and vGPU handlers register on import too.
+from planner.vm import vgpu_handlers  # noqa: E402, F401

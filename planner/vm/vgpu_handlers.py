@@ -1,0 +1,209 @@
+"""Apply handlers for ``sriov`` and ``vgpu`` actions, through the host's sysfs.
+
+``gpu[PF].vfs`` (kind ``sriov``): the PF's SR-IOV virtual functions, enabled by writing
+``sriov_totalvfs`` to ``sriov_numvfs`` (what NVIDIA's ``sriov-manage -e`` does after its
+driver checks) and disabled by writing 0.
+
+``vgpu[KEY]`` (kind ``vgpu``), two backends:
+
+- ``mdev``: KEY is the mdev UUID. Created by writing it to the ``create`` file of the type
+  on the parent VF whose ``name`` is the planned type name (type ids are board-specific,
+  so the plan names the type and apply finds its id); removed by writing 1 to
+  ``bus/mdev/devices/UUID/remove``.
+- ``vfio-vf``: KEY is the VF's PCI address. The type id is looked up by name in the VF's
+  ``nvidia/creatable_vgpu_types`` and written to ``nvidia/current_vgpu_type``, then read
+  back (a non-creatable type reads back as 0); released by writing 0.
+
+Which GPU instance backs the new vGPU is the driver's choice; it is read back by the next
+probe and never assumed here. All writes go through ``Sysfs.write``, which on a ``sim:``
+host is the simulated kernel.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from planner.apply.address import parse_address
+from planner.apply.handlers import (
+    ActionFailed,
+    ActionLike,
+    ApplyContext,
+    Side,
+    register,
+    side_value,
+)
+from planner.errors import AihowError
+from planner.host.state import HostState
+from planner.host.sysfs import MDEV_DEVICES, PCI_DEVICES, Sysfs, parse_creatable_types
+from planner.lang.pci import normalize_pci
+
+KIND_SRIOV = "sriov"
+KIND_VGPU = "vgpu"
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != {}
+
+
+def _side_for(action: ActionLike, present: bool) -> Side | None:
+    if _present(side_value(action, "after")) == present:
+        return "after"
+    if _present(side_value(action, "before")) == present:
+        return "before"
+    return None
+
+
+def _attrs(action: ActionLike) -> dict[str, Any]:
+    for value in (action.after, action.before):
+        if isinstance(value, dict) and value:
+            return value
+    raise ActionFailed(f"{action.address}: the action carries no vGPU attributes")
+
+
+# --- SR-IOV VFs ------------------------------------------------------------------------
+
+
+def _pf(action: ActionLike) -> str:
+    pci = parse_address(action.address).gpu
+    if pci is None:
+        raise ActionFailed(f"{action.address}: the address names no GPU")
+    return normalize_pci(pci)
+
+
+def _enabled(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value.get("enabled"))
+
+
+class SriovHandler:
+    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
+        pf = _pf(action)
+        sysfs: Sysfs = ctx.adapter("sysfs")
+        base = f"{PCI_DEVICES}/{pf}"
+        want = _enabled(side_value(action, side))
+        try:
+            current = int(sysfs.read(f"{base}/sriov_numvfs").strip() or "0")
+            if want and current == 0:
+                total = sysfs.read(f"{base}/sriov_totalvfs").strip()
+                sysfs.write(f"{base}/sriov_numvfs", total)
+                return {"num_vfs": int(total)}
+            if not want and current != 0:
+                sysfs.write(f"{base}/sriov_numvfs", "0")
+                return {"num_vfs": 0}
+        except ActionFailed:
+            raise
+        except AihowError as exc:
+            raise ActionFailed(f"{action.address}: {exc}") from None
+        return {"already": True}
+
+    def observe(self, host: HostState, action: ActionLike) -> Side | None:
+        pf = _pf(action)
+        enabled = any(p.physfn == pf for p in host.vgpu_parents)
+        if _enabled(side_value(action, "after")) == enabled:
+            return "after"
+        if _enabled(side_value(action, "before")) == enabled:
+            return "before"
+        return None
+
+    def inverse(self, action: ActionLike) -> str:
+        on = _enabled(side_value(action, "before"))
+        return f"{'enable' if on else 'disable'} the SR-IOV VFs of {_pf(action)}"
+
+    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+        return []
+
+
+# --- vGPU devices ------------------------------------------------------------------------
+
+
+def _key(action: ActionLike) -> str:
+    key = parse_address(action.address).value("vgpu")
+    if not key:
+        raise ActionFailed(f"{action.address}: the address names no vGPU")
+    return key
+
+
+def _mdev_type_dir(sysfs: Sysfs, parent: str, type_id: str | None, type_name: str | None) -> str:
+    types = f"{PCI_DEVICES}/{parent}/mdev_supported_types"
+    names = sysfs.list(types)
+    if not names:
+        raise AihowError(f"vGPU parent {parent} has no mdev types (are its VFs enabled?)")
+    for tid in names:
+        name = sysfs.read_optional(f"{types}/{tid}/name")
+        if (type_id is not None and tid == type_id) or (
+            type_name is not None and name == type_name
+        ):
+            return f"{types}/{tid}"
+    raise AihowError(f"vGPU parent {parent} offers no type {type_name or type_id}")
+
+
+def _vf_type_id(sysfs: Sysfs, vf: str, type_id: str | None, type_name: str | None) -> str:
+    text = sysfs.read_optional(f"{PCI_DEVICES}/{vf}/nvidia/creatable_vgpu_types")
+    if text is None:
+        raise AihowError(f"VF {vf} has no nvidia/creatable_vgpu_types (not a vGPU VF?)")
+    for t in parse_creatable_types(text):
+        if (type_id is not None and t.type_id == type_id) or t.name == type_name:
+            return t.type_id
+    raise AihowError(f"VF {vf} cannot create {type_name or type_id} now (no free GPU instance?)")
+
+
+class VgpuHandler:
+    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
+        key = _key(action)
+        attrs = _attrs(action)
+        want = _present(side_value(action, side))
+        sysfs: Sysfs = ctx.adapter("sysfs")
+        type_id, type_name = attrs.get("type_id"), attrs.get("type_name")
+        try:
+            if attrs.get("backend") == "vfio-vf":
+                vf = normalize_pci(key)
+                cur_path = f"{PCI_DEVICES}/{vf}/nvidia/current_vgpu_type"
+                current = (sysfs.read_optional(cur_path) or "0").strip()
+                if want and current in ("", "0"):
+                    tid = _vf_type_id(sysfs, vf, type_id, type_name)
+                    sysfs.write(cur_path, tid)
+                    got = (sysfs.read_optional(cur_path) or "0").strip()
+                    if got != tid:
+                        raise ActionFailed(
+                            f"{action.address}: VF {vf} reads back type {got} after writing {tid}"
+                        )
+                    return {"type_id": tid}
+                if not want and current not in ("", "0"):
+                    sysfs.write(cur_path, "0")
+                    return {"released_type_id": current}
+                return {"already": True}
+            mdev = str(uuid.UUID(key))
+            exists = sysfs.exists(f"{MDEV_DEVICES}/{mdev}")
+            if want and not exists:
+                parent = normalize_pci(str(attrs.get("parent")))
+                type_dir = _mdev_type_dir(sysfs, parent, type_id, type_name)
+                sysfs.write(f"{type_dir}/create", mdev)
+                return {"type_id": type_dir.rsplit("/", 1)[1], "parent": parent}
+            if not want and exists:
+                sysfs.write(f"{MDEV_DEVICES}/{mdev}/remove", "1")
+                return {"removed": mdev}
+            return {"already": True}
+        except ActionFailed:
+            raise
+        except (AihowError, ValueError) as exc:
+            raise ActionFailed(f"{action.address}: {exc}") from None
+
+    def observe(self, host: HostState, action: ActionLike) -> Side | None:
+        key = _key(action)
+        if _attrs(action).get("backend") == "vfio-vf":
+            vf = normalize_pci(key)
+            present = any(p.pci == vf and p.current_type for p in host.vgpu_parents)
+        else:
+            present = any(m.uuid == key.lower() for m in host.mdevs)
+        return _side_for(action, present)
+
+    def inverse(self, action: ActionLike) -> str:
+        verb = "create" if _present(side_value(action, "before")) else "remove"
+        return f"{verb} vGPU {_key(action)}"
+
+    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+        return []
+
+
+register(KIND_SRIOV, SriovHandler())
+register(KIND_VGPU, VgpuHandler())
