@@ -23,12 +23,13 @@ from planner.host.uri import parse_host_uri
 class GpuCheck:
     gpu: Gpu
     observed: tuple[ObservedProfile, ...]
-    check: CatalogCheck | None  # None when the GPU is not in the catalog or not MIG-capable
+    check: CatalogCheck | None  # None when the GPU is not in the catalog or not checked
     notes: tuple[str, ...] = ()
+    checked: bool = True  # False: not MIG-capable, or profiles unreadable (MIG disabled)
 
     @property
     def differences(self) -> tuple[str, ...]:
-        if not self.gpu.mig_capable:
+        if not self.checked:
             return ()
         if self.check is None:
             return (f"{self.gpu.name} (device id {self.gpu.pci_device_id}) is not in the "
@@ -75,9 +76,16 @@ def check_host(uri: str) -> tuple[str | None, tuple[GpuCheck, ...]]:
         for index, handle in host.handles():
             gpu = host.read_gpu(index, handle)
             if not gpu.mig_capable:
-                results.append(GpuCheck(gpu, (), None, ("not MIG-capable: nothing to check",)))
+                results.append(GpuCheck(gpu, (), None, ("not MIG-capable: nothing to check",),
+                                        checked=False))
                 continue
             observed, notes = read_observed(host, handle)
+            if not observed and not gpu.mig_current:
+                # nvml.h: profile info is NOT_SUPPORTED while MIG mode is disabled.
+                note = ("MIG mode is disabled and the driver reports no profiles without it; "
+                        "nothing compared (enable MIG mode and run the check again)")
+                results.append(GpuCheck(gpu, (), None, (note,), checked=False))
+                continue
             check = None
             if gpu.model is not None:
                 check = check_profiles(get_model(gpu.model), observed, driver_version=driver)
@@ -94,6 +102,8 @@ def render_checks(uri: str, driver: str | None, checks: tuple[GpuCheck, ...]) ->
         verdict = "differs from the catalog" if c.differences else "matches the catalog"
         if not c.gpu.mig_capable:
             verdict = "not MIG-capable"
+        elif not c.checked:
+            verdict = "not checked"
         lines += ["", f"GPU {c.gpu.index}  {c.gpu.pci}  {c.gpu.name}  [{model}]: {verdict}"]
         for p in c.observed:
             where = ("{" + ",".join(map(str, p.placements)) + f"}}:{p.placement_size}"

@@ -476,6 +476,10 @@ class NvmlHost:
         )
 
     def _profile(self, handle: Any, profile_id: int, where: str) -> GiProfileInfo:
+        capable, current, _ = self._mig_mode(handle)
+        if not current:
+            state = "MIG mode is not enabled" if capable else "the GPU is not MIG-capable"
+            raise HostError(f"{where}: {state}")
         for profile in self.gi_profiles(handle):
             if profile.id == profile_id:
                 return profile

@@ -76,6 +76,7 @@ def probe_with(
 
 
 def _with_gi(mdev: Mdev, vgpu_gis: dict[str, int]) -> Mdev:
+    """NVML's answer (nvmlVgpuInstanceGetGpuInstanceId) wins over what sysfs showed."""
     gi_id = vgpu_gis.get(mdev.uuid)
     return mdev if gi_id is None else mdev.model_copy(update={"gi_id": gi_id})
 

@@ -87,10 +87,10 @@ class Sysfs:
         rel = rel.lstrip("/")
         if not self._writable:
             raise HostError(f"/{rel}: sysfs is open read-only")
-        if self._writer is not None:
-            self._writer(rel, value)
-            return
         try:
+            if self._writer is not None:
+                self._writer(rel, value)
+                return
             with open(self.path(rel), "w") as f:  # one write(2), as sysfs expects
                 f.write(value)
         except OSError as err:
@@ -171,9 +171,17 @@ def read_vfio_vf_parents(sysfs: Sysfs) -> tuple[VgpuParent, ...]:
                 backend="vfio-vf",
                 types=parse_creatable_types(creatable),
                 current_type=None if current in ("", "0") else current,
+                gi_id=_gi_id(sysfs, base),
             )
         )
     return tuple(sorted(parents, key=lambda p: p.pci))
+
+
+def _gi_id(sysfs: Sysfs, nvidia_dir: str) -> int | None:
+    """The GI backing a vGPU where sysfs tells it (``nvidia/gpu_instance_id``: the
+    simulator's stand-in; on real hosts the probe reads it through NVML instead)."""
+    text = sysfs.read_optional(f"{nvidia_dir}/gpu_instance_id")
+    return int(text) if text and text.strip().isdigit() else None
 
 
 def read_mdevs(sysfs: Sysfs) -> tuple[Mdev, ...]:
@@ -190,6 +198,7 @@ def read_mdevs(sysfs: Sysfs) -> tuple[Mdev, ...]:
                 uuid=uuid.lower(),
                 parent=parent_pci,
                 type_id=type_id,
+                gi_id=_gi_id(sysfs, f"{rel}/nvidia"),
                 persistent=sysfs.exists(f"{MDEVCTL_CONFIG}/{parent}/{uuid}"),
             )
         )
@@ -201,8 +210,8 @@ def read_vgpu(sysfs: Sysfs) -> VgpuView:
     mdev_parents = read_mdev_parents(sysfs)
     vf_parents = read_vfio_vf_parents(sysfs)
     backend: Literal["mdev", "vfio-vf"] | None = None
-    if mdev_parents:
-        backend = "mdev"
+    if mdev_parents or sysfs.path(MDEV_BUS).is_dir():
+        backend = "mdev"  # the mdev framework is there, even before VFs are enabled
     elif vf_parents:
         backend = "vfio-vf"
     return VgpuView(backend=backend, parents=mdev_parents + vf_parents, mdevs=read_mdevs(sysfs))

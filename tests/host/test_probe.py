@@ -1,0 +1,228 @@
+"""The probe on a simulated host: what it reads, that it changes nothing, and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from planner.host.libvirt_conn import open_libvirt
+from planner.host.nvml import MUTATING_FUNCTIONS, QUERY_FUNCTIONS, NvmlHost
+from planner.host.probe import probe, probe_with
+from planner.host.render import host_state_json
+from planner.host.state import HostState
+from planner.host.sysfs import Sysfs
+from planner.host.uri import parse_host_uri
+from planner.sim import fake_nvml
+from planner.sim.fake_nvml import FakeNvml
+from planner.sim.host import GpuSpec
+from planner.sim.kernel import sysfs_write
+
+A100 = "0000:17:00.0"
+H100 = "0000:31:00.0"
+MDEV = "2f0c6a3e-1111-4222-8333-444455556666"
+AIHOW = str(Path(sys.executable).with_name("aihow"))
+
+
+def busy_host(make_host: Callable[..., Path], vgpu: str | None = "mdev") -> Path:
+    """An A100 with 3g@4 (+CI), 2g@0 (+CI), 1g@2; an H100 without MIG; 4 VFs and an mdev."""
+    root = make_host(GpuSpec("a100-40gb", A100, mig=True), GpuSpec("h100-80gb", H100), vgpu=vgpu)
+    with NvmlHost(FakeNvml(root)) as host:
+        host.create_gpu_instance(A100, 9, 4)
+        host.create_compute_instance(A100, 4, 2, None)
+        host.create_gpu_instance(A100, 14, 0)
+        host.create_compute_instance(A100, 0, 1, None)
+        host.create_gpu_instance(A100, 19, 2)
+    if vgpu is not None:
+        sysfs_write(root, f"sys/bus/pci/devices/{A100}/sriov_numvfs", "4")
+    return root
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file and link under DIR (state.json, sys/, libvirt/...) with its content."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = "-> " + os.readlink(p)
+            elif p.is_file():
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def test_probe_reads_gpus_instances_vgpus_and_domains(make_host: Callable[..., Path]) -> None:
+    root = busy_host(make_host)
+    vf = "0000:17:00.4"
+    types = Sysfs(root).list(f"sys/bus/pci/devices/{vf}/mdev_supported_types")
+    one_g = next(t for t in types
+                 if Sysfs(root).read(f"sys/bus/pci/devices/{vf}/mdev_supported_types/{t}/name")
+                 == "NVIDIA A100-1-5C")
+    sysfs_write(root, f"sys/bus/pci/devices/{vf}/mdev_supported_types/{one_g}/create", MDEV)
+    with open_libvirt(f"sim:{root}") as session:
+        session.conn.defineXML(
+            "<domain type='kvm'><name>vm1</name><memory>524288</memory>"
+            "<os><type>hvm</type></os><devices>"
+            "<hostdev mode='subsystem' type='mdev' model='vfio-pci'>"
+            f"<source><address uuid='{MDEV}'/></source></hostdev></devices></domain>"
+        ).create()
+        session.commit()
+
+    state = probe(f"sim:{root}")
+
+    assert state.uri == f"sim:{root}"
+    assert state.driver_version == "580.82.07"
+    assert state.vgpu_backend == "mdev"
+    a100, h100 = state.gpus
+    assert (a100.pci, a100.model, a100.driver, a100.mig_current) == (A100, "a100-40gb",
+                                                                      "nvidia", True)
+    assert [(g.profile_name, g.placement_start, len(g.compute_instances))
+            for g in a100.gpu_instances] == [("2g.10gb", 0, 1), ("1g.5gb", 2, 0),
+                                              ("3g.20gb", 4, 1)]
+    assert (h100.mig_capable, h100.mig_current, h100.gpu_instances) == (True, False, ())
+    assert [p.pci for p in state.vgpu_parents] == [f"0000:17:00.{k}" for k in range(4, 8)]
+    assert all(p.physfn == A100 for p in state.vgpu_parents)
+    by_name = {t.name: t for t in state.vgpu_parents[0].types}
+    assert by_name["NVIDIA A100-1-5C"].gi_profile_id == 19
+    assert by_name["NVIDIA A100-3-20C"].gi_profile_id == 9
+    (mdev,) = state.mdevs
+    one_g_gi = next(g for g in a100.gpu_instances if g.profile_id == 19)
+    assert (mdev.uuid, mdev.parent, mdev.type_id, mdev.gi_id) == (MDEV, vf, one_g, one_g_gi.gi_id)
+    (dom,) = state.domains
+    assert (dom.name, dom.state, [h.key for h in dom.hostdevs]) == ("vm1", "running", [MDEV])
+
+
+def test_vfio_vf_backend_is_read(make_host: Callable[..., Path]) -> None:
+    root = busy_host(make_host, vgpu="vfio-vf")
+    vf = "0000:17:00.5"
+    creatable = Sysfs(root).read(f"sys/bus/pci/devices/{vf}/nvidia/creatable_vgpu_types")
+    type_id = next(line.split(":")[0].strip() for line in creatable.splitlines()
+                   if line.endswith("A100-3-20C"))
+    sysfs_write(root, f"sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type", type_id)
+    state = probe(f"sim:{root}")
+    assert state.vgpu_backend == "vfio-vf"
+    held = next(p for p in state.vgpu_parents if p.pci == vf)
+    three_g = next(g for g in state.gpus[0].gpu_instances if g.profile_id == 9)
+    assert (held.backend, held.current_type, held.gi_id) == ("vfio-vf", type_id, three_g.gi_id)
+    assert held.types == ()  # a VF holding a vGPU offers nothing more
+
+
+class Recording:
+    """Wraps an nvml object and records the name of every nvml* function called."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not (name.startswith("nvml") and callable(value)):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return value(*args, **kwargs)
+
+        return call
+
+
+def test_probe_calls_only_query_functions_and_changes_nothing(
+    make_host: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = busy_host(make_host)
+    with open_libvirt(f"sim:{root}") as session:
+        session.conn.defineXML("<domain type='kvm'><name>vm1</name><memory>524288</memory>"
+                               "<os><type>hvm</type></os></domain>")
+        session.commit()
+    # Below pynvml too: every C symbol the simulated library is asked for.
+    symbols: list[str] = []
+    real_call = fake_nvml.FakeNvmlLib._call
+
+    def spy(self: Any, symbol: str, op: str, impl: Any, args: Any) -> int:
+        symbols.append(op)
+        return real_call(self, symbol, op, impl, args)
+
+    monkeypatch.setattr(fake_nvml.FakeNvmlLib, "_call", spy)
+    before = tree_digest(root)
+    recorder = Recording(FakeNvml(root))
+
+    state = probe_with(parse_host_uri(f"sim:{root}"), recorder, Sysfs(root, writable=False))
+
+    assert state.gpus[0].gpu_instances  # it did read the instances
+    assert {"nvmlGpuInstanceGetInfo", "nvmlComputeInstanceGetInfo"} <= set(recorder.calls)
+    assert set(recorder.calls) <= QUERY_FUNCTIONS
+    assert symbols and not set(symbols) & MUTATING_FUNCTIONS
+    assert tree_digest(root) == before  # state.json, sys/ and libvirt/ byte-identical
+
+
+def test_cli_prints_the_probe_as_text_and_json(make_host: Callable[..., Path]) -> None:
+    root = busy_host(make_host)
+    text = subprocess.run([AIHOW, "probe", "--host", f"sim:{root}"], capture_output=True,
+                          text=True, check=True).stdout
+    assert f"GPU 0  {A100}  NVIDIA A100-SXM4-40GB  [a100-40gb]" in text
+    assert "[2g.10gb       ][1g.5gb]   .    [3g.20gb" in text
+    assert "MIG      disabled" in text  # the H100
+    out = subprocess.run([AIHOW, "probe", "--host", f"sim:{root}", "--format", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    parsed = HostState.model_validate(json.loads(out))
+    assert out == host_state_json(probe(f"sim:{root}"))
+    assert parsed.gpus[0].gpu_instances[2].placement_start == 4
+
+
+def test_cli_check_catalog_on_the_simulator(make_host: Callable[..., Path]) -> None:
+    root = busy_host(make_host)
+    before = tree_digest(root)
+    proc = subprocess.run([AIHOW, "probe", "--host", f"sim:{root}", "--check-catalog"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"GPU 0  {A100}  NVIDIA A100-SXM4-40GB  [a100-40gb]: matches the catalog" in proc.stdout
+    assert "placements {0,4}:4" in proc.stdout
+    assert "[h100-80gb]: not checked" in proc.stdout
+    assert tree_digest(root) == before
+
+
+def test_catalog_differences_are_printed(make_host: Callable[..., Path],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from planner.host import catalog_check
+    from planner.sim import driver
+
+    root = make_host(GpuSpec("a100-40gb", A100, mig=True))
+    real = driver.gi_profile_by_enum
+
+    def shrunk(state: Any, gpu: Any, enum: int) -> Any:
+        import dataclasses
+
+        p = real(state, gpu, enum)
+        return dataclasses.replace(p, sm_count=13) if p.id == 19 else p
+
+    monkeypatch.setattr(driver, "gi_profile_by_enum", shrunk)
+    report, count = catalog_check.check_catalog(f"sim:{root}")
+    assert count == 1
+    assert "difference: a100-40gb 1g.5gb (enum 0): sm_count is 14 in the catalog, 13 on the GPU" \
+        in report
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "qemu:///system"], "error: unknown host URI 'qemu:///system'"),
+        (["--host", "sim:/nonexistent/x"], "no simulated host in /nonexistent/x"),
+        (["--host", "local"], "NVML library not found"),
+    ],
+)
+def test_cli_errors_are_one_line(args: list[str], message: str) -> None:
+    proc = subprocess.run([AIHOW, "probe", *args], capture_output=True, text=True, check=False)
+    if "NVML library" in message and "NVML library" not in proc.stderr:
+        pytest.skip("this machine has an NVIDIA driver")
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
