@@ -156,3 +156,37 @@ def test_a_failing_vgpu_step_rolls_back_to_the_start(tmp_path: Path, op: str, at
     state = host.probe()
     assert fingerprint(state, host.cfg) == start
     assert state.mdevs == () and all(d.hostdevs == () for d in state.domains)
+
+
+def test_h100_vfio_vf_backend_gives_each_node_its_own_vf(tmp_path: Path) -> None:
+    """The H100 variant: vGPU types assigned to VFs (current_vgpu_type), the VFs passed
+    to the domains as PCI hostdevs."""
+    config = ROOT / "config" / "example-h100-vfio.yaml"
+    path = tmp_path / "sim"
+    aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / "sim-h100.toml"))
+    uri, cfg = f"sim:{path}", load_config(config)
+    with open_libvirt(uri) as s:
+        for decl in expand_vms(cfg):
+            ld.define(s.conn, render_domain_xml(VMSpec.from_decl(decl)))
+        s.commit()
+    plan = make_plan(
+        cfg,
+        probe(uri),
+        config_path=str(config),
+        config_sha256=hashlib.sha256(config.read_bytes()).hexdigest(),
+        host_uri=uri,
+    )
+    result = apply_plan(
+        ApplyInput(plan, plan.to_json(), cfg, config.read_text(), str(config), allow_reset=True),
+        HostAccess.for_uri(uri),
+        resolve_state_dir(uri),
+    )
+    assert result.outcome == "applied", result.failed
+    state = probe(uri)
+    assigned = {p.pci: p for p in state.vgpu_parents if p.current_type}
+    assert len(assigned) == 7
+    gis = [p.gi_id for p in assigned.values()]
+    assert None not in gis and len(set(gis)) == 7
+    held = [h for d in state.domains for h in d.hostdevs]
+    assert sorted(h.pci for h in held if h.pci) == sorted(assigned)
+    assert all(h.type == "pci" for h in held)
