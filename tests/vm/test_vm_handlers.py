@@ -212,3 +212,62 @@ def test_domain_undo_refuses_a_running_domain_and_a_missing_xml(sim: Path) -> No
         h.ensure(ctx(sim), domain_action("hpc-compute-05", None), "after")
     (problem,) = h.preflight(HostState(uri="x"), domain_action("x", "<d/>", "delete"), ctx(sim))
     assert "does not delete domains" in problem
+
+
+def vgpu_action(key: str, backend: str, parent: str, type_name: str) -> Any:
+    attrs = {
+        "backend": backend,
+        "gpu": "0000:65:00.0",
+        "parent": parent,
+        "type_id": None,
+        "type_name": type_name,
+    }
+    return SimpleNamespace(
+        id=3,
+        address=f"vgpu[{key}]",
+        kind="vgpu",
+        action="create",
+        before=None,
+        after=attrs,
+        needs_reset=False,
+        destructive=False,
+    )
+
+
+def sysfs_ctx(root: Path) -> ApplyContext:
+    from planner.host.sysfs import Sysfs
+
+    return ApplyContext("sim:x", openers={"sysfs": lambda: Sysfs(root)})
+
+
+def test_vfio_vf_type_found_by_name_and_released(tmp_path: Path) -> None:
+    from planner.vm.vgpu_handlers import VgpuHandler
+
+    nv = tmp_path / "sys/bus/pci/devices/0000:65:00.4/nvidia"
+    nv.mkdir(parents=True)
+    (nv / "creatable_vgpu_types").write_text(
+        "ID    : vGPU Name\n1414  : NVIDIA H100XM-1-10C\n1415  : NVIDIA H100XM-2-20C\n"
+    )
+    (nv / "current_vgpu_type").write_text("0\n")
+    a = vgpu_action("0000:65:00.4", "vfio-vf", "0000:65:00.4", "NVIDIA H100XM-2-20C")
+    h, c = VgpuHandler(), sysfs_ctx(tmp_path)
+    assert h.ensure(c, a, "after") == {"type_id": "1415"}
+    assert (nv / "current_vgpu_type").read_text() == "1415"
+    assert h.ensure(c, a, "after") == {"already": True}
+    assert h.ensure(c, a, "before") == {"released_type_id": "1415"}
+    assert (nv / "current_vgpu_type").read_text() == "0"
+
+
+def test_vgpu_errors_name_the_resource_and_the_reason(tmp_path: Path) -> None:
+    from planner.vm.vgpu_handlers import VgpuHandler
+
+    nv = tmp_path / "sys/bus/pci/devices/0000:65:00.4/nvidia"
+    nv.mkdir(parents=True)
+    (nv / "creatable_vgpu_types").write_text("ID    : vGPU Name\n")  # a full card
+    (nv / "current_vgpu_type").write_text("0\n")
+    a = vgpu_action("0000:65:00.4", "vfio-vf", "0000:65:00.4", "NVIDIA H100XM-1-10C")
+    with pytest.raises(ActionFailed, match=r"^vgpu\[0000:65:00.4\]: VF 0000:65:00.4 cannot create"):
+        VgpuHandler().ensure(sysfs_ctx(tmp_path), a, "after")
+    m = vgpu_action(U1, "mdev", "0000:65:00.5", "NVIDIA A100-1-5C")
+    with pytest.raises(ActionFailed, match=r"0000:65:00.5 has no mdev types \(are its VFs enabled"):
+        VgpuHandler().ensure(sysfs_ctx(tmp_path), m, "after")
