@@ -9,13 +9,14 @@ Both directions are idempotent (the executor's recover re-runs them), judged aga
 the domain's *persistent* definition.
 
 ``domain``: ``domain[NAME]`` for a VM the config declares that libvirt does not have.
-The create action carries the domain XML (``{"xml": ...}``, from ``domain_attrs``),
-rendered without the vGPU, which its own ``hostdev`` action attaches afterwards. An
-existing domain is never redefined; undoing a create undefines the domain, refusing
-if it is running. aihow never plans deleting a domain (they are ai-how's).
+The create action carries the domain XML (``{"xml": ...}`` from
+``planner.vm.vm_factory.domain_attrs``) rendered without the vGPU, which its own
+``hostdev`` action attaches afterwards. An existing domain is never redefined; undoing
+a create undefines the domain, refusing if it is running. aihow never plans deleting a
+domain (they are ai-how's).
 
-Importing this module registers both handlers; ``planner.apply.handlers.HANDLER_MODULES``
-must list it so apply loads it.
+Importing this module registers these handlers and, through ``vgpu_handlers``, the
+``sriov`` and ``vgpu`` ones; ``planner.apply.handlers.HANDLER_MODULES`` must list it.
 """
 
 from __future__ import annotations
@@ -39,9 +40,6 @@ from planner.vm.vm_factory import (
     HostDevice,
     MdevDevice,
     PciDevice,
-    VmDeclLike,
-    VMSpec,
-    render_domain_xml,
     render_hostdev_xml,
 )
 
@@ -146,12 +144,6 @@ class HostdevHandler:
         if holders:
             return [f"{action.address}: {kind} {wanted} is already attached to domain {holders[0]}"]
         return []
-
-
-def domain_attrs(decl: VmDeclLike) -> dict[str, str]:
-    """What a plan's ``domain[NAME]`` create action carries: the domain XML of the VM
-    without its vGPU (the hostdev action attaches that once the vGPU exists)."""
-    return {"xml": render_domain_xml(VMSpec.from_decl(decl))}
 
 
 def _domain_name(action: ActionLike) -> str:

@@ -443,3 +443,9 @@ def render_domain_xml(spec: VMSpec) -> str:
 
 def render_hostdev_xml(device: HostDevice) -> str:
     return default_factory().hostdev_xml(device)
+
+
+def domain_attrs(decl: VmDeclLike) -> dict[str, str]:
+    """What a plan's ``domain[NAME]`` create action carries for a VM libvirt lacks: its
+    domain XML without the vGPU (the ``hostdev`` action attaches that once it exists)."""
+    return {"xml": render_domain_xml(VMSpec.from_decl(decl))}

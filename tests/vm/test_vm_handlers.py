@@ -168,7 +168,8 @@ def domain_action(name: str, xml: str | None, op: str = "create") -> Any:
 def test_domain_create_defines_from_the_plan_and_undo_undefines(sim: Path) -> None:
     from types import SimpleNamespace as NS
 
-    from planner.vm.handlers import DomainHandler, domain_attrs
+    from planner.vm.handlers import DomainHandler
+    from planner.vm.vm_factory import domain_attrs
 
     decl = NS(
         name="k8s-cpu-worker-01",
