@@ -19,15 +19,15 @@ from planner.plan.resources import ci_name, gi_name
 
 
 def fingerprint_data(host: HostState, requests: Requests) -> dict[str, Any]:
-    from planner.plan.resolve import _Bindings, _model_of, _selects
+    from planner.plan.resolve import Bindings, model_of, selects
 
-    bindings = _Bindings(host)
+    bindings = Bindings(host)
     gi_place: dict[tuple[str, int], str] = {}
     gpus: list[dict[str, Any]] = []
     named = {u.lower() for u in requests.named_mig_uuids}
     found: dict[str, str] = {}
     for gpu in sorted(host.gpus, key=lambda g: g.pci):
-        model = _model_of(gpu)
+        model = model_of(gpu)
         instances = []
         for gi in sorted(gpu.gpu_instances, key=lambda g: g.placement_start):
             name = gi_name(model, gi)
@@ -49,7 +49,7 @@ def fingerprint_data(host: HostState, requests: Requests) -> dict[str, Any]:
             "mig_capable": gpu.mig_capable, "mig_current": gpu.mig_current,
             "mig_pending": gpu.mig_pending, "instances": instances,
         }
-        policy = next((p for p in requests.policies if _selects(p.select, gpu, model)), None)
+        policy = next((p for p in requests.policies if selects(p.select, gpu, model)), None)
         if policy is not None:
             want = policy.mig == "enabled"
             if (gpu.mig_current, gpu.mig_pending) != (want, want):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError
 
 from planner.errors import AihowError
 
@@ -65,6 +65,7 @@ class Plan(_Frozen):
     actions: tuple[Action, ...]
     summary: dict[str, int]
     plan_sha256: str = ""
+    _text: str | None = PrivateAttr(default=None)  # the file text, kept by sealed()
 
     @property
     def has_changes(self) -> bool:
@@ -75,10 +76,17 @@ class Plan(_Frozen):
         return self.model_dump(mode="json", exclude={"plan_sha256"})
 
     def sealed(self) -> Plan:
-        return self.model_copy(update={"plan_sha256": digest(self.body())})
+        """This plan with its digest set (serialised once: the text is kept for to_json)."""
+        data = self.body()
+        data["plan_sha256"] = digest(data)
+        plan = self.model_copy(update={"plan_sha256": data["plan_sha256"]})
+        plan._text = plan_text(data)
+        return plan
 
     def to_json(self) -> str:
-        return canonical_json(self.model_dump(mode="json"), indent=2)
+        if self._text is not None:
+            return self._text
+        return plan_text(self.model_dump(mode="json"))
 
 
 def dump_plan(plan: Plan) -> str:
@@ -91,6 +99,23 @@ def canonical_json(value: Any, *, indent: int | None = None) -> str:
     if indent is None:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return json.dumps(value, sort_keys=True, indent=indent, ensure_ascii=True) + "\n"
+
+
+def plan_text(data: dict[str, Any]) -> str:
+    """The plan file's layout: top-level keys sorted, one per line, and each action on a
+    line of its own (compact canonical JSON), so a changed action is a one-line diff."""
+    lines = ["{"]
+    keys = sorted(data)
+    for n, key in enumerate(keys):
+        value = data[key]
+        comma = "," if n < len(keys) - 1 else ""
+        if key == "actions" and isinstance(value, list) and value:
+            items = ",\n".join("    " + canonical_json(item) for item in value)
+            lines.append(f"  {json.dumps(key)}: [\n{items}\n  ]{comma}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {canonical_json(value)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
 
 
 def digest(value: Any) -> str:

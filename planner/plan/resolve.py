@@ -86,6 +86,7 @@ class Resolution:
     requests: Requests
     gpus: tuple[GpuDecision, ...]
     vgpus: tuple[PlannedVgpu, ...]
+    bindings: Bindings = field(compare=False, repr=False)
 
     def gpu(self, pci: str) -> GpuDecision | None:
         return next((g for g in self.gpus if g.gpu.pci == pci), None)
@@ -181,9 +182,10 @@ class _Work:
             self._cost = value
         return value
 
-    def add(self, slot: _Slot) -> None:
+    def add(self, slot: _Slot, cost: int | None = None) -> None:
+        """Add a slot; ``cost`` is ``self.cost(slot)`` when the caller has just computed it."""
         self.slots.append(slot)
-        self._cost = None
+        self._cost = cost
 
     def occupancy(self) -> str:
         assert self.model is not None
@@ -206,7 +208,7 @@ class _Work:
         return f"{self.gpu.pci} ({name})"
 
 
-def _model_of(gpu: Gpu) -> GpuModel | None:
+def model_of(gpu: Gpu) -> GpuModel | None:
     if gpu.model:
         try:
             return get_model(gpu.model)
@@ -224,7 +226,7 @@ def _gpu_names(gpu: Gpu, model: GpuModel | None) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _selects(selector: GpuSelector, gpu: Gpu, model: GpuModel | None) -> bool:
+def selects(selector: GpuSelector, gpu: Gpu, model: GpuModel | None) -> bool:
     return bool(selector.matches(pci=gpu.pci, index=gpu.index, uuid=gpu.uuid,
                                  names=_gpu_names(gpu, model)))
 
@@ -242,7 +244,7 @@ def _ci_profile(model: GpuModel, gi: GiProfile, profile: MigProfile | None) -> C
     return next((c for c in cis if c.slice_count == profile.ci_slices), None)
 
 
-class _Bindings:
+class Bindings:
     """Which domains use which GPU instance, through an mdev or a vfio-vf VF."""
 
     def __init__(self, host: HostState) -> None:
@@ -265,6 +267,18 @@ class _Bindings:
                 by_gi.setdefault((self.gpu_of_parent(p.pci), p.gi_id), set()).update(
                     users.get(p.pci, ()))
         self.by_gi = by_gi
+        mdev_gpu = {m.uuid: self.gpu_of_parent(m.parent) for m in host.mdevs}
+        gpu_users: dict[str, set[str]] = {}
+        for (gpu, _), names in by_gi.items():
+            gpu_users.setdefault(gpu, set()).update(names)
+        for dom in host.domains:
+            for hd in dom.hostdevs:
+                if hd.type == "mdev" and hd.uuid in mdev_gpu:
+                    gpu_users.setdefault(mdev_gpu[hd.uuid], set()).add(dom.name)
+                elif hd.pci:  # the GPU itself (passthrough) or one of its VFs
+                    gpu_users.setdefault(self.gpu_of_parent(hd.pci), set()).add(dom.name)
+        self.gpu_users = gpu_users
+        self.mdev_by_uuid = {m.uuid: m for m in host.mdevs}
 
     def gpu_of_parent(self, parent_pci: str) -> str:
         p = self.parents.get(parent_pci)
@@ -273,25 +287,46 @@ class _Bindings:
     def domains_of(self, gpu: str, gi: GpuInstance) -> frozenset[str]:
         return frozenset(self.by_gi.get((gpu, gi.gi_id), ()))
 
+    def domains_on_gpu(self, gpu: str) -> set[str]:
+        """Domains that use the GPU: by passthrough, or through a vGPU device on it."""
+        return set(self.gpu_users.get(gpu, ()))
+
+
+
 
 class _Resolver:
     def __init__(self, requests: Requests, host: HostState) -> None:
         self.requests = requests
         self.host = host
-        self.bindings = _Bindings(host)
+        self.bindings = Bindings(host)
         self.works: list[_Work] = []
         for gpu in sorted(host.gpus, key=lambda g: g.pci):
-            model = _model_of(gpu)
+            model = model_of(gpu)
             existing = sorted(gpu.gpu_instances, key=lambda g: g.placement_start)
             profiles = [model.profile_by_id(g.profile_id) if model else None for g in existing]
             bound = [self.bindings.domains_of(gpu.pci, g) for g in existing]
             self.works.append(_Work(gpu, model, None, existing, profiles, bound))
+        # instances each domain (or a node's own vGPU device) uses, for place_bound
+        self.bound_to: dict[str, list[tuple[_Work, int]]] = {}
+        self.by_gi: dict[tuple[str, int], tuple[_Work, int]] = {}
+        for w in self.works:
+            for i, names in enumerate(w.bound):
+                self.by_gi[(w.gpu.pci, w.existing[i].gi_id)] = (w, i)
+                for name in names:
+                    self.bound_to.setdefault(name, []).append((w, i))
+        self.free_of: dict[str, list[int]] = {}  # profile -> works with a free instance
+        for n, w in enumerate(self.works):
+            for name in sorted({p.name for i, p in enumerate(w.profiles)
+                                if p is not None and not w.bound[i]}):
+                self.free_of.setdefault(name, []).append(n)
+        self._frontier: dict[tuple[str, int | None], int] = {}
+        self._skipped: dict[tuple[str, int | None], list[str]] = {}
         self._assign_policies()
 
     # -- management entries
     def _assign_policies(self) -> None:
         for policy in self.requests.policies:
-            chosen = [w for w in self.works if _selects(policy.select, w.gpu, w.model)]
+            chosen = [w for w in self.works if selects(policy.select, w.gpu, w.model)]
             if not chosen:
                 raise ResolveError(
                     f"{policy.key}.select: {policy.select} matches no GPU on host "
@@ -372,8 +407,8 @@ class _Resolver:
 
     def _candidates(self, req: SliceRequest) -> list[_Work]:
         if req.gpu is None:
-            return list(self.works)
-        chosen = [w for w in self.works if _selects(req.gpu, w.gpu, w.model)]
+            return self.works  # read only
+        chosen = [w for w in self.works if selects(req.gpu, w.gpu, w.model)]
         if not chosen:
             raise ResolveError(
                 f"{req.describe()}: gpu_config.gpu {req.gpu} matches no GPU on host "
@@ -390,7 +425,7 @@ class _Resolver:
                 if ci is None:
                     continue
                 prefix = f"{req.describe()}: mig_uuid {req.mig_uuid}"
-                if req.gpu is not None and not _selects(req.gpu, w.gpu, w.model):
+                if req.gpu is not None and not selects(req.gpu, w.gpu, w.model):
                     raise ResolveError(f"{prefix} is on GPU {w.gpu.pci}, not on {req.gpu}")
                 if req.placement is not None and req.placement != gi.placement_start:
                     raise ResolveError(
@@ -418,80 +453,105 @@ class _Resolver:
     def place_bound(self, req: SliceRequest) -> bool:
         """Keep a node on the instance its domain (or its own vGPU device) already uses."""
         assert req.profile is not None
-        own: set[tuple[str, int]] = set()
+        found = list(self.bound_to.get(req.node, ()))
         if req.vgpu_name:
             got = self.bindings.gi_of_mdev.get(mdev_uuid(req.vgpu_name))
-            if got:
-                own.add(got)
-        for w in self._candidates(req):
-            if self._eligible(w, req):
+            if got and got in self.by_gi:
+                found.append(self.by_gi[got])
+        if not found:
+            return False
+        allowed = None if req.gpu is None else {id(w) for w in self._candidates(req)}
+        found.sort(key=lambda t: (t[0].gpu.pci, t[0].existing[t[1]].placement_start))
+        for w, i in found:
+            gi = w.existing[i]
+            if (allowed is not None and id(w) not in allowed) or self._eligible(w, req):
                 continue
-            claimed = w.claimed()
-            for i, gi in enumerate(w.existing):
-                if i in claimed or w.bound[i] - {req.node}:
-                    continue
-                if req.node not in w.bound[i] and (w.gpu.pci, gi.gi_id) not in own:
-                    continue
-                if req.placement is not None and gi.placement_start != req.placement:
-                    continue
-                slot = self._slot(w, req, req.profile, req.placement)
-                if isinstance(slot, str) or slot.profile != w.profiles[i]:
-                    continue
-                slot.claim = i
-                if w.cost(slot) is None:
-                    continue
-                w.add(slot)
-                return True
+            if i in w.claimed() or w.bound[i] - {req.node}:
+                continue
+            if req.placement is not None and gi.placement_start != req.placement:
+                continue
+            slot = self._slot(w, req, req.profile, req.placement)
+            if isinstance(slot, str) or slot.profile != w.profiles[i]:
+                continue
+            slot.claim = i
+            cost = w.cost(slot)
+            if cost is None:
+                continue
+            w.add(slot, cost)
+            return True
         return False
 
-    def place_free(self, req: SliceRequest) -> None:
+    def _try(self, w: _Work, req: SliceRequest) -> tuple[int, _Slot, int] | str:
+        """(extra creates + deletes, slot, new cost) for ``req`` on ``w``, or why it cannot go
+        there.
+        A reason returned here stays true while more requests are placed (they only add)."""
         assert req.profile is not None
-        reasons: list[str] = []
-        best: tuple[int, int, _Work, _Slot] | None = None  # (delta, order, work, slot)
-        candidates = self._candidates(req)
-        # GPUs holding a free instance of the profile are tried first: reuse beats creation.
-        wanted_name = req.profile.gi_name
-
-        def has_free(w: _Work) -> bool:
+        why = self._eligible(w, req)
+        slot = why or self._slot(w, req, req.profile, req.placement)
+        if isinstance(slot, str):
+            return slot
+        base = w.cost()
+        if base is None:  # cannot happen: every slot was checked when added
+            return "already over-committed"
+        options = [slot]
+        if not w.managed:  # an unlisted GPU keeps its free instances unless one is reused
             claimed = w.claimed()
-            return any(p is not None and p.name == wanted_name and i not in claimed
-                       and not w.bound[i] for i, p in enumerate(w.profiles))
-
-        ordered = sorted(enumerate(candidates), key=lambda t: (not has_free(t[1]), t[0]))
-        for order, w in ordered:
-            why = self._eligible(w, req)
-            slot = why or self._slot(w, req, req.profile, req.placement)
-            if isinstance(slot, str):
-                reasons.append(f"{w.gpu.pci}: {slot}")
-                continue
-            base = w.cost()
-            if base is None:  # cannot happen: every slot was checked when added
-                reasons.append(f"{w.gpu.pci}: already over-committed")
-                continue
-            options = [slot]
-            if not w.managed:  # an unlisted GPU keeps its free instances unless one is reused
-                claimed = w.claimed()
-                for i, gi in enumerate(w.existing):
-                    if (w.profiles[i] == slot.profile and i not in claimed and not w.bound[i]
-                            and (slot.pin is None or slot.pin == gi.placement_start)):
-                        options.insert(0, _Slot(req=req, profile=slot.profile, ci=slot.ci,
-                                                pin=gi.placement_start, claim=i))
-                        break
-            found = None
-            for option in options:
-                cost = w.cost(option)
-                if cost is not None:
-                    found = (cost - base - (1 if option.claim is not None else 0), option)
+            for i, gi in enumerate(w.existing):
+                if (w.profiles[i] == slot.profile and i not in claimed and not w.bound[i]
+                        and (slot.pin is None or slot.pin == gi.placement_start)):
+                    options.insert(0, _Slot(req=req, profile=slot.profile, ci=slot.ci,
+                                            pin=gi.placement_start, claim=i))
                     break
-            if found is None:
-                reasons.append(f"{w.gpu.pci}: no free placement for {slot.profile.name} "
-                               f"{w.occupancy()}")
-                continue
-            delta, option = found
-            if best is None or (delta, order) < (best[0], best[1]):
-                best = (delta, order, w, option)
-            if best[0] <= 1 and not has_free(w):
-                break  # nothing later can beat a plain create without destroying
+        for option in options:
+            cost = w.cost(option)
+            if cost is not None:
+                return cost - base - (1 if option.claim is not None else 0), option, cost
+        return f"no free placement for {slot.profile.name} {w.occupancy()}"
+
+    def _has_free(self, w: _Work, name: str) -> bool:
+        claimed = w.claimed()
+        return any(p is not None and p.name == name and i not in claimed and not w.bound[i]
+                   for i, p in enumerate(w.profiles))
+
+    def place_free(self, req: SliceRequest) -> None:
+        """Reuse first (GPUs holding a free instance of the profile, by address), then the
+        cheapest GPU by address; a plain create (cost 1) on the first GPU that allows it
+        ends the search. GPUs that cannot take the profile are remembered per (profile,
+        pin), so placing many slices on a large host stays linear."""
+        assert req.profile is not None
+        candidates = self._candidates(req)
+        name = req.profile.gi_name
+        key = (name, req.placement) if req.gpu is None else None
+        reasons = list(self._skipped.get(key, [])) if key else []
+        best: tuple[int, int, _Work, _Slot, int] | None = None  # (delta, order, work, slot, cost)
+        if req.gpu is None:  # candidates are all the works, in order
+            free = [n for n in self.free_of.get(name, []) if self._has_free(self.works[n], name)]
+        else:
+            free = [n for n, w in enumerate(candidates) if self._has_free(w, name)]
+        for order in free:
+            got = self._try(candidates[order], req)
+            if not isinstance(got, str) and (best is None or got[0] < best[0]):
+                best = (got[0], order, candidates[order], got[1], got[2])
+        if best is None or best[0] > 0:
+            frontier = self._frontier.get(key, 0) if key else 0
+            free_set = set(free)
+            for order in range(frontier, len(candidates)):
+                if order in free_set:
+                    continue
+                w = candidates[order]
+                got = self._try(w, req)
+                if isinstance(got, str):
+                    reasons.append(f"{w.gpu.pci}: {got}")
+                    if key and order == frontier:  # no later request of the kind fits here
+                        frontier += 1
+                        self._frontier[key] = frontier
+                        self._skipped.setdefault(key, []).append(reasons[-1])
+                    continue
+                delta, option, cost = got
+                if best is None or (delta, order) < (best[0], best[1]):
+                    best = (delta, order, w, option, cost)
+                if best[0] <= 1:
+                    break  # nothing later can beat a plain create without destroying
         if best is None:
             shown = reasons[:_MAX_REASONS]
             if len(reasons) > _MAX_REASONS:
@@ -500,7 +560,7 @@ class _Resolver:
             pin = f" at slice {req.placement}" if req.placement is not None else ""
             raise ResolveError(
                 f"{req.describe()}: cannot place {req.profile}{pin}: {considered}")
-        best[2].add(best[3])
+        best[2].add(best[3], best[4])
 
     # -- final arrangement
     def decisions(self) -> tuple[GpuDecision, ...]:
@@ -566,7 +626,7 @@ def _type_for(parent: VgpuParent, gi: GiProfile) -> VgpuType | None:
 
 
 def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision],
-                bindings: _Bindings) -> tuple[PlannedVgpu, ...]:
+                bindings: Bindings) -> tuple[PlannedVgpu, ...]:
     order = {s.node: n for n, s in enumerate(requests.slices)}
     node_gis = sorted((gi for d in gpus for gi in d.instances if gi.owner.vgpu_name),
                       key=lambda gi: order.get(gi.owner.node, len(order)))
@@ -607,7 +667,7 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
                 continue
             if backend == "mdev":
                 here = own in mdevs_on.get(parent.pci, [])
-                cur = next((m for m in host.mdevs if m.uuid == own), None)
+                cur = bindings.mdev_by_uuid.get(own)
                 fits = here and cur is not None and cur.type_id == t.type_id
             else:
                 fits = (parent.current_type == t.type_id
@@ -684,4 +744,7 @@ def resolve(requests: Requests, host: HostState) -> Resolution:
         r.place_free(req)
     gpus = r.decisions()
     return Resolution(host=host, requests=requests, gpus=gpus,
-                      vgpus=_plan_vgpus(requests, host, gpus, r.bindings))
+                      vgpus=_plan_vgpus(requests, host, gpus, r.bindings), bindings=r.bindings)
+
+
+_model_of = model_of  # the name apply's plan_api imports

@@ -100,9 +100,9 @@ def _running(host: HostState) -> set[str]:
 
 def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dict[str, Resource]:
     """Every resource the host has, keyed by address."""
-    from planner.plan.resolve import _Bindings  # shared reading of who uses what
+    from planner.plan.resolve import Bindings
 
-    bindings = _Bindings(host)
+    bindings = Bindings(host)
     running = _running(host)
     out: dict[str, Resource] = {}
     gi_addr_by_id: dict[tuple[str, int], str] = {}
@@ -191,21 +191,7 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dic
 
 def gpu_domains(host: HostState, gpu: Gpu, bindings: Any) -> set[str]:
     """Domains that use the GPU: through a vGPU device on it, or by passthrough of the GPU."""
-    names: set[str] = set()
-    for gi in gpu.gpu_instances:
-        names |= bindings.domains_of(gpu.pci, gi)
-    for dom in host.domains:
-        for hd in dom.hostdevs:
-            if hd.pci == gpu.pci:
-                names.add(dom.name)
-            elif hd.type == "mdev" and hd.uuid:
-                mdev = next((m for m in host.mdevs if m.uuid == hd.uuid), None)
-                if mdev is not None and bindings.gpu_of_parent(mdev.parent) == gpu.pci:
-                    names.add(dom.name)
-            elif hd.pci and bindings.gpu_of_parent(hd.pci) == gpu.pci and hd.pci in \
-                    bindings.parents:
-                names.add(dom.name)
-    return names
+    return set(bindings.domains_on_gpu(gpu.pci))
 
 
 def desired_resources(res: Resolution) -> dict[str, Resource]:

@@ -1,0 +1,195 @@
+"""aihow plan benchmarks: run ``python benchmarks/run.py`` (or ``make bench``) from the repo root.
+
+Prints three figures, each measured in this one run:
+
+(a) ``aihow plan`` on the example config against a simulated A100 host, as a ratio to the
+    time Python needs just to import the third-party modules that command loads (target
+    at most 1.5x: planning itself must be cheap next to start-up);
+(b) planning a synthetic host of 1,024 GPUs and 7,168 slices (half already converged,
+    half empty), in seconds, and the ratio when the input doubles (target at most 2.2x);
+(c) 1,000 random layout transitions over every catalog model: the GPU-instance creates +
+    deletes aihow plans against the brute-force minimum (must be equal on every one),
+    beside the count mig-parted's rebuild-the-whole-GPU strategy needs.
+
+Options: ``--quick`` runs smaller sizes (for a smoke test), ``--seed N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from transitions import minimum, planned_cost, rebuild_cost, transition  # noqa: E402
+
+from planner.hardware.catalog import all_models, get_model  # noqa: E402
+from planner.host.state import (  # noqa: E402
+    Domain,
+    Hostdev,
+    HostState,
+    Mdev,
+    VgpuParent,
+    VgpuType,
+)
+from planner.lang import parse_profile, parse_selector  # noqa: E402
+from planner.plan.make import plan_requests  # noqa: E402
+from planner.plan.request import GpuPolicy, Requests, SliceRequest, mdev_uuid  # noqa: E402
+
+PYTHON = sys.executable
+AIHOW = str(Path(PYTHON).with_name("aihow"))
+EXAMPLE = ROOT / "config" / "example-mig-cluster.yaml"
+SIM_SPEC = ROOT / "config" / "sim-a100.toml"
+
+
+def _wall(cmd: list[str], runs: int) -> float:
+    """Median wall time of a command (after one warm-up run)."""
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def startup_ratio(runs: int) -> tuple[float, float, list[str]]:
+    """(a): the plan command vs importing what it imports."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sim = Path(tmp) / "host"
+        subprocess.run([AIHOW, "sim", "init", str(sim), "--spec", str(SIM_SPEC)], check=True,
+                       capture_output=True, cwd=ROOT)
+        plan_cmd = [AIHOW, "plan", str(EXAMPLE), "--host", f"sim:{sim}", "--format", "json"]
+        # which third-party modules does the command load? (run it in-process once)
+        probe = (
+            "import sys\n"
+            "from planner.cli import app\n"
+            f"sys.argv = ['aihow', 'plan', {str(EXAMPLE)!r}, '--host', 'sim:{sim}', "
+            "'--format', 'json']\n"
+            "try:\n    app()\nexcept SystemExit:\n    pass\n"
+            "std = set(sys.stdlib_module_names)\n"
+            "mods = sorted({m.split('.')[0] for m in list(sys.modules)} - std - "
+            "{'planner', '__main__', '_distutils_hack'})\n"
+            "sys.stderr.write(' '.join(m for m in mods if not m.startswith('_')))\n"
+        )
+        done = subprocess.run([PYTHON, "-c", probe], check=True, capture_output=True,
+                              text=True, cwd=ROOT)
+        modules = done.stderr.split()
+        import_cmd = [PYTHON, "-c", "import " + ", ".join(modules)]
+        t_plan = _wall(plan_cmd, runs)
+        t_imports = _wall(import_cmd, runs)
+    return t_plan, t_imports, modules
+
+
+def synthetic(n_gpus: int) -> tuple[HostState, Requests]:
+    """n_gpus A100s with 7 VFs each; even GPUs already hold their seven 1g.5gb slices with
+    vGPUs attached to running domains, odd GPUs are empty; 7 nodes per GPU want 1g.5gb."""
+    model = get_model("a100-40gb")
+    p1g = model.profile("1g.5gb")
+    assert p1g is not None
+    ci = next(c for c in model.ci_profiles_for(p1g) if c.is_default)
+    from planner.host.state import ComputeInstance, Gpu, GpuInstance
+
+    vtype = VgpuType(type_id="nvidia-474", name="NVIDIA A100-1-5C", available_instances=1,
+                     gi_profile_id=p1g.id)
+    gpus, parents, mdevs, domains, slices = [], [], [], [], []
+    for g in range(n_gpus):
+        pci = f"0000:{(g >> 5) + 1:02x}:{g & 31:02x}.0"
+        names = [f"n{g * 7 + k:06d}" for k in range(7)]
+        # VFs in PCI domain 0001 so no VF address collides with another GPU's
+        vfs = [f"0001:{(g >> 5) + 1:02x}:{g & 31:02x}.{k}" for k in range(7)]
+        instances = []
+        if g % 2 == 0:
+            for k in range(7):
+                instances.append(GpuInstance(
+                    gi_id=7 + k, profile_id=p1g.id, profile_name=p1g.name, placement_start=k,
+                    placement_size=1, compute_instances=(ComputeInstance(
+                        ci_id=0, profile_id=ci.id, placement_start=0, placement_size=1),)))
+                uuid = mdev_uuid(f"bench/{names[k]}/gpu0")
+                mdevs.append(Mdev(uuid=uuid, parent=vfs[k], type_id="nvidia-474", gi_id=7 + k))
+                domains.append(Domain(name=names[k], uuid=uuid, state="running",
+                                      hostdevs=(Hostdev(type="mdev", uuid=uuid),)))
+        gpus.append(Gpu(index=g, pci=pci, uuid=f"GPU-{g:08x}-0000-0000-0000-000000000000",
+                        name="NVIDIA A100-SXM4-40GB", model="a100-40gb", mig_capable=True,
+                        mig_current=True, mig_pending=True, gpu_instances=tuple(instances)))
+        parents += [VgpuParent(pci=v, physfn=pci, backend="mdev", types=(vtype,)) for v in vfs]
+        slices += [SliceRequest(key=f"clusters.hpc.compute_nodes[{g * 7 + k}]", node=names[k],
+                                profile=parse_profile("1g.5gb"),
+                                vgpu_name=f"bench/{names[k]}/gpu0") for k in range(7)]
+    state = HostState(uri="sim:bench", vgpu_backend="mdev", gpus=tuple(gpus),
+                      vgpu_parents=tuple(parents), mdevs=tuple(mdevs), domains=tuple(domains))
+    policy = GpuPolicy(key="global.gpus[0]", select=parse_selector("model=*A100*"))
+    return state, Requests(policies=(policy,), slices=tuple(slices))
+
+
+def time_synthetic(n_gpus: int) -> tuple[float, int, int]:
+    state, req = synthetic(n_gpus)
+    t0 = time.perf_counter()
+    plan = plan_requests(req, state, config_path="bench.yaml", config_sha256="0" * 64,
+                         host_uri="sim:bench")
+    text = plan.to_json()
+    elapsed = time.perf_counter() - t0
+    assert plan.summary["delete"] == 0 and len(text) > 0
+    return elapsed, len(req.slices), len(plan.actions)
+
+
+def transitions(count: int, seed: int) -> tuple[int, int, int, int]:
+    rng = random.Random(seed)
+    models = all_models()
+    planned = best = rebuild = mismatches = 0
+    for i in range(count):
+        model = models[i % len(models)]
+        before, after = transition(model, rng)
+        p, m = planned_cost(model, before, after), minimum(model, before, after)
+        planned += p
+        best += m
+        rebuild += rebuild_cost(before, after)
+        mismatches += p != m
+    return planned, best, rebuild, mismatches
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = ap.parse_args()
+    gpus, count, runs = (64, 100, 3) if args.quick else (1024, 1000, 5)
+    os.chdir(ROOT)
+
+    t_plan, t_imports, modules = startup_ratio(runs)
+    ratio_a = t_plan / t_imports
+    print(f"(a) aihow plan on {EXAMPLE.name}: {t_plan:.3f} s; importing its "
+          f"{len(modules)} third-party modules alone: {t_imports:.3f} s; "
+          f"ratio {ratio_a:.2f}x (target <= 1.5x)")
+
+    t1, slices1, actions1 = time_synthetic(gpus)
+    t2, slices2, _ = time_synthetic(2 * gpus)
+    ratio_b = t2 / t1
+    print(f"(b) synthetic host, {gpus} GPUs / {slices1} slices: {t1:.2f} s "
+          f"({actions1} actions); {2 * gpus} GPUs / {slices2} slices: {t2:.2f} s; "
+          f"doubling ratio {ratio_b:.2f}x (target <= 2.2x)")
+
+    planned, best, rebuild, mismatches = transitions(count, args.seed)
+    print(f"(c) {count} random layout transitions over {len(all_models())} catalog models: "
+          f"aihow plans {planned} instance creates+deletes, the minimum is {best} "
+          f"({'equal on every transition' if mismatches == 0 else f'{mismatches} NOT minimal'})"
+          f"; mig-parted's rebuild strategy needs {rebuild}")
+    if args.json:
+        print(json.dumps({"a_ratio": ratio_a, "b_seconds": t1, "b_ratio": ratio_b,
+                          "c_planned": planned, "c_minimum": best, "c_rebuild": rebuild,
+                          "c_mismatches": mismatches}, sort_keys=True))
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
