@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from planner.host.state import HostState
-from planner.plan.model import Action
+from planner.plan.model import Action, ActionName, Kind
 from planner.plan.resolve import Resolution
 from planner.plan.resources import (
     COMPARED,
@@ -260,7 +260,8 @@ def order_actions(changes: list[_Change]) -> list[Action]:
             name, replaced_by, after = ch.action, None, _attrs(ch.after)
             reason = ch.reason
         actions.append(Action.model_construct(
-            id=ids[n], address=ch.address, kind=ch.kind, action=name,
+            id=ids[n], address=ch.address, kind=cast(Kind, ch.kind),
+            action=cast(ActionName, name),
             before=_attrs(ch.before), after=after if name != "delete" else None,
             depends_on=deps, reason=reason, needs_reset=ch.needs_reset and phase == "make",
             destructive=ch.destructive and (phase == "del" or ch.action == "update"),
