@@ -125,7 +125,7 @@ def render_markdown(plan: Plan) -> str:
         out += [f"> - `{a.address}`: {_md_escape(a.reason)}" for a in resets]
         out.append("")
     if not shown:
-        out.append("No changes. The host matches the config.")
+        out += ["No changes. The host matches the config.", ""]
     for title, actions in _groups(shown):
         out += [f"<details><summary>{title}: {len(actions)} change(s)</summary>", "", "```diff"]
         for a in actions:

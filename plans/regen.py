@@ -1,0 +1,128 @@
+"""Regenerate the example plans in plans/ from the example configs on simulated hosts.
+
+    .venv/bin/python plans/regen.py          # rewrite plans/*.json and plans/*.md
+    .venv/bin/python plans/regen.py --check  # exit 1 (naming them) if any is out of date
+
+Each scenario builds a fresh simulated host from a ``config/sim-*.toml`` spec in a
+temporary directory, defines the cluster's domains as ai-how leaves them (shut off, no
+GPU), optionally applies a first plan, probes the host and writes the plan as JSON (the
+plan file) and as Markdown (what a pull request comment shows). The plan records the
+host URI of the spec's documented location (``sim:/tmp/aihow-...``), not the temporary
+one, so the files are the same bytes on every machine: a change to the planner shows up
+in a pull request as a diff of plans/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANS = ROOT / "plans"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    config: str  # relative to the repository root
+    spec: str
+    uri: str  # recorded in the plan: where the spec's comment puts the simulated host
+    applied_first: bool = False  # apply the first plan, then plan again (shows convergence)
+
+
+SCENARIOS = (
+    Scenario("example-mig-cluster.a100-fresh", "config/example-mig-cluster.yaml",
+             "config/sim-a100.toml", "sim:/tmp/aihow-a100"),
+    Scenario("example-mig-cluster.a100-converged", "config/example-mig-cluster.yaml",
+             "config/sim-a100.toml", "sim:/tmp/aihow-a100", applied_first=True),
+    Scenario("example-h100-vfio.h100-fresh", "config/example-h100-vfio.yaml",
+             "config/sim-h100.toml", "sim:/tmp/aihow-h100"),
+)
+
+
+def _prepare(s: Scenario, where: Path) -> str:
+    """A simulated host with the cluster's domains defined; returns its URI."""
+    from planner.config import expand_vms, load_config
+    from planner.host import libvirt_domains as ld
+    from planner.host.libvirt_conn import open_libvirt
+    from planner.sim.host import init_host, load_spec
+    from planner.vm.vm_factory import VMSpec, render_domain_xml
+
+    init_host(where, load_spec(ROOT / s.spec))
+    uri = f"sim:{where}"
+    cfg = load_config(ROOT / s.config)
+    with open_libvirt(uri) as session:
+        for decl in expand_vms(cfg):
+            ld.define(session.conn, render_domain_xml(VMSpec.from_decl(decl)))
+        session.commit()
+    return uri
+
+
+def _plan(s: Scenario, uri: str):  # type: ignore[no-untyped-def]
+    from planner.config import load_config
+    from planner.host.probe import probe
+    from planner.plan import make_plan
+
+    cfg_path = ROOT / s.config
+    return make_plan(load_config(cfg_path), probe(uri), config_path=s.config,
+                     config_sha256=hashlib.sha256(cfg_path.read_bytes()).hexdigest(),
+                     host_uri=s.uri)
+
+
+def _apply(s: Scenario, uri: str, plan) -> None:  # type: ignore[no-untyped-def]
+    import planner.vm.handlers  # noqa: F401  registers the sriov/vgpu/hostdev/domain handlers
+    from planner.apply.executor import ApplyInput, HostAccess, apply_plan
+    from planner.apply.state_dir import resolve_state_dir
+    from planner.config import load_config
+
+    cfg_path = ROOT / s.config
+    result = apply_plan(
+        ApplyInput(plan, plan.to_json(), load_config(cfg_path), cfg_path.read_text(), s.config,
+                   allow_reset=True),
+        HostAccess.for_uri(uri), resolve_state_dir(uri))
+    if result.outcome != "applied":
+        raise SystemExit(f"{s.name}: applying the first plan failed: {result.failed}")
+
+
+def render(s: Scenario) -> dict[str, str]:
+    """The files of one scenario: name -> text."""
+    from planner.plan.render import render_markdown
+
+    with tempfile.TemporaryDirectory(prefix="aihow-plans-") as tmp:
+        uri = _prepare(s, Path(tmp) / "host")
+        plan = _plan(s, uri)
+        if s.applied_first:
+            _apply(s, uri, plan.model_copy(update={"host": plan.host.model_copy(
+                update={"uri": uri})}).sealed())
+            plan = _plan(s, uri)
+    return {f"{s.name}.json": plan.to_json(), f"{s.name}.md": render_markdown(plan)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Regenerate (or --check) the plans in plans/.")
+    ap.add_argument("--check", action="store_true", help="compare only; exit 1 when stale")
+    args = ap.parse_args()
+    stale: list[str] = []
+    for s in SCENARIOS:
+        for name, text in render(s).items():
+            path = PLANS / name
+            current = path.read_text() if path.exists() else None
+            if current == text:
+                continue
+            stale.append(name)
+            if not args.check:
+                path.write_text(text)
+    if args.check and stale:
+        print("out of date (run: .venv/bin/python plans/regen.py): " + ", ".join(stale),
+              file=sys.stderr)
+        return 1
+    print(("rewrote " + ", ".join(stale)) if stale else "plans/ is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
