@@ -1,0 +1,111 @@
+"""aihow plan / show / graph through the real command line, on a simulated host."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+AIHOW = str(Path(sys.executable).with_name("aihow"))
+CONFIG = "config/example-mig-cluster.yaml"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([AIHOW, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A simulated A100 with the example's domains defined, MIG off: everything to do."""
+    from test_plans_current import REGEN
+
+    where = tmp_path_factory.mktemp("cli") / "host"
+    return str(REGEN._prepare(REGEN.SCENARIOS[0], where))
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from test_plans_current import REGEN
+
+    scenario = REGEN.SCENARIOS[0]
+    uri = str(REGEN._prepare(scenario, tmp_path_factory.mktemp("cli") / "host"))
+    first = REGEN._plan(scenario, uri)
+    REGEN._apply(scenario, uri, first.model_copy(
+        update={"host": first.host.model_copy(update={"uri": uri})}).sealed())
+    return uri
+
+
+def test_detailed_exitcode_is_2_with_changes_and_0_without(fresh: str, converged: str) -> None:
+    changes = run("plan", CONFIG, "--host", fresh, "--detailed-exitcode")
+    assert changes.returncode == 2, changes.stderr
+    assert changes.stdout.rstrip().endswith(
+        "Plan: 29 to create, 1 to update, 0 to replace, 0 to delete.")
+    same = run("plan", CONFIG, "--host", converged, "--detailed-exitcode")
+    assert same.returncode == 0, same.stderr
+    assert "No changes" in same.stdout
+    assert run("plan", CONFIG, "--host", fresh).returncode == 0  # without the flag
+
+
+def test_plan_file_is_written_and_shown_identically(fresh: str, tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    made = run("plan", CONFIG, "--host", fresh, "-o", str(out), "--format", "json")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == out.read_text()
+    again = tmp_path / "again.json"
+    assert run("plan", CONFIG, "--host", fresh, "-o", str(again)).returncode == 0
+    assert again.read_bytes() == out.read_bytes()  # same host, config, version: same bytes
+    shown = run("show", str(out), "--format", "json")
+    assert shown.returncode == 0 and shown.stdout == out.read_text()
+    text = run("show", str(out))
+    assert "\x1b[" not in text.stdout  # colour only on a terminal
+    assert "GPU 0000:17:00.0" in text.stdout and "domain hpc-compute-01" in text.stdout
+    assert text.stdout.index("GPU 0000:17:00.0") < text.stdout.index("domain hpc-compute-01")
+    assert "~ gpu[0000:17:00.0].mig [GPU RESET]" in text.stdout
+    md = run("show", str(out), "--format", "markdown")
+    assert "| create | update | replace | delete | unchanged |" in md.stdout
+    assert "<details>" in md.stdout and "[!WARNING]" in md.stdout
+
+
+def test_show_refuses_an_edited_plan_in_one_line(fresh: str, tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    assert run("plan", CONFIG, "--host", fresh, "-o", str(out)).returncode == 0
+    out.write_text(out.read_text().replace('"needs_reset":true', '"needs_reset":false'))
+    res = run("show", str(out))
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
+    assert "plan_sha256 does not match" in res.stderr
+
+
+def test_impossible_config_is_one_line_error_exit_1(fresh: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / CONFIG).read_text().replace(
+        "gpu_config: {mode: mig, mig_profile: 1g.5gb}\n    slurm_config",
+        "gpu_config: {mode: mig, mig_profile: 7g.40gb}\n    slurm_config", 1))
+    assert bad.read_text() != (ROOT / CONFIG).read_text()
+    res = run("plan", str(bad), "--host", fresh, "--detailed-exitcode")
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr and res.stderr.strip().count("\n") == 0
+    assert "hpc-compute-04 (clusters.hpc.compute_nodes[3]): cannot place 7g.40gb" in res.stderr
+    assert "[1g][1g][1g][  ][  ][  ][  ][  ]" in res.stderr
+
+
+def test_graph_prints_dot_that_graphviz_renders_and_json(fresh: str) -> None:
+    dot = run("graph", CONFIG, "--host", fresh)
+    assert dot.returncode == 0, dot.stderr
+    assert '"gpu[0000:17:00.0].mig" -> "gpu[0000:17:00.0].gi[1g.5gb@0]"' in dot.stdout
+    if shutil.which("dot"):
+        svg = subprocess.run(["dot", "-Tsvg"], input=dot.stdout, capture_output=True, text=True)
+        assert svg.returncode == 0 and "<svg" in svg.stdout, svg.stderr
+    data = json.loads(run("graph", CONFIG, "--host", fresh, "--format", "json").stdout)
+    edges = {tuple(e) for e in data["edges"]}
+    ci = "gpu[0000:17:00.0].gi[1g.5gb@0].ci[1g.5gb@0]"
+    vgpu = next(v for u, v in edges if u == ci)
+    assert vgpu.startswith("vgpu[")
+    assert any(u == vgpu and v.startswith("domain[hpc-compute-01].hostdev[") for u, v in edges)
+    kinds = {n["address"]: n["kind"] for n in data["nodes"]}
+    assert kinds["gpu[0000:17:00.0].vfs"] == "sriov"
