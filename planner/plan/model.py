@@ -78,9 +78,14 @@ class Plan(_Frozen):
     def sealed(self) -> Plan:
         """This plan with its digest set (serialised once: the text is kept for to_json)."""
         data = self.body()
-        data["plan_sha256"] = digest(data)
+        lines = [canonical_json(a) for a in data["actions"]]
+        # compact canonical JSON of a list is "[" + ",".join(items) + "]": reuse the lines
+        rest = {k: v for k, v in data.items() if k != "actions"}
+        compact = canonical_json({**rest, "actions": []}).replace(
+            '"actions":[]', '"actions":[' + ",".join(lines) + "]", 1)
+        data["plan_sha256"] = hashlib.sha256(compact.encode()).hexdigest()
         plan = self.model_copy(update={"plan_sha256": data["plan_sha256"]})
-        plan._text = plan_text(data)
+        plan._text = plan_text(data, lines)
         return plan
 
     def to_json(self) -> str:
@@ -94,14 +99,17 @@ def dump_plan(plan: Plan) -> str:
     return plan.to_json()
 
 
+_COMPACT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical_json(value: Any, *, indent: int | None = None) -> str:
     """Sorted keys, no float/whitespace ambiguity; pretty with ``indent`` (ends with a newline)."""
     if indent is None:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return _COMPACT.encode(value)
     return json.dumps(value, sort_keys=True, indent=indent, ensure_ascii=True) + "\n"
 
 
-def plan_text(data: dict[str, Any]) -> str:
+def plan_text(data: dict[str, Any], action_lines: list[str] | None = None) -> str:
     """The plan file's layout: top-level keys sorted, one per line, and each action on a
     line of its own (compact canonical JSON), so a changed action is a one-line diff."""
     lines = ["{"]
@@ -110,7 +118,9 @@ def plan_text(data: dict[str, Any]) -> str:
         value = data[key]
         comma = "," if n < len(keys) - 1 else ""
         if key == "actions" and isinstance(value, list) and value:
-            items = ",\n".join("    " + canonical_json(item) for item in value)
+            if action_lines is None:
+                action_lines = [canonical_json(item) for item in value]
+            items = ",\n".join("    " + line for line in action_lines)
             lines.append(f"  {json.dumps(key)}: [\n{items}\n  ]{comma}")
         else:
             lines.append(f"  {json.dumps(key)}: {canonical_json(value)}{comma}")

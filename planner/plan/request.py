@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.lang import GpuSelector, Layout, MigProfile
@@ -23,6 +24,7 @@ AIHOW_NAMESPACE = uuid.UUID("8f4f2a62-5b1c-5d6e-9a3b-6169686f7721")
 HOST_OWNER = "host"
 
 
+@lru_cache(maxsize=65536)
 def mdev_uuid(stable_name: str) -> str:
     """The mdev UUID of a vGPU device: uuid5 of its stable name (``hpc/hpc-compute-01/gpu0``)."""
     return str(uuid.uuid5(AIHOW_NAMESPACE, stable_name))

@@ -244,6 +244,25 @@ def _ci_profile(model: GpuModel, gi: GiProfile, profile: MigProfile | None) -> C
     return next((c for c in cis if c.slice_count == profile.ci_slices), None)
 
 
+class _NoRoom:
+    """A "no free placement" reason, drawn only if an error shows it (drawing is costly)."""
+
+    def __init__(self, w: _Work, profile: GiProfile) -> None:
+        self.text: str | None = None
+        self.w, self.profile = w, profile
+        self.snapshot = list(w.slots)  # the occupancy at the time of the refusal
+
+    def __str__(self) -> str:
+        if self.text is None:
+            now, self.w.slots = self.w.slots, list(self.snapshot)
+            try:
+                self.text = (f"{self.w.gpu.pci}: no free placement for {self.profile.name} "
+                             f"{self.w.occupancy()}")
+            finally:
+                self.w.slots = now
+        return self.text
+
+
 class Bindings:
     """Which domains use which GPU instance, through an mdev or a vfio-vf VF."""
 
@@ -320,7 +339,7 @@ class _Resolver:
                                 if p is not None and not w.bound[i]}):
                 self.free_of.setdefault(name, []).append(n)
         self._frontier: dict[tuple[str, int | None], int] = {}
-        self._skipped: dict[tuple[str, int | None], list[str]] = {}
+        self._skipped: dict[tuple[str, int | None], list[str | _NoRoom]] = {}
         self._assign_policies()
 
     # -- management entries
@@ -474,6 +493,9 @@ class _Resolver:
             if isinstance(slot, str) or slot.profile != w.profiles[i]:
                 continue
             slot.claim = i
+            if all(s.claim is not None for s in w.slots):
+                w.add(slot)  # instances that coexist today still fit together: no search
+                return True
             cost = w.cost(slot)
             if cost is None:
                 continue
@@ -481,7 +503,7 @@ class _Resolver:
             return True
         return False
 
-    def _try(self, w: _Work, req: SliceRequest) -> tuple[int, _Slot, int] | str:
+    def _try(self, w: _Work, req: SliceRequest) -> tuple[int, _Slot, int] | str | _NoRoom:
         """(extra creates + deletes, slot, new cost) for ``req`` on ``w``, or why it cannot go
         there.
         A reason returned here stays true while more requests are placed (they only add)."""
@@ -506,7 +528,7 @@ class _Resolver:
             cost = w.cost(option)
             if cost is not None:
                 return cost - base - (1 if option.claim is not None else 0), option, cost
-        return f"no free placement for {slot.profile.name} {w.occupancy()}"
+        return _NoRoom(w, slot.profile)
 
     def _has_free(self, w: _Work, name: str) -> bool:
         claimed = w.claimed()
@@ -522,7 +544,7 @@ class _Resolver:
         candidates = self._candidates(req)
         name = req.profile.gi_name
         key = (name, req.placement) if req.gpu is None else None
-        reasons = list(self._skipped.get(key, [])) if key else []
+        reasons: list[str | _NoRoom] = list(self._skipped.get(key, [])) if key else []
         best: tuple[int, int, _Work, _Slot, int] | None = None  # (delta, order, work, slot, cost)
         if req.gpu is None:  # candidates are all the works, in order
             free = [n for n in self.free_of.get(name, []) if self._has_free(self.works[n], name)]
@@ -530,7 +552,7 @@ class _Resolver:
             free = [n for n, w in enumerate(candidates) if self._has_free(w, name)]
         for order in free:
             got = self._try(candidates[order], req)
-            if not isinstance(got, str) and (best is None or got[0] < best[0]):
+            if isinstance(got, tuple) and (best is None or got[0] < best[0]):
                 best = (got[0], order, candidates[order], got[1], got[2])
         if best is None or best[0] > 0:
             frontier = self._frontier.get(key, 0) if key else 0
@@ -540,8 +562,8 @@ class _Resolver:
                     continue
                 w = candidates[order]
                 got = self._try(w, req)
-                if isinstance(got, str):
-                    reasons.append(f"{w.gpu.pci}: {got}")
+                if isinstance(got, str | _NoRoom):
+                    reasons.append(f"{w.gpu.pci}: {got}" if isinstance(got, str) else got)
                     if key and order == frontier:  # no later request of the kind fits here
                         frontier += 1
                         self._frontier[key] = frontier
@@ -556,7 +578,7 @@ class _Resolver:
             shown = reasons[:_MAX_REASONS]
             if len(reasons) > _MAX_REASONS:
                 shown.append(f"and {len(reasons) - _MAX_REASONS} more")
-            considered = "; ".join(shown) or "no GPUs on this host"
+            considered = "; ".join(str(r) for r in shown) or "no GPUs on this host"
             pin = f" at slice {req.placement}" if req.placement is not None else ""
             raise ResolveError(
                 f"{req.describe()}: cannot place {req.profile}{pin}: {considered}")
