@@ -15,6 +15,11 @@ probe) sees what the previous one left. The store:
 Run state travels into the test driver through its own node-file extensions
 (``<test:runstate>``, ``<test:transient/>``), so a running domain is running again,
 with its live XML, in the next process.
+
+A read-write session on a simulated host also honours the simulator's injected faults
+(``aihow sim fail DIR --op virDomainCreate ...``): the connection and its domains are
+libvirt's own objects whose changing methods first ask ``planner.sim.faults.check`` and
+raise a ``libvirtError`` with the armed error code when a fault fires.
 """
 
 from __future__ import annotations
@@ -111,6 +116,8 @@ def open_libvirt(
     finally:
         os.unlink(node_path)  # the test driver has read it; it keeps state in memory
     if not read_only:
+        if (sim_dir / "state.json").is_file():  # a whole simulated host: faults apply
+            _guard_with_faults(libvirt, conn, sim_dir)
         # A running domain whose persistent definition differs from its live one: the
         # node file carried the live XML, defining the persistent one makes it pending.
         for rec in records:
@@ -253,3 +260,98 @@ def build_node_xml(records: list[SimDomainRecord]) -> str:
             ET.SubElement(dom, f"{{{TEST_NS}}}transient")
         node.append(dom)
     return ET.tostring(node, encoding="unicode")
+
+
+# --- injected faults on a simulated host ---------------------------------------------------
+
+# libvirt-python method -> the simulator's operation name (planner.sim.faults.LIBVIRT_OPS).
+_CONN_FAULT_OPS = {
+    "defineXML": "virDomainDefineXML",
+    "defineXMLFlags": "virDomainDefineXML",
+    "nodeDeviceCreateXML": "virNodeDeviceCreateXML",
+}
+_DOMAIN_FAULT_OPS = {
+    "create": "virDomainCreate",
+    "createWithFlags": "virDomainCreate",
+    "shutdown": "virDomainShutdown",
+    "shutdownFlags": "virDomainShutdown",
+    "destroy": "virDomainDestroy",
+    "destroyFlags": "virDomainDestroy",
+    "undefine": "virDomainUndefine",
+    "undefineFlags": "virDomainUndefine",
+    "attachDevice": "virDomainAttachDeviceFlags",
+    "attachDeviceFlags": "virDomainAttachDeviceFlags",
+    "detachDevice": "virDomainDetachDeviceFlags",
+    "detachDeviceFlags": "virDomainDetachDeviceFlags",
+}
+_RETURNS_DOMAIN = ("lookupByName", "lookupByUUIDString", "lookupByUUID", "lookupByID",
+                   "defineXML", "defineXMLFlags", "createXML")
+
+
+def _fault_error(libvirt: Any, op: str, error: str) -> Exception:
+    libvirt.virResetLastError()
+    message = f"{op}: injected fault ({error})"
+    err = libvirt.libvirtError(message)
+    err.args = (message,)
+    err.err = (getattr(libvirt, error), libvirt.VIR_FROM_DOMAIN, message, libvirt.VIR_ERR_ERROR,
+               None, None, None, -1, -1)
+    return err
+
+
+def _checked(libvirt: Any, method: Any, op: str) -> Any:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from planner.sim.faults import check
+
+        error = check(self._aihow_sim_dir, op)
+        if error is not None:
+            raise _fault_error(libvirt, op, error)
+        return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
+
+    call.__name__ = method.__name__
+    return call
+
+
+def _returning_domains(method: Any) -> Any:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
+
+    call.__name__ = method.__name__
+    return call
+
+
+_CLASSES: dict[str, Any] = {}
+
+
+def _sim_classes(libvirt: Any) -> tuple[Any, Any]:
+    """Subclasses of virConnect and virDomain whose changing calls check for faults."""
+    if not _CLASSES:
+        conn_attrs: dict[str, Any] = {}
+        for name in _RETURNS_DOMAIN:
+            conn_attrs[name] = _returning_domains(getattr(libvirt.virConnect, name))
+        conn_attrs["listAllDomains"] = _returning_domains(libvirt.virConnect.listAllDomains)
+        for name, op in _CONN_FAULT_OPS.items():
+            conn_attrs[name] = _checked(libvirt, getattr(libvirt.virConnect, name), op)
+        dom_attrs = {name: _checked(libvirt, getattr(libvirt.virDomain, name), op)
+                     for name, op in _DOMAIN_FAULT_OPS.items()}
+        _CLASSES["conn"] = type("SimVirConnect", (libvirt.virConnect,), conn_attrs)
+        _CLASSES["domain"] = type("SimVirDomain", (libvirt.virDomain,), dom_attrs)
+    return _CLASSES["conn"], _CLASSES["domain"]
+
+
+def _adopt(value: Any, sim_dir: Path) -> Any:
+    """Give domains returned by the connection the fault-checking class."""
+    import libvirt
+
+    _, dom_class = _sim_classes(libvirt)
+    if isinstance(value, list):
+        return [_adopt(v, sim_dir) for v in value]
+    if isinstance(value, libvirt.virDomain) and not isinstance(value, dom_class):
+        value.__class__ = dom_class
+        value._aihow_sim_dir = sim_dir
+    return value
+
+
+def _guard_with_faults(libvirt: Any, conn: Any, sim_dir: Path) -> None:
+    conn_class, _ = _sim_classes(libvirt)
+    conn.__class__ = conn_class  # the same virConnect object, with checked methods
+    conn._aihow_sim_dir = sim_dir

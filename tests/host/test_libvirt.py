@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -16,6 +17,7 @@ from planner.host.errors import HostError
 from planner.host.libvirt_conn import open_libvirt
 from planner.host.libvirt_read import parse_hostdevs, read_domains
 from planner.host.state import Hostdev
+from planner.sim.host import GpuSpec
 
 MDEV = "2f0c6a3e-1111-4222-8333-444455556666"
 
@@ -48,6 +50,15 @@ def domain_xml(
         """)
 
 
+@pytest.fixture(params=["simulated host", "bare directory"])
+def sim_dir(request: pytest.FixtureRequest, make_host: Callable[..., Path],
+            tmp_path: Path) -> Path:
+    """A simulated host's DIR, or a plain directory that only keeps libvirt state."""
+    if request.param == "bare directory":
+        return tmp_path
+    return make_host(GpuSpec("a100-40gb"))
+
+
 def run_py(code: str) -> str:
     """Run code in a fresh interpreter: a separate process, as plan and apply are."""
     proc = subprocess.run(
@@ -57,8 +68,8 @@ def run_py(code: str) -> str:
     return proc.stdout
 
 
-def test_domains_persist_across_processes(tmp_path: Path) -> None:
-    sim = f"sim:{tmp_path}"
+def test_domains_persist_across_processes(sim_dir: Path) -> None:
+    sim = f"sim:{sim_dir}"
     run_py(f"""
         from planner.host.libvirt_conn import open_libvirt
         with open_libvirt({sim!r}) as s:
@@ -81,11 +92,11 @@ def test_domains_persist_across_processes(tmp_path: Path) -> None:
     assert domains["vm-a"]["hostdevs"] == [{"type": "mdev", "uuid": MDEV, "pci": None}]
     assert domains["vm-b"]["state"] == "shut off"
     assert domains["vm-b"]["hostdevs"] == [{"type": "pci", "uuid": None, "pci": "0000:41:00.4"}]
-    assert (tmp_path / "libvirt" / "domains" / "vm-a.xml").is_file()
+    assert (sim_dir / "libvirt" / "domains" / "vm-a.xml").is_file()
 
 
-def test_uuid_state_and_removal_round_trip(tmp_path: Path) -> None:
-    sim = f"sim:{tmp_path}"
+def test_uuid_state_and_removal_round_trip(sim_dir: Path) -> None:
+    sim = f"sim:{sim_dir}"
     with open_libvirt(sim) as s:
         dom = s.conn.defineXML(domain_xml("vm-a"))
         uuid = dom.UUIDString()
@@ -103,11 +114,11 @@ def test_uuid_state_and_removal_round_trip(tmp_path: Path) -> None:
         s.commit()
     with open_libvirt(sim, read_only=True) as s:
         assert [(d.name, d.state) for d in read_domains(s.conn)] == [("vm-a", "shut off")]
-    assert not (tmp_path / "libvirt" / "domains" / "vm-gone.xml").exists()
+    assert not (sim_dir / "libvirt" / "domains" / "vm-gone.xml").exists()
 
 
-def test_transient_and_pending_definition_survive(tmp_path: Path) -> None:
-    sim = f"sim:{tmp_path}"
+def test_transient_and_pending_definition_survive(sim_dir: Path) -> None:
+    sim = f"sim:{sim_dir}"
     with open_libvirt(sim) as s:
         s.conn.createXML(domain_xml("vm-transient", mdev=MDEV), 0)
         dom = s.conn.defineXML(domain_xml("vm-run"))
@@ -128,21 +139,21 @@ def test_transient_and_pending_definition_survive(tmp_path: Path) -> None:
     assert names == ["vm-run"]
 
 
-def test_read_only_session_refuses_changes(tmp_path: Path) -> None:
-    with open_libvirt(f"sim:{tmp_path}", read_only=True) as s:
+def test_read_only_session_refuses_changes(sim_dir: Path) -> None:
+    with open_libvirt(f"sim:{sim_dir}", read_only=True) as s:
         with pytest.raises(libvirt.libvirtError, match="read only"):
             s.conn.defineXML(domain_xml("vm-a"))
         with pytest.raises(HostError, match="read-only"):
             s.commit()
-    assert not (tmp_path / "libvirt" / "runstate.json").exists()
+    assert not (sim_dir / "libvirt" / "runstate.json").exists()
 
 
-def test_hand_written_domain_without_uuid_gets_a_stable_one(tmp_path: Path) -> None:
-    (tmp_path / "libvirt" / "domains").mkdir(parents=True)
-    (tmp_path / "libvirt" / "domains" / "vm-h.xml").write_text(domain_xml("vm-h"))
+def test_hand_written_domain_without_uuid_gets_a_stable_one(sim_dir: Path) -> None:
+    (sim_dir / "libvirt" / "domains").mkdir(parents=True)
+    (sim_dir / "libvirt" / "domains" / "vm-h.xml").write_text(domain_xml("vm-h"))
     uuids = set()
     for _ in range(2):
-        with open_libvirt(f"sim:{tmp_path}", read_only=True) as s:
+        with open_libvirt(f"sim:{sim_dir}", read_only=True) as s:
             uuids.add(s.conn.lookupByName("vm-h").UUIDString())
     assert len(uuids) == 1
 
@@ -156,11 +167,11 @@ def test_unknown_uri_and_missing_dir_are_clear_errors(tmp_path: Path) -> None:
         open_libvirt("local", "bogus:///x")
 
 
-def test_override_opens_that_uri_and_commit_is_a_no_op(tmp_path: Path) -> None:
-    with open_libvirt(f"sim:{tmp_path}", "test:///default") as s:
+def test_override_opens_that_uri_and_commit_is_a_no_op(sim_dir: Path) -> None:
+    with open_libvirt(f"sim:{sim_dir}", "test:///default") as s:
         assert s.conn.getURI() == "test:///default"
         s.commit()
-    assert not (tmp_path / "libvirt").exists()
+    assert not (sim_dir / "libvirt").exists()
 
 
 def test_parse_hostdevs_reads_mdev_and_pci_in_order() -> None:
@@ -174,3 +185,28 @@ def test_parse_hostdevs_reads_mdev_and_pci_in_order() -> None:
 def test_parse_hostdevs_bad_xml_names_the_domain() -> None:
     with pytest.raises(HostError, match=r"domain\[x\]: unreadable domain XML"):
         parse_hostdevs("<domain>", "domain[x]")
+
+
+def test_injected_faults_fail_the_named_operation_once(make_host: Callable[..., Path]) -> None:
+    from planner.sim.faults import arm
+    from planner.sim.state import SimStore
+
+    sim_dir = make_host(GpuSpec("a100-40gb"))
+    with SimStore(sim_dir).transaction() as state:
+        arm(state, "virDomainCreate", 2, "VIR_ERR_OPERATION_TIMEOUT")
+        arm(state, "virDomainDefineXML", 1)
+    with open_libvirt(f"sim:{sim_dir}") as s:
+        with pytest.raises(libvirt.libvirtError, match="virDomainDefineXML: injected") as info:
+            s.conn.defineXML(domain_xml("vm-a"))
+        assert info.value.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED
+        assert s.conn.listAllDomains() == []  # nothing was defined
+        s.conn.defineXML(domain_xml("vm-a"))  # the fault fired once
+        s.conn.defineXML(domain_xml("vm-b"))
+        s.conn.lookupByName("vm-a").create()  # first create: counted, no fault
+        dom = s.conn.lookupByName("vm-b")
+        with pytest.raises(libvirt.libvirtError) as info:
+            dom.create()
+        assert info.value.get_error_code() == libvirt.VIR_ERR_OPERATION_TIMEOUT
+        assert not dom.isActive()
+        dom.create()
+        assert isinstance(s.conn, libvirt.virConnect) and isinstance(dom, libvirt.virDomain)
