@@ -11,8 +11,9 @@ Behaviour that the sources leave open is decided here and marked INFERRED or ASS
   one that makes the fewest currently free placements (of every profile the driver offers,
   within their instance limits) unavailable; ties go to the lowest start. This gives
   ``19,14,5`` -> 1g@6, 2g@4, 4g@0; ``19,19,14,9`` -> 1g@6, 1g@4, 2g@0 and then profile 9
-  fails with Insufficient Resources; ``9,19,14,19`` -> 3g@4, 1g@0, 2g@2, 1g@1. The same rule
-  picks compute-instance placements inside a GI.
+  fails with Insufficient Resources; ``9,19,14,19`` -> 3g@4, 1g@0, 2g@2, 1g@1.
+* Compute instances without a placement take the lowest free start (observed -lci output:
+  1c CIs at 0:1, 1:1, ... in creation order).
 * GI ids come from the size-class ranges of the open kernel driver (FULL 0, HALF 1-2,
   QUARTER 3-6, EIGHTH 7-14; A30 uses the first three): id = n-1+slot for a placement that is
   1/n of the GPU, where slot = start/size, permuted per GPU ("swapped-halves" maps slot s to
@@ -323,15 +324,12 @@ def create_ci(
     g = profile_of(state, gpu, gi).compute_slices
     free = _ci_free_starts(g, cp, _ci_tuples(gi))
     if placement is None:
-        others = [
-            (_ci_free_starts(g, q, _ci_tuples(gi)), q.slice_count)
-            for q in ci_profiles(state, gpu, gi)
-        ]
-        start = _choose(free, cp.slice_count, others)
-        if start is None:
+        # Observed: 1c CIs in 2g and 3g GIs land at 0:1, 1:1, ... in creation order.
+        if not free:
             raise DriverError(
                 Nvml.INSUFFICIENT_RESOURCES, f"CI profile {profile_id} in GI {gi.gi_id}"
             )
+        start = free[0]
     else:
         start, size = placement
         if size != cp.slice_count or start not in cp.placements:

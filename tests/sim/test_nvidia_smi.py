@@ -1,0 +1,125 @@
+"""The fake nvidia-smi, run as the executable DIR/bin/nvidia-smi in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from planner.sim.fake_nvml import FakeNvml
+from planner.sim.host import GpuSpec
+
+
+def smi(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(root / "bin" / "nvidia-smi"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_creation_order_failure_through_nvidia_smi(a100: Path) -> None:
+    r = smi(a100, "mig", "-cgi", "19,19,14,9")
+    assert r.returncode != 0
+    assert r.stdout.splitlines() == [
+        "Successfully created GPU instance ID 13 on GPU  0 using profile MIG 1g.5gb (ID 19)",
+        "Successfully created GPU instance ID 11 on GPU  0 using profile MIG 1g.5gb (ID 19)",
+        "Successfully created GPU instance ID  3 on GPU  0 using profile MIG 2g.10gb (ID 14)",
+        "Unable to create a GPU instance on GPU  0 using profile 9: Insufficient Resources",
+        "Failed to create GPU instances: Insufficient Resources",
+    ]
+    lgi = smi(a100, "mig", "-lgi").stdout
+    assert "|   0  MIG 1g.5gb          19       13          6:1     |" in lgi
+    assert "|   0  MIG 2g.10gb         14        3          0:2     |" in lgi
+    # NVML sees what nvidia-smi made
+    n = FakeNvml(a100)
+    n.nvmlInit()
+    h = n.nvmlDeviceGetHandleByIndex(0)
+    assert n.nvmlDeviceGetGpuInstanceRemainingCapacity(h, 9) == 0
+
+
+def test_same_set_with_explicit_placements(a100: Path) -> None:
+    r = smi(a100, "mig", "-cgi", "19:0,19:1,14:2,9:4", "-C")
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.count("Successfully created GPU instance") == 4
+    assert r.stdout.count("Successfully created compute instance") == 4
+    lines = smi(a100, "mig", "-lgi").stdout.splitlines()
+    rows = [line for line in lines if line.startswith("|   0")]
+    # grouped by profile (1g, 2g, 3g), GI id ascending within a profile
+    assert [r.split()[4] for r in rows] == ["19", "19", "14", "9"]
+    assert [r.split()[6] for r in rows] == ["0:1", "1:1", "2:2", "4:4"]
+    lci = smi(a100, "mig", "-lci", "-gi", "2").stdout
+    assert "|   0      2       MIG 3g.20gb          2         0          0:3     |" in lci
+
+
+def test_names_and_lists(a100: Path) -> None:
+    lgip = smi(a100, "mig", "-lgip").stdout.splitlines()
+    assert lgip[5] == (
+        "|   0  MIG 1g.5gb        19     7/7        4.75       No     14     0     0   |"
+    )
+    assert all(len(line) == 79 for line in lgip)
+    lgipp = smi(a100, "mig", "-lgipp").stdout.splitlines()
+    assert "GPU  0 Profile ID 19 Placements: {0,1,2,3,4,5,6}:1" in lgipp
+    assert "GPU  0 Profile ID  0 Placement : {0}:8" in lgipp
+    assert smi(a100, "mig", "-cgi", "3g.20gb,MIG 1g.5gb", "-C").returncode == 0
+    listing = smi(a100, "-L").stdout.splitlines()
+    assert listing[0].startswith("GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-")
+    assert listing[1].startswith("  MIG 3g.20gb     Device  0: (UUID: MIG-")
+    assert listing[2].startswith("  MIG 1g.5gb      Device  1: (UUID: MIG-")
+
+
+def test_in_use_and_empty_lists(a100: Path) -> None:
+    assert smi(a100, "mig", "-lgi").stdout.strip() == "No GPU instances found."
+    smi(a100, "mig", "-cgi", "9", "-C")
+    r = smi(a100, "mig", "-dgi")
+    assert r.returncode == 19
+    assert r.stdout.splitlines() == [
+        "Unable to destroy GPU instance ID  2 from GPU  0: In use by another client",
+        "Failed to destroy GPU instances: In use by another client",
+    ]
+    assert smi(a100, "mig", "-dci").returncode == 0
+    r = smi(a100, "mig", "-dgi")
+    assert r.stdout.strip() == "Successfully destroyed GPU instance ID  2 from GPU  0"
+
+
+def test_mig_disabled_and_pending_and_reset(make_host) -> None:
+    root = make_host(GpuSpec("a100-40gb", "0000:17:00.0"))
+    r = smi(root, "mig", "-lgi")
+    assert (r.returncode, r.stdout.strip()) == (6, "No MIG-enabled devices found.")
+    subprocess.run(
+        [
+            ".venv/bin/aihow",
+            "sim",
+            "hold",
+            str(root),
+            "--gpu",
+            "17:00.0",
+            "--name",
+            "nvidia-persistenced",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    r = smi(root, "-i", "0", "-mig", "1")
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[0] == (
+        "Warning: MIG mode is in pending enable state for GPU 00000000:17:00.0:"
+        "In use by another client"
+    )
+    assert "Enabled" in smi(root, "-q").stdout.split("Pending")[1].splitlines()[0]
+    r = smi(root, "-r")
+    assert r.returncode == 255
+    assert "  GPU 00000000:17:00.0: In use by another client" in r.stdout.splitlines()
+    assert "1 device is currently being used" in r.stdout
+    subprocess.run(
+        [".venv/bin/aihow", "sim", "hold", str(root), "--gpu", "0000:17:00.0", "--release"],
+        check=True,
+        capture_output=True,
+    )
+    r = smi(root, "--gpu-reset")
+    assert r.returncode == 0 and "GPU 00000000:17:00.0 was successfully reset." in r.stdout
+    assert smi(root, "mig", "-lgi").stdout.strip() == "No GPU instances found."
+
+
+def test_bad_arguments(a100: Path) -> None:
+    r = smi(a100, "mig", "-lgi", "-lci")
+    assert r.returncode == 2 and r.stdout.startswith("Invalid combination of input arguments")
+    r = smi(a100, "-i", "7", "-q")
+    assert (r.returncode, r.stdout.strip()) == (6, "No devices were found")
