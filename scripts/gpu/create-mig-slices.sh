@@ -338,6 +338,13 @@ place() {
     return 1
 }
 if ! place 0 "${occupied}"; then
+    if [[ "${#KEEP[@]}" -gt 0 ]]; then
+        kept=""
+        for e in "${KEEP[@]}"; do
+            kept+="${kept:+, }$(name_of "${E_PID[${e}]}")@${E_START[${e}]}"
+        done
+        die 1 "${LABEL}: the new instances do not fit beside the ones kept (${kept}); use --destroy-existing to place them all afresh"
+    fi
     die 1 "${LABEL}: these profiles do not fit together on this GPU (no free placement for all of them); see 'nvidia-smi mig -i ${IDX} -lgipp'"
 fi
 for k in "${!W_ID[@]}"; do
@@ -445,6 +452,7 @@ done <<<"${SMI_OUT}"
 mapfile -t SORTED_CI < <(printf '%s\n' "${CI_LIST[@]}" | sort -n -k1,1 -k2,2)
 say "${LABEL}: MIG devices:"
 printf '  %-14s %-7s %-10s %-6s %s\n' "PROFILE" "GI" "PLACEMENT" "CI" "UUID"
+rows=()
 for e in "${!E_GI[@]}"; do
     gi="${E_GI[${e}]}"
     found=0
@@ -452,12 +460,18 @@ for e in "${!E_GI[@]}"; do
         [[ -n "${SORTED_CI[${n}]}" ]] || continue
         read -r cgi cci <<<"${SORTED_CI[${n}]}"
         [[ "${cgi}" == "${gi}" ]] || continue
-        printf '  %-14s %-7s %-10s %-6s %s\n' "$(name_of "${E_PID[${e}]}")" "${gi}" \
-            "${E_START[${e}]}:${E_SIZE[${e}]}" "${cci}" "${UUIDS[${n}]:-?}"
+        rows+=("$(printf '%03d %03d|  %-14s %-7s %-10s %-6s %s' "${E_START[${e}]}" "${cci}" \
+            "$(name_of "${E_PID[${e}]}")" "${gi}" "${E_START[${e}]}:${E_SIZE[${e}]}" "${cci}" \
+            "${UUIDS[${n}]:-?}")")
         found=1
     done
     if [[ "${found}" -eq 0 ]]; then
-        printf '  %-14s %-7s %-10s %-6s %s\n' "$(name_of "${E_PID[${e}]}")" "${gi}" \
-            "${E_START[${e}]}:${E_SIZE[${e}]}" "-" "(no compute instance, no MIG device)"
+        rows+=("$(printf '%03d 999|  %-14s %-7s %-10s %-6s %s' "${E_START[${e}]}" \
+            "$(name_of "${E_PID[${e}]}")" "${gi}" "${E_START[${e}]}:${E_SIZE[${e}]}" "-" \
+            "(no compute instance, no MIG device)")")
     fi
 done
+# By placement, so the table reads left to right across the GPU's memory slices.
+if [[ "${#rows[@]}" -gt 0 ]]; then
+    printf '%s\n' "${rows[@]}" | sort | cut -d'|' -f2-
+fi

@@ -88,33 +88,68 @@ if [[ "${DRY_RUN}" -eq 0 ]]; then
 fi
 
 # list_holders PCI: one line per thing holding the GPU, for the reset error message.
+# Sources: the "Processes" section of 'nvidia-smi -q -i PCI' (compute and graphics
+# processes), then the process table: known services by name, and any process with an
+# NVIDIA device file open (what 'fuser -v /dev/nvidia*' shows).
 list_holders() {
-    local pci="$1" out line bus pid name found=0 dir argv0 comm svc
-    if out="$("${NVIDIA_SMI}" --query-compute-apps=gpu_bus_id,pid,process_name --format=csv,noheader 2>/dev/null)"; then
+    local pci="$1" out line pid="" name found=0 dir argv0 comm what fd target devs
+    local -A listed=()
+    if out="$("${NVIDIA_SMI}" -q -i "${pci}" 2>/dev/null)"; then
+        local re_pid='^[[:space:]]+Process ID[[:space:]]*:[[:space:]]*([0-9]+)'
+        local re_name='^[[:space:]]+Name[[:space:]]*:[[:space:]]*(.*[^[:space:]])'
         while IFS= read -r line; do
-            [[ "${line}" == *,*,* ]] || continue
-            IFS=',' read -r bus pid name <<<"${line}"
-            if [[ "$(normalize_pci "$(trim "${bus}")" || true)" == "${pci}" ]]; then
-                say "    process $(trim "${pid}") ($(trim "${name}")) is using the GPU: stop it"
+            if [[ "${line}" =~ ${re_pid} ]]; then
+                pid="${BASH_REMATCH[1]}"
+            elif [[ -n "${pid}" && "${line}" =~ ${re_name} ]]; then
+                name="${BASH_REMATCH[1]}"
+                say "    pid ${pid}: ${name} (a process on the GPU: stop it)"
+                listed["${pid}"]=1
                 found=1
+                pid=""
             fi
         done <<<"${out}"
     fi
-    # Services that keep every GPU open. comm is cut at 15 characters, so argv[0] is read.
     for dir in "${PROC_ROOT}"/[0-9]*; do
-        [[ -r "${dir}/cmdline" ]] || continue
+        [[ -d "${dir}" ]] || continue
+        pid="${dir##*/}"
+        [[ -z "${listed[${pid}]:-}" ]] || continue
         argv0=""
-        IFS= read -r -d '' argv0 <"${dir}/cmdline" || true
-        comm="$(basename -- "${argv0:-unknown}")"
+        if [[ -r "${dir}/cmdline" ]]; then
+            IFS= read -r -d '' argv0 <"${dir}/cmdline" || true
+        fi
+        # comm is cut at 15 characters, so argv[0] is used when there is one.
+        if [[ -n "${argv0}" ]]; then
+            comm="$(basename -- "${argv0}")"
+        elif [[ -r "${dir}/comm" ]]; then
+            comm="$(<"${dir}/comm")"
+        else
+            continue
+        fi
         case "${comm}" in
-            nvidia-persistenced) svc="nvidia-persistenced (stop it: systemctl stop nvidia-persistenced, or nvidia-smi -pm 0)" ;;
-            nv-hostengine) svc="DCGM nv-hostengine (stop it: systemctl stop nvidia-dcgm)" ;;
-            dcgm-exporter) svc="dcgm-exporter (stop it: systemctl stop dcgm-exporter)" ;;
-            nv-fabricmanager | nvidia-fabricmanager) svc="NVIDIA Fabric Manager (stop it: systemctl stop nvidia-fabricmanager)" ;;
-            nvsm*) svc="NVSM ${comm} (stop it: systemctl stop nvsm)" ;;
-            *) continue ;;
+            nvidia-persistenced) what="nvidia-persistenced (systemctl stop nvidia-persistenced, or nvidia-smi -pm 0)" ;;
+            nv-hostengine) what="DCGM nv-hostengine (systemctl stop nvidia-dcgm)" ;;
+            dcgm-exporter) what="dcgm-exporter (systemctl stop dcgm-exporter)" ;;
+            nv-fabricmanager | nvidia-fabricmanager) what="NVIDIA Fabric Manager (systemctl stop nvidia-fabricmanager)" ;;
+            nvsm*) what="NVSM ${comm} (systemctl stop nvsm)" ;;
+            *) what="" ;;
         esac
-        say "    pid ${dir##*/}: ${svc}"
+        devs=""
+        for fd in "${dir}"/fd/*; do
+            [[ -L "${fd}" ]] || continue
+            target="$(readlink "${fd}")" || continue
+            case "${target}" in
+                /dev/nvidia[0-9]* | /dev/nvidiactl | /dev/nvidia-caps/*)
+                    [[ " ${devs} " == *" ${target} "* ]] || devs="${devs:+${devs} }${target}"
+                    ;;
+            esac
+        done
+        if [[ -n "${what}" ]]; then
+            say "    pid ${pid}: ${what}"
+        elif [[ -n "${devs}" ]]; then
+            say "    pid ${pid}: ${comm} has ${devs} open (stop it)"
+        else
+            continue
+        fi
         found=1
     done
     if [[ -r "${PROC_ROOT}/modules" ]] && grep -q '^nvidia_drm ' "${PROC_ROOT}/modules"; then
@@ -122,7 +157,7 @@ list_holders() {
         found=1
     fi
     if [[ "${found}" -eq 0 ]]; then
-        say "    nothing found holding it here; another nvidia-smi, a container or a VM may; or reboot"
+        say "    nothing found holding it here; a container, a VM or another host namespace may; or reboot"
     fi
 }
 
@@ -137,7 +172,7 @@ try_reset() {
         say "GPU ${GPU_INDEX[${i}]} (${pci}): reset done"
         return 0
     fi
-    say "GPU ${GPU_INDEX[${i}]} (${pci}): reset failed: $(head -n 2 <<<"${out}" | tr '\n' ' ')"
+    say "GPU ${GPU_INDEX[${i}]} (${pci}): reset failed: $(head -n 2 <<<"${out}" | tr -s '\n ' '  ' | sed 's/ *$//')"
     say "  the GPU is held by:"
     list_holders "${pci}"
     return 1
@@ -196,8 +231,13 @@ for i in "${SELECTED[@]}"; do
             raise_status "${EXIT_CHANGED}"
             continue
         fi
-        if ! out="$("${NVIDIA_SMI}" -i "${pci}" -mig "${flag}" 2>&1)"; then
-            say "${label}: nvidia-smi -mig ${flag} failed: ${out//$'\n'/ }" >&2
+        rc=0
+        out="$("${NVIDIA_SMI}" -i "${pci}" -mig "${flag}" 2>&1)" || rc=$?
+        if [[ "${rc}" -ne 0 || "${out}" == *"Unable to"* ]]; then
+            say "${PROG}: error: ${label}: nvidia-smi -mig ${flag} failed: ${out//$'\n'/ }" >&2
+            if [[ "${WANT}" == "Disabled" && "${out}" == *"In use"* ]]; then
+                say "  GPU instances still exist: destroy them first (create-mig-slices.sh --gpu ${pci} --destroy-existing, or nvidia-smi mig -i ${idx} -dci; nvidia-smi mig -i ${idx} -dgi)" >&2
+            fi
             raise_status "${EXIT_ERROR}"
             continue
         fi

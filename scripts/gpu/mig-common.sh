@@ -52,27 +52,45 @@ require_root() {
 }
 
 # GPU table: fills the parallel arrays GPU_INDEX, GPU_PCI, GPU_NAME, GPU_MIG_CUR, GPU_MIG_PEND
-# from --query-gpu. mig.mode.* is "Enabled", "Disabled" or "[N/A]" (not MIG-capable).
+# from 'nvidia-smi -q', which lists the GPUs in index order. MIG mode is "Enabled",
+# "Disabled" or "N/A" (not MIG-capable).
 load_gpus() {
     GPU_INDEX=()
     GPU_PCI=()
     GPU_NAME=()
     GPU_MIG_CUR=()
     GPU_MIG_PEND=()
-    local out line idx bus name cur pend pci
-    if ! out="$("${NVIDIA_SMI}" --query-gpu=index,pci.bus_id,name,mig.mode.current,mig.mode.pending \
-        --format=csv,noheader 2>&1)"; then
-        die 1 "nvidia-smi --query-gpu failed: ${out//$'\n'/ }"
+    local out line key value pci section="" n=-1
+    if ! out="$("${NVIDIA_SMI}" -q 2>&1)"; then
+        die 1 "nvidia-smi -q failed: ${out//$'\n'/ }"
     fi
+    local re_gpu='^GPU[[:space:]]+([0-9A-Fa-f:.]+)[[:space:]]*$'
+    local re_kv='^[[:space:]]+([^:]*[^[:space:]:])[[:space:]]*:[[:space:]]*(.*)$'
     while IFS= read -r line; do
-        [[ -z "${line}" ]] && continue
-        IFS=',' read -r idx bus name cur pend <<<"${line}"
-        pci="$(normalize_pci "$(trim "${bus}")")" || die 1 "unexpected nvidia-smi line: ${line}"
-        GPU_INDEX+=("$(trim "${idx}")")
-        GPU_PCI+=("${pci}")
-        GPU_NAME+=("$(trim "${name}")")
-        GPU_MIG_CUR+=("$(trim "${cur}")")
-        GPU_MIG_PEND+=("$(trim "${pend}")")
+        if [[ "${line}" =~ ${re_gpu} ]]; then
+            pci="$(normalize_pci "${BASH_REMATCH[1]}")" || die 1 "unexpected nvidia-smi -q line: ${line}"
+            n=$((n + 1))
+            GPU_INDEX+=("${n}")
+            GPU_PCI+=("${pci}")
+            GPU_NAME+=("?")
+            GPU_MIG_CUR+=("N/A")
+            GPU_MIG_PEND+=("N/A")
+            section=""
+            continue
+        fi
+        [[ "${n}" -ge 0 ]] || continue
+        if [[ "${line}" =~ ^[[:space:]]{4}([A-Za-z][^:]*[^[:space:]:])[[:space:]]*$ ]]; then
+            section="${BASH_REMATCH[1]}" # a section header such as "    MIG Mode"
+            continue
+        fi
+        [[ "${line}" =~ ${re_kv} ]] || continue
+        key="$(trim "${BASH_REMATCH[1]}")"
+        value="$(trim "${BASH_REMATCH[2]}")"
+        case "${section}/${key}" in
+            */"Product Name") GPU_NAME[n]="${value}" ;;
+            "MIG Mode/Current") GPU_MIG_CUR[n]="${value}" ;;
+            "MIG Mode/Pending") GPU_MIG_PEND[n]="${value}" ;;
+        esac
     done <<<"${out}"
     if [[ "${#GPU_INDEX[@]}" -eq 0 ]]; then
         die 1 "nvidia-smi lists no GPUs"

@@ -1,0 +1,172 @@
+"""create-mig-slices.sh against the simulator's nvidia-smi."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .conftest import A100, L40S, SimHost
+
+LGI_ROW = re.compile(r"^\|\s+\d+\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)", re.M)
+MIG_UUID = re.compile(r"MIG-[0-9a-fA-F-]{36}")
+FOUR = "3g.20gb,2g.10gb,1g.5gb,1g.5gb"
+
+
+@pytest.fixture
+def mig_host(host: SimHost) -> SimHost:
+    r = host.script("enable-mig.sh", "--gpu", A100)
+    assert r.returncode == 2, r.stdout + r.stderr
+    return host
+
+
+def instances(h: SimHost) -> list[tuple[str, int, int, int]]:
+    """(profile, GI id, start, size) for each GPU instance, from nvidia-smi mig -lgi."""
+    out = h.smi("mig", "-i", "0", "-lgi").stdout
+    return sorted((m[1], int(m[3]), int(m[4]), int(m[5])) for m in LGI_ROW.finditer(out))
+
+
+def layout(h: SimHost) -> list[tuple[str, int]]:
+    return sorted((name, start) for name, _gi, start, _size in instances(h))
+
+
+def listed_uuids(h: SimHost) -> set[str]:
+    return set(MIG_UUID.findall(h.smi("-L").stdout))
+
+
+def no_overlap(h: SimHost) -> bool:
+    used = [s for _n, _g, start, size in instances(h) for s in range(start, start + size)]
+    return len(used) == len(set(used))
+
+
+def test_creates_every_profile_with_its_uuid(mig_host: SimHost) -> None:
+    r = mig_host.script("create-mig-slices.sh", "--gpu", A100, "--profiles", FOUR)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(n for n, _s in layout(mig_host)) == ["1g.5gb", "1g.5gb", "2g.10gb", "3g.20gb"]
+    assert no_overlap(mig_host)
+    # Largest first, at explicit placements.
+    created = re.findall(r"using profile MIG (\S+)", r.stdout)
+    assert created[0] == "3g.20gb"
+    printed = set(MIG_UUID.findall(r.stdout))
+    assert len(printed) == 4 and printed == listed_uuids(mig_host)
+    # Each printed row pairs a GI with the UUID nvidia-smi -L gives it.
+    for name, _gi, start, size in instances(mig_host):
+        assert re.search(rf"^\s+{re.escape(name)}\s+\d+\s+{start}:{size}\s+0\s+MIG-", r.stdout,
+                         re.M), (name, r.stdout)
+
+
+def test_rerun_changes_nothing(mig_host: SimHost) -> None:
+    assert mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR).returncode == 0
+    before, uuids = instances(mig_host), listed_uuids(mig_host)
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "nothing to do" in r.stdout
+    assert "Successfully created" not in r.stdout
+    assert instances(mig_host) == before and listed_uuids(mig_host) == uuids
+
+
+def test_adds_only_what_is_missing(mig_host: SimHost) -> None:
+    assert mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb",
+                           "--placements", "4").returncode == 0
+    kept = instances(mig_host)
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(kept) <= set(instances(mig_host)) and len(instances(mig_host)) == 4
+
+
+def test_dry_run_prints_the_commands_and_changes_nothing(mig_host: SimHost) -> None:
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR, "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    cmds = re.findall(r"would run: nvidia-smi mig -i 0 -cgi (\d+):(\d+) -C", r.stdout)
+    assert [c[0] for c in cmds] == ["9", "14", "19", "19"]
+    assert len({c[1] for c in cmds}) >= 3
+    assert instances(mig_host) == []
+
+
+def test_driver_order_trap_is_avoided(mig_host: SimHost) -> None:
+    """-cgi 19,19,14,9 fails with Insufficient Resources; the script places them all."""
+    raw = mig_host.smi("mig", "-i", "0", "-cgi", "19,19,14,9")
+    assert raw.returncode != 0 and "Insufficient Resources" in raw.stdout + raw.stderr
+    assert mig_host.smi("mig", "-i", "0", "-dgi").returncode == 0
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "19,19,14,9")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert layout(mig_host) == [("1g.5gb", 2), ("1g.5gb", 3), ("2g.10gb", 0), ("3g.20gb", 4)]
+
+
+def test_pinned_placements(mig_host: SimHost) -> None:
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb,1g.5gb",
+                        "--placements", "0,6")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert layout(mig_host) == [("1g.5gb", 6), ("3g.20gb", 0)]
+    bad = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb",
+                          "--placements", "2", "--destroy-existing")
+    assert bad.returncode == 1 and "cannot start at slice 2" in bad.stderr
+    assert layout(mig_host) == [("1g.5gb", 6), ("3g.20gb", 0)]
+
+
+def test_no_ci(mig_host: SimHost) -> None:
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "2g.10gb", "--no-ci")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(instances(mig_host)) == 1 and listed_uuids(mig_host) == set()
+    assert "no compute instance" in r.stdout
+
+
+def test_unsupported_profile_is_refused(mig_host: SimHost) -> None:
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb,3g.40gb")
+    assert r.returncode == 1
+    assert "profile '3g.40gb' is not offered by this GPU" in r.stderr
+    assert "1g.5gb (ID 19)" in r.stderr and r.stderr.count("\n") == 1
+    assert instances(mig_host) == []
+
+
+def test_profiles_that_cannot_fit_are_refused(mig_host: SimHost) -> None:
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0",
+                        "--profiles", "4g.20gb,3g.20gb,1g.5gb")
+    assert r.returncode == 1 and "do not fit together" in r.stderr
+    assert instances(mig_host) == []
+
+
+def test_non_mig_gpu_is_refused(mig_host: SimHost) -> None:
+    r = mig_host.script("create-mig-slices.sh", "--gpu", L40S, "--profiles", "1g.5gb")
+    assert r.returncode == 1 and "not MIG-capable" in r.stderr
+
+
+def test_mig_disabled_is_refused(host: SimHost) -> None:
+    r = host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "1g.5gb")
+    assert r.returncode == 1 and "enable-mig.sh" in r.stderr
+
+
+def test_other_instances_need_destroy_existing(mig_host: SimHost) -> None:
+    assert mig_host.script("create-mig-slices.sh", "--gpu", "0",
+                           "--profiles", "7g.40gb").returncode == 0
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
+    assert r.returncode == 1 and "--destroy-existing" in r.stderr
+    assert layout(mig_host) == [("7g.40gb", 0)]
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR,
+                        "--destroy-existing")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # Compute instances are destroyed before GPU instances.
+    assert r.stdout.index("destroyed compute instance") < r.stdout.index("destroyed GPU instance")
+    assert len(instances(mig_host)) == 4
+
+
+def test_held_instance_is_not_destroyed(mig_host: SimHost) -> None:
+    assert mig_host.script("create-mig-slices.sh", "--gpu", "0",
+                           "--profiles", "7g.40gb").returncode == 0
+    (uuid,) = listed_uuids(mig_host)
+    mig_host.hold("python3", A100, "--mig", uuid)
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR,
+                        "--destroy-existing")
+    assert r.returncode == 1
+    assert "In use by another client" in r.stderr
+    assert layout(mig_host) == [("7g.40gb", 0)]
+
+
+def test_kept_instances_that_block_the_rest_are_named(mig_host: SimHost) -> None:
+    """3g.20gb@0 leaves no room for 2g+1g+1g; the script says so and changes nothing."""
+    assert mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb",
+                           "--placements", "0").returncode == 0
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
+    assert r.returncode == 1
+    assert "do not fit beside the ones kept (3g.20gb@0)" in r.stderr
+    assert layout(mig_host) == [("3g.20gb", 0)]
