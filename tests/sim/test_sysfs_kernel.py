@@ -1,0 +1,145 @@
+"""sysfs tree layout and kernel writes: SR-IOV VFs, mdev create/remove, vendor VFIO types."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from pathlib import Path
+
+import pynvml
+import pytest
+
+from planner.sim.fake_nvml import FakeNvml
+from planner.sim.host import GpuSpec
+from planner.sim.kernel import sysfs_write
+
+U1 = "2f0c6a3e-1b6f-4c5e-9a8b-0d1e2f3a4b5c"
+U2 = "7a9d1c2e-3b4f-4a6b-8c9d-0e1f2a3b4c5d"
+
+
+def read(root: Path, rel: str) -> str:
+    return (root / "sys" / rel).read_text().strip()
+
+
+def create_gis(root: Path, *placements: tuple[int, int, int]) -> list[int]:
+    n = FakeNvml(root)
+    n.nvmlInit()
+    h = n.nvmlDeviceGetHandleByIndex(0)
+    ids = []
+    for profile, start, size in placements:
+        p = pynvml.c_nvmlGpuInstancePlacement_t(start, size)
+        gi = n.nvmlDeviceCreateGpuInstanceWithPlacement(h, profile, ctypes.byref(p))
+        ids.append(n.nvmlGpuInstanceGetInfo(gi).id)
+    return ids
+
+
+def test_pci_layout(make_host) -> None:
+    root = make_host(GpuSpec("a100-40gb", "0000:17:00.0"))
+    dev = "bus/pci/devices/0000:17:00.0"
+    assert read(root, f"{dev}/vendor") == "0x10de"
+    assert read(root, f"{dev}/device") == "0x20b0"
+    assert read(root, f"{dev}/class") == "0x030200"
+    assert os.path.basename(os.readlink(root / "sys" / dev / "driver")) == "nvidia"
+    assert (root / "sys" / dev / "iommu_group" / "devices" / "0000:17:00.0").exists()
+    assert read(root, f"{dev}/sriov_totalvfs") == "16" and read(root, f"{dev}/sriov_numvfs") == "0"
+
+
+def test_sriov_numvfs(make_host) -> None:
+    root = make_host(GpuSpec("a100-40gb", "0000:41:00.0"), vgpu="mdev")
+    pf = "bus/pci/devices/0000:41:00.0"
+    sysfs_write(root, f"{pf}/sriov_numvfs", "4")
+    assert read(root, f"{pf}/sriov_numvfs") == "4"
+    assert os.readlink(root / "sys" / pf / "virtfn0") == "../0000:41:00.4"
+    assert read(root, "bus/pci/devices/0000:41:00.4/physfn/device") == "0x20b0"
+    assert (root / "sys/class/mdev_bus/0000:41:00.4").exists()
+    for value, code in (("8", errno.EBUSY), ("99", errno.ERANGE), ("x", errno.EINVAL)):
+        with pytest.raises(OSError) as err:
+            sysfs_write(root, f"/sys/{pf}/sriov_numvfs", value)
+        assert err.value.errno == code
+    with pytest.raises(OSError) as err:
+        sysfs_write(root, f"{pf}/vendor", "0x1234")
+    assert err.value.errno == errno.EACCES
+    sysfs_write(root, f"{pf}/sriov_numvfs", "0")
+    assert not (root / "sys" / pf / "virtfn0").exists()
+
+
+def test_mdev_types_follow_gis_and_backing_gi_is_read_back(make_host) -> None:
+    root = make_host(
+        GpuSpec("a100-40gb", "0000:41:00.0", mig=True, gi_ids="swapped-halves"), vgpu="mdev"
+    )
+    sysfs_write(root, "bus/pci/devices/0000:41:00.0/sriov_numvfs", "2")
+    vf0 = "bus/pci/devices/0000:41:00.4"
+    types = {
+        read(root, f"{vf0}/mdev_supported_types/{t}/name"): t
+        for t in os.listdir(root / "sys" / vf0 / "mdev_supported_types")
+    }
+    t3g = types["NVIDIA A100-3-20C"]
+    avail = f"{vf0}/mdev_supported_types/{t3g}/available_instances"
+    assert read(root, avail) == "0"  # no 3g GI yet
+    with pytest.raises(OSError) as err:
+        sysfs_write(root, f"{vf0}/mdev_supported_types/{t3g}/create", U1)
+    assert err.value.errno == errno.EUSERS
+    ids = create_gis(root, (9, 0, 4), (9, 4, 4))
+    assert ids == [2, 1]  # swapped halves: the GI at 4 has the lower id
+    assert read(root, avail) == "1"
+    sysfs_write(root, f"{vf0}/mdev_supported_types/{t3g}/create", U1)
+    assert read(root, avail) == "0"  # one vGPU per VF
+    mdev = f"bus/mdev/devices/{U1}"
+    assert read(root, f"{mdev}/nvidia/gpu_instance_id") == "1"  # the driver's pick, read back
+    assert os.path.basename(os.readlink(root / "sys" / mdev / "mdev_type")) == t3g
+    with pytest.raises(OSError) as err:
+        sysfs_write(root, f"bus/pci/devices/0000:41:00.5/mdev_supported_types/{t3g}/create", U1)
+    assert err.value.errno == errno.EEXIST
+    with pytest.raises(OSError) as err:
+        sysfs_write(root, f"{vf0}/mdev_supported_types/{t3g}/create", "not-a-uuid")
+    assert err.value.errno == errno.EINVAL
+    n = FakeNvml(root)
+    n.nvmlInit()
+    h = n.nvmlDeviceGetHandleByIndex(0)
+    with pytest.raises(pynvml.NVMLError_InUse):  # the GI backs a vGPU
+        n.nvmlGpuInstanceDestroy(n.nvmlDeviceGetGpuInstanceById(h, 1))
+    sysfs_write(root, f"{mdev}/remove", "1")
+    assert not (root / "sys" / mdev).exists()
+    n.nvmlGpuInstanceDestroy(n.nvmlDeviceGetGpuInstanceById(h, 1))
+
+
+def test_vendor_vfio_vgpu_types(make_host) -> None:
+    root = make_host(
+        GpuSpec("h100-80gb", "0000:65:00.0", mig=True, gi_ids="identity"), vgpu="vfio-vf"
+    )
+    assert not (root / "sys" / "bus" / "mdev").exists()
+    sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "2")
+    vf = "bus/pci/devices/0000:65:00.4/nvidia"
+    assert read(root, f"{vf}/creatable_vgpu_types").splitlines() == ["ID    : vGPU Name"]
+    create_gis(root, (19, 3, 1))
+    lines = read(root, f"{vf}/creatable_vgpu_types").splitlines()
+    assert len(lines) == 2 and lines[1].endswith(" : NVIDIA H100XM-1-10C")
+    type_id = lines[1].split(" : ")[0]
+    with pytest.raises(OSError) as err:
+        sysfs_write(root, f"{vf}/current_vgpu_type", "999999")
+    assert err.value.errno == errno.EINVAL and read(root, f"{vf}/current_vgpu_type") == "0"
+    sysfs_write(root, f"{vf}/current_vgpu_type", type_id)
+    assert read(root, f"{vf}/current_vgpu_type") == type_id
+    assert read(root, f"{vf}/gpu_instance_id") == "10"
+    other = "bus/pci/devices/0000:65:00.5/nvidia/creatable_vgpu_types"
+    assert read(root, other).splitlines() == ["ID    : vGPU Name"]  # the only 1g GI is taken
+    with pytest.raises(OSError) as err:
+        sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "0")
+    assert err.value.errno == errno.EBUSY
+    sysfs_write(root, f"{vf}/current_vgpu_type", "0")
+    sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "0")
+
+
+def test_sysfs_faults(make_host) -> None:
+    from planner.sim import faults
+    from planner.sim.state import SimStore
+
+    root = make_host(GpuSpec("a100-40gb", "0000:41:00.0"), vgpu="mdev")
+    with SimStore(root).transaction() as state:
+        faults.arm(state, "sysfs.sriov_numvfs", 1, "EIO")
+    with pytest.raises(OSError) as err:
+        sysfs_write(root, "bus/pci/devices/0000:41:00.0/sriov_numvfs", "2")
+    assert err.value.errno == errno.EIO
+    sysfs_write(root, "bus/pci/devices/0000:41:00.0/sriov_numvfs", "2")
+    assert SimStore(root).read().faults[0].fired
