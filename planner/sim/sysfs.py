@@ -222,5 +222,25 @@ def sync_tree(root: Path, tree: dict[str, Entry]) -> None:
                 os.chmod(p, e.mode)
 
 
+def proc_tree(state: SimState) -> dict[str, Entry]:
+    """``DIR/proc``: the processes holding GPUs, as ``fuser``/lsof would find them: each has
+    ``comm`` and ``fd/<n>`` links to ``/dev/nvidiactl`` and ``/dev/nvidia<minor>`` (the
+    minor number is the GPU's index here, as on most hosts)."""
+    tree: dict[str, Entry] = {}
+    fds: dict[int, int] = {}
+    for gpu in state.gpus:
+        for h in gpu.holders:
+            base = f"{h.pid}"
+            tree[f"{base}/comm"] = _file(h.name)
+            if h.pid not in fds:
+                tree[f"{base}/fd/3"] = _link("/dev/nvidiactl")
+                fds[h.pid] = 4
+            tree[f"{base}/fd/{fds[h.pid]}"] = _link(f"/dev/nvidia{gpu.index}")
+            fds[h.pid] += 1
+    return tree
+
+
 def render_sysfs(sim_root: Path, state: SimState) -> None:
+    """Re-render the kernel's views of the simulated host: ``DIR/sys`` and ``DIR/proc``."""
     sync_tree(Path(sim_root) / SYS, sysfs_tree(state))
+    sync_tree(Path(sim_root) / "proc", proc_tree(state))

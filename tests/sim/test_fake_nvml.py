@@ -272,3 +272,27 @@ def test_running_processes(make_host) -> None:
     ci = n.nvmlGpuInstanceGetComputeInstanceById(gi, 0)
     with pytest.raises(pynvml.NVMLError_InUse):
         n.nvmlComputeInstanceDestroy(ci)
+
+
+@pytest.mark.parametrize(
+    ("model", "created", "ids"),
+    [
+        # A30 ("reduced" config): 1g@0 -> 3 as observed, 2g@2 -> 2, 4g -> 0
+        ("a30", [(14, 0, 1), (5, 2, 2)], [3, 2]),
+        # RTX PRO 6000 12-unit grid: 1g@0..9 -> 3..6 as observed, 2g@6 -> 2
+        ("rtx-pro-6000", [(14, 3, 3), (14, 0, 3), (5, 6, 6)], [4, 3, 2]),
+    ],
+)
+def test_gi_ids_on_other_grids(make_host, model, created, ids) -> None:
+    n = FakeNvml(make_host(GpuSpec(model, mig=True, gi_ids="identity")))
+    n.nvmlInit()
+    h = n.nvmlDeviceGetHandleByIndex(0)
+    got = []
+    for profile, start, size in created:
+        p = pynvml.c_nvmlGpuInstancePlacement_t(start, size)
+        got.append(
+            n.nvmlGpuInstanceGetInfo(
+                n.nvmlDeviceCreateGpuInstanceWithPlacement(h, profile, ctypes.byref(p))
+            ).id
+        )
+    assert got == ids

@@ -143,3 +143,20 @@ def test_sysfs_faults(make_host) -> None:
     assert err.value.errno == errno.EIO
     sysfs_write(root, "bus/pci/devices/0000:41:00.0/sriov_numvfs", "2")
     assert SimStore(root).read().faults[0].fired
+
+
+def test_proc_view_of_holders(make_host) -> None:
+    from planner.sim import driver
+    from planner.sim.state import SimStore
+
+    root = make_host(GpuSpec("a100-40gb"), GpuSpec("a100-40gb"))
+    with SimStore(root).transaction() as state:
+        driver.hold(state.gpus[1], "nvidia-persistenced", 812)
+    assert (root / "proc/812/comm").read_text() == "nvidia-persistenced\n"
+    assert sorted(os.readlink(p) for p in (root / "proc/812/fd").iterdir()) == [
+        "/dev/nvidia1",
+        "/dev/nvidiactl",
+    ]
+    with SimStore(root).transaction() as state:
+        driver.release(state.gpus[1], None, 812)
+    assert not (root / "proc/812").exists()
