@@ -31,6 +31,7 @@ NVML_OPS: tuple[str, ...] = (
     "nvmlInit",
     "nvmlShutdown",
     "nvmlSystemGetDriverVersion",
+    "nvmlSystemGetProcessName",
     "nvmlDeviceGetCount",
     "nvmlDeviceGetHandleByIndex",
     "nvmlDeviceGetHandleByPciBusId",

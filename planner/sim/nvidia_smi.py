@@ -213,6 +213,7 @@ def cmd_query(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
         out(f"GPU {smi.pci(h)}")
         out(f"    {'Product Name':<38}: {smi.nv.nvmlDeviceGetName(h)}")
         out(f"    {'GPU UUID':<38}: {smi.uuid(h)}")
+        _query_processes(smi, out, h)
         mode = smi.mig_mode(h)
         out("    MIG Mode")
         names = {0: "Disabled", 1: "Enabled"}
@@ -235,6 +236,23 @@ def cmd_query(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
                 f"{smi.nv.nvmlDeviceGetComputeInstanceId(m)}"
             )
             out(f"            {'MIG Device UUID':<30}: {smi.uuid(m)}")
+
+
+def _query_processes(smi: Smi, out: Out, h: Any) -> None:
+    procs = smi.nv.nvmlDeviceGetComputeRunningProcesses(h)
+    if not procs:
+        out(f"    {'Processes':<38}: None")
+        return
+    out("    Processes")
+    for p in procs:
+        gi = "N/A" if p.gpuInstanceId == 0xFFFFFFFF else str(p.gpuInstanceId)
+        ci = "N/A" if p.computeInstanceId == 0xFFFFFFFF else str(p.computeInstanceId)
+        out(f"        {'GPU instance ID':<34}: {gi}")
+        out(f"        {'Compute instance ID':<34}: {ci}")
+        out(f"        {'Process ID':<34}: {p.pid}")
+        out(f"            {'Type':<30}: C")
+        out(f"            {'Name':<30}: {smi.nv.nvmlSystemGetProcessName(p.pid)}")
+        out(f"            {'Used GPU Memory':<30}: {(p.usedGpuMemory or 0) // (1024 * 1024)} MiB")
 
 
 def cmd_mig_mode(smi: Smi, out: Out, sel: list[tuple[int, Any]], value: str) -> None:

@@ -224,14 +224,15 @@ def sync_tree(root: Path, tree: dict[str, Entry]) -> None:
 
 def proc_tree(state: SimState) -> dict[str, Entry]:
     """``DIR/proc``: the processes holding GPUs, as ``fuser``/lsof would find them: each has
-    ``comm`` and ``fd/<n>`` links to ``/dev/nvidiactl`` and ``/dev/nvidia<minor>`` (the
+    ``comm``, ``cmdline`` and ``fd/<n>`` links to ``/dev/nvidiactl`` and ``/dev/nvidia<minor>`` (the
     minor number is the GPU's index here, as on most hosts)."""
     tree: dict[str, Entry] = {}
     fds: dict[int, int] = {}
     for gpu in state.gpus:
         for h in gpu.holders:
             base = f"{h.pid}"
-            tree[f"{base}/comm"] = _file(h.name)
+            tree[f"{base}/comm"] = _file(h.name[:15])  # the kernel cuts comm at 15 bytes
+            tree[f"{base}/cmdline"] = Entry("file", h.name + "\0")
             if h.pid not in fds:
                 tree[f"{base}/fd/3"] = _link("/dev/nvidiactl")
                 fds[h.pid] = 4

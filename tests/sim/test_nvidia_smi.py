@@ -118,6 +118,33 @@ def test_mig_disabled_and_pending_and_reset(make_host) -> None:
     assert smi(root, "mig", "-lgi").stdout.strip() == "No GPU instances found."
 
 
+def test_query_lists_compute_processes(a100: Path) -> None:
+    smi(a100, "mig", "-cgi", "9", "-C")
+    uuid = smi(a100, "-L").stdout.split("(UUID: ")[2].rstrip(")\n")
+    subprocess.run(
+        [
+            ".venv/bin/aihow",
+            "sim",
+            "hold",
+            str(a100),
+            "--gpu",
+            "0000:17:00.0",
+            "--name",
+            "python",
+            "--pid",
+            "4321",
+            "--mig",
+            uuid,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    q = smi(a100, "-q").stdout
+    assert "        Process ID                        : 4321" in q
+    assert "            Name                          : python" in q
+    assert "        GPU instance ID                   : 2" in q
+
+
 def test_bad_arguments(a100: Path) -> None:
     r = smi(a100, "mig", "-lgi", "-lci")
     assert r.returncode == 2 and r.stdout.startswith("Invalid combination of input arguments")

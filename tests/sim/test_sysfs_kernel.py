@@ -152,7 +152,8 @@ def test_proc_view_of_holders(make_host) -> None:
     root = make_host(GpuSpec("a100-40gb"), GpuSpec("a100-40gb"))
     with SimStore(root).transaction() as state:
         driver.hold(state.gpus[1], "nvidia-persistenced", 812)
-    assert (root / "proc/812/comm").read_text() == "nvidia-persistenced\n"
+    assert (root / "proc/812/comm").read_text() == "nvidia-persiste\n"
+    assert (root / "proc/812/cmdline").read_text() == "nvidia-persistenced\0"
     assert sorted(os.readlink(p) for p in (root / "proc/812/fd").iterdir()) == [
         "/dev/nvidia1",
         "/dev/nvidiactl",
