@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from planner.errors import AihowError
 from planner.hardware.catalog import get_model, match_model
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
-from planner.hardware.placement import Placement, place_preserving
+from planner.hardware.placement import Placement, free_starts, place_preserving, why_not_fits
 from planner.hardware.vgpu import vgpu_type_name
 from planner.host.state import Gpu, GpuInstance, HostState, VgpuParent, VgpuType
 from planner.lang import GpuSelector, MigProfile
@@ -187,21 +187,35 @@ class _Work:
         self.slots.append(slot)
         self._cost = cost
 
-    def occupancy(self) -> str:
-        assert self.model is not None
+    def planned(self) -> list[tuple[GiProfile, int]]:
+        """The instances the GPU would hold with the slots placed so far."""
         got = self.arrange()
         if got is None:
-            kept = [(p, g.placement_start) for g, p in zip(self.existing, self.profiles,
-                                                             strict=True) if p is not None]
-            return draw(self.model.memory_slices, kept)
+            return [(p, g.placement_start) for g, p in zip(self.existing, self.profiles,
+                                                           strict=True) if p is not None]
         placement, idx, _ = got
         instances: list[tuple[GiProfile, int]] = []
         for k in placement.keep:
             prof = self.profiles[idx[k]]
             assert prof is not None
             instances.append((prof, self.existing[idx[k]].placement_start))
-        instances += list(placement.create)
-        return draw(self.model.memory_slices, instances)
+        return instances + list(placement.create)
+
+    def occupancy(self) -> str:
+        assert self.model is not None
+        return draw(self.model.memory_slices, self.planned())
+
+    def no_room(self, profile: GiProfile) -> str:
+        """Why ``profile`` finds no place: the drawing, and the rule in the way when it is
+        not plain lack of free slices (one +me per GPU, an instance limit, ...)."""
+        assert self.model is not None
+        planned = self.planned()
+        text = f"no free placement for {profile.name} {draw(self.model.memory_slices, planned)}"
+        if free_starts(self.model, profile, planned):
+            return text + " (it fits only by moving instances that must stay)"
+        rules = [why_not_fits(self.model, [*planned, (profile, s)]) for s in profile.placements]
+        other = next((r for r in rules if r and "overlaps" not in r), None)
+        return f"{text} ({other})" if other else text
 
     def label(self) -> str:
         name = self.model.display_name if self.model else self.gpu.name
@@ -256,8 +270,7 @@ class _NoRoom:
         if self.text is None:
             now, self.w.slots = self.w.slots, list(self.snapshot)
             try:
-                self.text = (f"{self.w.gpu.pci}: no free placement for {self.profile.name} "
-                             f"{self.w.occupancy()}")
+                self.text = f"{self.w.gpu.pci}: {self.w.no_room(self.profile)}"
             finally:
                 self.w.slots = now
         return self.text
