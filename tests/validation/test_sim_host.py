@@ -1,0 +1,121 @@
+"""validate_host end to end on simulated hosts: real config files, the real probe (fake
+NVML at the pynvml function level, the simulator's sysfs tree), the simulator's kernel
+reacting to sysfs writes and its nvidia-smi making MIG instances."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from planner.config import load_config
+from planner.host.validation import CheckRow, validate_host
+
+AIHOW = Path(sys.executable).parent / "aihow"
+GPU = "0000:17:00.0"
+
+
+def sim_init(d: Path, *args: str) -> Path:
+    subprocess.run([str(AIHOW), "sim", "init", str(d), *args], check=True, capture_output=True)
+    return d
+
+
+def smi(d: Path, *args: str) -> str:
+    proc = subprocess.run([str(d / "bin" / "nvidia-smi"), *args], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def ready(d: Path) -> None:
+    """What an operator does before aihow apply: modprobe vfio-pci, enable the VFs."""
+    from planner.sim.kernel import sysfs_write
+
+    sysfs_write(d, f"sys/bus/pci/devices/{GPU}/sriov_numvfs", "4")
+    for module in ("vfio_pci", "vfio_iommu_type1"):
+        os.makedirs(d / "sys" / "module" / module, exist_ok=True)
+
+
+def config(tmp_path: Path, gpu_config: str, *, backend: str = "mdev",
+           select: str = GPU) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(f"""\
+version: "1.0"
+metadata: {{name: t, description: t}}
+global:
+  host: {{vgpu_backend: {backend}}}
+  gpus:
+    - {{select: "{select}", mig: enabled}}
+clusters:
+  hpc:
+    name: hpc
+    network: {{subnet: "192.168.100.0/24", bridge: virbr100}}
+    controller: {{cpu_cores: 2, memory_gb: 4, disk_gb: 20, ip_address: "192.168.100.10"}}
+    compute_nodes:
+      - {{cpu_cores: 4, memory_gb: 8, disk_gb: 40, ip: "192.168.100.11",
+         gpu_config: {gpu_config}}}
+    slurm_config: {{partitions: [gpu], default_partition: gpu}}
+""")
+    return path
+
+
+def failed(rows: list[CheckRow]) -> list[tuple[str, str]]:
+    return [(r.check, r.subject) for r in rows if r.status == "fail"]
+
+
+def test_fresh_host_needs_vfio_and_vfs(tmp_path: Path) -> None:
+    host = sim_init(tmp_path / "host", "--gpu", f"a100-40gb@{GPU}", "--vgpu", "mdev")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config/example-mig-cluster.yaml")
+    rows = validate_host(cfg, f"sim:{host}")
+    assert failed(rows) == [("vfio", "vfio_pci"), ("vfio", "vfio_iommu_type1"),
+                            ("sriov-vfs", GPU), ("vgpu-types", GPU)]
+    assert any(r.check == "profile-fit" and r.status == "ok" and r.hint.count("1g.5gb") == 7
+               for r in rows)
+    ready(host)
+    assert failed(validate_host(cfg, f"sim:{host}")) == []
+
+
+def test_mig_uuid_on_a_simulated_host(tmp_path: Path) -> None:
+    host = sim_init(tmp_path / "host", "--gpu", f"a100-40gb@{GPU}", "--vgpu", "mdev")
+    smi(host, "-i", "0", "-mig", "1")
+    smi(host, "mig", "-i", "0", "-cgi", "9:4", "-C")
+    ready(host)  # after the changes: the simulator rewrites its sys/ tree (no modules in it)
+    (uuid,) = re.findall(r"MIG-[0-9a-f-]{36}", smi(host, "-L"))
+    ok = load_config(config(tmp_path, f"{{mode: mig, mig_uuid: {uuid}}}"))
+    rows = validate_host(ok, f"sim:{host}")
+    assert failed(rows) == []
+    assert any(r.check == "mig-uuid" and r.status == "ok" and "3g.20gb@4" in r.hint for r in rows)
+    gone = "MIG-00000000-1111-2222-3333-444444444444"
+    bad = load_config(config(tmp_path, f"{{mode: mig, mig_uuid: {gone}}}"))
+    assert failed(validate_host(bad, f"sim:{host}")) == [("mig-uuid", f"hpc-compute-01:{gone}")]
+
+
+def test_non_mig_gpu_on_a_simulated_host(tmp_path: Path) -> None:
+    host = sim_init(tmp_path / "host", "--gpu", f"l40s@{GPU}")
+    cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.5gb}"))
+    rows = validate_host(cfg, f"sim:{host}")
+    row = next(r for r in rows if r.check == "mig-capable")
+    assert row.status == "fail" and "NVIDIA L40S" in row.hint
+
+
+@pytest.mark.parametrize(("host_backend", "config_backend"), [("vfio-vf", "mdev"),
+                                                              ("mdev", "vfio-vf")])
+def test_backend_mismatch(tmp_path: Path, host_backend: str, config_backend: str) -> None:
+    host = sim_init(tmp_path / "host", "--gpu", f"h100-80gb@{GPU}", "--vgpu", host_backend)
+    ready(host)
+    cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.10gb}",
+                             backend=config_backend))
+    rows = validate_host(cfg, f"sim:{host}")
+    assert failed(rows) == [("vgpu-types", GPU)]
+    assert f"vgpu_backend: {host_backend}" in next(r.hint for r in rows if r.status == "fail")
+
+
+def test_missing_simulated_host_is_a_row_not_a_crash(tmp_path: Path) -> None:
+    cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.5gb}"))
+    rows = validate_host(cfg, f"sim:{tmp_path / 'nothing'}")
+    row = next(r for r in rows if r.check == "gpu-present")
+    assert row.status == "fail" and "aihow sim init" in row.hint
