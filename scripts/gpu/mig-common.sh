@@ -2,6 +2,11 @@
 # Helpers shared by enable-mig.sh and create-mig-slices.sh. Sourced, never run.
 # Everything here reads nvidia-smi's documented output formats; nothing changes the GPU.
 
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+    printf '%s: error: bash 4.4 or later is needed (this is %s)\n' "$0" "${BASH_VERSION}" >&2
+    exit 1
+fi
+
 NVIDIA_SMI="${NVIDIA_SMI:-nvidia-smi}"
 
 die() {
