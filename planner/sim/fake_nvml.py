@@ -43,7 +43,6 @@ _OP_OF_SYMBOL = {
     "nvmlInitWithFlags": "nvmlInit",
     "nvmlShutdown": "nvmlShutdown",
     "nvmlSystemGetDriverVersion": "nvmlSystemGetDriverVersion",
-    "nvmlSystemGetProcessName": "nvmlSystemGetProcessName",
     "nvmlDeviceGetCount_v2": "nvmlDeviceGetCount",
     "nvmlDeviceGetHandleByIndex_v2": "nvmlDeviceGetHandleByIndex",
     "nvmlDeviceGetHandleByPciBusId_v2": "nvmlDeviceGetHandleByPciBusId",
@@ -275,15 +274,6 @@ class FakeNvmlLib:
 
     def _c_nvmlSystemGetDriverVersion(self, state: SimState, buf: Any, length: Any) -> None:
         _write_string(buf, length, state.driver_version)
-
-    def _c_nvmlSystemGetProcessName(self, state: SimState, pid: Any, buf: Any, length: Any) -> None:
-        want = _int(pid)
-        for gpu in state.gpus:
-            for h in gpu.holders:
-                if h.pid == want:
-                    _write_string(buf, length, h.name)
-                    return
-        raise DriverError(Nvml.NOT_FOUND, f"pid {want}")
 
     # -- devices
     def _c_nvmlDeviceGetCount_v2(self, state: SimState, count: Any) -> None:

@@ -31,7 +31,6 @@ NVML_OPS: tuple[str, ...] = (
     "nvmlInit",
     "nvmlShutdown",
     "nvmlSystemGetDriverVersion",
-    "nvmlSystemGetProcessName",
     "nvmlDeviceGetCount",
     "nvmlDeviceGetHandleByIndex",
     "nvmlDeviceGetHandleByPciBusId",

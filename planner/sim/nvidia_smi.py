@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from planner.errors import AihowError
@@ -109,6 +110,14 @@ class Smi:
                 raise LookupError(token)
             chosen.append(match)
         return chosen
+
+    def process_name(self, pid: int) -> str:
+        """As the real tool, from the process table (the simulated host's DIR/proc)."""
+        try:
+            raw = (Path(self.root) / "proc" / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return "[Not Found]"
+        return raw.split(b"\0", 1)[0].decode(errors="replace")
 
     def uuid(self, h: Any) -> str:
         return str(self.nv.nvmlDeviceGetUUID(h))
@@ -251,7 +260,7 @@ def _query_processes(smi: Smi, out: Out, h: Any) -> None:
         out(f"        {'Compute instance ID':<34}: {ci}")
         out(f"        {'Process ID':<34}: {p.pid}")
         out(f"            {'Type':<30}: C")
-        out(f"            {'Name':<30}: {smi.nv.nvmlSystemGetProcessName(p.pid)}")
+        out(f"            {'Name':<30}: {smi.process_name(p.pid)}")
         out(f"            {'Used GPU Memory':<30}: {(p.usedGpuMemory or 0) // (1024 * 1024)} MiB")
 
 

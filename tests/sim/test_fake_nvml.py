@@ -269,7 +269,6 @@ def test_running_processes(make_host) -> None:
     procs = n.nvmlDeviceGetComputeRunningProcesses(h)
     assert [(p.pid, p.gpuInstanceId) for p in procs] == [(4242, n.nvmlDeviceGetGpuInstanceId(mig))]
     assert [p.pid for p in n.nvmlDeviceGetComputeRunningProcesses(mig)] == [4242]
-    assert n.nvmlSystemGetProcessName(4242) == "python"
     ci = n.nvmlGpuInstanceGetComputeInstanceById(gi, 0)
     with pytest.raises(pynvml.NVMLError_InUse):
         n.nvmlComputeInstanceDestroy(ci)
