@@ -420,20 +420,28 @@ class PCIePassthroughValidator:
             mine = [p for p in parents if p.pci == g.pci or p.physfn == g.pci]
             total = self.sysfs.read_optional(f"{PCI_DEVICES}/{g.pci}/sriov_totalvfs")
             numvfs = self.sysfs.read_optional(f"{PCI_DEVICES}/{g.pci}/sriov_numvfs")
-            if total is not None and int(total or 0) > 0:
-                if int(numvfs or 0) == 0:
-                    rows.append(CheckRow("sriov-vfs", g.pci, "fail",
-                                         f"SR-IOV VFs are off (0 of {total.strip()}): "
-                                         f"/usr/lib/nvidia/sriov-manage -e {g.pci}"))
-                else:
-                    rows.append(CheckRow("sriov-vfs", g.pci, "ok",
-                                         f"{numvfs.strip() if numvfs else '?'} VFs enabled"))
+            vfs_off = total is not None and int(total or 0) > 0 and int(numvfs or 0) == 0
+            if vfs_off:
+                # Not a failure: aihow apply enables the VFs itself (its plan has the step).
+                rows.append(CheckRow("sriov-vfs", g.pci, "warn",
+                                     f"SR-IOV VFs are off (0 of {(total or '').strip()}); aihow "
+                                     "apply enables them, by hand: "
+                                     f"/usr/lib/nvidia/sriov-manage -e {g.pci}"))
+            elif total is not None and int(total or 0) > 0:
+                rows.append(CheckRow("sriov-vfs", g.pci, "ok",
+                                     f"{numvfs.strip() if numvfs else '?'} VFs enabled"))
             backends = {p.backend for p in mine}
+            if not mine and vfs_off:
+                rows.append(CheckRow("vgpu-types", g.pci, "warn",
+                                     "vGPU types are listed on the VFs, which are off: checked "
+                                     "again once they are on (without the NVIDIA vGPU manager "
+                                     "none will appear)"))
+                continue
             if not mine:
                 rows.append(CheckRow("vgpu-types", g.pci, "fail",
                                      "no vGPU types (no mdev_supported_types or "
                                      "nvidia/creatable_vgpu_types on the GPU or its VFs): "
-                                     "install the NVIDIA vGPU manager and enable the VFs"))
+                                     "install the NVIDIA vGPU manager"))
                 continue
             if req.vgpu_backend not in backends:
                 other = sorted(backends)[0]
