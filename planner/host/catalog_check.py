@@ -13,7 +13,8 @@ from typing import Any
 
 from planner.hardware.catalog import get_model
 from planner.hardware.check import CatalogCheck, ObservedProfile, check_profiles
-from planner.host.nvml import NvmlHost, ReadOnlyNvml
+from planner.host.errors import HostError
+from planner.host.nvml import NvmlHost, ReadOnlyNvml, nvml_message
 from planner.host.probe import nvml_for
 from planner.host.state import Gpu
 from planner.host.uri import parse_host_uri
@@ -70,8 +71,17 @@ def read_observed(host: NvmlHost, handle: Any) -> tuple[tuple[ObservedProfile, .
 def check_host(uri: str) -> tuple[str | None, tuple[GpuCheck, ...]]:
     """(driver version, one check per GPU in PCI order)."""
     host_uri = parse_host_uri(uri)
+    nvml = nvml_for(host_uri)
+    try:
+        return _check_host(nvml)
+    except nvml.NVMLError as err:
+        raise HostError(f"{uri}: reading the GPUs through NVML failed: {nvml_message(err)}") \
+            from err
+
+
+def _check_host(nvml: Any) -> tuple[str | None, tuple[GpuCheck, ...]]:
     results = []
-    with NvmlHost(ReadOnlyNvml(nvml_for(host_uri))) as host:
+    with NvmlHost(ReadOnlyNvml(nvml)) as host:
         driver = host.driver_version()
         for index, handle in host.handles():
             gpu = host.read_gpu(index, handle)

@@ -285,19 +285,28 @@ class NvmlHost:
         drivers are seen without a code change."""
         n = self.nvml
         found: dict[int, GiProfileInfo] = {}
+        version = 2
         for enum in range(_MAX_PROFILE_ENUM):
             try:
-                info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, enum)
+                try:
+                    info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, enum, version)
+                except n.NVMLError_FunctionNotFound:
+                    if version == 1:
+                        raise
+                    version = 1  # a driver without the v2 struct: same numbers, no name
+                    info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, enum, version)
             except n.NVMLError_NotSupported:
                 continue
             except n.NVMLError_InvalidArgument:
                 break
             if info.id in found:
                 continue
+            name = (_strip_mig(_text(info.name)) if version == 2
+                    else self._catalog_profile_name(handle, info))
             found[info.id] = GiProfileInfo(
                 enum=enum,
                 id=int(info.id),
-                name=_strip_mig(_text(info.name)),
+                name=name,
                 slice_count=int(info.sliceCount),
                 instance_count=int(info.instanceCount),
                 memory_mib=int(info.memorySizeMB),
@@ -310,6 +319,16 @@ class NvmlHost:
                 p2p=bool(info.isP2pSupported),
             )
         return tuple(found.values())
+
+    def _catalog_profile_name(self, handle: Any, info: Any) -> str:
+        """A v1 profile struct has no name: take the catalog's, else an approximation."""
+        pci_info = self.nvml.nvmlDeviceGetPciInfo(handle)
+        device_id = f"{(int(pci_info.pciDeviceId) >> 16) & 0xFFFF:04x}"
+        model = match_model(_text(self.nvml.nvmlDeviceGetName(handle)), device_id)
+        profile = model.profile_by_id(int(info.id)) if model else None
+        if profile is not None:
+            return profile.name
+        return f"{info.sliceCount}g.{round(int(info.memorySizeMB) / 1024)}gb"
 
     def gi_placements(self, handle: Any, profile_id: int) -> tuple[tuple[int, int], ...]:
         """Every (start, size) the profile may occupy on this GPU, free or not."""

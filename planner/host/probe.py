@@ -14,9 +14,10 @@ from typing import Any
 from planner.hardware.catalog import get_model
 from planner.hardware.model import GpuModel
 from planner.hardware.vgpu import lookup_vgpu_type
+from planner.host.errors import HostError
 from planner.host.libvirt_conn import open_libvirt
 from planner.host.libvirt_read import read_domains
-from planner.host.nvml import NvmlHost, ReadOnlyNvml
+from planner.host.nvml import NvmlHost, ReadOnlyNvml, nvml_message
 from planner.host.state import Gpu, HostState, Mdev, VgpuParent, VgpuType
 from planner.host.sysfs import Sysfs, read_vgpu
 from planner.host.uri import HostUri, parse_host_uri, require_sim_dir
@@ -53,11 +54,15 @@ def probe_with(
 ) -> HostState:
     """The probe on given adapters (tests hand in a recording NVML)."""
     with NvmlHost(ReadOnlyNvml(nvml)) as host:
-        driver_version = host.driver_version()
-        gpus = host.read_gpus()
-        vgpu_gis: dict[str, int] = {}
-        for _, handle in host.handles():
-            vgpu_gis.update(host.vgpu_gpu_instances(handle))
+        try:
+            driver_version = host.driver_version()
+            gpus = host.read_gpus()
+            vgpu_gis: dict[str, int] = {}
+            for _, handle in host.handles():
+                vgpu_gis.update(host.vgpu_gpu_instances(handle))
+        except nvml.NVMLError as err:
+            raise HostError(f"{uri.text}: reading the GPUs through NVML failed: "
+                            f"{nvml_message(err)}") from err
     gpus = tuple(g.model_copy(update={"driver": sysfs.pci_driver(g.pci)}) for g in gpus)
     vgpu = read_vgpu(sysfs)
     parents = tuple(_with_profiles(p, gpus) for p in vgpu.parents)

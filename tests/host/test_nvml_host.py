@@ -147,3 +147,18 @@ def test_compute_processes_are_read(make_host: Callable[..., Path]) -> None:
     with NvmlHost(FakeNvml(root)) as host:
         (gpu,) = host.read_gpus()
     assert [p.pid for p in gpu.processes] == [4242]
+
+
+def test_a_driver_without_the_v2_profile_struct_still_reads(
+    host_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from planner.sim.fake_nvml import FakeNvmlLib
+
+    with NvmlHost(FakeNvml(host_dir)) as host:
+        host.create_gpu_instance(A100, 9, 4)
+        expected = host.read_gpus()
+    monkeypatch.delattr(FakeNvmlLib, "_c_nvmlDeviceGetGpuInstanceProfileInfoV")
+    with NvmlHost(FakeNvml(host_dir)) as host:
+        assert host.read_gpus() == expected  # names come from the catalog instead
+        assert [p.name for p in host.gi_profiles(host.handle(A100))][:3] == [
+            "1g.5gb", "2g.10gb", "3g.20gb"]

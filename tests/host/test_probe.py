@@ -226,3 +226,14 @@ def test_cli_errors_are_one_line(args: list[str], message: str) -> None:
     assert proc.stdout == ""
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_an_nvml_failure_while_probing_is_one_clear_line(make_host: Callable[..., Path]) -> None:
+    root = busy_host(make_host, vgpu=None)
+    subprocess.run([AIHOW, "sim", "fail", str(root), "--op", "nvmlGpuInstanceGetInfo",
+                    "--at", "2", "--error", "GPU_IS_LOST"], check=True, capture_output=True)
+    proc = subprocess.run([AIHOW, "probe", "--host", f"sim:{root}"], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"sim:{root}: reading the GPUs through NVML failed: GPU is lost"]
