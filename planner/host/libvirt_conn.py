@@ -165,6 +165,9 @@ def _store(sim_dir: Path) -> Path:
 @contextlib.contextmanager
 def _locked(sim_dir: Path, exclusive: bool) -> Iterator[None]:
     store = _store(sim_dir)
+    if not exclusive and not (store / ".lock").exists():
+        yield  # nothing was ever committed here; reading must not create files
+        return
     store.mkdir(exist_ok=True)
     with open(store / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

@@ -237,3 +237,10 @@ def test_an_nvml_failure_while_probing_is_one_clear_line(make_host: Callable[...
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"sim:{root}: reading the GPUs through NVML failed: GPU is lost"]
+
+
+def test_probing_a_fresh_host_creates_no_files(make_host: Callable[..., Path]) -> None:
+    root = make_host(GpuSpec("a100-40gb", A100, mig=True))
+    before = tree_digest(root)
+    assert probe(f"sim:{root}").domains == ()
+    assert tree_digest(root) == before
