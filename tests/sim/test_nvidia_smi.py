@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.host import GpuSpec
+
+AIHOW = str(Path(sys.executable).with_name("aihow"))
 
 
 def smi(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -85,7 +88,7 @@ def test_mig_disabled_and_pending_and_reset(make_host) -> None:
     assert (r.returncode, r.stdout.strip()) == (6, "No MIG-enabled devices found.")
     subprocess.run(
         [
-            ".venv/bin/aihow",
+            AIHOW,
             "sim",
             "hold",
             str(root),
@@ -109,7 +112,7 @@ def test_mig_disabled_and_pending_and_reset(make_host) -> None:
     assert "  GPU 00000000:17:00.0: In use by another client" in r.stdout.splitlines()
     assert "1 device is currently being used" in r.stdout
     subprocess.run(
-        [".venv/bin/aihow", "sim", "hold", str(root), "--gpu", "0000:17:00.0", "--release"],
+        [AIHOW, "sim", "hold", str(root), "--gpu", "0000:17:00.0", "--release"],
         check=True,
         capture_output=True,
     )
@@ -123,7 +126,7 @@ def test_query_lists_compute_processes(a100: Path) -> None:
     uuid = smi(a100, "-L").stdout.split("(UUID: ")[2].rstrip(")\n")
     subprocess.run(
         [
-            ".venv/bin/aihow",
+            AIHOW,
             "sim",
             "hold",
             str(a100),
