@@ -4,9 +4,10 @@
     .venv/bin/python plans/regen.py --check  # exit 1 (naming them) if any is out of date
 
 Each scenario builds a fresh simulated host from a ``config/sim-*.toml`` spec in a
-temporary directory, defines the cluster's domains as ai-how leaves them (shut off, no
-GPU), optionally applies a first plan, probes the host and writes the plan as JSON (the
-plan file) and as Markdown (what a pull request comment shows). The plan records the
+temporary directory (bare: aihow defines the VMs, as in ``make demo``; or with the
+cluster's domains defined as ai-how leaves them, shut off and without a GPU), optionally
+applies a first plan, probes the host and writes the plan as JSON (the plan file) and as
+Markdown (what a pull request comment shows). The plan records the
 host URI of the spec's documented location (``sim:/tmp/aihow-...``), not the temporary
 one, so the files are the same bytes on every machine: a change to the planner shows up
 in a pull request as a diff of plans/.
@@ -32,6 +33,7 @@ class Scenario:
     spec: str
     uri: str  # recorded in the plan: where the spec's comment puts the simulated host
     applied_first: bool = False  # apply the first plan, then plan again (shows convergence)
+    ai_how_domains: bool = False  # the VMs exist already, defined by ai-how (not by aihow)
 
 
 SCENARIOS = (
@@ -39,13 +41,15 @@ SCENARIOS = (
              "config/sim-a100.toml", "sim:/tmp/aihow-a100"),
     Scenario("example-mig-cluster.a100-converged", "config/example-mig-cluster.yaml",
              "config/sim-a100.toml", "sim:/tmp/aihow-a100", applied_first=True),
+    Scenario("example-mig-cluster.a100-ai-how-domains", "config/example-mig-cluster.yaml",
+             "config/sim-a100.toml", "sim:/tmp/aihow-a100", ai_how_domains=True),
     Scenario("example-h100-vfio.h100-fresh", "config/example-h100-vfio.yaml",
              "config/sim-h100.toml", "sim:/tmp/aihow-h100"),
 )
 
 
 def _prepare(s: Scenario, where: Path) -> str:
-    """A simulated host with the cluster's domains defined; returns its URI."""
+    """A simulated host (with the cluster's domains if the scenario says); returns its URI."""
     from planner.config import expand_vms, load_config
     from planner.host import libvirt_domains as ld
     from planner.host.libvirt_conn import open_libvirt
@@ -54,6 +58,8 @@ def _prepare(s: Scenario, where: Path) -> str:
 
     init_host(where, load_spec(ROOT / s.spec))
     uri = f"sim:{where}"
+    if not s.ai_how_domains:
+        return uri
     cfg = load_config(ROOT / s.config)
     with open_libvirt(uri) as session:
         for decl in expand_vms(cfg):
@@ -66,11 +72,12 @@ def _plan(s: Scenario, uri: str):  # type: ignore[no-untyped-def]
     from planner.config import load_config
     from planner.host.probe import probe
     from planner.plan import make_plan
+    from planner.vm.records import read_host_records
 
     cfg_path = ROOT / s.config
     return make_plan(load_config(cfg_path), probe(uri), config_path=s.config,
                      config_sha256=hashlib.sha256(cfg_path.read_bytes()).hexdigest(),
-                     host_uri=s.uri)
+                     host_uri=s.uri, records=read_host_records(uri))
 
 
 def _apply(s: Scenario, uri: str, plan) -> None:  # type: ignore[no-untyped-def]

@@ -43,12 +43,30 @@ def _load(config: Path) -> tuple[Any, str]:
     return cfg, hashlib.sha256(config.read_bytes()).hexdigest()
 
 
-def _probe(host: str | None, cfg: Any) -> tuple[str, HostState]:
+LibvirtOpt = Annotated[
+    str | None,
+    typer.Option("--libvirt-uri",
+                 help="libvirt URI to use instead of the host's (default: "
+                      "global.host.libvirt_uri, else qemu:///system or the simulator's)."),
+]
+
+
+def _libvirt_uri(cfg: Any, override: str | None) -> str | None:
+    return override or getattr(getattr(cfg.global_, "host", None), "libvirt_uri", None)
+
+
+def _probe(host: str | None, cfg: Any, libvirt_uri: str | None = None) -> tuple[str, HostState]:
     from planner.host.probe import probe
 
     uri = host or "local"
-    libvirt_uri = getattr(getattr(cfg.global_, "host", None), "libvirt_uri", None)
-    return uri, probe(uri, libvirt_uri=libvirt_uri)
+    return uri, probe(uri, libvirt_uri=_libvirt_uri(cfg, libvirt_uri))
+
+
+def _records(uri: str, cfg: Any, libvirt_uri: str | None) -> Any:
+    """What aihow recorded about the host: the domains it defined, the allocation ledger."""
+    from planner.vm.records import read_host_records
+
+    return read_host_records(uri, libvirt_uri=_libvirt_uri(cfg, libvirt_uri))
 
 
 def _colour() -> bool:
@@ -69,14 +87,16 @@ def plan_command(
         typer.Option("--detailed-exitcode",
                      help="Exit 0 when there are no changes, 2 when there are (1 on error)."),
     ] = False,
+    libvirt_uri: LibvirtOpt = None,
 ) -> None:
     """Probe the host and print (and with -o save) the plan that makes it match CONFIG."""
     from planner.plan import make_plan
     from planner.plan.render import render
 
     cfg, sha = _load(config)
-    uri, state = _probe(host, cfg)
-    plan = make_plan(cfg, state, config_path=str(config), config_sha256=sha, host_uri=uri)
+    uri, state = _probe(host, cfg, libvirt_uri)
+    plan = make_plan(cfg, state, config_path=str(config), config_sha256=sha, host_uri=uri,
+                     records=_records(uri, cfg, libvirt_uri))
     if out is not None:
         out.write_text(plan.to_json())
     typer.echo(render(plan, fmt.value, colour=_colour()), nl=False)
@@ -114,9 +134,10 @@ def graph_command(
     from planner.plan.request import requests_from_config
 
     cfg, _ = _load(config)
-    _, state = _probe(host, cfg)
-    res, desired, actual = resources_for(requests_from_config(cfg), state)
-    actions = {c.address: c.action for c in diff(res, desired, actual)}
+    uri, state = _probe(host, cfg)
+    records = _records(uri, cfg, None)
+    res, desired, actual = resources_for(requests_from_config(cfg), state, records)
+    actions = {c.address: c.action for c in diff(res, desired, actual, records)}
     g = build_graph(desired, actual, actions)
     typer.echo(graph_dot(g) if fmt is GraphFormat.dot else graph_json(g), nl=False)
 

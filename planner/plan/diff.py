@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from planner.host.state import HostState
+from planner.plan.claims import gi_key
 from planner.plan.model import Action, ActionName, Kind
-from planner.plan.resolve import Resolution
+from planner.plan.records import NO_RECORDS, HostRecords
+from planner.plan.resolve import Resolution, ResolveError
 from planner.plan.resources import (
     COMPARED,
     HOST_BRANCH,
@@ -51,12 +53,22 @@ def _attrs(res: Resource | None) -> dict[str, Any] | None:
 
 
 def _scope(actual: dict[str, Resource], desired: dict[str, Resource],
-           managed: set[str]) -> dict[str, Resource]:
-    """The actual resources the plan may act on."""
+           managed: set[str], records: HostRecords, clusters: set[str]) -> dict[str, Resource]:
+    """The actual resources the plan may act on. A domain is in scope when the config
+    declares it, or when aihow itself defined it for one of the config's clusters (so a VM
+    dropped from the config is deleted); a domain aihow did not define is never touched."""
     scoped: dict[str, Resource] = {}
     for addr, res in actual.items():
         if res.kind == "domain":
-            continue  # domain definitions are planned by the VM layer (issue 6)
+            if addr in desired:
+                scoped[addr] = res
+                continue
+            rec = records.defined.get(str(res.attrs.get("name")))
+            if rec is not None and rec.cluster in clusters:
+                scoped[addr] = Resource(addr, "domain", {**res.attrs, "cluster": rec.cluster,
+                                                         "xml": rec.xml},
+                                        branch=res.branch, users=res.users)
+            continue
         if res.kind == "sriov" and addr not in desired:
             continue  # VFs are enabled when needed and never switched off
         if addr in desired or res.branch in managed:
@@ -80,8 +92,13 @@ def _create_reason(res: Resource, actual: dict[str, Resource]) -> str:
         dom = res.attrs["domain"]
         text = f"attach {res.attrs['device']} to {dom}"
         if f"domain[{dom}]" not in actual:
-            text += " (the domain is not defined yet)"
+            text += " (once the domain is defined)"
         return text
+    if res.kind == "domain":
+        a = res.attrs
+        return (f"define VM {a['name']} ({res.key}): {a['cpu_cores']} vCPUs, "
+                f"{a['memory_gb']} GiB memory, {a['disk_gb']} GiB disk, network "
+                f"{a['cluster']}-network")
     return _wanted_by(res)
 
 
@@ -89,32 +106,49 @@ def _delete_reason(res: Resource, managed: dict[str, str]) -> str:
     entry = managed.get(res.branch, "the config")
     if res.kind == "hostdev":
         return f"detach {res.attrs['device']} from {res.attrs['domain']}: the device is removed"
+    if res.kind == "domain":
+        text = (f"aihow defined {res.attrs['name']} for cluster {res.attrs['cluster']}, and "
+                f"the config no longer declares it")
+        if res.users:
+            text += "; it is running: stop it first (aihow never stops a domain unasked)"
+        return text
     return f"not wanted on GPU {res.branch}, which {entry} manages"
 
 
+def _noop_reason(want: Resource, have: Resource, records: HostRecords) -> str:
+    if have.kind in ("gpu_instance", "compute_instance"):
+        return f"kept: {_wanted_by(want)}"
+    if have.kind == "domain":
+        who = "by aihow" if str(want.attrs.get("name")) in records.defined else \
+            "outside aihow"
+        return f"defined {who}; never redefined, only its vGPU hostdevs are planned"
+    return "unchanged"
+
+
 def diff(res: Resolution, desired: dict[str, Resource],
-         actual: dict[str, Resource]) -> list[_Change]:
+         actual: dict[str, Resource], records: HostRecords = NO_RECORDS) -> list[_Change]:
     host: HostState = res.host
     managed = {d.gpu.pci: d.policy.key for d in res.gpus if d.policy is not None}
-    scoped = _scope(actual, desired, set(managed))
+    scoped = _scope(actual, desired, set(managed), records, set(res.requests.clusters))
     changes: dict[str, _Change] = {}
     for addr in sorted(set(desired) | set(scoped)):
         want, have = desired.get(addr), scoped.get(addr)
-        if want is not None and want.kind == "domain":
-            continue
+        if want is not None and want.kind == "domain" and not want.attrs and have is None:
+            continue  # requests without their VMs (slices only): no domain to define
         if have is None:
             assert want is not None
             changes[addr] = _Change(addr, want.kind, "create", None, want,
                                     _create_reason(want, actual))
         elif want is None:
+            _check_release(have, res, managed)
+            blocked = (f"domain {have.attrs['name']} (running)",) \
+                if have.kind == "domain" and have.users else ()
             changes[addr] = _Change(addr, have.kind, "delete", have, None,
                                     _delete_reason(have, managed),
-                                    destructive=bool(have.users))
+                                    destructive=bool(have.users), blocked_by=blocked)
         elif want.compared() == have.compared():
-            why = "unchanged"
-            if have.kind in ("gpu_instance", "compute_instance"):
-                why = f"kept: {_wanted_by(want)}"
-            changes[addr] = _Change(addr, want.kind, "no-op", have, want, why)
+            changes[addr] = _Change(addr, want.kind, "no-op", have, want,
+                                    _noop_reason(want, have, records))
         elif want.kind == "mig_mode":
             changes[addr] = _mode_change(res, host, want, have, managed)
         else:
@@ -125,6 +159,21 @@ def diff(res: Resolution, desired: dict[str, Resource],
                                     destructive=bool(have.users))
     _cascade(changes, scoped)
     return list(changes.values())
+
+
+def _check_release(have: Resource, res: Resolution, managed: dict[str, str]) -> None:
+    """A GPU instance another cluster holds in the allocation ledger is never deleted."""
+    if have.kind != "gpu_instance" or not res.held:
+        return
+    key = gi_key(have.branch, int(have.attrs["start"]))
+    holder = res.held.get(("gi_placement", key))
+    if holder is not None:
+        raise ResolveError(
+            f"{managed.get(have.branch, 'the config')}: gi_placement[{key}] "
+            f"({have.attrs['profile']}) is held by {holder} (allocation ledger); the config "
+            f"of cluster(s) {', '.join(res.requests.clusters) or 'none'} manages GPU "
+            f"{have.branch} and would delete it"
+        )
 
 
 def _mode_change(res: Resolution, host: HostState, want: Resource, have: Resource,

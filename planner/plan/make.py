@@ -10,27 +10,29 @@ from planner.host.state import HostState
 from planner.plan.diff import diff, order_actions
 from planner.plan.fingerprint import fingerprint_requests
 from planner.plan.model import ConfigRef, HostRef, Plan, summarize
+from planner.plan.records import NO_RECORDS, HostRecords
 from planner.plan.request import Requests, requests_from_config
 from planner.plan.resolve import Resolution, model_of, resolve
 from planner.plan.resources import Resource, actual_resources, desired_resources
 
 
-def resources_for(requests: Requests, host: HostState) -> tuple[Resolution, dict[str, Resource],
-                                                                  dict[str, Resource]]:
-    res = resolve(requests, host)
+def resources_for(requests: Requests, host: HostState, records: HostRecords = NO_RECORDS
+                  ) -> tuple[Resolution, dict[str, Resource], dict[str, Resource]]:
+    res = resolve(requests, host, records.claims)
     models = {g.pci: model_of(g) for g in host.gpus}
     return res, desired_resources(res), actual_resources(host, models)
 
 
 def plan_requests(requests: Requests, host: HostState, *, config_path: str, config_sha256: str,
-                  host_uri: str, version: str = __version__) -> Plan:
+                  host_uri: str, version: str = __version__,
+                  records: HostRecords = NO_RECORDS) -> Plan:
     # Plan-making allocates many small acyclic objects; the cyclic collector would walk
     # them over and over (a third of the time on a large host) and finds nothing.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        res, desired, actual = resources_for(requests, host)
-        actions = tuple(order_actions(diff(res, desired, actual)))
+        res, desired, actual = resources_for(requests, host, records)
+        actions = tuple(order_actions(diff(res, desired, actual, records)))
         plan = Plan(
             aihow_version=version,
             host=HostRef(uri=host_uri, fingerprint=fingerprint_requests(host, requests)),
@@ -45,7 +47,9 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
 
 
 def make_plan(cfg: Any, host: HostState, *, config_path: str, config_sha256: str,
-              host_uri: str) -> Plan:
-    """Contract 5: the plan that brings ``host`` to what ``cfg`` asks for."""
+              host_uri: str, records: HostRecords = NO_RECORDS) -> Plan:
+    """Contract 5: the plan that brings ``host`` to what ``cfg`` asks for. ``records``:
+    what aihow recorded about the host (domains it defined, the allocation ledger), read
+    by the caller; without them no domain is deleted and no claim is checked."""
     return plan_requests(requests_from_config(cfg), host, config_path=config_path,
-                         config_sha256=config_sha256, host_uri=host_uri)
+                         config_sha256=config_sha256, host_uri=host_uri, records=records)

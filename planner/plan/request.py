@@ -8,7 +8,7 @@ is the one place that reads the IR (contract 1: ``global.gpus`` and ``expand_vms
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,8 +56,29 @@ class SliceRequest:
     def for_host(self) -> bool:
         return self.node == HOST_OWNER
 
+    @property
+    def owner(self) -> str:
+        """The allocation ledger's owner: ``cluster/node`` (from the vGPU's stable name)."""
+        if self.vgpu_name:
+            return "/".join(self.vgpu_name.split("/")[:2])
+        return f"{HOST_OWNER}/{self.node}"
+
     def describe(self) -> str:
         return f"{self.node} ({self.key})" if not self.for_host else self.key
+
+
+@dataclass(frozen=True)
+class VmRequest:
+    """One VM the config declares: its libvirt domain, defined by aihow when missing."""
+
+    name: str
+    cluster: str
+    key: str  # "clusters.hpc.compute_nodes[0]"
+    attrs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def owner(self) -> str:
+        return f"{self.cluster}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +87,8 @@ class Requests:
     slices: tuple[SliceRequest, ...] = ()
     vgpu_backend: Literal["mdev", "vfio-vf"] = "mdev"
     named_mig_uuids: tuple[str, ...] = ()
+    vms: tuple[VmRequest, ...] = ()  # empty: the caller plans no domains (slices only)
+    clusters: tuple[str, ...] = ()  # the config's cluster names: it is the truth for them
 
     def __post_init__(self) -> None:
         if not self.named_mig_uuids:
@@ -86,8 +109,13 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
             GpuPolicy(key=f"global.gpus[{i}]", select=entry.select, mig=entry.mig,
                       layout=entry.layout)
         )
+    from planner.vm.vm_factory import domain_attrs
+
     slices: list[SliceRequest] = []
+    vms: list[VmRequest] = []
     for vm in expand_vms(cfg):
+        vms.append(VmRequest(name=vm.name, cluster=vm.cluster_name, key=vm.key_path,
+                             attrs=domain_attrs(vm)))
         gc = vm.gpu_config
         if gc is None or gc.mode != "mig":
             continue
@@ -103,4 +131,6 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
             )
         )
     backend: Literal["mdev", "vfio-vf"] = glob.host.vgpu_backend
-    return Requests(policies=tuple(policies), slices=tuple(slices), vgpu_backend=backend)
+    clusters = tuple(sorted({vm.cluster for vm in vms}))
+    return Requests(policies=tuple(policies), slices=tuple(slices), vgpu_backend=backend,
+                    vms=tuple(vms), clusters=clusters)

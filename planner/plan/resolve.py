@@ -14,7 +14,7 @@ placements that keep as many existing instances as possible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from planner.errors import AihowError
@@ -24,6 +24,7 @@ from planner.hardware.placement import Placement, free_starts, place_preserving,
 from planner.hardware.vgpu import vgpu_type_name
 from planner.host.state import Gpu, GpuInstance, HostState, VgpuParent, VgpuType
 from planner.lang import GpuSelector, MigProfile
+from planner.plan.claims import conflict, foreign, gi_key
 from planner.plan.occupancy import draw
 from planner.plan.request import GpuPolicy, Requests, SliceRequest, mdev_uuid
 
@@ -87,6 +88,7 @@ class Resolution:
     gpus: tuple[GpuDecision, ...]
     vgpus: tuple[PlannedVgpu, ...]
     bindings: Bindings = field(compare=False, repr=False)
+    held: Mapping[tuple[str, str], str] = field(default_factory=dict, compare=False, repr=False)
 
     def gpu(self, pci: str) -> GpuDecision | None:
         return next((g for g in self.gpus if g.gpu.pci == pci), None)
@@ -327,16 +329,20 @@ class Bindings:
 
 
 class _Resolver:
-    def __init__(self, requests: Requests, host: HostState) -> None:
+    def __init__(self, requests: Requests, host: HostState,
+                 held: Mapping[tuple[str, str], str] | None = None) -> None:
         self.requests = requests
         self.host = host
         self.bindings = Bindings(host)
+        self.held = dict(held or {})
         self.works: list[_Work] = []
         for gpu in sorted(host.gpus, key=lambda g: g.pci):
             model = model_of(gpu)
             existing = sorted(gpu.gpu_instances, key=lambda g: g.placement_start)
             profiles = [model.profile_by_id(g.profile_id) if model else None for g in existing]
-            bound = [self.bindings.domains_of(gpu.pci, g) for g in existing]
+            # An instance another cluster holds in the ledger is as taken as one a domain uses.
+            bound = [self.bindings.domains_of(gpu.pci, g)
+                     | self._holder(gi_key(gpu.pci, g.placement_start)) for g in existing]
             self.works.append(_Work(gpu, model, None, existing, profiles, bound))
         # instances each domain (or a node's own vGPU device) uses, for place_bound
         self.bound_to: dict[str, list[tuple[_Work, int]]] = {}
@@ -354,6 +360,25 @@ class _Resolver:
         self._frontier: dict[tuple[str, int | None], int] = {}
         self._skipped: dict[tuple[str, int | None], list[str | _NoRoom]] = {}
         self._assign_policies()
+
+    def _holder(self, key: str) -> frozenset[str]:
+        owner = self.held.get(("gi_placement", key))
+        return frozenset((owner,)) if owner else frozenset()
+
+    def check_pins(self) -> None:
+        """A request pinned (``mig_uuid``, or ``gpu`` + ``placement``) to a held slice."""
+        for req in self.requests.slices:
+            if req.for_host:
+                continue
+            if req.mig_uuid and ("mig_uuid", req.mig_uuid) in self.held:
+                raise ResolveError(conflict(req, "mig_uuid", req.mig_uuid,
+                                            self.held[("mig_uuid", req.mig_uuid)]))
+            if req.gpu is not None and req.placement is not None:
+                for w in self.works:
+                    key = gi_key(w.gpu.pci, req.placement)
+                    if ("gi_placement", key) in self.held and selects(req.gpu, w.gpu, w.model):
+                        raise ResolveError(conflict(req, "gi_placement", key,
+                                                    self.held[("gi_placement", key)]))
 
     # -- management entries
     def _assign_policies(self) -> None:
@@ -660,6 +685,41 @@ def _type_for(parent: VgpuParent, gi: GiProfile) -> VgpuType | None:
     return None
 
 
+def vf_type_name(parent: VgpuParent, gis: Sequence[GpuInstance], model: GpuModel | None,
+                 known: dict[str, str]) -> str | None:
+    """The name of the vGPU type a vfio-vf VF holds. An assigned VF no longer lists its type
+    as creatable, so the name comes from another VF that lists it or else from the catalog,
+    by the profile of the GI the driver reports behind the VF."""
+    if parent.current_type is None:
+        return None
+    found = next((t.name for t in parent.types if t.type_id == parent.current_type), None)
+    if found is None:
+        found = known.get(parent.current_type)
+    if found is None and model is not None and parent.gi_id is not None:
+        gi = next((g for g in gis if g.gi_id == parent.gi_id), None)
+        prof = model.profile_by_id(gi.profile_id) if gi is not None else None
+        found = vgpu_type_name(model, prof) if prof is not None else None
+    return found
+
+
+def _vf_holding(gi: PlannedGi, parents: Sequence[VgpuParent], used: set[str],
+                attached: dict[str, set[str]], model: GpuModel | None
+                ) -> tuple[VgpuParent, VgpuType] | None:
+    """A VF that already holds this node's vGPU: attached to the node's domain and backed
+    by the very GPU instance the plan keeps for the node."""
+    if gi.existing is None:
+        return None
+    for parent in parents:
+        if (parent.pci in used or parent.current_type is None or parent.gi_id is None
+                or parent.gi_id != gi.existing.gi_id
+                or gi.owner.node not in attached.get(parent.pci, set())):
+            continue
+        name = vf_type_name(parent, (gi.existing,), model, {}) or parent.current_type
+        return parent, VgpuType(type_id=parent.current_type, name=name, available_instances=0,
+                                gi_profile_id=gi.profile.id)
+    return None
+
+
 def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision],
                 bindings: Bindings) -> tuple[PlannedVgpu, ...]:
     order = {s.node: n for n, s in enumerate(requests.slices)}
@@ -699,7 +759,7 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
         for parent in parents_of.get(gi.gpu, []):
             t = _type_for(parent, gi.profile)
             if t is None or parent.pci in used:
-                continue
+                continue  # (an assigned VF lists no creatable type: _vf_holding sees it)
             if backend == "mdev":
                 here = own in mdevs_on.get(parent.pci, [])
                 cur = bindings.mdev_by_uuid.get(own)
@@ -711,6 +771,13 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
                 chosen[n] = (parent, t, key_for(gi, parent))
                 used.add(parent.pci)
                 break
+        else:
+            if backend == "vfio-vf":
+                held = _vf_holding(gi, parents_of.get(gi.gpu, []), used, attached,
+                                   models.get(gi.gpu))
+                if held is not None:
+                    chosen[n] = (held[0], held[1], key_for(gi, held[0]))
+                    used.add(held[0].pci)
 
     def busy(parent: VgpuParent, own: str) -> bool:
         if parent.pci in used:
@@ -763,9 +830,33 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
     return tuple(sorted(out, key=lambda v: (v.node, v.key)))
 
 
-def resolve(requests: Requests, host: HostState) -> Resolution:
-    """The desired state for ``requests`` on ``host``; raises ResolveError when impossible."""
-    r = _Resolver(requests, host)
+def _check_held(gpus: Sequence[GpuDecision], vgpus: Sequence[PlannedVgpu],
+                held: Mapping[tuple[str, str], str]) -> None:
+    """Nothing the plan gives a node may be held by another cluster's node."""
+    for d in gpus:
+        for gi in d.instances:
+            if gi.owner.for_host:
+                continue
+            key = gi_key(gi.gpu, gi.start)
+            if ("gi_placement", key) in held:
+                raise ResolveError(conflict(gi.owner, "gi_placement", key,
+                                            held[("gi_placement", key)]))
+            for ci in gi.existing.compute_instances if gi.existing else ():
+                if ci.mig_uuid and ("mig_uuid", ci.mig_uuid) in held:
+                    raise ResolveError(conflict(gi.owner, "mig_uuid", ci.mig_uuid,
+                                                held[("mig_uuid", ci.mig_uuid)]))
+    for v in vgpus:
+        if ("vgpu", v.key) in held:
+            raise ResolveError(conflict(v.gi.owner, "vgpu", v.key, held[("vgpu", v.key)]))
+
+
+def resolve(requests: Requests, host: HostState,
+            claims: Mapping[tuple[str, str], str] | None = None) -> Resolution:
+    """The desired state for ``requests`` on ``host``; raises ResolveError when impossible.
+    ``claims`` is the allocation ledger: what another cluster holds is never given out."""
+    held = foreign(claims or {}, requests.clusters)
+    r = _Resolver(requests, host, held)
+    r.check_pins()
     r.place_layouts()
     for req in requests.slices:
         if req.mig_uuid:
@@ -778,8 +869,10 @@ def resolve(requests: Requests, host: HostState) -> Resolution:
     for req in unbound:
         r.place_free(req)
     gpus = r.decisions()
-    return Resolution(host=host, requests=requests, gpus=gpus,
-                      vgpus=_plan_vgpus(requests, host, gpus, r.bindings), bindings=r.bindings)
+    vgpus = _plan_vgpus(requests, host, gpus, r.bindings)
+    _check_held(gpus, vgpus, held)
+    return Resolution(host=host, requests=requests, gpus=gpus, vgpus=vgpus, bindings=r.bindings,
+                      held=held)
 
 
 _model_of = model_of  # the name apply's plan_api imports

@@ -14,9 +14,9 @@ from typing import Any
 
 from planner.hardware.model import GpuModel
 from planner.host.state import Gpu, GpuInstance, HostState
-from planner.plan.resolve import Resolution
+from planner.plan.resolve import Resolution, vf_type_name
 
-KINDS = ("mig_mode", "gpu_instance", "compute_instance", "sriov", "vgpu", "hostdev", "domain")
+KINDS = ("mig_mode", "gpu_instance", "compute_instance", "sriov", "vgpu", "domain", "hostdev")
 KIND_RANK = {k: i for i, k in enumerate(KINDS)}
 HOST_BRANCH = "host"
 
@@ -161,21 +161,25 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dic
                            users=tuple(sorted(set(attached.get(mdev.uuid, [])) & running)),
                            extra={"gi": gi_addr_by_id.get((gpu_pci, mdev.gi_id or -1))})
         vgpu_keys[mdev.uuid] = va
+    known = {t.type_id: t.name for p in host.vgpu_parents for t in p.types}
     for p in host.vgpu_parents:
         if p.backend != "vfio-vf" or not p.current_type:
             continue
         gpu_pci = bindings.gpu_of_parent(p.pci)
         va = vgpu_address(p.pci)
         dep = dep_by_id.get((gpu_pci, p.gi_id)) if p.gi_id is not None else None
+        on = host.gpu(gpu_pci)
+        vf_type = vf_type_name(p, on.gpu_instances if on else (), models.get(gpu_pci), known)
         out[va] = Resource(va, "vgpu", {"backend": "vfio-vf", "gpu": gpu_pci, "parent": p.pci,
                                         "type_id": p.current_type,
-                                        "type_name": type_name(p.pci, p.current_type)},
+                                        "type_name": vf_type or p.current_type},
                            deps=(dep,) if dep else (), branch=gpu_pci,
                            users=tuple(sorted(set(attached.get(p.pci, [])) & running)))
         vgpu_keys[p.pci] = va
     for dom in host.domains:
         da = domain_address(dom.name)
-        out[da] = Resource(da, "domain", {"state": dom.state}, branch=HOST_BRANCH)
+        out[da] = Resource(da, "domain", {"name": dom.name, "state": dom.state},
+                           branch=HOST_BRANCH, users=(dom.name,) if dom.name in running else ())
         for hd in dom.hostdevs:
             found = vgpu_keys.get(hd.key)
             if found is None:
@@ -198,6 +202,10 @@ def desired_resources(res: Resolution) -> dict[str, Resource]:
     """Every resource the config wants, keyed by address."""
     out: dict[str, Resource] = {}
     ci_of: dict[int, str] = {}
+    for vm in res.requests.vms:
+        da = domain_address(vm.name)
+        out[da] = Resource(da, "domain", dict(vm.attrs), branch=HOST_BRANCH, owner=vm.name,
+                           key=vm.key)
     for d in res.gpus:
         if not d.touched:
             continue

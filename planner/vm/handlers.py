@@ -9,11 +9,12 @@ Both directions are idempotent (the executor's recover re-runs them), judged aga
 the domain's *persistent* definition.
 
 ``domain``: ``domain[NAME]`` for a VM the config declares that libvirt does not have.
-The create action carries the domain XML (``{"xml": ...}`` from
-``planner.vm.vm_factory.domain_attrs``) rendered without the vGPU, which its own
-``hostdev`` action attaches afterwards. An existing domain is never redefined; undoing
-a create undefines the domain, refusing if it is running. aihow never plans deleting a
-domain (they are ai-how's).
+The create action carries the VM's attributes (``planner.vm.vm_factory.domain_attrs``);
+the handler renders the domain XML from them, without the vGPU (its own ``hostdev``
+action attaches that afterwards) and marked ``<aihow:defined-by>aihow</aihow:defined-by>``.
+An existing domain is never redefined. A delete is planned only for a domain aihow
+defined whose VM the config dropped; it carries the definition in ``before`` (so its undo
+defines it again) and is refused for a running domain (aihow never stops one unasked).
 
 Importing this module registers these handlers and, through ``vgpu_handlers``, the
 ``sriov`` and ``vgpu`` ones; ``planner.apply.handlers.HANDLER_MODULES`` must list it.
@@ -36,11 +37,14 @@ from planner.apply.handlers import (
 from planner.errors import AihowError
 from planner.host import libvirt_domains as ld
 from planner.host.state import HostState
+from planner.vm.records import defined_by_aihow
 from planner.vm.vm_factory import (
     HostDevice,
     MdevDevice,
     PciDevice,
+    render_defined_domain_xml,
     render_hostdev_xml,
+    spec_from_attrs,
 )
 
 KIND_HOSTDEV = "hostdev"
@@ -153,6 +157,20 @@ def _domain_name(action: ActionLike) -> str:
     return name
 
 
+def domain_xml_for(action: ActionLike, value: Any) -> str:
+    """The XML to define for one side of a domain action: the side's own ``xml`` (a
+    delete's ``before`` keeps the definition it removes), else rendered from the VM's
+    attributes, marked as defined by aihow."""
+    if not isinstance(value, dict):
+        raise ActionFailed(f"{action.address}: the plan carries no domain definition")
+    if value.get("xml"):
+        return str(value["xml"])
+    try:
+        return render_defined_domain_xml(spec_from_attrs(value))
+    except AihowError as exc:
+        raise ActionFailed(f"{action.address}: {exc}") from None
+
+
 class DomainHandler:
     def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
         name = _domain_name(action)
@@ -164,11 +182,11 @@ class DomainHandler:
             if want == exists:
                 return {"already": True}
             if want:
-                xml = value.get("xml") if isinstance(value, dict) else None
-                if not xml:
-                    raise ActionFailed(f"{action.address}: the plan carries no domain XML")
-                ld.define(session.conn, xml)
+                ld.define(session.conn, domain_xml_for(action, value))
             else:
+                if defined_by_aihow(ld.persistent_xml(session.conn, name)) is None:
+                    raise ActionFailed(f"{action.address}: domain {name} was not defined by "
+                                       "aihow; aihow never deletes it")
                 ld.undefine(session.conn, name)  # refuses a running domain
             session.commit()
         except ActionFailed:
@@ -191,8 +209,19 @@ class DomainHandler:
         return f"{verb} domain {_domain_name(action)}"
 
     def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
-        if action.action == "delete":
-            return [f"{action.address}: aihow does not delete domains (ai-how owns them)"]
+        """A delete is allowed only for a stopped domain that aihow itself defined (the
+        plan's ``before`` keeps its definition, marked ``<aihow:defined-by>``)."""
+        if action.action != "delete":
+            return []
+        name = _domain_name(action)
+        before = action.before if isinstance(action.before, dict) else {}
+        if defined_by_aihow(str(before.get("xml") or "")) is None:
+            return [f"{action.address}: domain {name} was not defined by aihow; aihow never "
+                    "deletes it"]
+        dom = next((d for d in host.domains if d.name == name), None)
+        if dom is not None and dom.running:
+            return [f"{action.address}: domain {name} is {dom.state}; stop it first (aihow "
+                    "never stops a domain unasked)"]
         return []
 
 

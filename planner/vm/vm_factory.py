@@ -234,17 +234,28 @@ class VirtioFsMount:
 class VmDeclLike(Protocol):
     """The fields of ``planner.config.vms.VmDecl`` (contract 1) that a VMSpec reads."""
 
-    name: str
-    cluster_name: str
-    role: str
-    cpu_cores: int
-    memory_gb: int
-    disk_gb: int
-    base_image_path: str | None
-    bridge: str
-    pcie_devices: Any
-    virtio_fs_mounts: Any
-    key_path: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def cluster_name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def cpu_cores(self) -> int: ...
+    @property
+    def memory_gb(self) -> int: ...
+    @property
+    def disk_gb(self) -> int: ...
+    @property
+    def base_image_path(self) -> str | None: ...
+    @property
+    def bridge(self) -> str: ...
+    @property
+    def pcie_devices(self) -> Any: ...
+    @property
+    def virtio_fs_mounts(self) -> Any: ...
+    @property
+    def key_path(self) -> str: ...
 
 
 def _field(item: Any, name: str, default: Any = None) -> Any:
@@ -410,9 +421,10 @@ class VMFactory:
     def _volume(self) -> jinja2.Template:
         return self._env.get_template("volume.xml.j2")
 
-    def domain_xml(self, spec: VMSpec) -> str:
-        """The complete persistent domain definition."""
-        return self._domain.render(spec=spec)
+    def domain_xml(self, spec: VMSpec, *, defined_by_aihow: bool = False) -> str:
+        """The complete persistent domain definition; ``defined_by_aihow`` adds the metadata
+        mark that lets a later plan delete the domain once the config drops the VM."""
+        return self._domain.render(spec=spec, defined_by_aihow=defined_by_aihow)
 
     def hostdev_xml(self, device: HostDevice) -> str:
         """One ``<hostdev>`` element, for attaching to or detaching from an existing domain.
@@ -445,7 +457,60 @@ def render_hostdev_xml(device: HostDevice) -> str:
     return default_factory().hostdev_xml(device)
 
 
-def domain_attrs(decl: VmDeclLike) -> dict[str, str]:
-    """What a plan's ``domain[NAME]`` create action carries for a VM libvirt lacks: its
-    domain XML without the vGPU (the ``hostdev`` action attaches that once it exists)."""
-    return {"xml": render_domain_xml(VMSpec.from_decl(decl))}
+# The metadata namespace of aihow's domain XML, and the element that marks a domain aihow
+# itself defined (only such a domain may ever be deleted by a plan).
+AIHOW_VM_NS = "https://aihow.invalid/schemas/vm/1"
+DEFINED_BY_TAG = f"{{{AIHOW_VM_NS}}}defined-by"
+CLUSTER_TAG = f"{{{AIHOW_VM_NS}}}cluster"
+
+
+def spec_attrs(spec: VMSpec) -> dict[str, Any]:
+    """The JSON values a plan's ``domain[NAME]`` action carries: everything the domain XML
+    is rendered from, and nothing else (so the plan shows the VM, not a wall of XML)."""
+    return {
+        "name": spec.name,
+        "cluster": spec.cluster_name,
+        "role": spec.role,
+        "cpu_cores": spec.cpu_cores,
+        "memory_gb": spec.memory_gb,
+        "disk_gb": spec.disk_gb,
+        "bridge": spec.bridge,
+        "base_image_path": spec.base_image_path,
+        "passthrough": [[d.address, d.role] for d in spec.passthrough],
+        "virtio_fs": [[m.tag, m.host_path, m.readonly] for m in spec.virtio_fs],
+        "key_path": spec.key_path,
+    }
+
+
+def domain_attrs(decl: VmDeclLike) -> dict[str, Any]:
+    """What a plan's ``domain[NAME]`` create action carries for a VM libvirt lacks: the
+    values its domain XML is rendered from, without the vGPU (the ``hostdev`` action
+    attaches that once the device exists)."""
+    return spec_attrs(VMSpec.from_decl(decl))
+
+
+def spec_from_attrs(attrs: Mapping[str, Any]) -> VMSpec:
+    """The VMSpec back from ``spec_attrs`` (a plan's values; VmSpecError when malformed)."""
+    try:
+        return VMSpec(
+            name=attrs["name"],
+            cluster_name=attrs["cluster"],
+            role=attrs["role"],
+            cpu_cores=attrs["cpu_cores"],
+            memory_gb=attrs["memory_gb"],
+            disk_gb=attrs["disk_gb"],
+            bridge=attrs["bridge"],
+            base_image_path=attrs.get("base_image_path"),
+            passthrough=tuple(PciDevice(a, r) for a, r in attrs.get("passthrough", ())),
+            virtio_fs=tuple(
+                VirtioFsMount(t, h, bool(ro)) for t, h, ro in attrs.get("virtio_fs", ())
+            ),
+            key_path=attrs.get("key_path", ""),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VmSpecError(f"domain attributes are incomplete or malformed: {exc}") from None
+
+
+def render_defined_domain_xml(spec: VMSpec) -> str:
+    """The domain XML aihow defines: the spec's XML marked as defined by aihow."""
+    return default_factory().domain_xml(spec, defined_by_aihow=True)

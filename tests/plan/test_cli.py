@@ -21,7 +21,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A simulated A100 with the example's domains defined, MIG off: everything to do."""
+    """A bare simulated A100, MIG off: everything to do, the domains included."""
     from test_plans_current import REGEN
 
     where = tmp_path_factory.mktemp("cli") / "host"
@@ -44,7 +44,7 @@ def test_detailed_exitcode_is_2_with_changes_and_0_without(fresh: str, converged
     changes = run("plan", CONFIG, "--host", fresh, "--detailed-exitcode")
     assert changes.returncode == 2, changes.stderr
     assert changes.stdout.rstrip().endswith(
-        "Plan: 29 to create, 1 to update, 0 to replace, 0 to delete.")
+        "Plan: 38 to create, 1 to update, 0 to replace, 0 to delete.")
     same = run("plan", CONFIG, "--host", converged, "--detailed-exitcode")
     assert same.returncode == 0, same.stderr
     assert "No changes" in same.stdout

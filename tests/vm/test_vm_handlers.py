@@ -13,6 +13,7 @@ from planner.host import libvirt_domains as ld
 from planner.host.libvirt_conn import open_libvirt
 from planner.host.state import Domain, Hostdev, HostState
 from planner.vm.handlers import HostdevHandler
+from planner.vm.records import defined_by_aihow
 from planner.vm.vm_factory import VMFactory, VMSpec
 
 U1 = "11111111-2222-4333-8444-555555555555"
@@ -54,6 +55,14 @@ def sim(tmp_path: Path) -> Path:
 
 def ctx(sim: Path) -> ApplyContext:
     return ApplyContext(f"sim:{sim}", openers={"libvirt": lambda: open_libvirt(f"sim:{sim}")})
+
+
+def domains_only(sim: Path) -> HostState:
+    """The libvirt part of the host's state (the directory holds no simulated GPU)."""
+    from planner.host.libvirt_read import read_domains
+
+    with open_libvirt(f"sim:{sim}", read_only=True) as s:
+        return HostState(uri=f"sim:{sim}", domains=read_domains(s.conn))
 
 
 def hostdevs(sim: Path, name: str) -> tuple[Hostdev, ...]:
@@ -151,15 +160,14 @@ def test_registered_for_the_executor() -> None:
     assert isinstance(handler_for(action("hpc-compute-01", U1)), HostdevHandler)
 
 
-def domain_action(name: str, xml: str | None, op: str = "create") -> Any:
-    attrs = {"xml": xml} if xml else {}
+def domain_action(name: str, attrs: dict[str, Any] | None, op: str = "create") -> Any:
     return SimpleNamespace(
         id=2,
         address=f"domain[{name}]",
         kind="domain",
         action=op,
-        before=None,
-        after=attrs,
+        before=attrs if op == "delete" else None,
+        after=None if op == "delete" else (attrs or {}),
         needs_reset=False,
         destructive=False,
     )
@@ -184,9 +192,13 @@ def test_domain_create_defines_from_the_plan_and_undo_undefines(sim: Path) -> No
         virtio_fs_mounts=(),
         key_path="clusters.cloud.worker_nodes[0]",
     )
-    a = domain_action("k8s-cpu-worker-01", domain_attrs(decl)["xml"])
+    a = domain_action("k8s-cpu-worker-01", domain_attrs(decl))
     h, c = DomainHandler(), ctx(sim)
     assert h.ensure(c, a, "after") == {"defined": "k8s-cpu-worker-01"}
+    with open_libvirt(f"sim:{sim}") as s:  # rendered from the attributes, marked as aihow's
+        xml = ld.persistent_xml(s.conn, "k8s-cpu-worker-01")
+    assert defined_by_aihow(xml) == "k8s"
+    assert "<vcpu placement='static'>2</vcpu>" in xml or ">2</vcpu>" in xml
     assert h.ensure(c, a, "after") == {"already": True}
     # Its vGPU follows through the hostdev action.
     HostdevHandler().ensure(c, action("k8s-cpu-worker-01", U1), "after")
@@ -200,19 +212,58 @@ def test_domain_create_defines_from_the_plan_and_undo_undefines(sim: Path) -> No
         assert not ld.domain_exists(s.conn, "k8s-cpu-worker-01")
 
 
-def test_domain_undo_refuses_a_running_domain_and_a_missing_xml(sim: Path) -> None:
+def _aihow_domain(sim: Path, name: str) -> dict[str, Any]:
+    """Define ``name`` as aihow does (marked) and return its delete-side attributes."""
+    from planner.vm.vm_factory import VMSpec, render_defined_domain_xml
+
+    spec = VMSpec(name=name, cluster_name="hpc", role="compute", cpu_cores=1, memory_gb=1,
+                  disk_gb=1, bridge="virbr100")
+    xml = render_defined_domain_xml(spec)
+    with open_libvirt(f"sim:{sim}") as s:
+        ld.define(s.conn, xml)
+        s.commit()
+    return {"name": name, "state": "shut off", "cluster": "hpc", "xml": xml}
+
+
+def test_domain_delete_only_of_a_stopped_domain_aihow_defined(sim: Path) -> None:
     from planner.vm.handlers import DomainHandler
 
-    with open_libvirt(f"sim:{sim}") as s:
-        ld.start(s.conn, "hpc-compute-01")
-        s.commit()
     h = DomainHandler()
+    before = _aihow_domain(sim, "hpc-compute-09")
+    gone = domain_action("hpc-compute-09", before, "delete")
+    assert h.preflight(domains_only(sim), gone, ctx(sim)) == []
+    c = ctx(sim)
+    assert h.ensure(c, gone, "after") == {"undefined": "hpc-compute-09"}
+    assert h.ensure(c, gone, "before") == {"defined": "hpc-compute-09"}  # the undo
+    c.close()
+    with open_libvirt(f"sim:{sim}") as s:  # back exactly as it was
+        assert defined_by_aihow(ld.persistent_xml(s.conn, "hpc-compute-09")) == "hpc"
+        ld.start(s.conn, "hpc-compute-09")
+        s.commit()
+    (problem,) = h.preflight(domains_only(sim), gone, ctx(sim))
+    assert "is running; stop it first" in problem
     with pytest.raises(ActionFailed, match="is running"):
-        h.ensure(ctx(sim), domain_action("hpc-compute-01", "<domain/>"), "before")
-    with pytest.raises(ActionFailed, match="carries no domain XML"):
+        h.ensure(ctx(sim), gone, "after")
+
+
+def test_domain_handler_never_deletes_a_domain_aihow_did_not_define(sim: Path) -> None:
+    from planner.vm.handlers import DomainHandler
+
+    h = DomainHandler()
+    with open_libvirt(f"sim:{sim}") as s:  # defined the way ai-how does: no aihow mark
+        xml = ld.persistent_xml(s.conn, "hpc-compute-01")
+    theirs = domain_action("hpc-compute-01", {"name": "hpc-compute-01", "xml": xml}, "delete")
+    (problem,) = h.preflight(domains_only(sim), theirs, ctx(sim))
+    assert "was not defined by aihow" in problem
+    with pytest.raises(ActionFailed, match="was not defined by aihow"):
+        h.ensure(ctx(sim), theirs, "after")
+    # undoing a create refuses the same way, and a create without attributes is refused
+    with pytest.raises(ActionFailed, match="was not defined by aihow"):
+        h.ensure(ctx(sim), domain_action("hpc-compute-01", {}), "before")
+    with pytest.raises(ActionFailed, match="incomplete or malformed"):
         h.ensure(ctx(sim), domain_action("hpc-compute-05", None), "after")
-    (problem,) = h.preflight(HostState(uri="x"), domain_action("x", "<d/>", "delete"), ctx(sim))
-    assert "does not delete domains" in problem
+    with open_libvirt(f"sim:{sim}") as s:
+        assert ld.domain_exists(s.conn, "hpc-compute-01")
 
 
 def vgpu_action(key: str, backend: str, parent: str, type_name: str) -> Any:
