@@ -29,7 +29,8 @@ def probe_command(
         typer.Option(
             "--check-catalog",
             help="Compare each GPU's MIG profiles and placements, read through NVML, with "
-            "the catalog and print every difference (never changes the GPU).",
+            "the catalog and print every difference; exit status 2 when any differ. "
+            "Never changes the GPU.",
         ),
     ] = False,
 ) -> None:
