@@ -8,8 +8,9 @@ driver checks) and disabled by writing 0.
 
 - ``mdev``: KEY is the mdev UUID. Created by writing it to the ``create`` file of the type
   on the parent VF whose ``name`` is the planned type name (type ids are board-specific,
-  so the plan names the type and apply finds its id); removed by writing 1 to
-  ``bus/mdev/devices/UUID/remove``.
+  so the plan names the type and apply finds its id), then made persistent (``mdevctl
+  define``, manual start; on ``sim:DIR`` a simulated definition under DIR/etc/mdevctl.d);
+  removed by undefining it and writing 1 to ``bus/mdev/devices/UUID/remove``.
 - ``vfio-vf``: KEY is the VF's PCI address. The type id is looked up by name in the VF's
   ``nvidia/creatable_vgpu_types`` and written to ``nvidia/current_vgpu_type``, then read
   back (a non-creatable type reads back as 0); released by writing 0.
@@ -37,6 +38,13 @@ from planner.errors import AihowError
 from planner.host.state import HostState
 from planner.host.sysfs import MDEV_DEVICES, PCI_DEVICES, Sysfs, parse_creatable_types
 from planner.lang.pci import normalize_pci
+from planner.vm.mdev_persist import (
+    MdevDefinition,
+    MdevPersistence,
+    SimMdevDefinitions,
+    is_defined,
+    persistence_for,
+)
 
 KIND_SRIOV = "sriov"
 KIND_VGPU = "vgpu"
@@ -147,6 +155,20 @@ def _vf_type_id(sysfs: Sysfs, vf: str, type_id: str | None, type_name: str | Non
     raise AihowError(f"VF {vf} cannot create {type_name or type_id} now (no free GPU instance?)")
 
 
+def _persistence(ctx: ApplyContext) -> MdevPersistence:
+    """mdevctl on a real host; on ``sim:DIR`` the simulated store in DIR (the real mdevctl
+    and /etc are never touched for a simulated host). Tests may hand one in."""
+    if "mdev_persist" in ctx.openers:
+        store: MdevPersistence = ctx.adapter("mdev_persist")
+        return store
+    return persistence_for(ctx.host_uri)
+
+
+def _store_name(store: MdevPersistence) -> str:
+    return "simulated (DIR/etc/mdevctl.d)" if isinstance(store, SimMdevDefinitions) else \
+        "mdevctl"
+
+
 class VgpuHandler:
     def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
         key = _key(action)
@@ -174,15 +196,28 @@ class VgpuHandler:
                 return {"already": True}
             mdev = str(uuid.UUID(key))
             exists = sysfs.exists(f"{MDEV_DEVICES}/{mdev}")
-            if want and not exists:
+            store = _persistence(ctx)
+            defined = is_defined(store, mdev)
+            if want:
                 parent = normalize_pci(str(attrs.get("parent")))
                 type_dir = _mdev_type_dir(sysfs, parent, type_id, type_name)
-                sysfs.write(f"{type_dir}/create", mdev)
-                return {"type_id": type_dir.rsplit("/", 1)[1], "parent": parent}
-            if not want and exists:
+                tid = type_dir.rsplit("/", 1)[1]
+                facts: dict[str, Any] = {}
+                if not exists:
+                    sysfs.write(f"{type_dir}/create", mdev)
+                    facts.update(type_id=tid, parent=parent)
+                if not defined:  # survives a reboot as a definition; aihow starts it
+                    store.define(MdevDefinition(mdev, parent, tid))
+                    facts["persistent"] = _store_name(store)
+                return facts or {"already": True}
+            facts = {}
+            if defined:
+                store.undefine(mdev)
+                facts["undefined"] = mdev
+            if exists:
                 sysfs.write(f"{MDEV_DEVICES}/{mdev}/remove", "1")
-                return {"removed": mdev}
-            return {"already": True}
+                facts["removed"] = mdev
+            return facts or {"already": True}
         except ActionFailed:
             raise
         except (AihowError, ValueError) as exc:

@@ -289,7 +289,7 @@ def vgpu_action(key: str, backend: str, parent: str, type_name: str) -> Any:
 def sysfs_ctx(root: Path) -> ApplyContext:
     from planner.host.sysfs import Sysfs
 
-    return ApplyContext("sim:x", openers={"sysfs": lambda: Sysfs(root)})
+    return ApplyContext(f"sim:{root}", openers={"sysfs": lambda: Sysfs(root)})
 
 
 def test_vfio_vf_type_found_by_name_and_released(tmp_path: Path) -> None:
@@ -323,3 +323,85 @@ def test_vgpu_errors_name_the_resource_and_the_reason(tmp_path: Path) -> None:
     m = vgpu_action(U1, "mdev", "0000:65:00.5", "NVIDIA A100-1-5C")
     with pytest.raises(ActionFailed, match=r"0000:65:00.5 has no mdev types \(are its VFs enabled"):
         VgpuHandler().ensure(sysfs_ctx(tmp_path), m, "after")
+
+
+def _mdev_tree(root: Path, parent: str = "0000:17:00.4") -> None:
+    """A parent VF offering one mdev type, and the mdev bus (what the kernel shows)."""
+    t = root / f"sys/bus/pci/devices/{parent}/mdev_supported_types/nvidia-474"
+    t.mkdir(parents=True)
+    (t / "name").write_text("NVIDIA A100-1-5C\n")
+    (root / "sys/bus/mdev/devices").mkdir(parents=True)
+
+
+def test_mdev_is_made_persistent_with_mdevctl_on_a_real_host(tmp_path: Path) -> None:
+    """On ``local`` the handler runs ``mdevctl define`` (manual start) after creating the
+    mdev, and ``mdevctl undefine`` before removing it (mdevctl itself is faked here: its
+    real run is tests/vm/test_mdev_persist.py, which needs root)."""
+    import json as _json
+    import subprocess
+
+    from planner.host.sysfs import Sysfs
+    from planner.vm.mdev_persist import Mdevctl
+    from planner.vm.vgpu_handlers import VgpuHandler
+
+    _mdev_tree(tmp_path)
+    calls: list[list[str]] = []
+    defined: dict[str, dict[str, Any]] = {}
+
+    def fake_mdevctl(argv: Any) -> subprocess.CompletedProcess[str]:
+        argv = list(argv)
+        calls.append(argv)
+        out = ""
+        if argv[1] == "define":
+            defined[argv[3]] = {"parent": argv[5], "mdev_type": argv[7]}
+        elif argv[1] == "undefine":
+            defined.pop(argv[3])
+        elif argv[1] == "list":
+            out = _json.dumps([{d["parent"]: [{u: {"mdev_type": d["mdev_type"],
+                                                   "start": "manual"}}]}
+                               for u, d in defined.items()])
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    def write(rel: str, value: str) -> None:  # the kernel's reaction to create/remove
+        if rel.endswith("/create"):
+            (tmp_path / "sys/bus/mdev/devices" / value).mkdir()
+        elif rel.endswith("/remove"):
+            (tmp_path / rel).parent.rmdir()
+
+    tool = Mdevctl(run=fake_mdevctl)
+    c = ApplyContext("local", openers={"sysfs": lambda: Sysfs(tmp_path, writer=write,
+                                                              writable=True),
+                                       "mdev_persist": lambda: tool})
+    a = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C")
+    facts = VgpuHandler().ensure(c, a, "after")
+    assert facts["persistent"] == "mdevctl"
+    assert ["mdevctl", "define", "-u", U1, "-p", "0000:17:00.4", "-t", "nvidia-474"] in calls
+    assert VgpuHandler().ensure(c, a, "after") == {"already": True}
+    assert VgpuHandler().ensure(c, a, "before") == {"undefined": U1, "removed": U1}
+    assert ["mdevctl", "undefine", "-u", U1] in calls and defined == {}
+
+
+def test_mdev_persistence_on_a_simulated_host_stays_in_its_directory(tmp_path: Path) -> None:
+    from planner.host.sysfs import Sysfs
+    from planner.vm.mdev_persist import SimMdevDefinitions
+    from planner.vm.vgpu_handlers import VgpuHandler
+
+    _mdev_tree(tmp_path)
+
+    def write(rel: str, value: str) -> None:
+        if rel.endswith("/create"):
+            (tmp_path / "sys/bus/mdev/devices" / value).mkdir()
+        elif rel.endswith("/remove"):
+            (tmp_path / rel).parent.rmdir()
+
+    c = ApplyContext(f"sim:{tmp_path}", openers={
+        "sysfs": lambda: Sysfs(tmp_path, writer=write, writable=True)})
+    a = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C")
+    facts = VgpuHandler().ensure(c, a, "after")
+    assert facts["persistent"].startswith("simulated")
+    stored = tmp_path / "etc/mdevctl.d/0000:17:00.4" / U1
+    assert '"mdev_type": "nvidia-474"' in stored.read_text()
+    (d,) = SimMdevDefinitions(tmp_path).list_defined()
+    assert (d.uuid, d.parent, d.type_id, d.auto) == (U1, "0000:17:00.4", "nvidia-474", False)
+    VgpuHandler().ensure(c, a, "before")
+    assert not stored.exists() and SimMdevDefinitions(tmp_path).list_defined() == ()
