@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pytest
 
-from .conftest import A100, L40S, SimHost
+from .conftest import A100, L40S, SCRIPTS, SimHost
 
 LGI_ROW = re.compile(r"^\|\s+\d+\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)", re.M)
 MIG_UUID = re.compile(r"MIG-[0-9a-fA-F-]{36}")
@@ -170,3 +171,48 @@ def test_kept_instances_that_block_the_rest_are_named(mig_host: SimHost) -> None
     assert r.returncode == 1
     assert "do not fit beside the ones kept (3g.20gb@0)" in r.stderr
     assert layout(mig_host) == [("3g.20gb", 0)]
+
+
+def test_failure_midway_destroys_what_this_run_created(mig_host: SimHost) -> None:
+    from .conftest import aihow
+
+    aihow("sim", "fail", mig_host.dir, "--op", "nvmlDeviceCreateGpuInstanceWithPlacement",
+          "--at", "3")
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
+    assert r.returncode == 1
+    assert "creating 1g.5gb at slice" in r.stderr and "Insufficient Resources" in r.stderr
+    assert instances(mig_host) == [] and listed_uuids(mig_host) == set()
+
+
+def test_kept_instances_get_their_missing_compute_instance(mig_host: SimHost) -> None:
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "2g.10gb,1g.5gb",
+                        "--no-ci")
+    assert r.returncode == 0 and listed_uuids(mig_host) == set()
+    gis = instances(mig_host)
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "2g.10gb,1g.5gb")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Successfully created GPU instance" not in r.stdout
+    assert r.stdout.count("Successfully created compute instance") == 2
+    assert instances(mig_host) == gis and len(listed_uuids(mig_host)) == 2
+
+
+def test_destroy_existing_alone_empties_the_gpu(mig_host: SimHost) -> None:
+    assert mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR).returncode == 0
+    dry = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--destroy-existing", "--dry-run")
+    assert dry.returncode == 0
+    assert dry.stdout.splitlines() == ["would run: nvidia-smi mig -i 0 -dci",
+                                       "would run: nvidia-smi mig -i 0 -dgi"]
+    assert len(instances(mig_host)) == 4
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--destroy-existing")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert instances(mig_host) == [] and listed_uuids(mig_host) == set()
+
+
+def test_refuses_to_run_as_a_normal_user(mig_host: SimHost) -> None:
+    env = mig_host.env()
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           str(SCRIPTS / "create-mig-slices.sh"), "--gpu", "0",
+                           "--profiles", "1g.5gb"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 1 and "must run as root" in proc.stderr
+    assert instances(mig_host) == []
