@@ -39,6 +39,7 @@ QUERY_FUNCTIONS = frozenset(
         "nvmlDeviceGetHandleByPciBusId",
         "nvmlDeviceGetHandleByUUID",
         "nvmlDeviceGetIndex",
+        "nvmlDeviceGetMinorNumber",
         "nvmlDeviceGetName",
         "nvmlDeviceGetUUID",
         "nvmlDeviceGetPciInfo",
@@ -227,6 +228,13 @@ class NvmlHost:
         n = self.nvml
         for index in range(n.nvmlDeviceGetCount()):
             yield index, n.nvmlDeviceGetHandleByIndex(index)
+
+    def minor_number(self, handle: Any) -> int | None:
+        """The N of /dev/nvidiaN, or None where the driver does not say."""
+        try:
+            return int(self.nvml.nvmlDeviceGetMinorNumber(handle))
+        except self.nvml.NVMLError:
+            return None
 
     def pci_of(self, handle: Any) -> str:
         info = self.nvml.nvmlDeviceGetPciInfo(handle)

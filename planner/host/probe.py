@@ -18,7 +18,8 @@ from planner.host.errors import HostError
 from planner.host.libvirt_conn import open_libvirt
 from planner.host.libvirt_read import read_domains
 from planner.host.nvml import NvmlHost, ReadOnlyNvml, nvml_message
-from planner.host.state import Gpu, HostState, Mdev, VgpuParent, VgpuType
+from planner.host.procfs import device_holders, process_name
+from planner.host.state import Gpu, GpuProcess, HostState, Mdev, VgpuParent, VgpuType
 from planner.host.sysfs import Sysfs, read_vgpu
 from planner.host.uri import HostUri, parse_host_uri, require_sim_dir
 
@@ -58,12 +59,23 @@ def probe_with(
             driver_version = host.driver_version()
             gpus = host.read_gpus()
             vgpu_gis: dict[str, int] = {}
-            for _, handle in host.handles():
+            minors: dict[int, str] = {}
+            for index, handle in host.handles():
                 vgpu_gis.update(host.vgpu_gpu_instances(handle))
+                minor = host.minor_number(handle)
+                # Without an answer, assume minor = index, as on most hosts.
+                minors[index if minor is None else minor] = host.pci_of(handle)
         except nvml.NVMLError as err:
             raise HostError(f"{uri.text}: reading the GPUs through NVML failed: "
                             f"{nvml_message(err)}") from err
-    gpus = tuple(g.model_copy(update={"driver": sysfs.pci_driver(g.pci)}) for g in gpus)
+    holders = device_holders(sysfs.root, minors)
+    gpus = tuple(
+        g.model_copy(update={
+            "driver": sysfs.pci_driver(g.pci),
+            "processes": _processes(g, holders.get(g.pci, set()), sysfs.root),
+        })
+        for g in gpus
+    )
     vgpu = read_vgpu(sysfs)
     parents = tuple(_with_profiles(p, gpus) for p in vgpu.parents)
     mdevs = tuple(_with_gi(m, vgpu_gis) for m in vgpu.mdevs)
@@ -77,6 +89,18 @@ def probe_with(
         vgpu_parents=parents,
         mdevs=mdevs,
         domains=domains,
+    )
+
+
+def _processes(gpu: Gpu, holders: set[int], root: Path) -> tuple[GpuProcess, ...]:
+    """NVML's compute processes plus every other process holding the GPU's device node;
+    names from NVML, else from /proc."""
+    names = {p.pid: p.name for p in gpu.processes}
+    for pid in holders:
+        names.setdefault(pid, "")
+    return tuple(
+        GpuProcess(pid=pid, name=names[pid] or process_name(root, pid) or "")
+        for pid in sorted(names)
     )
 
 

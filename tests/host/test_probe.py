@@ -244,3 +244,22 @@ def test_probing_a_fresh_host_creates_no_files(make_host: Callable[..., Path]) -
     before = tree_digest(root)
     assert probe(f"sim:{root}").domains == ()
     assert tree_digest(root) == before
+
+
+def test_services_and_compute_processes_holding_a_gpu(make_host: Callable[..., Path]) -> None:
+    from planner.sim import driver
+    from planner.sim.host import HolderSpec, HostSpec, init_host
+    from planner.sim.state import SimStore
+
+    root = make_host(GpuSpec("a100-40gb", A100, mig=True), GpuSpec("h100-80gb", H100))
+    init_host(root, HostSpec(
+        gpus=(GpuSpec("a100-40gb", A100, mig=True), GpuSpec("h100-80gb", H100)),
+        holders=(HolderSpec(H100, "nvidia-persistenced", 812),)), force=True)
+    with SimStore(root).transaction() as state:
+        driver.hold(state.gpu(A100), "/usr/bin/python3", 4242)
+
+    a100, h100 = probe(f"sim:{root}").gpus
+
+    assert [(p.pid, p.name) for p in a100.processes] == [(4242, "/usr/bin/python3")]
+    # NVML does not list a service; its open /dev/nvidia1 does.
+    assert [(p.pid, p.name) for p in h100.processes] == [(812, "nvidia-persistenced")]
