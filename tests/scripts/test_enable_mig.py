@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from .conftest import A100, L40S, SimHost
 
@@ -129,3 +130,34 @@ def test_bad_arguments_are_one_line_errors(host: SimHost) -> None:
 def test_missing_nvidia_smi(host: SimHost) -> None:
     r = host.script("enable-mig.sh", PATH="/usr/bin:/bin", NVIDIA_SMI="nvidia-smi-absent")
     assert r.returncode == ERROR and "nvidia-smi not found" in r.stderr
+
+
+# The "Processes" section of 'nvidia-smi -q' on a real driver (the simulator does not print
+# one); appended to the simulator's own -q output for the GPU by a pass-through wrapper.
+REAL_PROCESSES = """\
+    Processes
+        GPU instance ID                   : N/A
+        Compute instance ID               : N/A
+        Process ID                        : 28411
+            Type                          : C
+            Name                          : /usr/bin/python3
+            Used GPU Memory               : 1024 MiB
+"""
+
+
+def test_reset_names_processes_nvidia_smi_reports(host: SimHost, tmp_path: Path) -> None:
+    (tmp_path / "processes.txt").write_text(REAL_PROCESSES)
+    wrapper = tmp_path / "smi-with-processes"
+    wrapper.write_text(f"""#!/bin/bash
+if [ "$1" = "-q" ] && [ "$2" = "-i" ]; then
+    "{host.dir}/bin/nvidia-smi" "$@" && cat "{tmp_path}/processes.txt"
+    exit
+fi
+exec "{host.dir}/bin/nvidia-smi" "$@"
+""")
+    wrapper.chmod(0o755)
+    host.hold("python3")
+    assert host.script("enable-mig.sh", "--gpu", A100).returncode == PENDING
+    r = host.script("enable-mig.sh", "--gpu", A100, "--reset", NVIDIA_SMI=str(wrapper))
+    assert r.returncode == ERROR
+    assert "pid 28411: /usr/bin/python3 (a process on the GPU: stop it)" in r.stdout
