@@ -301,7 +301,6 @@ class PCIePassthroughValidator:
                                  f"cannot read GPUs through NVML: {self.nvml_error or 'no probe'}"
                                  "; is the NVIDIA driver loaded (nvidia-smi works)?"))
             return []
-        assert self.host is not None or not selectors
         for selector, who in selectors:
             found = self._resolve(selector)
             if not found:
@@ -317,9 +316,10 @@ class PCIePassthroughValidator:
             for g in self.host.gpus:
                 if g.mig_capable and self._model(g) is not None:
                     wanted.setdefault(g.pci, (g, "gpu_config without gpu"))
-            if not wanted:
-                rows.append(CheckRow("gpu-present", "host", "fail",
-                                     "VMs ask for MIG slices but no MIG-capable GPU is present"))
+        if req.mig and not wanted and not any(r.check == "gpu-present" for r in rows):
+            rows.append(CheckRow("gpu-present", "host", "fail",
+                                 "VMs ask for MIG slices but no MIG-capable GPU is present or "
+                                 "managed (global.gpus with select and mig: enabled)"))
         out = []
         for pci, (g, who) in sorted(wanted.items()):
             rows.append(CheckRow("gpu-present", pci, "ok", f"{g.name} (GPU {g.index})"))

@@ -339,3 +339,11 @@ def test_render_table_has_one_row_per_check(tree: FakeTree) -> None:
     assert len(text) == len(rows) + 1
     bad = next(line for line in text if line.startswith("gpu-driver"))
     assert " FAIL " in bad and "must stay on nvidia" in bad
+
+
+def test_slices_with_no_mig_gpu_to_go_to(tree: FakeTree) -> None:
+    rtx = a100(name="NVIDIA GeForce RTX 4060", model=None, pci_device_id="2882",
+               mig_capable=False, mig_current=False, mig_pending=False)
+    r = HostRequirements(mig=(MigRequest("vm1", "1g.5gb", None, None, None),))
+    row = next(x for x in failures(run(tree, host_state(rtx), r)) if x.check == "gpu-present")
+    assert row.subject == "host" and "no MIG-capable GPU" in row.hint
