@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from planner.errors import AihowError
-from planner.host.state import Domain
+from planner.host.state import Domain, HostState
 from planner.lang.pci import normalize_pci
 
 SCHEMA = "aihow-gpu-allocations"
@@ -396,3 +396,78 @@ def _conflict(kind: str, key: str, holder: str, wanted_by: str) -> str:
             f"ledger); it cannot also go to {wanted_by}"
         )
     return f"{kind}[{key}] is held by {holder}; it cannot also go to {wanted_by}"
+
+
+# --- what an applied config holds, read back from the host ---------------------------------
+
+
+def holdings(host: HostState, owners: Mapping[str, str]) -> dict[str, list[tuple[str, str]]]:
+    """What each node holds on ``host``, read back (never assumed): for every domain named
+    in ``owners`` (domain name -> ``cluster/node``) its vGPU devices (mdev UUID, or VF), the
+    GPU instance backing each (``PCI/START``) and that instance's MIG UUIDs."""
+    parents = {p.pci: p for p in host.vgpu_parents}
+    mdevs = {m.uuid: m for m in host.mdevs}
+    gis = {(g.pci, gi.gi_id): gi for g in host.gpus for gi in g.gpu_instances}
+    out: dict[str, list[tuple[str, str]]] = {}
+    for dom in host.domains:
+        owner = owners.get(dom.name)
+        if owner is None:
+            continue
+        held = out.setdefault(owner, [])
+        for hd in dom.hostdevs:
+            if hd.type == "mdev" and hd.uuid in mdevs:
+                m = mdevs[hd.uuid]
+                parent, gi_id = parents.get(m.parent), m.gi_id
+                parent_pci = m.parent
+            elif hd.type == "pci" and hd.pci in parents and parents[hd.pci].current_type:
+                parent = parents[hd.pci]
+                gi_id, parent_pci = parent.gi_id, hd.pci
+            else:
+                continue
+            held.append(("vgpu", hd.key))
+            gpu = (parent.physfn or parent.pci) if parent is not None else parent_pci
+            gi = gis.get((gpu, gi_id)) if gi_id is not None else None
+            if gi is None:
+                continue
+            held.append(("gi_placement", f"{gpu}/{gi.placement_start}"))
+            held += [("mig_uuid", ci.mig_uuid) for ci in gi.compute_instances if ci.mig_uuid]
+    return out
+
+
+def record_holdings(alloc: GPUResourceAllocator, clusters: Iterable[str],
+                    held: Mapping[str, Iterable[tuple[str, str]]]) -> Ledger:
+    """Make the ledger say exactly ``held`` for the owners of ``clusters`` (an applied
+    config is the truth for its own clusters: their other claims are dropped). Refused,
+    naming both owners, when another cluster holds one of them; retried on a stale
+    generation."""
+    mine = set(clusters)
+    wanted = {owner: _claim_ids(items) for owner, items in held.items()}
+    for owner in wanted:
+        check_owner(owner)
+
+    def write(_: None, generation: int) -> Ledger:
+        def change(led: Ledger) -> dict[tuple[str, str], str]:
+            claims = {k: o for k, o in led.claims.items()
+                      if o.split("/", 1)[0] not in mine or o.startswith(LIBVIRT_OWNER_PREFIX)}
+            for owner, items in sorted(wanted.items()):
+                for ident in items:
+                    holder = claims.get(ident)
+                    if holder is not None and not _same_holder(holder, owner):
+                        raise AllocationConflict(_conflict(*ident, holder, owner))
+                    claims[ident] = owner
+            return claims
+
+        return alloc._update(generation, change)
+
+    return alloc.transact(lambda _view: None, write)[1]
+
+
+def record_applied(state_dir: str | os.PathLike[str], host: HostState, cfg: object) -> Ledger:
+    """After a successful apply: record what the config's nodes hold now, read back from
+    the probed ``host``, in the ledger of ``state_dir``."""
+    from planner.config.vms import expand_vms
+
+    vms = expand_vms(cfg)  # type: ignore[arg-type]
+    owners = {vm.name: f"{vm.cluster_name}/{vm.name}" for vm in vms}
+    return record_holdings(GPUResourceAllocator.for_state_dir(state_dir),
+                           {vm.cluster_name for vm in vms}, holdings(host, owners))

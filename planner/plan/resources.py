@@ -181,11 +181,18 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dic
         out[da] = Resource(da, "domain", {"name": dom.name, "state": dom.state},
                            branch=HOST_BRANCH, users=(dom.name,) if dom.name in running else ())
         for hd in dom.hostdevs:
+            ha = hostdev_address(dom.name, hd.key)
             found = vgpu_keys.get(hd.key)
             if found is None:
-                continue  # a hostdev that is no vGPU device (passthrough): not ours to plan
+                # No such vGPU device now (after a reboot, before apply re-creates it), or
+                # no vGPU at all (passthrough): the reference is there all the same. It is
+                # only compared where the config wants it (host branch: never deleted).
+                out[ha] = Resource(ha, "hostdev", {"domain": dom.name, "type": hd.type,
+                                                   "device": hd.key},
+                                   deps=(da,), branch=HOST_BRANCH,
+                                   users=(dom.name,) if dom.name in running else ())
+                continue
             va = found
-            ha = hostdev_address(dom.name, hd.key)
             out[ha] = Resource(ha, "hostdev", {"domain": dom.name, "type": hd.type,
                                                "device": hd.key},
                                deps=(va, da), branch=out[va].branch,

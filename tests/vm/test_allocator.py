@@ -334,3 +334,58 @@ def test_a_crash_mid_write_leaves_the_previous_ledger(tmp_path: Path, where: str
     # The lock died with the process; the next writer proceeds and sweeps the debris.
     alloc.claim("cloud/w1", [("pci", "65:00.0")], generation=1)
     assert not list(tmp_path.glob(".allocations.json.tmp-*"))
+
+
+def _applied_host() -> Any:
+    """One A100 with two 1g.5gb instances, each under an mdev held by a domain."""
+    from planner.host.state import (
+        ComputeInstance,
+        Gpu,
+        GpuInstance,
+        HostState,
+        Mdev,
+        VgpuParent,
+    )
+
+    gis = tuple(
+        GpuInstance(gi_id=10 + s, profile_id=19, profile_name="1g.5gb", placement_start=s,
+                    placement_size=1,
+                    compute_instances=(ComputeInstance(ci_id=0, profile_id=0, placement_start=0,
+                                                       placement_size=1,
+                                                       mig_uuid=f"MIG-{s:08d}-aaaa-4bbb-8ccc-"
+                                                                "dddddddddddd"),))
+        for s in (0, 1))
+    gpu = Gpu(index=0, pci="0000:17:00.0", uuid="GPU-x", name="NVIDIA A100-SXM4-40GB",
+              mig_capable=True, mig_current=True, mig_pending=True, gpu_instances=gis)
+    vfs = tuple(VgpuParent(pci=f"0000:17:00.{4 + k}", physfn="0000:17:00.0", backend="mdev")
+                for k in (0, 1))
+    u = ["2f0c6a3e-5b1d-4c3e-9a7f-00000000000" + str(k) for k in (0, 1)]
+    mdevs = tuple(Mdev(uuid=u[k], parent=vfs[k].pci, type_id="nvidia-474", gi_id=10 + k)
+                  for k in (0, 1))
+    doms = tuple(Domain(name=f"hpc-compute-0{k + 1}", uuid=f"d{k}", state="shut off",
+                        hostdevs=(Hostdev(type="mdev", uuid=u[k]),)) for k in (0, 1))
+    return HostState(uri="sim:x", gpus=(gpu,), vgpu_parents=vfs, mdevs=mdevs, domains=doms), u
+
+
+def test_holdings_are_read_back_from_the_host_and_recorded_per_node(
+    alloc: GPUResourceAllocator,
+) -> None:
+    from planner.apply.allocator import holdings, record_holdings
+
+    host, u = _applied_host()
+    owners = {"hpc-compute-01": "hpc/hpc-compute-01", "hpc-compute-02": "hpc/hpc-compute-02"}
+    held = holdings(host, owners)
+    assert held["hpc/hpc-compute-02"] == [
+        ("vgpu", u[1]), ("gi_placement", "0000:17:00.0/1"),
+        ("mig_uuid", "MIG-00000001-aaaa-4bbb-8ccc-dddddddddddd")]
+    led = record_holdings(alloc, ["hpc"], held)
+    assert led.owner_of("gi_placement", "0000:17:00.0/0") == "hpc/hpc-compute-01"
+    # the config is the truth for its clusters: a node's old claims go when it moves
+    led = record_holdings(alloc, ["hpc"], {"hpc/hpc-compute-01": held["hpc/hpc-compute-01"]})
+    assert led.held_by("hpc/hpc-compute-02") == []
+    # another cluster's claim on the same slice is refused, naming both owners
+    with pytest.raises(AllocationConflict, match=r"held by hpc/hpc-compute-01; it cannot "
+                       r"also go to lab/lab-compute-01"):
+        record_holdings(alloc, ["lab"], {"lab/lab-compute-01": [("gi_placement",
+                                                                 "0000:17:00.0/0")]})
+    assert alloc.read().owner_of("gi_placement", "0000:17:00.0/0") == "hpc/hpc-compute-01"

@@ -1,0 +1,281 @@
+"""The example cluster end to end on a bare simulated host, as ``make demo`` runs it:
+nothing is defined beforehand, so apply defines the nine domains too. Plan-making gets
+the host's records (domains aihow defined, the allocation ledger) the way the CLI reads
+them. Then re-plan, isolation, one node changed, a second config refused, reboot, and a
+fault at every step of the apply rolled back to the starting fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import planner.vm.handlers  # noqa: F401  registers hostdev/domain/sriov/vgpu handlers
+from planner.apply.allocator import GPUResourceAllocator, record_applied
+from planner.apply.executor import ApplyInput, ApplyResult, HostAccess, apply_plan
+from planner.apply.state_dir import resolve_state_dir
+from planner.config import load_config
+from planner.config.vms import expand_vms
+from planner.host import libvirt_domains as ld
+from planner.host.libvirt_conn import open_libvirt
+from planner.host.probe import probe
+from planner.host.state import HostState
+from planner.plan.fingerprint import fingerprint
+from planner.plan.make import make_plan
+from planner.plan.request import mdev_uuid
+from planner.plan.resolve import ResolveError
+from planner.vm.mdev_persist import SimMdevDefinitions
+from planner.vm.records import defined_by_aihow, read_host_records
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
+H100_CONFIG = ROOT / "config" / "example-h100-vfio.yaml"
+AIHOW = str(Path(sys.executable).with_name("aihow"))
+GPU = "0000:17:00.0"
+
+
+def aihow(*args: str) -> str:
+    res = subprocess.run([AIHOW, *args], capture_output=True, text=True, check=False, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+class Host:
+    """A bare simulated host and one config (nothing defined in libvirt)."""
+
+    def __init__(self, path: Path, config: Path = CONFIG, spec: str = "sim-a100.toml") -> None:
+        aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / spec))
+        self.dir, self.uri, self.config = path, f"sim:{path}", config
+        self.cfg = load_config(config)
+
+    def probe(self) -> HostState:
+        return probe(self.uri)
+
+    def plan(self, config: Path | None = None) -> Any:
+        config = config or self.config
+        return make_plan(load_config(config), self.probe(), config_path=str(config),
+                         config_sha256=hashlib.sha256(config.read_bytes()).hexdigest(),
+                         host_uri=self.uri, records=read_host_records(self.uri))
+
+    def apply(self, plan: Any) -> ApplyResult:
+        result = apply_plan(
+            ApplyInput(plan, plan.to_json(), self.cfg, self.config.read_text(),
+                       str(self.config), allow_reset=True),
+            HostAccess.for_uri(self.uri), resolve_state_dir(self.uri))
+        if result.outcome == "applied":  # what apply records after success
+            record_applied(resolve_state_dir(self.uri), self.probe(), self.cfg)
+        return result
+
+
+def changes(plan: Any) -> list[Any]:
+    return [a for a in plan.actions if a.action != "no-op"]
+
+
+def owner_of(name: str) -> str:
+    return name.split("-", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> tuple[Host, HostState]:
+    host = Host(tmp_path_factory.mktemp("bare") / "sim")
+    assert host.probe().domains == ()
+    result = host.apply(host.plan())
+    assert result.outcome == "applied", result.failed
+    return host, host.probe()
+
+
+def test_apply_from_nothing_defines_nine_domains_on_seven_gis_and_seven_vgpus(
+    applied: tuple[Host, HostState],
+) -> None:
+    host, state = applied
+    (gpu,) = state.gpus
+    assert gpu.mig_current
+    assert sorted(gi.profile_name for gi in gpu.gpu_instances) == ["1g.5gb"] * 7
+    assert len(state.mdevs) == 7 and all(m.persistent for m in state.mdevs)
+    by_name = {d.name: d for d in state.domains}
+    assert sorted(by_name) == sorted(vm.name for vm in expand_vms(host.cfg))
+    assert len(by_name) == 9
+    for vm in expand_vms(host.cfg):
+        dom = by_name[vm.name]
+        if vm.gpu_config is None:
+            assert dom.hostdevs == (), vm.name
+            continue
+        (hd,) = dom.hostdevs  # the node's own vGPU: the UUID derived from its stable name
+        assert (hd.type, hd.uuid) == ("mdev", mdev_uuid(f"{vm.cluster_name}/{vm.name}/gpu0"))
+    with open_libvirt(host.uri) as s:
+        for name in by_name:
+            assert defined_by_aihow(ld.persistent_xml(s.conn, name)) == owner_of(name)
+    # persistence is simulated inside the host's directory, in mdevctl's layout
+    defs = SimMdevDefinitions(host.dir).list_defined()
+    assert {(d.uuid, d.parent, d.type_id) for d in defs} == {
+        (m.uuid, m.parent, m.type_id) for m in state.mdevs}
+
+
+def test_replan_shows_no_changes(applied: tuple[Host, HostState]) -> None:
+    host, _ = applied
+    plan = host.plan()
+    assert changes(plan) == []
+    assert plan.summary["no-op"] == len(plan.actions) > 0
+
+
+def test_isolation(applied: tuple[Host, HostState]) -> None:
+    _, state = applied
+    keys = [h.key for d in state.domains for h in d.hostdevs]
+    assert len(keys) == 7 and len(keys) == len(set(keys)), "two domains share a device"
+    gis = [m.gi_id for m in state.mdevs]
+    assert None not in gis and len(set(gis)) == 7, "two vGPUs on one GPU instance"
+    (gpu,) = state.gpus
+    slices = [s for gi in gpu.gpu_instances
+              for s in range(gi.placement_start, gi.placement_start + gi.placement_size)]
+    assert len(slices) == len(set(slices)), "GPU instances overlap in memory slices"
+
+
+def _variant(tmp: Path, source: Path, edit: Any) -> Path:
+    text = edit(source.read_text())
+    path = tmp / source.name
+    path.write_text(text)
+    return path
+
+
+def test_changing_one_node_plans_nothing_for_the_other_nodes(
+    applied: tuple[Host, HostState], tmp_path: Path,
+) -> None:
+    host, _ = applied
+
+    def second_node_with_media_engines(text: str) -> str:
+        parts = text.split("gpu_config: {mode: mig, mig_profile: 1g.5gb}")
+        assert len(parts) == 8
+        return "gpu_config: {mode: mig, mig_profile: 1g.5gb}".join(parts[:2]) + \
+            "gpu_config: {mode: mig, mig_profile: 1g.5gb+me}" + \
+            "gpu_config: {mode: mig, mig_profile: 1g.5gb}".join(parts[2:])
+
+    plan = host.plan(_variant(tmp_path, CONFIG, second_node_with_media_engines))
+    touched = changes(plan)
+    assert touched, "the changed node must be re-planned"
+    mine = mdev_uuid("hpc/hpc-compute-02/gpu0")
+    for a in touched:
+        assert "hpc-compute-02" in a.address or mine in a.address or a.kind in (
+            "gpu_instance", "compute_instance"), a.address
+        if a.kind in ("gpu_instance", "compute_instance"):
+            # only the instance under hpc-compute-02's vGPU is replaced
+            before = a.before or a.after
+            assert before["profile"].startswith("1g.5gb"), a.address
+    gi_changes = {a.address.split(".ci[")[0] for a in touched
+                  if a.kind in ("gpu_instance", "compute_instance")}
+    assert len(gi_changes) <= 2  # the old instance goes, the new +me one comes
+
+
+def test_a_second_config_claiming_held_slices_is_refused_naming_both_owners(
+    applied: tuple[Host, HostState], tmp_path: Path,
+) -> None:
+    host, _ = applied
+    ledger = GPUResourceAllocator.for_state_dir(resolve_state_dir(host.uri)).read()
+    assert ledger.owner_of("gi_placement", f"{GPU}/0") is not None
+    assert len(set(ledger.claims.values())) == 7
+    # another HPC cluster managing the same GPU would take (delete and re-make) the slices
+    other = _variant(tmp_path, CONFIG, lambda t: t.replace('name: "hpc"', 'name: "lab"'))
+    with pytest.raises(ResolveError) as err:
+        host.plan(other)
+    text = str(err.value)
+    assert re.search(r"held by hpc/hpc-compute-0\d", text), text
+    assert re.search(r"lab/lab-compute-0\d", text), text
+    # and a node pinned onto one held slice of a GPU it does not manage
+    pinned = _variant(tmp_path, CONFIG, lambda t: t.replace('name: "hpc"', 'name: "lab"')
+                      .replace('name: "k8s"', 'name: "k8s2"')
+                      .replace("  gpus:\n    - select: \"0000:17:00.0\"    # the A100; GPUs not "
+                               "listed here are never touched\n      mig: enabled\n",
+                               "  gpus: []\n")
+                      .replace("gpu_config: {mode: mig, mig_profile: 1g.5gb}",
+                               f'gpu_config: {{mode: mig, mig_profile: 1g.5gb, gpu: "{GPU}", '
+                               "placement: 0}", 1))
+    holder = ledger.owner_of("gi_placement", f"{GPU}/0")
+    with pytest.raises(ResolveError, match=rf"lab-compute-01 .*gi_placement\[{GPU}/0\] is held "
+                       rf"by {holder}.*cannot also go to lab/lab-compute-01"):
+        host.plan(pinned)
+
+
+def test_after_a_reboot_apply_brings_the_same_slices_back_to_the_same_domains(
+    applied: tuple[Host, HostState],
+) -> None:
+    host, before = applied
+    aihow("sim", "reboot", str(host.dir))
+    lost = host.probe()
+    assert lost.mdevs == () and lost.gpus[0].gpu_instances == ()
+    assert len(lost.domains) == 9  # persistent definitions survive
+    plan = host.plan()
+    assert not [a for a in changes(plan) if a.kind in ("domain", "hostdev")]
+    result = host.apply(plan)
+    assert result.outcome == "applied", result.failed
+    after = host.probe()
+    assert {d.name: d.hostdevs for d in after.domains} == {
+        d.name: d.hostdevs for d in before.domains}
+    assert {(m.uuid, m.parent, m.type_id) for m in after.mdevs} == {
+        (m.uuid, m.parent, m.type_id) for m in before.mdevs}
+    assert [(g.profile_name, g.placement_start) for g in after.gpus[0].gpu_instances] == [
+        (g.profile_name, g.placement_start) for g in before.gpus[0].gpu_instances]
+    assert changes(host.plan()) == []
+
+
+# The operation each kind of action performs first, by the name ``aihow sim fail`` knows.
+FAULT_OP = {
+    "mig_mode": "nvmlDeviceSetMigMode",
+    "gpu_instance": "nvmlDeviceCreateGpuInstanceWithPlacement",
+    "compute_instance": "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+    "sriov": "sysfs.sriov_numvfs",
+    "vgpu": "sysfs.mdev_create",
+    "domain": "virDomainDefineXML",
+    "hostdev": "virDomainAttachDeviceFlags",
+}
+
+
+def test_a_fault_at_every_step_of_the_apply_rolls_back_to_the_start(tmp_path: Path) -> None:
+    """One host, one plan: for every action position, arm a fault on the operation that
+    action performs (counted among the actions of the same operation before it), apply,
+    and check the failure hit that very step and the rollback reached the starting
+    fingerprint. The host is back at the start after each round, so it is reused."""
+    host = Host(tmp_path / "sim")
+    start = fingerprint(host.probe(), host.cfg)
+    plan = host.plan()
+    steps = changes(plan)
+    assert {a.kind for a in steps} == set(FAULT_OP)
+    seen: dict[str, int] = {}
+    for a in steps:
+        op = FAULT_OP[a.kind]
+        seen[op] = seen.get(op, 0) + 1
+        aihow("sim", "fail", str(host.dir), "--clear")
+        aihow("sim", "fail", str(host.dir), "--op", op, "--at", str(seen[op]))
+        result = host.apply(plan)
+        assert result.outcome == "rolled-back", (a.address, result.outcome, result.failed)
+        assert [addr for addr, _ in result.failed] == [a.address], (a.address, result.failed)
+        assert result.back_at_start, a.address
+        state = host.probe()
+        assert fingerprint(state, host.cfg) == start, a.address
+        assert state.domains == () and state.mdevs == (), a.address
+        assert SimMdevDefinitions(host.dir).list_defined() == (), a.address
+    aihow("sim", "fail", str(host.dir), "--clear")
+    assert host.apply(plan).outcome == "applied"
+
+
+def test_h100_vfio_vf_from_nothing_then_replan_and_reboot(tmp_path: Path) -> None:
+    host = Host(tmp_path / "sim", H100_CONFIG, "sim-h100.toml")
+    result = host.apply(host.plan())
+    assert result.outcome == "applied", result.failed
+    state = host.probe()
+    assigned = {p.pci: p for p in state.vgpu_parents if p.current_type}
+    assert len(assigned) == 7 and len({p.gi_id for p in assigned.values()}) == 7
+    assert len(state.domains) == 9
+    held = sorted(h.pci for d in state.domains for h in d.hostdevs)
+    assert held == sorted(assigned) and all(
+        h.type == "pci" for d in state.domains for h in d.hostdevs)
+    assert changes(host.plan()) == []  # VFs already holding a node's vGPU are reused
+    aihow("sim", "reboot", str(host.dir))
+    assert host.apply(host.plan()).outcome == "applied"
+    again = host.probe()
+    assert {d.name: d.hostdevs for d in again.domains} == {
+        d.name: d.hostdevs for d in state.domains}
+    assert changes(host.plan()) == []
