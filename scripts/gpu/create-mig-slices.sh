@@ -33,8 +33,10 @@ GPU and compute instances do not survive a reboot, a GPU reset or a driver reloa
 
 Environment: NVIDIA_SMI (default nvidia-smi).
 
-Exit status: 0 done (created, or already as asked), 1 error (nothing changed, or what
-this run created was destroyed again).
+Exit status (as enable-mig.sh):
+  0  nothing to do: the GPU already has exactly these instances
+  2  changed: instances were created or destroyed (dry run: would be)
+  1  error: nothing changed, or what this run created was destroyed again
 EOF
 }
 
@@ -372,9 +374,13 @@ fi
 # ---- do it (or say it) -----------------------------------------------------------------
 ci_flag=()
 [[ "${WITH_CI}" -eq 1 ]] && ci_flag=(-C)
-if [[ "${DESTROY}" -eq 0 && "${#CREATE[@]}" -eq 0 && "${#NEED_CI[@]}" -eq 0 ]]; then
+CHANGES=1
+if [[ "${#CREATE[@]}" -eq 0 && "${#NEED_CI[@]}" -eq 0 ]] && { [[ "${DESTROY}" -eq 0 ]] || [[ "${#E_GI[@]}" -eq 0 ]]; }; then
+    CHANGES=0
     say "${LABEL}: already has the instances asked for, nothing to do"
 fi
+EXIT_DONE=0
+[[ "${CHANGES}" -eq 0 ]] || EXIT_DONE=2
 
 if [[ "${DRY_RUN}" -eq 1 ]]; then
     if [[ "${DESTROY}" -eq 1 && "${#E_GI[@]}" -gt 0 ]]; then
@@ -388,7 +394,7 @@ if [[ "${DRY_RUN}" -eq 1 ]]; then
         k="${row##* }"
         say "would run: ${NVIDIA_SMI} mig -i ${IDX} -cgi ${W_ID[${k}]}:${CHOSEN[${k}]}${ci_flag[*]:+ ${ci_flag[*]}}   # $(name_of "${W_ID[${k}]}") at slices ${CHOSEN[${k}]}..$((CHOSEN[${k}] + PL_SIZE[${W_ID[${k}]}] - 1))"
     done
-    exit 0
+    exit "${EXIT_DONE}"
 fi
 
 if [[ "${DESTROY}" -eq 1 && "${#E_GI[@]}" -gt 0 ]]; then
@@ -475,3 +481,4 @@ done
 if [[ "${#rows[@]}" -gt 0 ]]; then
     printf '%s\n' "${rows[@]}" | sort | cut -d'|' -f2-
 fi
+exit "${EXIT_DONE}"

@@ -152,6 +152,16 @@ list_holders() {
         fi
         found=1
     done
+    # On the real process table, systemd can name the units to stop as well.
+    if [[ "${PROC_ROOT}" == "/proc" ]] && command -v systemctl >/dev/null 2>&1; then
+        local unit
+        for unit in nvidia-persistenced nvidia-dcgm dcgm dcgm-exporter nvidia-fabricmanager nvsm; do
+            if timeout 5 systemctl is-active --quiet "${unit}.service" 2>/dev/null; then
+                say "    systemd unit ${unit}.service is active (systemctl stop ${unit})"
+                found=1
+            fi
+        done
+    fi
     if [[ -r "${PROC_ROOT}/modules" ]] && grep -q '^nvidia_drm ' "${PROC_ROOT}/modules"; then
         say "    kernel module nvidia_drm is loaded (rmmod nvidia_drm if no display uses it)"
         found=1

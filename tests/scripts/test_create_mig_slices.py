@@ -12,6 +12,7 @@ from .conftest import A100, L40S, SCRIPTS, SimHost
 LGI_ROW = re.compile(r"^\|\s+\d+\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)", re.M)
 MIG_UUID = re.compile(r"MIG-[0-9a-fA-F-]{36}")
 FOUR = "3g.20gb,2g.10gb,1g.5gb,1g.5gb"
+NOTHING, ERROR, CHANGED = 0, 1, 2
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def no_overlap(h: SimHost) -> bool:
 
 def test_creates_every_profile_with_its_uuid(mig_host: SimHost) -> None:
     r = mig_host.script("create-mig-slices.sh", "--gpu", A100, "--profiles", FOUR)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     assert sorted(n for n, _s in layout(mig_host)) == ["1g.5gb", "1g.5gb", "2g.10gb", "3g.20gb"]
     assert no_overlap(mig_host)
     # Largest first, at explicit placements.
@@ -57,7 +58,8 @@ def test_creates_every_profile_with_its_uuid(mig_host: SimHost) -> None:
 
 
 def test_rerun_changes_nothing(mig_host: SimHost) -> None:
-    assert mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR).returncode == 0
+    made = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
+    assert made.returncode == CHANGED
     before, uuids = instances(mig_host), listed_uuids(mig_host)
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -68,16 +70,16 @@ def test_rerun_changes_nothing(mig_host: SimHost) -> None:
 
 def test_adds_only_what_is_missing(mig_host: SimHost) -> None:
     assert mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb",
-                           "--placements", "4").returncode == 0
+                           "--placements", "4").returncode == CHANGED
     kept = instances(mig_host)
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     assert set(kept) <= set(instances(mig_host)) and len(instances(mig_host)) == 4
 
 
 def test_dry_run_prints_the_commands_and_changes_nothing(mig_host: SimHost) -> None:
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR, "--dry-run")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     cmds = re.findall(r"would run: nvidia-smi mig -i 0 -cgi (\d+):(\d+) -C", r.stdout)
     assert [c[0] for c in cmds] == ["9", "14", "19", "19"]
     assert len({c[1] for c in cmds}) >= 3
@@ -90,14 +92,14 @@ def test_driver_order_trap_is_avoided(mig_host: SimHost) -> None:
     assert raw.returncode != 0 and "Insufficient Resources" in raw.stdout + raw.stderr
     assert mig_host.smi("mig", "-i", "0", "-dgi").returncode == 0
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "19,19,14,9")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     assert layout(mig_host) == [("1g.5gb", 2), ("1g.5gb", 3), ("2g.10gb", 0), ("3g.20gb", 4)]
 
 
 def test_pinned_placements(mig_host: SimHost) -> None:
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb,1g.5gb",
                         "--placements", "0,6")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     assert layout(mig_host) == [("1g.5gb", 6), ("3g.20gb", 0)]
     bad = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb",
                           "--placements", "2", "--destroy-existing")
@@ -107,7 +109,7 @@ def test_pinned_placements(mig_host: SimHost) -> None:
 
 def test_no_ci(mig_host: SimHost) -> None:
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "2g.10gb", "--no-ci")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     assert len(instances(mig_host)) == 1 and listed_uuids(mig_host) == set()
     assert "no compute instance" in r.stdout
 
@@ -139,13 +141,13 @@ def test_mig_disabled_is_refused(host: SimHost) -> None:
 
 def test_other_instances_need_destroy_existing(mig_host: SimHost) -> None:
     assert mig_host.script("create-mig-slices.sh", "--gpu", "0",
-                           "--profiles", "7g.40gb").returncode == 0
+                           "--profiles", "7g.40gb").returncode == CHANGED
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
     assert r.returncode == 1 and "--destroy-existing" in r.stderr
     assert layout(mig_host) == [("7g.40gb", 0)]
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR,
                         "--destroy-existing")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     # Compute instances are destroyed before GPU instances.
     assert r.stdout.index("destroyed compute instance") < r.stdout.index("destroyed GPU instance")
     assert len(instances(mig_host)) == 4
@@ -153,7 +155,7 @@ def test_other_instances_need_destroy_existing(mig_host: SimHost) -> None:
 
 def test_held_instance_is_not_destroyed(mig_host: SimHost) -> None:
     assert mig_host.script("create-mig-slices.sh", "--gpu", "0",
-                           "--profiles", "7g.40gb").returncode == 0
+                           "--profiles", "7g.40gb").returncode == CHANGED
     (uuid,) = listed_uuids(mig_host)
     mig_host.hold("python3", A100, "--mig", uuid)
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR,
@@ -166,7 +168,7 @@ def test_held_instance_is_not_destroyed(mig_host: SimHost) -> None:
 def test_kept_instances_that_block_the_rest_are_named(mig_host: SimHost) -> None:
     """3g.20gb@0 leaves no room for 2g+1g+1g; the script says so and changes nothing."""
     assert mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "3g.20gb",
-                           "--placements", "0").returncode == 0
+                           "--placements", "0").returncode == CHANGED
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
     assert r.returncode == 1
     assert "do not fit beside the ones kept (3g.20gb@0)" in r.stderr
@@ -187,24 +189,25 @@ def test_failure_midway_destroys_what_this_run_created(mig_host: SimHost) -> Non
 def test_kept_instances_get_their_missing_compute_instance(mig_host: SimHost) -> None:
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "2g.10gb,1g.5gb",
                         "--no-ci")
-    assert r.returncode == 0 and listed_uuids(mig_host) == set()
+    assert r.returncode == CHANGED and listed_uuids(mig_host) == set()
     gis = instances(mig_host)
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "2g.10gb,1g.5gb")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     assert "Successfully created GPU instance" not in r.stdout
     assert r.stdout.count("Successfully created compute instance") == 2
     assert instances(mig_host) == gis and len(listed_uuids(mig_host)) == 2
 
 
 def test_destroy_existing_alone_empties_the_gpu(mig_host: SimHost) -> None:
-    assert mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR).returncode == 0
+    made = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
+    assert made.returncode == CHANGED
     dry = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--destroy-existing", "--dry-run")
-    assert dry.returncode == 0
+    assert dry.returncode == CHANGED
     assert dry.stdout.splitlines() == ["would run: nvidia-smi mig -i 0 -dci",
                                        "would run: nvidia-smi mig -i 0 -dgi"]
     assert len(instances(mig_host)) == 4
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--destroy-existing")
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == CHANGED, r.stdout + r.stderr
     assert instances(mig_host) == [] and listed_uuids(mig_host) == set()
 
 
@@ -216,3 +219,19 @@ def test_refuses_to_run_as_a_normal_user(mig_host: SimHost) -> None:
                           capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 1 and "must run as root" in proc.stderr
     assert instances(mig_host) == []
+
+
+def test_help_documents_the_exit_codes(host: SimHost) -> None:
+    r = host.script("create-mig-slices.sh", "--help")
+    assert r.returncode == NOTHING
+    for code, words in ((NOTHING, "nothing to do"), (CHANGED, "changed"), (ERROR, "error")):
+        assert re.search(rf"^\s+{code}\s+{words}", r.stdout, re.M), (code, r.stdout)
+
+
+def test_dry_run_on_a_matching_gpu_verifies_it(mig_host: SimHost) -> None:
+    assert mig_host.script("create-mig-slices.sh", "--gpu", "0",
+                           "--profiles", FOUR).returncode == CHANGED
+    r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", "9,14,19,19",
+                        "--dry-run")
+    assert r.returncode == NOTHING and "would run" not in r.stdout
+    assert "nothing to do" in r.stdout
