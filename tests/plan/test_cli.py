@@ -109,3 +109,16 @@ def test_graph_prints_dot_that_graphviz_renders_and_json(fresh: str) -> None:
     assert any(u == vgpu and v.startswith("domain[hpc-compute-01].hostdev[") for u, v in edges)
     kinds = {n["address"]: n["kind"] for n in data["nodes"]}
     assert kinds["gpu[0000:17:00.0].vfs"] == "sriov"
+
+
+def test_libvirt_uri_points_the_domain_part_of_the_probe_elsewhere(fresh: str) -> None:
+    """--libvirt-uri: the sim host's GPUs with another libvirt (here the test driver's
+    stock node, whose one running domain 'test' is not aihow's and is never planned)."""
+    res = run("plan", CONFIG, "--host", fresh, "--libvirt-uri", "test:///default",
+              "--format", "json")
+    assert res.returncode == 0, res.stderr
+    addresses = [a["address"] for a in json.loads(res.stdout)["actions"]]
+    assert "domain[hpc-controller]" in addresses
+    assert not any(a.startswith("domain[test]") for a in addresses)
+    bad = run("plan", CONFIG, "--host", fresh, "--libvirt-uri", "nosuch:///x")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
