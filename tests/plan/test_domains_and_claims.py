@@ -114,3 +114,27 @@ def test_a_held_vgpu_device_is_refused() -> None:
     with pytest.raises(ResolveError, match=rf"vgpu\[{u}\] is held by lab/lab-compute-01"):
         plan(state, node("hpc-compute-01", "1g.5gb"), vms=(vm("hpc-compute-01"),),
              records=HostRecords(claims={("vgpu", u): "lab/lab-compute-01"}))
+
+
+def test_a_vf_already_holding_the_nodes_vgpu_is_kept_though_it_lists_no_types() -> None:
+    """An assigned vfio-vf VF offers no creatable type (the driver lists none once a type
+    is set, and a full GPU offers none on the free VFs either): re-planning must keep the
+    VF the node's domain holds, named by the catalog, not look for a free one."""
+    from hosts import manage
+
+    from planner.host.state import VgpuParent
+
+    pf = pci(0x17)
+    assigned = VgpuParent(pci=vf(0x17, 0), physfn=pf, backend="vfio-vf",
+                          current_type=type_id(A100, "1g.5gb", "vfio-vf"), gi_id=7)
+    free = VgpuParent(pci=vf(0x17, 1), physfn=pf, backend="vfio-vf")
+    state = host(gpu(0x17, instances=[gi("1g.5gb", 0, gi_id=7)]), parents=[assigned, free],
+                 domains=[domain("hpc-compute-01", vf(0x17, 0), running=False)],
+                 backend="vfio-vf")
+    req = Requests(policies=(manage(pf),), slices=(node("hpc-compute-01", "1g.5gb"),),
+                   vgpu_backend="vfio-vf")
+    p = plan_requests(req, state, config_path="c.yaml", config_sha256="0" * 64,
+                      host_uri=state.uri)
+    assert [a.address for a in p.actions if a.action != "no-op"] == []
+    (v,) = [a for a in p.actions if a.kind == "vgpu"]
+    assert v.address == f"vgpu[{vf(0x17, 0)}]" and v.before["type_name"] == "NVIDIA A100-1-5C"
