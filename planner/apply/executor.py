@@ -18,10 +18,11 @@ Order of an apply:
 8. on success re-probe, check every resource reached its planned state, record a
    generation and close the journal.
 
-Test hook: ``AIHOW_TEST_CRASH_AFTER=N[:point]`` makes the process SIGKILL itself at the
-N-th action, at ``point`` = ``intent`` (journaled, not yet done), ``acted`` (done, not
-yet journaled) or ``outcome`` (done and journaled, the default). Used by the crash tests
-to check ``aihow recover``; it has no other effect.
+Test hook: ``AIHOW_TEST_CRASH_AFTER=N[:point[:pause]]`` makes the process SIGKILL itself
+at the N-th action, at ``point`` = ``intent`` (journaled, not yet done), ``acted`` (done,
+not yet journaled) or ``outcome`` (done and journaled, the default). With ``:pause`` it
+instead creates ``STATE_DIR/test-paused`` and waits (holding the lock) until that file is
+removed. Used by the crash and concurrency tests; unset, it has no effect.
 """
 
 from __future__ import annotations
@@ -165,19 +166,31 @@ def waves(actions: Sequence[ActionLike]) -> list[list[int]]:
 class _CrashHook:
     after: int | None
     point: str
+    pause_file: Path | None = None
     seen: int = 0
 
     @classmethod
-    def from_env(cls) -> _CrashHook:
+    def from_env(cls, state_dir: Path) -> _CrashHook:
         raw = os.environ.get(CRASH_ENV, "").strip()
         if not raw:
             return cls(None, "outcome")
-        count, _, point = raw.partition(":")
-        return cls(int(count), point or "outcome")
+        count, _, rest = raw.partition(":")
+        point, _, mode = rest.partition(":")
+        pause = Path(state_dir) / "test-paused" if mode == "pause" else None
+        return cls(int(count), point or "outcome", pause)
 
     def at(self, point: str, count: int) -> None:
-        if self.after is not None and point == self.point and count >= self.after:
+        if self.after is None or point != self.point or count < self.after:
+            return
+        pause = self.pause_file
+        if pause is None:
             os.kill(os.getpid(), signal.SIGKILL)
+            return
+        self.after = None  # pause once
+        pause.write_text(f"{os.getpid()}\n")
+        deadline = time.monotonic() + 120
+        while pause.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 # --- the executor ---------------------------------------------------------------------
@@ -276,7 +289,7 @@ def _run(inp: ApplyInput, access: HostAccess, ctx: ApplyContext, writer: Journal
          on_event: EventSink) -> ApplyResult:
     total = len(actions)
     result = ApplyResult("applied", total, journal_path=writer.path, start_fingerprint=start_fp)
-    crash = _CrashHook.from_env()
+    crash = _CrashHook.from_env(state_dir)
     completed: list[int] = []  # indexes in the order their outcome was journaled
     failed: list[int] = []
     pool = ThreadPoolExecutor(max_workers=8) if inp.parallel else None

@@ -91,7 +91,7 @@ _REGISTRY: dict[str, ActionHandler] = {}
 
 # Modules whose import registers handlers. The VM layer appends its module name here
 # (or calls ``register`` itself before apply runs).
-HANDLER_MODULES: list[str] = ["planner.apply.mig_handlers"]
+HANDLER_MODULES: list[str] = ["planner.apply.mig_handlers", "planner.vm.handlers"]
 
 
 def register(kind: str, handler: ActionHandler) -> None:

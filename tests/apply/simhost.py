@@ -1,0 +1,153 @@
+"""Helpers for the apply tests: simulated hosts, configs, plans, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.apply.executor import ApplyInput, ApplyResult, HostAccess, apply_plan
+from planner.apply.state_dir import resolve_state_dir
+from planner.config import load_config
+from planner.host.probe import probe
+from planner.plan.fingerprint import fingerprint
+from planner.plan.make import make_plan
+from planner.plan.model import Plan
+from planner.sim.host import GpuSpec, HostSpec, init_host
+
+AIHOW = str(Path(sys.executable).parent / "aihow")
+
+_CONFIG_HEAD = """\
+version: "1.0"
+metadata:
+  name: "apply-test"
+  description: "a config made by tests/apply"
+global:
+  gpus:
+"""
+
+_CONFIG_TAIL = """\
+clusters:
+  hpc:
+    name: "hpc"
+    base_image_path: "/var/lib/images/hpc.qcow2"
+    network:
+      subnet: "192.168.100.0/24"
+      bridge: "virbr100"
+    hardware:
+      acceleration:
+        enable_kvm: true
+    controller:
+      cpu_cores: 2
+      memory_gb: 4
+      disk_gb: 20
+      ip_address: "192.168.100.10"
+    compute_nodes:
+      - cpu_cores: 2
+        memory_gb: 4
+        disk_gb: 20
+        ip: "192.168.100.11"
+    slurm_config:
+      partitions: ["gpu"]
+      default_partition: "gpu"
+      max_job_time: "24:00:00"
+"""
+
+
+def config_text(gpus: dict[str, str | None]) -> str:
+    """A config managing each PCI address: layout text, or None for MIG disabled."""
+    lines = [_CONFIG_HEAD]
+    for pci, layout in gpus.items():
+        lines.append(f'    - select: "{pci}"\n')
+        if layout is None:
+            lines.append("      mig: disabled\n")
+        else:
+            lines.append("      mig: enabled\n")
+            if layout:
+                lines.append(f'      layout: "{layout}"\n')
+    lines.append(_CONFIG_TAIL)
+    return "".join(lines)
+
+
+def write_config(path: Path, gpus: dict[str, str | None]) -> Path:
+    path.write_text(config_text(gpus))
+    return path
+
+
+@dataclass
+class SimHost:
+    """A simulated host directory and its URI."""
+
+    dir: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sim:{self.dir}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.dir / "state"
+
+    @classmethod
+    def create(cls, path: Path, gpus: list[tuple[str, str, bool]]) -> SimHost:
+        """gpus: (model, pci, mig enabled)."""
+        init_host(path, HostSpec(gpus=tuple(GpuSpec(m, pci, mig) for m, pci, mig in gpus)))
+        return cls(path)
+
+    @classmethod
+    def build(cls, path: Path, gpus: list[tuple[str, str, bool]],
+              first: Path | None = None) -> SimHost:
+        """A fresh host, with the config ``first`` applied when given (never copied from
+        another host: the simulated sysfs is full of links into its own directory)."""
+        host = cls.create(path, gpus)
+        if first is not None:
+            result = host.apply(host.plan(first), first)
+            assert result.outcome == "applied", result
+        return host
+
+    def probe(self) -> Any:
+        return probe(self.uri)
+
+    def fingerprint(self, config: Path) -> str:
+        return fingerprint(self.probe(), load_config(config))
+
+    def plan(self, config: Path) -> Plan:
+        text = config.read_text()
+        return make_plan(load_config(config), self.probe(), config_path=str(config),
+                         config_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                         host_uri=self.uri)
+
+    def apply(self, plan: Plan, config: Path, *, parallel: bool = True,
+              allow_reset: bool = True, events: list[Any] | None = None) -> ApplyResult:
+        sink = events.append if events is not None else (lambda e: None)
+        return apply_plan(
+            ApplyInput(plan, plan.to_json(), load_config(config), config.read_text(),
+                       str(config), allow_reset=allow_reset, parallel=parallel),
+            HostAccess.for_uri(self.uri),
+            resolve_state_dir(self.uri),
+            sink,
+        )
+
+    def layout(self) -> dict[str, Any]:
+        """GPU -> (mode, pending, sorted (GI profile, start, [CI starts]))."""
+        out = {}
+        for g in self.probe().gpus:
+            out[g.pci] = (g.mig_current, g.mig_pending, sorted(
+                (gi.profile_name, gi.placement_start,
+                 tuple(sorted((c.profile_id, c.placement_start) for c in gi.compute_instances)))
+                for gi in g.gpu_instances))
+        return out
+
+
+def aihow(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+          timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess (no terminal: no prompts, no progress bar)."""
+    full_env = dict(os.environ)
+    full_env.pop("AIHOW_TEST_CRASH_AFTER", None)
+    full_env.update(env or {})
+    return subprocess.run([AIHOW, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
