@@ -102,6 +102,7 @@ class HostAccess:
     host_uri: str
     probe: Callable[[], HostState]
     openers: dict[str, Callable[[], Any]]
+    libvirt_uri: str | None = None
 
     @classmethod
     def for_uri(cls, host_uri: str, libvirt_uri: str | None = None) -> HostAccess:
@@ -112,7 +113,7 @@ class HostAccess:
 
             return probe_host(host_uri, libvirt_uri=libvirt_uri)
 
-        return cls(host_uri, probe, adapter_openers(host_uri, libvirt_uri))
+        return cls(host_uri, probe, adapter_openers(host_uri, libvirt_uri), libvirt_uri)
 
     def context(self, allow_reset: bool) -> ApplyContext:
         return ApplyContext(self.host_uri, allow_reset=allow_reset, openers=dict(self.openers))
@@ -267,6 +268,7 @@ def apply_plan(
             "apply_id": str(uuid.uuid4()),
             "command": inp.command,
             "host_uri": access.host_uri,
+            "libvirt_uri": access.libvirt_uri,
             "plan": plan_api.plan_to_dict(plan),
             "plan_text": inp.plan_text,
             "plan_sha256": plan.plan_sha256,
@@ -475,6 +477,8 @@ def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
         if begin.get("host_uri") != access.host_uri:
             raise AihowError(f"{view.path}: the interrupted apply was on host "
                              f"{begin.get('host_uri')!r}, not {access.host_uri!r}")
+        if begin.get("libvirt_uri") and access.libvirt_uri is None:
+            access = HostAccess.for_uri(access.host_uri, str(begin["libvirt_uri"]))
         plan = plan_api.plan_from_dict(begin["plan"])
         actions = changes(plan)
         by_id = {str(a.id): (i, a) for i, a in enumerate(actions)}

@@ -59,11 +59,16 @@ def drift(plan: Any, host: HostState, config: Any) -> list[str]:
     lines: list[str] = []
     seen: set[str] = set()
     for action in plan.actions:
-        if action.address in seen or action.kind == "domain":
+        if action.address in seen:
             continue
         seen.add(action.address)
         then = action.before
         current = now.get(action.address)
+        if action.kind == "domain":  # definitions are compared by presence only
+            if (then is None) != (current is None):
+                lines.append(f"+ {action.address}: defined" if then is None
+                             else f"- {action.address}: gone")
+            continue
         if then == current:
             continue
         if then is None:

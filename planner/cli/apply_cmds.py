@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from planner.errors import AihowError
+from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
     from planner.apply.executor import ApplyResult, Event, RecoverResult
@@ -33,12 +35,39 @@ ResetOpt = Annotated[
 ]
 
 
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def _fail(exc: AihowError) -> NoReturn:
+    """One ``error:`` line, then any detail lines (a stale plan's drift) as they are."""
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    if isinstance(exc, ConfigError):
+        for line in lines:
+            typer.echo(line, err=True)
+    else:
+        typer.echo(f"error: {lines[0]}", err=True)
+        for line in lines[1:]:
+            typer.echo(line, err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _user_errors(fn: F) -> F:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except AihowError as exc:
+            _fail(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
-    app.command("apply")(apply)
-    app.command("recover")(recover)
-    app.command("generations")(generations)
-    app.command("rollback")(rollback)
+    app.command("apply")(_user_errors(apply))
+    app.command("recover")(_user_errors(recover))
+    app.command("generations")(_user_errors(generations))
+    app.command("rollback")(_user_errors(rollback))
 
 
 # --- shared ---------------------------------------------------------------------------
@@ -59,7 +88,8 @@ def _read(path: Path) -> str:
         raise AihowError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _plan_and_config(path: Path, host: str | None) -> tuple[Any, str, Any, str, str, str]:
+def _plan_and_config(path: Path, host: str | None, state_dir: Path | None
+                     ) -> tuple[Any, str, Any, str, str, str]:
     """(plan, plan text, config, config text, config path, host uri) for PLAN or CONFIG."""
     from planner.config import load_config
     from planner.plan.model import load_plan
@@ -81,37 +111,34 @@ def _plan_and_config(path: Path, host: str | None) -> tuple[Any, str, Any, str, 
     cfg_text = _read(path)
     cfg = load_config(path)
     host_uri = host or "local"
-    plan = _make_plan(cfg, cfg_text, str(path), host_uri)
+    plan = _make_plan(cfg, cfg_text, str(path), host_uri, state_dir)
     return plan, plan.to_json(), cfg, cfg_text, str(path), host_uri
 
 
-def _make_plan(cfg: Any, cfg_text: str, cfg_path: str, host_uri: str) -> Any:
+def _libvirt_uri(cfg: Any) -> str | None:
+    return getattr(getattr(cfg.global_, "host", None), "libvirt_uri", None)
+
+
+def _make_plan(cfg: Any, cfg_text: str, cfg_path: str, host_uri: str,
+               state_dir: Path | None = None) -> Any:
+    """The plan `aihow plan CFG --host URI` would make (same probe, same host records)."""
     from planner.host.probe import probe
     from planner.plan.make import make_plan
+    from planner.vm.records import read_host_records
 
-    host = probe(host_uri)
+    libvirt_uri = _libvirt_uri(cfg)
+    host = probe(host_uri, libvirt_uri=libvirt_uri)
     return make_plan(cfg, host, config_path=cfg_path,
                      config_sha256=hashlib.sha256(cfg_text.encode()).hexdigest(),
-                     host_uri=host_uri)
+                     host_uri=host_uri,
+                     records=read_host_records(host_uri, libvirt_uri=libvirt_uri,
+                                               state_dir=state_dir))
 
 
 def _show_plan(plan: Any) -> None:
-    import importlib
+    from planner.plan.render import render
 
-    try:
-        render = importlib.import_module("planner.plan.render")
-    except ImportError:
-        render = None
-    if render is not None and hasattr(render, "render_text"):
-        typer.echo(render.render_text(plan, color=sys.stdout.isatty()).rstrip("\n"))
-        return
-    marks = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
-    for a in plan.actions:
-        if a.action != "no-op":
-            typer.echo(f"  {marks[a.action]} {a.address}  ({a.reason})")
-    counts = plan.summary
-    typer.echo(f"Plan: {counts.get('create', 0)} to create, {counts.get('update', 0)} to update, "
-               f"{counts.get('replace', 0)} to replace, {counts.get('delete', 0)} to delete.")
+    typer.echo(render(plan, "text", colour=sys.stdout.isatty()), nl=False)
 
 
 def _confirm(plan: Any, auto_approve: bool) -> None:
@@ -182,7 +209,7 @@ def _run_apply(plan: Any, plan_text: str, cfg: Any, cfg_text: str, cfg_path: str
         return apply_plan(
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
                        allow_reset=allow_reset),
-            HostAccess.for_uri(host_uri),
+            HostAccess.for_uri(host_uri, _libvirt_uri(cfg)),
             sdir,
             progress,
         )
@@ -233,7 +260,8 @@ def apply(
     state_dir: StateDirOpt = None,
 ) -> None:
     """Apply a plan to the host: lock, re-check, journal, roll back on failure."""
-    plan, plan_text, cfg, cfg_text, cfg_path, host_uri = _plan_and_config(target, host)
+    plan, plan_text, cfg, cfg_text, cfg_path, host_uri = _plan_and_config(target, host,
+                                                                          state_dir)
     _show_plan(plan)
     _confirm(plan, auto_approve)
     result = _run_apply(plan, plan_text, cfg, cfg_text, cfg_path, host_uri, state_dir,
@@ -296,13 +324,19 @@ def generations(
     if not gens:
         typer.echo(f"No generations in {sdir}.")
         return
-    typer.echo(f"{'GEN':>4}  {'CREATED':<23}  {'PLAN':<12}  {'CHANGES':<24}  CONFIG")
+    rows = []
     for g in gens:
         marker = "*" if g is gens[-1] else " "
-        changes = ", ".join(f"{k} {v}" for k, v in sorted(g.summary.items())
-                            if isinstance(v, int) and v) or "none"
-        typer.echo(f"{g.number:>3}{marker}  {g.created_text():<23}  {g.plan_sha256[:12]:<12}  "
-                   f"{changes:<24}  {g.config_path}")
+        counts = ", ".join(f"{g.summary[k]} {k}" for k in ("create", "update", "replace", "delete")
+                           if g.summary.get(k))
+        rows.append((f"{g.number}{marker}", g.created_text(), g.plan_sha256[:12],
+                     counts or "no changes", g.config_path))
+    widths = [max(len(r[i]) for r in [("GEN", "CREATED", "PLAN", "CHANGES", ""), *rows])
+              for i in range(4)]
+    for row in [("GEN", "CREATED", "PLAN", "CHANGES", "CONFIG"), *rows]:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True))
+                   + "  " + row[4])
+    typer.echo("* = the latest generation")
 
 
 def rollback(
@@ -331,7 +365,7 @@ def rollback(
         host_uri = gen.host_uri
     cfg_text = gen.config_text()
     cfg = load_config(gen.config_file)
-    plan = _make_plan(cfg, cfg_text, str(gen.config_file), host_uri)
+    plan = _make_plan(cfg, cfg_text, str(gen.config_file), host_uri, state_dir)
     typer.echo(f"Rolling back to generation {gen.number} ({gen.created_text()}, "
                f"config {gen.config_path}).")
     _show_plan(plan)

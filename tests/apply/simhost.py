@@ -18,6 +18,7 @@ from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.plan.model import Plan
 from planner.sim.host import GpuSpec, HostSpec, init_host
+from planner.vm.records import read_host_records
 
 AIHOW = str(Path(sys.executable).parent / "aihow")
 
@@ -119,7 +120,7 @@ class SimHost:
         text = config.read_text()
         return make_plan(load_config(config), self.probe(), config_path=str(config),
                          config_sha256=hashlib.sha256(text.encode()).hexdigest(),
-                         host_uri=self.uri)
+                         host_uri=self.uri, records=read_host_records(self.uri))
 
     def apply(self, plan: Plan, config: Path, *, parallel: bool = True,
               allow_reset: bool = True, events: list[Any] | None = None) -> ApplyResult:
