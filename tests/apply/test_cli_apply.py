@@ -189,3 +189,44 @@ def test_rollback_returns_to_an_earlier_generation(tmp_path: Path) -> None:
     assert rows == ["1", "2", "3*"]
     missing = aihow("rollback", "--host", host.uri, "--to", "9")
     assert missing.returncode == 1 and "no generation 9 (have: 1, 2, 3)" in missing.stderr
+
+
+def _run_on_terminal(args: list[str], answer: str) -> tuple[int, str]:
+    """Run the CLI with a pseudo-terminal as stdin/stdout, typing ``answer``."""
+    import pty
+
+    leader, follower = pty.openpty()
+    env = dict(os.environ, COLUMNS="120")
+    env.pop("AIHOW_TEST_CRASH_AFTER", None)
+    proc = subprocess.Popen([AIHOW, *args], stdin=follower, stdout=follower,
+                            stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    output = b""
+    answered = False
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not answered and b"Apply this plan?" in output:
+            os.write(leader, answer.encode() + b"\n")
+            answered = True
+    os.close(leader)
+    return proc.wait(timeout=120), output.decode(errors="replace")
+
+
+def test_terminal_asks_before_a_gpu_reset_and_no_cancels(tmp_path: Path) -> None:
+    host = _host(tmp_path, "a100-40gb", mig=False)
+    cfg = write_config(tmp_path / "a.yaml", {G0: "7g.40gb"})
+    plan = _plan(host, cfg, tmp_path / "plan.json")
+    code, out = _run_on_terminal(["apply", str(plan), "--allow-reset"], "n")
+    assert code == 1, out
+    assert "gpu[0000:17:00.0].mig (GPU reset)" in out
+    assert "Apply cancelled; nothing was changed." in out
+    assert host.layout()[G0][0] is False
+    code, out = _run_on_terminal(["apply", str(plan), "--allow-reset"], "y")
+    assert code == 0, out
+    assert "Applying" in out and "Apply complete" in out  # the progress bar, then the summary
