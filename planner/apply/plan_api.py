@@ -96,10 +96,10 @@ def _attrs(attrs: Any) -> str:
 
 def current_resources(host: HostState) -> dict[str, dict[str, Any]]:
     """Every resource on the host at its plan address, with the plan's attributes."""
-    from planner.plan.resolve import _model_of
+    from planner.plan.resolve import model_of
     from planner.plan.resources import actual_resources
 
-    models = {g.pci: _model_of(g) for g in host.gpus}
+    models = {g.pci: model_of(g) for g in host.gpus}
     return {addr: dict(r.attrs) for addr, r in actual_resources(host, models).items()}
 
 
