@@ -464,10 +464,13 @@ class RecoverResult:
 def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
             allow_reset: bool = False, command: str = "aihow recover",
             on_event: EventSink = lambda e: None) -> RecoverResult:
-    """Finish an interrupted apply from its journal: undo whatever it began (reverse
-    order), or with ``forward`` carry every action out. Handlers are idempotent, so it
-    does not matter whether the interrupted step had landed, and recover may itself be
-    interrupted and run again."""
+    """Finish an interrupted apply from its journal: bring every resource of its plan
+    back to its ``before`` side, or with ``forward`` to its ``after`` side (see
+    ``recovery_steps`` for the order). Handlers are idempotent, so it does not matter
+    whether the interrupted step had landed, and recover may itself be interrupted and
+    run again. After a power loss the driver has forgotten GPU and compute instances
+    (and, on Hopper, MIG mode); the plan's no-op entries record the MIG resources the
+    apply meant to keep, so those are restored too."""
     load_handlers()
     with HostLock(state_dir, command):
         view = open_journal(state_dir)
@@ -481,25 +484,18 @@ def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
             access = HostAccess.for_uri(access.host_uri, str(begin["libvirt_uri"]))
         plan = plan_api.plan_from_dict(begin["plan"])
         actions = changes(plan)
-        by_id = {str(a.id): (i, a) for i, a in enumerate(actions)}
         ctx = access.context(allow_reset or bool(begin.get("allow_reset")))
         writer = JournalWriter.reopen(view.path, view.next_seq)
         writer.note("recover started", forward=forward, torn_tail=view.torn_tail)
         result = RecoverResult("failed", journal_path=view.path)
-        if forward:
-            todo = [(i, a) for i, a in enumerate(actions)]
-            side: Side = "after"
-            op: Literal["redo", "undo"] = "redo"
-        else:
-            begun = [by_id[aid] for aid in view.order
-                     if aid in by_id and view.actions[aid].status != "undone"]
-            todo = sorted(begun, key=lambda p: p[0], reverse=True)
-            side, op = "before", "undo"
+        side: Side = "after" if forward else "before"
+        op: Literal["redo", "undo"] = "redo" if forward else "undo"
+        todo = recovery_steps(plan, side)
         try:
             for i, a in todo:
                 writer.intent(str(a.id), op, a.address)
                 on_event(Event("undo-start" if op == "undo" else "action-start",
-                               _describe(a), a.id, a.address, i + 1, len(actions)))
+                               _describe(a), a.id, a.address, i + 1, len(plan.actions)))
                 try:
                     info = handler_for(a).ensure(ctx, a, side)
                 except Exception as exc:  # noqa: BLE001 - stop, keep the journal
@@ -509,10 +505,10 @@ def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
                     result.resource_states = resource_states(host, actions, view.path)
                     return result
                 writer.done(str(a.id), op, info)
-                result.steps.append(f"{'undid' if op == 'undo' else 'did'} {_describe(a)}"
-                                    + (" (already so)" if info.get("already") else ""))
+                if not info.get("already"):
+                    result.steps.append(f"{'undid' if op == 'undo' else 'did'} {_describe(a)}")
                 on_event(Event("undo-done" if op == "undo" else "action-done",
-                               _describe(a), a.id, a.address, i + 1, len(actions)))
+                               _describe(a), a.id, a.address, i + 1, len(plan.actions)))
             host = access.probe()
             config = plan_api.config_from_text(begin.get("config_text", ""),
                                                begin.get("config_path", ""), state_dir)
@@ -531,8 +527,7 @@ def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
                                                           access.host_uri, force=True)
             else:
                 result.reached = (fp == begin.get("start_fingerprint")) if fp else \
-                    not _not_at(host, [by_id[aid][1] for aid in view.order if aid in by_id],
-                                "before")
+                    not _not_at(host, actions, "before")
                 if not result.reached:
                     result.resource_states = resource_states(host, actions, None)
                 result.outcome = "recovered-back"
@@ -542,6 +537,38 @@ def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
         finally:
             ctx.close()
             writer.release()
+
+
+# The order resources must exist in: a GPU's mode, its instances, their compute
+# instances, vGPU devices, domains, then the domains' hostdevs.
+RESTORE_RANK = {"mig_mode": 0, "gpu_instance": 1, "compute_instance": 2, "vgpu": 3,
+                "sriov": 3, "domain": 4, "hostdev": 5}
+KEPT_KINDS = ("mig_mode", "gpu_instance", "compute_instance")
+
+
+def recovery_steps(plan: Any, side: Side) -> list[tuple[int, Any]]:
+    """(plan index, action) pairs that bring every resource of the plan to ``side``:
+    first remove what must be absent there (dependants first), then make what must be
+    present (dependencies first). No-op entries of MIG kinds are included, so resources
+    the plan kept are made again if a power loss took them."""
+    from planner.apply.handlers import side_value
+
+    steps = [(i, a) for i, a in enumerate(plan.actions)
+             if a.action != "no-op" or a.kind in KEPT_KINDS]
+
+    def wanted(a: Any) -> bool:
+        value = side_value(a, side)
+        return value is not None and value != {}
+
+    gone = [p for p in steps if not wanted(p[1])]
+    made = [p for p in steps if wanted(p[1])]
+    # The plan makes things in dependency order and deletes dependants first, so its
+    # creations undone in reverse, and its deletions redone in order, remove dependants
+    # first.
+    gone.sort(key=lambda p: p[0], reverse=(side == "before"))
+    made.sort(key=lambda p: (RESTORE_RANK.get(p[1].kind, len(RESTORE_RANK)),
+                             p[0] if side == "after" else -p[0]))
+    return gone + made
 
 
 def journal_status(state_dir: Path) -> list[str]:

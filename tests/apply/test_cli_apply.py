@@ -230,3 +230,28 @@ def test_terminal_asks_before_a_gpu_reset_and_no_cancels(tmp_path: Path) -> None
     code, out = _run_on_terminal(["apply", str(plan), "--allow-reset"], "y")
     assert code == 0, out
     assert "Applying" in out and "Apply complete" in out  # the progress bar, then the summary
+
+
+@pytest.mark.parametrize("model,layout_a,layout_b", [
+    ("a100-40gb", "3g.20gb@4 + 2*1g.5gb", "4g.20gb@0 + 2g.10gb@4"),
+    ("h100-80gb", LAYOUT_A, LAYOUT_B),
+])
+def test_power_loss_mid_apply_then_recover(tmp_path: Path, model: str, layout_a: str,
+                                           layout_b: str) -> None:
+    """kill -9 and a reboot (the driver forgets every instance; Hopper forgets MIG mode):
+    recover rebuilds the starting layout, kept instances included."""
+    host = _host(tmp_path, model)
+    cfg0 = write_config(tmp_path / "a.yaml", {G0: layout_a})
+    assert host.apply(host.plan(cfg0), cfg0, allow_reset=True).outcome == "applied"
+    start_layout = host.layout()
+    cfg = write_config(tmp_path / "b.yaml", {G0: layout_b})
+    plan = _plan(host, cfg, tmp_path / "plan.json")
+    killed = aihow("apply", str(plan), "--auto-approve", "--allow-reset",
+                   env={"AIHOW_TEST_CRASH_AFTER": "3"})
+    assert killed.returncode == -9
+    assert aihow("sim", "reboot", str(host.dir)).returncode == 0
+    assert host.layout() != start_layout
+    rec = aihow("recover", "--host", host.uri, "--allow-reset")
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    assert host.layout() == start_layout
+    assert aihow("plan", str(cfg0), "--host", host.uri, "--detailed-exitcode").returncode == 0
