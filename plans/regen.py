@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PLANS = ROOT / "plans"
+# ${TOT} in the example configs names the repository; pin it so the committed plans are
+# the same bytes wherever the repository is checked out.
+PINNED_TOT = Path("/srv/ai-how")
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ def _prepare(s: Scenario, where: Path) -> str:
     uri = f"sim:{where}"
     if not s.ai_how_domains:
         return uri
-    cfg = load_config(ROOT / s.config)
+    cfg = load_config(ROOT / s.config, root=PINNED_TOT)
     with open_libvirt(uri) as session:
         for decl in expand_vms(cfg):
             ld.define(session.conn, render_domain_xml(VMSpec.from_decl(decl)))
@@ -75,7 +78,7 @@ def _plan(s: Scenario, uri: str):  # type: ignore[no-untyped-def]
     from planner.vm.records import read_host_records
 
     cfg_path = ROOT / s.config
-    return make_plan(load_config(cfg_path), probe(uri), config_path=s.config,
+    return make_plan(load_config(cfg_path, root=PINNED_TOT), probe(uri), config_path=s.config,
                      config_sha256=hashlib.sha256(cfg_path.read_bytes()).hexdigest(),
                      host_uri=s.uri, records=read_host_records(uri))
 
@@ -88,7 +91,8 @@ def _apply(s: Scenario, uri: str, plan) -> None:  # type: ignore[no-untyped-def]
 
     cfg_path = ROOT / s.config
     result = apply_plan(
-        ApplyInput(plan, plan.to_json(), load_config(cfg_path), cfg_path.read_text(), s.config,
+        ApplyInput(plan, plan.to_json(), load_config(cfg_path, root=PINNED_TOT),
+                   cfg_path.read_text(), s.config,
                    allow_reset=True),
         HostAccess.for_uri(uri), resolve_state_dir(uri))
     if result.outcome != "applied":

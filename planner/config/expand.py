@@ -32,10 +32,15 @@ def repo_root(config_dir: Path) -> Path:
     return start
 
 
-def config_environment(config_path: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables a config sees: the process environment plus ``TOT`` and ``PWD``."""
+def config_environment(
+    config_path: Path, base: Mapping[str, str] | None = None, root: Path | None = None
+) -> dict[str, str]:
+    """The variables a config sees: the process environment plus ``TOT`` and ``PWD``.
+
+    ``root`` pins ``TOT`` (plans/regen.py does, so committed plans do not depend on where
+    the repository is checked out); by default it is found as ai-how finds it."""
     env = dict(os.environ if base is None else base)
-    env["TOT"] = str(repo_root(config_path.parent))
+    env["TOT"] = str(root if root is not None else repo_root(config_path.parent))
     env["PWD"] = os.getcwd()
     return env
 

@@ -26,10 +26,12 @@ MAX_VM_NAME = 200
 
 
 class ClusterConfigParser:
-    """Parse and check one config. ``env`` replaces the process environment (tests)."""
+    """Parse and check one config. ``env`` replaces the process environment (tests);
+    ``root`` pins the repository root that ``${TOT}`` names."""
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, env: Mapping[str, str] | None = None, root: Path | None = None) -> None:
         self._env = env
+        self._root = root
 
     def parse_file(self, path: str | Path) -> ClusterConfig:
         path = Path(path)
@@ -44,7 +46,7 @@ class ClusterConfigParser:
         """Parse ``text`` (named ``file`` in messages). Raises ConfigError."""
         env: Mapping[str, str] | None = None
         if "${" in text:  # ai-how renders only when the text contains '${'
-            env = config_environment(config_path or Path(file), self._env)
+            env = config_environment(config_path or Path(file), self._env, self._root)
         try:
             data, positions = load_yaml(text, file, env)
         except YamlLoadError as exc:
@@ -73,10 +75,11 @@ class ClusterConfigParser:
         return cfg
 
 
-def load_config(path: str | Path) -> ClusterConfig:
+def load_config(path: str | Path, *, root: Path | None = None) -> ClusterConfig:
     """Read, expand, validate and check a config file. Raises ConfigError (or AihowError
-    when the file cannot be read)."""
-    return ClusterConfigParser().parse_file(path)
+    when the file cannot be read). ``root`` pins ``${TOT}`` (default: the nearest
+    ancestor holding ``.git``)."""
+    return ClusterConfigParser(root=root).parse_file(path)
 
 
 class _Checker:

@@ -269,3 +269,15 @@ def test_variables_in_comments_are_not_expanded() -> None:
     # there; aihow expands values only.
     text = "# see ${AIHOW_SURELY_UNSET}\n" + (DATA / "aihow-compact.yaml").read_text()
     assert ClusterConfigParser(env={}).parse_text(text, "c.yaml").version == "1.0"
+
+
+def test_root_pins_tot_wherever_the_file_lives(tmp_path: Path) -> None:
+    """plans/regen.py pins ${TOT} so committed plans do not depend on the checkout path."""
+    example = Path(__file__).resolve().parents[2] / "config" / "example-mig-cluster.yaml"
+    pinned = load_config(example, root=Path("/srv/ai-how"))
+    found = load_config(example)
+    paths = {m.host_path for d in expand_vms(pinned) for m in d.virtio_fs_mounts}
+    assert paths == {"/srv/ai-how"}
+    assert {m.host_path for d in expand_vms(found) for m in d.virtio_fs_mounts} == {
+        str(example.parents[1])
+    }
