@@ -16,7 +16,9 @@ Order of an apply:
    is back at the plan's starting fingerprint; if an undo fails, stop and keep the
    journal, describing every resource's state;
 8. on success re-probe, check every resource reached its planned state, record a
-   generation and close the journal.
+   generation, close the journal, and record in the allocation ledger
+   (``STATE_DIR/allocations.json``) what each node of the config holds now, read back
+   from the probed host (a no-op apply and ``recover --forward`` record it too).
 
 Test hook: ``AIHOW_TEST_CRASH_AFTER=N[:point[:pause]]`` makes the process SIGKILL itself
 at the N-th action, at ``point`` = ``intent`` (journaled, not yet done), ``acted`` (done,
@@ -89,6 +91,7 @@ class ApplyResult:
     journal_path: Path | None = None
     fingerprint_after: str | None = None
     start_fingerprint: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -263,7 +266,8 @@ def apply_plan(
         if not actions:
             gen = _maybe_generation(inp, state_dir, host, start_fp, access.host_uri, force=False)
             return ApplyResult("no-changes", 0, generation=gen, fingerprint_after=start_fp,
-                               start_fingerprint=start_fp)
+                               start_fingerprint=start_fp,
+                               warnings=_record_claims(state_dir, host, inp.config))
         writer = JournalWriter.create(state_dir, {
             "apply_id": str(uuid.uuid4()),
             "command": inp.command,
@@ -335,6 +339,7 @@ def _run(inp: ApplyInput, access: HostAccess, ctx: ApplyContext, writer: Journal
                                                   force=True)
             writer.end("applied", fp)
             result.journal_path = None
+            result.warnings = _record_claims(state_dir, host, inp.config)
             return result
         for address in wrong:
             result.failed.append((address, "not in its planned state after the apply"))
@@ -425,6 +430,19 @@ def resource_states(host: HostState, actions: Sequence[Any], journal: Path | Non
     return lines
 
 
+def _record_claims(state_dir: Path, host: HostState, config: Any) -> list[str]:
+    """Record in the ledger what each node of ``config`` holds on the verified ``host``.
+    The host change is done and journaled by then, so a ledger that refuses (another
+    cluster's claim) is reported as a warning, not as a failed apply."""
+    from planner.apply.allocator import record_applied
+
+    try:
+        record_applied(state_dir, host, config)
+    except (AihowError, OSError) as exc:
+        return [f"the allocation ledger was not updated: {exc}"]
+    return []
+
+
 def _maybe_generation(inp: ApplyInput, state_dir: Path, host: HostState, fp: str,
                       host_uri: str, *, force: bool) -> Generation | None:
     """Record a generation; a no-op apply records one only when its config differs from
@@ -459,6 +477,7 @@ class RecoverResult:
     error: str | None = None
     generation: Generation | None = None
     journal_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
@@ -525,6 +544,7 @@ def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
                                      command=command)
                     result.generation = _maybe_generation(inp, state_dir, host, str(fp),
                                                           access.host_uri, force=True)
+                    result.warnings = _record_claims(state_dir, host, config)
             else:
                 result.reached = (fp == begin.get("start_fingerprint")) if fp else \
                     not _not_at(host, actions, "before")

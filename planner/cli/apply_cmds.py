@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
+from planner.cli.host_opts import LibvirtOpt, host_records, libvirt_uri_for
 from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
@@ -88,7 +89,8 @@ def _read(path: Path) -> str:
         raise AihowError(f"{path}: cannot read: {exc.strerror}") from exc
 
 
-def _plan_and_config(path: Path, host: str | None, state_dir: Path | None
+def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
+                     libvirt_uri: str | None = None
                      ) -> tuple[Any, str, Any, str, str, str]:
     """(plan, plan text, config, config text, config path, host uri) for PLAN or CONFIG."""
     from planner.config import load_config
@@ -111,28 +113,22 @@ def _plan_and_config(path: Path, host: str | None, state_dir: Path | None
     cfg_text = _read(path)
     cfg = load_config(path)
     host_uri = host or "local"
-    plan = _make_plan(cfg, cfg_text, str(path), host_uri, state_dir)
+    plan = _make_plan(cfg, cfg_text, str(path), host_uri, state_dir, libvirt_uri)
     return plan, plan.to_json(), cfg, cfg_text, str(path), host_uri
 
 
-def _libvirt_uri(cfg: Any) -> str | None:
-    return getattr(getattr(cfg.global_, "host", None), "libvirt_uri", None)
-
-
 def _make_plan(cfg: Any, cfg_text: str, cfg_path: str, host_uri: str,
-               state_dir: Path | None = None) -> Any:
-    """The plan `aihow plan CFG --host URI` would make (same probe, same host records)."""
+               state_dir: Path | None = None, libvirt_uri: str | None = None) -> Any:
+    """The plan `aihow plan CFG --host URI [--libvirt-uri X]` would make (same probe, same
+    host records; the ledger of ``state_dir``)."""
     from planner.host.probe import probe
     from planner.plan.make import make_plan
-    from planner.vm.records import read_host_records
 
-    libvirt_uri = _libvirt_uri(cfg)
-    host = probe(host_uri, libvirt_uri=libvirt_uri)
+    lv_uri = libvirt_uri_for(cfg, libvirt_uri)
+    host = probe(host_uri, libvirt_uri=lv_uri)
     return make_plan(cfg, host, config_path=cfg_path,
                      config_sha256=hashlib.sha256(cfg_text.encode()).hexdigest(),
-                     host_uri=host_uri,
-                     records=read_host_records(host_uri, libvirt_uri=libvirt_uri,
-                                               state_dir=state_dir))
+                     host_uri=host_uri, records=host_records(host_uri, lv_uri, state_dir))
 
 
 def _show_plan(plan: Any) -> None:
@@ -197,7 +193,7 @@ class _Progress:
 
 def _run_apply(plan: Any, plan_text: str, cfg: Any, cfg_text: str, cfg_path: str,
                host_uri: str, state_dir: Path | None, *, allow_reset: bool,
-               command: str) -> ApplyResult:
+               command: str, libvirt_uri: str | None = None) -> ApplyResult:
     from planner.apply.executor import ApplyInput, HostAccess, apply_plan
     from planner.apply.state_dir import resolve_state_dir
 
@@ -209,7 +205,7 @@ def _run_apply(plan: Any, plan_text: str, cfg: Any, cfg_text: str, cfg_path: str
         return apply_plan(
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
                        allow_reset=allow_reset),
-            HostAccess.for_uri(host_uri, _libvirt_uri(cfg)),
+            HostAccess.for_uri(host_uri, libvirt_uri_for(cfg, libvirt_uri)),
             sdir,
             progress,
         )
@@ -219,6 +215,8 @@ def _run_apply(plan: Any, plan_text: str, cfg: Any, cfg_text: str, cfg_path: str
 
 def _report(result: ApplyResult) -> None:
     """The final summary; exits 1 unless the apply succeeded."""
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if result.outcome == "no-changes":
         typer.echo("No changes: the host already matches the plan.")
         if result.generation is not None:
@@ -258,14 +256,16 @@ def apply(
     auto_approve: AutoOpt = False,
     allow_reset: ResetOpt = False,
     state_dir: StateDirOpt = None,
+    libvirt_uri: LibvirtOpt = None,
 ) -> None:
     """Apply a plan to the host: lock, re-check, journal, roll back on failure."""
-    plan, plan_text, cfg, cfg_text, cfg_path, host_uri = _plan_and_config(target, host,
-                                                                          state_dir)
+    plan, plan_text, cfg, cfg_text, cfg_path, host_uri = _plan_and_config(
+        target, host, state_dir, libvirt_uri)
     _show_plan(plan)
     _confirm(plan, auto_approve)
     result = _run_apply(plan, plan_text, cfg, cfg_text, cfg_path, host_uri, state_dir,
-                        allow_reset=allow_reset, command=_command_line())
+                        allow_reset=allow_reset, command=_command_line(),
+                        libvirt_uri=libvirt_uri)
     _report(result)
 
 
@@ -275,6 +275,11 @@ def recover(
                                           "instead of undoing it.")] = False,
     allow_reset: ResetOpt = False,
     state_dir: StateDirOpt = None,
+    libvirt_uri: Annotated[
+        str | None,
+        typer.Option("--libvirt-uri", help="libvirt URI to use (default: the one the "
+                     "interrupted apply used, else the host's)."),
+    ] = None,
 ) -> None:
     """Bring the host back to where an interrupted apply started (or forward to its end)."""
     from planner.apply.executor import HostAccess
@@ -284,12 +289,14 @@ def recover(
     host_uri = host or "local"
     sdir = resolve_state_dir(host_uri, state_dir)
     progress = _Progress(0)
-    result = run_recover(HostAccess.for_uri(host_uri), sdir, forward=forward,
+    result = run_recover(HostAccess.for_uri(host_uri, libvirt_uri), sdir, forward=forward,
                          allow_reset=allow_reset, command=_command_line(), on_event=progress)
     _report_recover(result, forward)
 
 
 def _report_recover(result: RecoverResult, forward: bool) -> None:
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if result.outcome == "nothing":
         typer.echo("Nothing to recover: no interrupted apply.")
         return
@@ -346,6 +353,7 @@ def rollback(
     auto_approve: AutoOpt = False,
     allow_reset: ResetOpt = False,
     state_dir: StateDirOpt = None,
+    libvirt_uri: LibvirtOpt = None,
 ) -> None:
     """Plan from generation N's config against the current host, show it, and apply it."""
     from planner.apply.generations import list_generations, load_generation
@@ -365,11 +373,12 @@ def rollback(
         host_uri = gen.host_uri
     cfg_text = gen.config_text()
     cfg = load_config(gen.config_file)
-    plan = _make_plan(cfg, cfg_text, str(gen.config_file), host_uri, state_dir)
+    plan = _make_plan(cfg, cfg_text, str(gen.config_file), host_uri, sdir, libvirt_uri)
     typer.echo(f"Rolling back to generation {gen.number} ({gen.created_text()}, "
                f"config {gen.config_path}).")
     _show_plan(plan)
     _confirm(plan, auto_approve)
     result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), host_uri,
-                        sdir, allow_reset=allow_reset, command=_command_line())
+                        sdir, allow_reset=allow_reset, command=_command_line(),
+                        libvirt_uri=libvirt_uri)
     _report(result)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from planner.cli.host_opts import LibvirtOpt, host_records, libvirt_uri_for
+
 if TYPE_CHECKING:
     from planner.host.state import HostState
 
@@ -43,30 +45,11 @@ def _load(config: Path) -> tuple[Any, str]:
     return cfg, hashlib.sha256(config.read_bytes()).hexdigest()
 
 
-LibvirtOpt = Annotated[
-    str | None,
-    typer.Option("--libvirt-uri",
-                 help="libvirt URI to use instead of the host's (default: "
-                      "global.host.libvirt_uri, else qemu:///system or the simulator's)."),
-]
-
-
-def _libvirt_uri(cfg: Any, override: str | None) -> str | None:
-    return override or getattr(getattr(cfg.global_, "host", None), "libvirt_uri", None)
-
-
 def _probe(host: str | None, cfg: Any, libvirt_uri: str | None = None) -> tuple[str, HostState]:
     from planner.host.probe import probe
 
     uri = host or "local"
-    return uri, probe(uri, libvirt_uri=_libvirt_uri(cfg, libvirt_uri))
-
-
-def _records(uri: str, cfg: Any, libvirt_uri: str | None) -> Any:
-    """What aihow recorded about the host: the domains it defined, the allocation ledger."""
-    from planner.vm.records import read_host_records
-
-    return read_host_records(uri, libvirt_uri=_libvirt_uri(cfg, libvirt_uri))
+    return uri, probe(uri, libvirt_uri=libvirt_uri_for(cfg, libvirt_uri))
 
 
 def _colour() -> bool:
@@ -96,7 +79,7 @@ def plan_command(
     cfg, sha = _load(config)
     uri, state = _probe(host, cfg, libvirt_uri)
     plan = make_plan(cfg, state, config_path=str(config), config_sha256=sha, host_uri=uri,
-                     records=_records(uri, cfg, libvirt_uri))
+                     records=host_records(uri, libvirt_uri_for(cfg, libvirt_uri)))
     if out is not None:
         out.write_text(plan.to_json())
     typer.echo(render(plan, fmt.value, colour=_colour()), nl=False)
@@ -135,7 +118,7 @@ def graph_command(
 
     cfg, _ = _load(config)
     uri, state = _probe(host, cfg)
-    records = _records(uri, cfg, None)
+    records = host_records(uri, libvirt_uri_for(cfg))
     res, desired, actual = resources_for(requests_from_config(cfg), state, records)
     actions = {c.address: c.action for c in diff(res, desired, actual, records)}
     g = build_graph(desired, actual, actions)
