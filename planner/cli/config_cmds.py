@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from planner.errors import AihowError, ConfigError
+
+if TYPE_CHECKING:
+    from planner.config.models import ClusterConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -22,11 +25,20 @@ def validate(
     config: Annotated[
         Path, typer.Argument(help="Cluster config YAML (ai-how 1.0 + MIG settings).")
     ],
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="Also check this host read-only: local or sim:DIR."),
+    ] = None,
 ) -> None:
-    """Check a cluster config; print a short summary, or every problem found (exit 1)."""
+    """Check a cluster config; print a short summary, or every problem found (exit 1).
+    With --host, also check the host read-only (one table; exit 1 when a check fails)."""
     from planner.config import expand_vms, load_config
 
     try:
+        if host is not None:  # a bad URI is refused before anything is read
+            from planner.host.uri import parse_host_uri
+
+            parse_host_uri(host)
         cfg = load_config(config)
     except ConfigError as exc:
         for diagnostic in exc.diagnostics:
@@ -54,6 +66,23 @@ def validate(
     typer.echo(f"  MIG slices requested: {total}" + (f" ({detail})" if detail else ""))
     typer.echo(f"  managed GPUs: {len(cfg.global_.managed_gpus)}"
                f" (vgpu_backend {cfg.global_.host.vgpu_backend})")
+    if host is not None:
+        _validate_host(cfg, host)
+
+
+def _validate_host(cfg: ClusterConfig, host: str) -> None:
+    # Imported here: validate without --host must not load NVML, libvirt or networkx.
+    from planner.host.validation import render_table, validate_host
+
+    try:
+        rows = validate_host(cfg, host)
+    except AihowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Host {host}:")
+    typer.echo(render_table(rows))
+    if any(r.status == "fail" for r in rows):
+        raise typer.Exit(1)
 
 
 def schema() -> None:
