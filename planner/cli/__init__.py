@@ -74,6 +74,11 @@ def _app_for(argv: list[str]) -> typer.Typer:
     if home is not None:
         narrow = _build((home,))
         if argv[1] in _names(narrow):
+            # only that command: the module's others would be built for nothing
+            narrow.registered_commands = [
+                c for c in narrow.registered_commands if c.name == argv[1]]
+            narrow.registered_groups = [
+                g for g in narrow.registered_groups if g.name == argv[1]]
             return narrow
     return _build(_MODULES)
 
