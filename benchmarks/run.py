@@ -75,7 +75,9 @@ def _load() -> str:
         one, five, _ = os.getloadavg()
     except OSError:
         return "unknown"
-    return f"{one:.2f} (1 min) / {five:.2f} (5 min) on {os.cpu_count()} CPUs"
+    cpus = os.cpu_count() or 1
+    busy = " - busy machine: figures are noisier" if one > 0.75 * cpus else ""
+    return f"{one:.2f} (1 min) / {five:.2f} (5 min) on {cpus} CPUs{busy}"
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> float:
