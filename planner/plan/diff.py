@@ -224,16 +224,22 @@ def _topological(preds: list[set[int]], key: Any) -> list[int]:
     for b, ps in enumerate(preds):
         for a in ps:
             succs[a].append(b)
-    ready = [(key(n), n) for n, w in enumerate(waiting) if w == 0]
+    # Rank every node by (key, node) once, with one sort, so that the heap compares small
+    # ints rather than nested tuples of strings on every push and pop.
+    by_rank = sorted(range(len(preds)), key=key)  # stable: equal keys keep node order
+    rank = [0] * len(preds)
+    for r, n in enumerate(by_rank):
+        rank[n] = r
+    ready = [rank[n] for n, w in enumerate(waiting) if w == 0]
     heapq.heapify(ready)
     out: list[int] = []
     while ready:
-        _, n = heapq.heappop(ready)
+        n = by_rank[heapq.heappop(ready)]
         out.append(n)
         for m in succs[n]:
             waiting[m] -= 1
             if waiting[m] == 0:
-                heapq.heappush(ready, (key(m), m))
+                heapq.heappush(ready, rank[m])
     if len(out) != len(preds):  # a cycle: a bug in how dependencies were drawn
         raise AssertionError("plan steps depend on each other in a cycle")
     return out
