@@ -205,12 +205,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--runs", type=int, default=0,
-                    help="rounds per median (default 15 for (a), 3 for (b); --quick: 5, 1)")
+                    help="rounds per median (default 15 for (a), 5 for (b); --quick: 5, 1)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = ap.parse_args()
     gpus, count = (64, 100) if args.quick else (1024, 1000)
     runs_a = args.runs or (5 if args.quick else 15)
-    runs_b = args.runs or (1 if args.quick else 3)
+    runs_b = args.runs or (1 if args.quick else 5)
     os.chdir(ROOT)
     print(f"load average before: {_load()}")
 
