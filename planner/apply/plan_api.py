@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +42,53 @@ def plan_summary(plan: Any) -> dict[str, Any]:
 def drift(plan: Any, host: HostState, config: Any) -> list[str]:
     """What changed on the host since the plan was made, one line per change.
 
-    When the plan keeps the canonical fingerprint input (``host.snapshot``) the two
-    inputs are diffed field by field. Otherwise the plan's own record of the host is
-    used: each action's ``before`` (no-op entries included) is what the resource was at
-    plan time; it is compared with the resource now, and resources that appeared on a
-    GPU the plan covers since then are listed too.
+    First the resources the plan acts on, at their plan addresses: each action's
+    ``before`` (no-op entries included) is what the resource was at plan time; it is
+    compared with the resource now, and resources that appeared since on a GPU the plan
+    covers are listed too. When the plan keeps the canonical fingerprint input
+    (``host.snapshot``), it is diffed field by field with the host's now, and every
+    change those lines do not already cover follows (GPUs the plan does not touch,
+    domains, processes, MIG UUIDs the config names), so the list is complete.
     """
+    lines = _action_drift(plan, host)
+    snapshot = getattr(plan.host, "snapshot", None)
+    if snapshot is None:
+        return lines
+    from planner.apply.drift import diff_values
+    from planner.plan.fingerprint import fingerprint_data
+    from planner.plan.request import requests_from_config
+
+    shown = [_line_address(line) for line in lines]
+    for line in diff_values(snapshot, fingerprint_data(host, requests_from_config(config))):
+        line = _plan_style(line)
+        address = _line_address(line)
+        if any(address.startswith(s) or s.startswith(address) for s in shown if s):
+            continue
+        lines.append(line)
+    return lines
+
+
+# fingerprint-input paths -> plan addresses (gpus[PCI].instances[P@S] -> gpu[PCI].gi[P@S])
+_PLAN_STYLE = ((re.compile(r"^([-+~] )gpus\["), r"\1gpu["),
+               (re.compile(r"\.instances\["), ".gi["),
+               (re.compile(r"\.compute_instances\["), ".ci["),
+               (re.compile(r"^([-+~] )domains\["), r"\1domain["))
+
+
+def _plan_style(line: str) -> str:
+    head, sep, rest = line.partition(": ")
+    for pattern, repl in _PLAN_STYLE:
+        head = pattern.sub(repl, head)
+    return head + sep + rest
+
+
+def _line_address(line: str) -> str:
+    return line[2:].partition(": ")[0] if line[:2] in ("+ ", "- ", "~ ") else ""
+
+
+def _action_drift(plan: Any, host: HostState) -> list[str]:
     from planner.apply.drift import diff_values
 
-    snapshot = getattr(plan.host, "snapshot", None)
-    if snapshot is not None:
-        from planner.plan.fingerprint import fingerprint_data
-        from planner.plan.request import requests_from_config
-
-        return diff_values(snapshot, fingerprint_data(host, requests_from_config(config)))
     now = current_resources(host)
     lines: list[str] = []
     seen: set[str] = set()

@@ -8,8 +8,8 @@ from typing import Any
 from planner import __version__
 from planner.host.state import HostState
 from planner.plan.diff import diff, order_actions
-from planner.plan.fingerprint import fingerprint_requests
-from planner.plan.model import ConfigRef, HostRef, Plan, summarize
+from planner.plan.fingerprint import fingerprint_data
+from planner.plan.model import ConfigRef, HostRef, Plan, digest, summarize
 from planner.plan.records import NO_RECORDS, HostRecords
 from planner.plan.request import Requests, requests_from_config
 from planner.plan.resolve import Resolution, model_of, resolve
@@ -33,9 +33,10 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
     try:
         res, desired, actual = resources_for(requests, host, records)
         actions = tuple(order_actions(diff(res, desired, actual, records)))
+        snapshot = fingerprint_data(host, requests)
         plan = Plan(
             aihow_version=version,
-            host=HostRef(uri=host_uri, fingerprint=fingerprint_requests(host, requests)),
+            host=HostRef(uri=host_uri, fingerprint=digest(snapshot), snapshot=snapshot),
             config=ConfigRef(path=config_path, sha256=config_sha256),
             actions=actions,
             summary=summarize(actions),

@@ -30,6 +30,10 @@ class _Frozen(BaseModel):
 class HostRef(_Frozen):
     uri: str
     fingerprint: str
+    # The canonical fingerprint input (``fingerprint_data``) the digest was made from, so
+    # apply can show every host change since the plan. Plans made before it was kept
+    # have none; such a plan's text (and digest) carries no ``snapshot`` key.
+    snapshot: dict[str, Any] | None = None
 
 
 class ConfigRef(_Frozen):
@@ -73,7 +77,7 @@ class Plan(_Frozen):
 
     def body(self) -> dict[str, Any]:
         """Everything but the digest, as plain JSON values."""
-        return self.model_dump(mode="json", exclude={"plan_sha256"})
+        return _without_empty_snapshot(self.model_dump(mode="json", exclude={"plan_sha256"}))
 
     def sealed(self) -> Plan:
         """This plan with its digest set (serialised once: the text is kept for to_json)."""
@@ -91,7 +95,13 @@ class Plan(_Frozen):
     def to_json(self) -> str:
         if self._text is not None:
             return self._text
-        return plan_text(self.model_dump(mode="json"))
+        return plan_text(_without_empty_snapshot(self.model_dump(mode="json")))
+
+
+def _without_empty_snapshot(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("host", {}).get("snapshot", ...) is None:
+        del data["host"]["snapshot"]
+    return data
 
 
 def dump_plan(plan: Plan) -> str:
