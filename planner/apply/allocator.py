@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from planner.apply.fsutil import write_atomic
 from planner.errors import AihowError
 from planner.host.state import Domain, HostState
 from planner.lang.pci import normalize_pci
@@ -262,20 +263,7 @@ class GPUResourceAllocator:
 
     def _write(self, ledger: Ledger) -> None:
         """Atomically replace the ledger: a crash at any point leaves the old or the new."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        data = ledger.to_json().encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, ledger.to_json())
 
     def _update(
         self, generation: int, change: Callable[[Ledger], dict[tuple[str, str], str]]

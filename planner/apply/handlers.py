@@ -119,6 +119,21 @@ def handler_for(action: ActionLike) -> ActionHandler:
     return handler
 
 
+def side_present(action: ActionLike, side: Side) -> bool:
+    """Whether the resource exists on that side of the action (absent is None or {})."""
+    value = side_value(action, side)
+    return value is not None and value != {}
+
+
+def side_for_presence(action: ActionLike, present: bool) -> Side | None:
+    """The side of the action at which the resource's existence is ``present``, if any."""
+    if side_present(action, "after") == present:
+        return "after"
+    if side_present(action, "before") == present:
+        return "before"
+    return None
+
+
 def side_value(action: ActionLike, side: Side) -> Any:
     """The resource's state on one side of the action. A ``replace`` step runs after the
     ``delete`` step at the same address took the old resource away, so its own "before"

@@ -17,6 +17,8 @@ from planner.apply.handlers import (
     ApplyContext,
     Side,
     register,
+    side_for_presence,
+    side_present,
     side_value,
 )
 from planner.hardware.catalog import get_model
@@ -45,9 +47,6 @@ def _model(gpu: Gpu, where: str) -> GpuModel:
         raise ActionFailed(f"{where}: {gpu.name} is not a GPU model aihow knows")
     return get_model(gpu.model)
 
-
-def _present(value: Any) -> bool:
-    return value is not None and value != {}
 
 
 def _field(value: Any, *names: str) -> Any:
@@ -218,7 +217,7 @@ class GpuInstanceHandler:
         nh = ctx.adapter("nvml")
         gpu = _gpu(ctx, pci)
         existing = _find_gi(gpu, name, start)
-        want = _present(side_value(action, side))
+        want = side_present(action, side)
         if want and existing is None:
             gi = nh.create_gpu_instance(pci, _gi_profile_id(action, gpu, name), start)
             return {"gi_id": gi.gi_id}
@@ -231,7 +230,7 @@ class GpuInstanceHandler:
         gpu = host.gpu(_pci(action))
         name, start = _gi_slot(action)
         present = gpu is not None and _find_gi(gpu, name, start) is not None
-        return _side_for_presence(action, present)
+        return side_for_presence(action, present)
 
     def inverse(self, action: ActionLike) -> str:
         name, start = _gi_slot(action)
@@ -286,7 +285,7 @@ class ComputeInstanceHandler:
         nh = ctx.adapter("nvml")
         gpu = _gpu(ctx, pci)
         gi, ci = _find_ci(gpu, action)
-        want = _present(side_value(action, side))
+        want = side_present(action, side)
         if want and ci is None:
             if gi is None:
                 raise ActionFailed(f"{action.address}: its GPU instance {gi_name}@{gi_start} "
@@ -303,7 +302,7 @@ class ComputeInstanceHandler:
     def observe(self, host: HostState, action: ActionLike) -> Side | None:
         gpu = host.gpu(_pci(action))
         present = gpu is not None and _find_ci(gpu, action)[1] is not None
-        return _side_for_presence(action, present)
+        return side_for_presence(action, present)
 
     def inverse(self, action: ActionLike) -> str:
         ci_name, ci_start = _ci_slot(action)
@@ -314,15 +313,9 @@ class ComputeInstanceHandler:
 
 
 def _undo_verb(action: ActionLike) -> str:
-    return "create" if _present(side_value(action, "before")) else "delete"
+    return "create" if side_present(action, "before") else "delete"
 
 
-def _side_for_presence(action: ActionLike, present: bool) -> Side | None:
-    if _present(side_value(action, "after")) == present:
-        return "after"
-    if _present(side_value(action, "before")) == present:
-        return "before"
-    return None
 
 
 register(KIND_MODE, MigModeHandler())

@@ -32,6 +32,8 @@ from planner.apply.handlers import (
     ApplyContext,
     Side,
     register,
+    side_for_presence,
+    side_present,
     side_value,
 )
 from planner.errors import AihowError
@@ -50,9 +52,6 @@ from planner.vm.vm_factory import (
 KIND_HOSTDEV = "hostdev"
 KIND_DOMAIN = "domain"
 
-
-def _present(value: Any) -> bool:
-    return value is not None and value != {}
 
 
 def _target(action: ActionLike) -> tuple[str, Literal["mdev", "pci"], str]:
@@ -87,7 +86,7 @@ class HostdevHandler:
         device = _device(kind, key)
         session = ctx.adapter("libvirt")
         conn = session.conn
-        want = _present(side_value(action, side))
+        want = side_present(action, side)
         try:
             if not ld.domain_exists(conn, domain):
                 if not want:
@@ -122,21 +121,17 @@ class HostdevHandler:
         dom = next((d for d in host.domains if d.name == domain), None)
         wanted = _device(kind, key).key
         present = dom is not None and any(h.key == wanted for h in dom.hostdevs)
-        if _present(side_value(action, "after")) == present:
-            return "after"
-        if _present(side_value(action, "before")) == present:
-            return "before"
-        return None
+        return side_for_presence(action, present)
 
     def inverse(self, action: ActionLike) -> str:
         domain, kind, key = _target(action)
-        verb = "attach" if _present(side_value(action, "before")) else "detach"
+        verb = "attach" if side_present(action, "before") else "detach"
         return f"{verb} {kind} {key} {'to' if verb == 'attach' else 'from'} {domain}"
 
     def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
         """A device another domain already holds cannot be attached (libvirt's test
         driver would even let two running domains share an mdev)."""
-        if not _present(action.after):
+        if not side_present(action, "after"):
             return []
         domain, kind, key = _target(action)
         wanted = _device(kind, key).key

@@ -32,6 +32,8 @@ from planner.apply.handlers import (
     ApplyContext,
     Side,
     register,
+    side_for_presence,
+    side_present,
     side_value,
 )
 from planner.errors import AihowError
@@ -48,18 +50,6 @@ from planner.vm.mdev_persist import (
 
 KIND_SRIOV = "sriov"
 KIND_VGPU = "vgpu"
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value != {}
-
-
-def _side_for(action: ActionLike, present: bool) -> Side | None:
-    if _present(side_value(action, "after")) == present:
-        return "after"
-    if _present(side_value(action, "before")) == present:
-        return "before"
-    return None
 
 
 def _attrs(action: ActionLike) -> dict[str, Any]:
@@ -173,7 +163,7 @@ class VgpuHandler:
     def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
         key = _key(action)
         attrs = _attrs(action)
-        want = _present(side_value(action, side))
+        want = side_present(action, side)
         sysfs: Sysfs = ctx.adapter("sysfs")
         type_id, type_name = attrs.get("type_id"), attrs.get("type_name")
         try:
@@ -230,10 +220,10 @@ class VgpuHandler:
             present = any(p.pci == vf and p.current_type for p in host.vgpu_parents)
         else:
             present = any(m.uuid == key.lower() for m in host.mdevs)
-        return _side_for(action, present)
+        return side_for_presence(action, present)
 
     def inverse(self, action: ActionLike) -> str:
-        verb = "create" if _present(side_value(action, "before")) else "remove"
+        verb = "create" if side_present(action, "before") else "remove"
         return f"{verb} vGPU {_key(action)}"
 
     def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
