@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from planner.apply.fsutil import write_atomic
+from planner.apply.state_dir import LEDGER_NAME
 from planner.errors import AihowError
 from planner.host.state import Domain, HostState
 from planner.lang.pci import normalize_pci
 
 SCHEMA = "aihow-gpu-allocations"
 SCHEMA_VERSION = 1
-LEDGER_NAME = "allocations.json"  # inside aihow's state directory
 
 ClaimKind = Literal["pci", "gi_placement", "mig_uuid", "vgpu"]
 KINDS: tuple[ClaimKind, ...] = ("pci", "gi_placement", "mig_uuid", "vgpu")

@@ -12,6 +12,8 @@ from planner.errors import AihowError
 
 LOCAL_STATE_DIR = Path("/var/lib/aihow")
 
+LEDGER_NAME = "allocations.json"  # the GPUResourceAllocator ledger in the state directory
+
 
 def default_state_dir(host_uri: str) -> Path:
     """The state directory aihow uses for ``host_uri`` when none is given."""

@@ -9,11 +9,13 @@ not confirm are listed in the entry's ``uncertain`` array with a note, never sil
 from __future__ import annotations
 
 import fnmatch
+import pickle
 import tomllib
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from planner import diskcache
 from planner.errors import AihowError
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
 
@@ -92,11 +94,26 @@ def _parse(doc: dict[str, Any]) -> GpuModel:
 
 @cache
 def all_models() -> tuple[GpuModel, ...]:
-    """Every catalog model, sorted by id."""
+    """Every catalog model, sorted by id.
+
+    Parsing and checking the TOML files costs every command start-up more than loading
+    the result back, so the parsed catalog is kept in the disk cache, keyed by the files'
+    text (any edit misses)."""
     data = resources.files("planner.hardware").joinpath("data")
-    models = [parse_model(f.read_text(), f"planner/hardware/data/{f.name}")
-              for f in data.iterdir() if f.name.endswith(".toml")]
-    return tuple(sorted(models, key=lambda m: m.id))
+    files = sorted((f.name, f.read_text()) for f in data.iterdir() if f.name.endswith(".toml"))
+    path = diskcache.entry_path("catalog", *(f"{name}\0{text}" for name, text in files))
+    if path is not None:
+        try:
+            cached = pickle.loads(path.read_bytes())
+            if isinstance(cached, tuple) and all(isinstance(m, GpuModel) for m in cached):
+                return cached
+        except Exception:  # noqa: BLE001 - absent or unusable entry: parse instead
+            pass
+    models = tuple(sorted((parse_model(text, f"planner/hardware/data/{name}")
+                           for name, text in files), key=lambda m: m.id))
+    if path is not None:
+        diskcache.store(path, lambda f: pickle.dump(models, f))
+    return models
 
 
 def get_model(model_id: str) -> GpuModel:

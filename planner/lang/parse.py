@@ -5,18 +5,14 @@ A syntax error is a LangError naming the 1-based column and what was expected th
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import re
-import sys
 from functools import cache
 from importlib import resources
-from pathlib import Path
 
 from lark import Lark, Token, Tree, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark import __version__ as lark_version
 
+from planner import diskcache
 from planner.lang.pci import normalize_pci
 from planner.lang.values import GpuSelector, Layout, LayoutItem, MigProfile, SelectorKind
 
@@ -32,22 +28,6 @@ class LangError(ValueError):
         super().__init__(f"invalid {what} {text!r}: at column {column}, expected {expected}")
 
 
-def _cache_file(grammar: str) -> Path | None:
-    """Where the built parser of ``grammar`` is kept between processes: the user's cache
-    directory (``$XDG_CACHE_HOME/aihow``, else ``~/.cache/aihow``), named by a digest of the
-    grammar, lark's version and Python's; None (no cache) when ``AIHOW_NO_CACHE`` is set or
-    no absolute cache directory is known.
-    """
-    if os.environ.get("AIHOW_NO_CACHE"):
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if not os.path.isabs(base):
-        return None
-    key = f"{grammar}\0{lark_version}\0{sys.version_info[:2]}\0{_OPTIONS}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return Path(base) / "aihow" / f"lark-{digest}.pickle"
-
-
 _OPTIONS = {"parser": "lalr", "maybe_placeholders": False}
 
 
@@ -60,7 +40,7 @@ def _parser(name: str) -> Lark:
     a missing, unreadable or stale file means a rebuild, and a failed write is ignored.
     """
     grammar = resources.files("planner.grammar").joinpath(f"{name}.lark").read_text()
-    path = _cache_file(grammar)
+    path = diskcache.entry_path("lark", grammar, lark_version, repr(_OPTIONS))
     if path is not None:
         try:
             with path.open("rb") as f:
@@ -69,21 +49,8 @@ def _parser(name: str) -> Lark:
             pass
     parser = Lark(grammar, **_OPTIONS)
     if path is not None:
-        _save(parser, path)
+        diskcache.store(path, parser.save)
     return parser
-
-
-def _save(parser: Lark, path: Path) -> None:
-    """Write atomically (temporary file, rename) so a concurrent reader never sees half."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as f:
-            parser.save(f)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 # How each terminal reads in an error message.

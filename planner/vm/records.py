@@ -9,7 +9,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from planner.apply.allocator import LEDGER_NAME, GPUResourceAllocator
 from planner.plan.records import DefinedDomain, HostRecords
 from planner.vm.vm_factory import AIHOW_VM_NS, CLUSTER_TAG, DEFINED_BY_TAG
 
@@ -43,9 +42,14 @@ def read_defined(conn: Any) -> dict[str, DefinedDomain]:
 
 def read_claims(state_dir: Path) -> dict[tuple[str, str], str]:
     """The ledger's claims (none when it was never written; reading creates nothing)."""
+    from planner.apply.state_dir import LEDGER_NAME
+
     path = Path(state_dir) / LEDGER_NAME
     if not path.exists():
         return {}
+    # Imported only now: most plans run on hosts without a ledger, and start-up counts.
+    from planner.apply.allocator import GPUResourceAllocator
+
     return dict(GPUResourceAllocator(path).read().claims)
 
 

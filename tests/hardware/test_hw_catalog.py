@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from planner.errors import AihowError
@@ -64,3 +66,25 @@ def test_profile_lookup() -> None:
     assert three is not None
     assert [c.name(three) for c in m.ci_profiles_for(three)] == [
         "1c.3g.20gb", "2c.3g.20gb", "3g.20gb"]
+
+
+def test_the_parsed_catalog_is_cached_and_a_bad_entry_is_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk cache only saves start-up time: the same models come back from it, and an
+    unusable entry means parsing the TOML files again."""
+    from planner.hardware import catalog
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("AIHOW_NO_CACHE", raising=False)
+    catalog.all_models.cache_clear()
+    try:
+        fresh = catalog.all_models()
+        (entry,) = (tmp_path / "aihow").glob("catalog-*.pickle")
+        catalog.all_models.cache_clear()
+        assert catalog.all_models() == fresh
+        entry.write_bytes(b"not a pickle")
+        catalog.all_models.cache_clear()
+        assert catalog.all_models() == fresh
+    finally:
+        catalog.all_models.cache_clear()

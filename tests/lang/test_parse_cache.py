@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from planner import diskcache
 from planner.lang import LangError, parse_layout, parse_profile, parse_selector
 from planner.lang import parse as parse_mod
 
@@ -80,4 +81,8 @@ def test_a_relative_cache_home_is_not_used(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CACHE_HOME", "relative")
-    assert parse_mod._cache_file("start: \"a\"") is None
+    assert diskcache.entry_path("lark", "start: \"a\"") is None
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert diskcache.entry_path("lark", "start: \"a\"") is not None
+    monkeypatch.setenv("AIHOW_NO_CACHE", "1")
+    assert diskcache.entry_path("lark", "start: \"a\"") is None
