@@ -18,11 +18,12 @@ from planner.hardware.model import GiProfile, GpuModel
 
 @dataclass(frozen=True)
 class ObservedProfile:
-    """One GI profile as the driver reports it (nvmlGpuInstanceProfileInfo_v2 + placements)."""
+    """One GI profile as the driver reports it (nvmlGpuInstanceProfileInfo_v2 + placements):
+    what ``NvmlHost.gi_profiles`` returns and what ``check_profiles`` compares."""
 
     enum: int
     id: int
-    name: str  # "MIG 1g.5gb" or "1g.5gb"
+    name: str  # "MIG 1g.5gb" or "1g.5gb" (NvmlHost strips the prefix)
     instance_count: int
     memory_mib: int
     sm_count: int
@@ -34,6 +35,7 @@ class ObservedProfile:
     slice_count: int | None = None
     placements: tuple[int, ...] | None = None  # None when not read (needs root)
     placement_size: int | None = None
+    p2p: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def observed_from_model(model: GpuModel) -> list[ObservedProfile]:
             memory_mib=p.memory_mib, sm_count=p.sm_count, copy_engines=p.copy_engines,
             decoders=p.decoders, encoders=p.encoders, jpegs=p.jpegs, ofas=p.ofas,
             slice_count=p.compute_slices, placements=p.placements,
-            placement_size=p.placement_size,
+            placement_size=p.placement_size, p2p=p.p2p,
         )
         for p in model.gi_profiles
     ]

@@ -8,7 +8,7 @@ not read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from planner.hardware.catalog import get_model
@@ -57,14 +57,7 @@ def read_observed(host: NvmlHost, handle: Any) -> tuple[tuple[ObservedProfile, .
             starts = tuple(s for s, _ in placements)
             sizes = {sz for _, sz in placements}
             size = sizes.pop() if len(sizes) == 1 else None
-        observed.append(
-            ObservedProfile(
-                enum=p.enum, id=p.id, name=p.name, instance_count=p.instance_count,
-                memory_mib=p.memory_mib, sm_count=p.sm_count, copy_engines=p.copy_engines,
-                decoders=p.decoders, encoders=p.encoders, jpegs=p.jpegs, ofas=p.ofas,
-                slice_count=p.slice_count, placements=starts, placement_size=size,
-            )
-        )
+        observed.append(replace(p, placements=starts, placement_size=size))
     return tuple(observed), notes
 
 

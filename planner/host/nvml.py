@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.hardware.catalog import match_model
+from planner.hardware.check import ObservedProfile
 from planner.host.errors import HostError, NvmlOperationError
 from planner.host.state import ComputeInstance, Gpu, GpuInstance, GpuProcess
 from planner.lang.pci import normalize_pci
@@ -147,25 +148,6 @@ class ReadOnlyNvml:
 
 
 @dataclass(frozen=True)
-class GiProfileInfo:
-    """One GPU-instance profile as the driver reports it (nvmlGpuInstanceProfileInfo)."""
-
-    enum: int
-    id: int
-    name: str  # without the "MIG " prefix
-    slice_count: int
-    instance_count: int
-    memory_mib: int
-    sm_count: int
-    copy_engines: int
-    decoders: int
-    encoders: int
-    jpegs: int
-    ofas: int
-    p2p: bool
-
-
-@dataclass(frozen=True)
 class CiProfileInfo:
     enum: int
     id: int
@@ -287,12 +269,12 @@ class NvmlHost:
             return False, False, False
         return True, bool(current), bool(pending)
 
-    def gi_profiles(self, handle: Any) -> tuple[GiProfileInfo, ...]:
+    def gi_profiles(self, handle: Any) -> tuple[ObservedProfile, ...]:
         """The GPU-instance profiles the driver offers, found by walking the enum from 0
         (skipping NOT_SUPPORTED, stopping at INVALID_ARGUMENT) so profiles added by newer
         drivers are seen without a code change."""
         n = self.nvml
-        found: dict[int, GiProfileInfo] = {}
+        found: dict[int, ObservedProfile] = {}
         version = 2
         for enum in range(_MAX_PROFILE_ENUM):
             try:
@@ -311,7 +293,7 @@ class NvmlHost:
                 continue
             name = (_strip_mig(_text(info.name)) if version == 2
                     else self._catalog_profile_name(handle, info))
-            found[info.id] = GiProfileInfo(
+            found[info.id] = ObservedProfile(
                 enum=enum,
                 id=int(info.id),
                 name=name,
@@ -351,7 +333,7 @@ class NvmlHost:
             (int(placements[i].start), int(placements[i].size)) for i in range(count.value)
         )
 
-    def _gi_handles(self, handle: Any, profile: GiProfileInfo) -> list[Any]:
+    def _gi_handles(self, handle: Any, profile: ObservedProfile) -> list[Any]:
         n = self.nvml
         capacity = max(profile.instance_count, 1)
         array = (n.c_nvmlGpuInstance_t * capacity)()
@@ -359,7 +341,7 @@ class NvmlHost:
         n.nvmlDeviceGetGpuInstances(handle, profile.id, array, ctypes.byref(count))
         return [array[i] for i in range(count.value)]
 
-    def _all_gi_handles(self, handle: Any) -> Iterator[tuple[GiProfileInfo, Any, Any]]:
+    def _all_gi_handles(self, handle: Any) -> Iterator[tuple[ObservedProfile, Any, Any]]:
         """(profile, GI handle, nvmlGpuInstanceGetInfo) for every GI on the GPU."""
         for profile in self.gi_profiles(handle):
             for gi in self._gi_handles(handle, profile):
@@ -502,7 +484,7 @@ class NvmlHost:
                        self.handle(pci), mode)
         )
 
-    def _profile(self, handle: Any, profile_id: int, where: str) -> GiProfileInfo:
+    def _profile(self, handle: Any, profile_id: int, where: str) -> ObservedProfile:
         capable, current, _ = self._mig_mode(handle)
         if not current:
             state = "MIG mode is not enabled" if capable else "the GPU is not MIG-capable"
