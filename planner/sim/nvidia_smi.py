@@ -159,6 +159,15 @@ class Smi:
             out += [(g, info, prof) for g, info in sorted(rows, key=lambda r: r[1].id)]
         return out
 
+    def gi_placements(self, h: Any, profile_id: int) -> list[Any]:
+        """The possible placements (start, size structs) of a GI profile."""
+        placements = (self.nv.c_nvmlGpuInstancePlacement_t * 16)()
+        count = self.nv.c_uint()
+        self.nv.nvmlDeviceGetGpuInstancePossiblePlacements(
+            h, profile_id, placements, self.nv.byref(count)
+        )
+        return [placements[k] for k in range(count.value)]
+
     def ci_profiles(self, gi: Any) -> list[Any]:
         out = []
         for enum in range(self.nv.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
@@ -414,6 +423,22 @@ def _ids(text: str | None) -> list[int] | None:
         raise Usage(text) from None
 
 
+def _none_found(out: Out, what: str) -> None:
+    """nvidia-smi's answer when there is nothing to list or change: exit NOT_FOUND (6)."""
+    out(f"No {what} found.")
+    out.code = Nvml.NOT_FOUND
+
+
+def _table(out: Out, top: list[str], sep: str, rows: list[str], what: str) -> None:
+    """A listing: the header, then each row under a separator; nothing found without rows."""
+    if not rows:
+        _none_found(out, what)
+        return
+    out.lines += top
+    for r in rows:
+        out.lines += [r, sep]
+
+
 def mig_lgip(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
     out.lines += LGIP_TOP
     for i, h in sel:
@@ -425,14 +450,10 @@ def mig_lgip(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
 def mig_lgipp(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
     for i, h in sel:
         for p in smi.gi_profiles(h):
-            count = smi.nv.c_uint()
-            placements = (smi.nv.c_nvmlGpuInstancePlacement_t * 16)()
-            smi.nv.nvmlDeviceGetGpuInstancePossiblePlacements(
-                h, p.id, placements, smi.nv.byref(count)
-            )
-            starts = ",".join(str(placements[k].start) for k in range(count.value))
-            size = placements[0].size if count.value else 0
-            label = "Placements:" if count.value > 1 else "Placement :"
+            placements = smi.gi_placements(h, p.id)
+            starts = ",".join(str(pl.start) for pl in placements)
+            size = placements[0].size if placements else 0
+            label = "Placements:" if len(placements) > 1 else "Placement :"
             out(f"GPU {i:>2} Profile ID {p.id:>2} {label} {{{starts}}}:{size}")
 
 
@@ -450,13 +471,7 @@ def mig_lgi(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
                     info.placement.size,
                 )
             )
-    if not rows:
-        out("No GPU instances found.")
-        out.code = Nvml.NOT_FOUND
-        return
-    out.lines += LGI_TOP
-    for r in rows:
-        out.lines += [r, LGI_SEP]
+    _table(out, LGI_TOP, LGI_SEP, rows, "GPU instances")
 
 
 def _profile_token(smi: Smi, h: Any, token: str) -> tuple[Any, int | None]:
@@ -491,7 +506,8 @@ def mig_cgi(smi: Smi, out: Out, sel: list[tuple[int, Any]], items: str, with_ci:
                 else:
                     placement = nv.c_nvmlGpuInstancePlacement_t()
                     placement.start = start
-                    placement.size = _placement_size(smi, h, prof.id)
+                    placements = smi.gi_placements(h, prof.id)
+                    placement.size = int(placements[0].size) if placements else 0
                     gi = nv.nvmlDeviceCreateGpuInstanceWithPlacement(
                         h, prof.id, nv.byref(placement)
                     )
@@ -510,15 +526,6 @@ def mig_cgi(smi: Smi, out: Out, sel: list[tuple[int, Any]], items: str, with_ci:
             )
             if with_ci and not _create_ci(smi, out, i, gi, info.id, None):
                 return
-
-
-def _placement_size(smi: Smi, h: Any, profile_id: int) -> int:
-    placements = (smi.nv.c_nvmlGpuInstancePlacement_t * 16)()
-    count = smi.nv.c_uint()
-    smi.nv.nvmlDeviceGetGpuInstancePossiblePlacements(
-        h, profile_id, placements, smi.nv.byref(count)
-    )
-    return int(placements[0].size) if count.value else 0
 
 
 def _create_ci(smi: Smi, out: Out, i: int, gi: Any, gi_id: int, token: str | None) -> bool:
@@ -574,8 +581,7 @@ def mig_cci(
 ) -> None:
     targets = _target_gis(smi, sel, gi_ids)
     if not targets:
-        out("No GPU instances found.")
-        out.code = Nvml.NOT_FOUND
+        _none_found(out, "GPU instances")
         return
     tokens: list[str | None] = [t for t in items.split(",") if t.strip()] if items else [None]
     for i, gi, info in targets:
@@ -601,20 +607,13 @@ def mig_lci(smi: Smi, out: Out, sel: list[tuple[int, Any]], gi_ids: list[int] | 
                     info.placement.size,
                 )
             )
-    if not rows:
-        out("No compute instances found.")
-        out.code = Nvml.NOT_FOUND
-        return
-    out.lines += LCI_TOP
-    for r in rows:
-        out.lines += [r, LCI_SEP]
+    _table(out, LCI_TOP, LCI_SEP, rows, "compute instances")
 
 
 def mig_lcip(smi: Smi, out: Out, sel: list[tuple[int, Any]], gi_ids: list[int] | None) -> None:
     targets = _target_gis(smi, sel, gi_ids)
     if not targets:
-        out("No GPU instances found.")
-        out.code = Nvml.NOT_FOUND
+        _none_found(out, "GPU instances")
         return
     out.lines += LCIP_TOP
     for i, gi, info in targets:
@@ -653,8 +652,7 @@ def mig_dci(
                 f"GPU instance ID {info.id:>2}"
             )
     if not found:
-        out("No compute instances found.")
-        out.code = Nvml.NOT_FOUND
+        _none_found(out, "compute instances")
     elif errors:
         out(f"Failed to destroy compute instances: {errors[0]}")
 
@@ -662,8 +660,7 @@ def mig_dci(
 def mig_dgi(smi: Smi, out: Out, sel: list[tuple[int, Any]], gi_ids: list[int] | None) -> None:
     targets = _target_gis(smi, sel, gi_ids)
     if not targets:
-        out("No GPU instances found.")
-        out.code = Nvml.NOT_FOUND
+        _none_found(out, "GPU instances")
         return
     errors: list[str] = []
     for i, gi, info in targets:
