@@ -166,6 +166,30 @@ def _strip_mig(name: str) -> str:
     return name[4:] if name.startswith("MIG ") else name
 
 
+def _possible_placements(query: Callable[..., Any], owner: Any, profile_id: int,
+                         struct: Any, size: int) -> tuple[tuple[int, int], ...]:
+    """(start, size) of each placement a ``...PossiblePlacements`` call returns into a
+    buffer of ``size`` structs."""
+    placements = (struct * size)()
+    count = ctypes.c_uint(size)
+    query(owner, profile_id, placements, ctypes.byref(count))
+    return tuple(
+        (int(placements[i].start), int(placements[i].size)) for i in range(count.value)
+    )
+
+
+def _placement_at(struct: Any, legal: dict[int, int], start: int, subject: str) -> Any:
+    """A placement struct at ``start``, sized as the driver says; ``subject`` starts the
+    error when ``start`` is not one of the ``legal`` ones."""
+    if start not in legal:
+        starts = ", ".join(str(s) for s in sorted(legal)) or "none"
+        raise HostError(f"{subject} cannot start at {start} (legal starts: {starts})")
+    placement = struct()
+    placement.start = start
+    placement.size = legal[start]
+    return placement
+
+
 class NvmlHost:
     """Reads and changes the GPUs that ``nvml`` sees. Use as a context manager (or call
     ``open``/``close``) so NVML is initialised and shut down around the work."""
@@ -323,15 +347,9 @@ class NvmlHost:
     def gi_placements(self, handle: Any, profile_id: int) -> tuple[tuple[int, int], ...]:
         """Every (start, size) the profile may occupy on this GPU, free or not."""
         n = self.nvml
-        size = 64  # more than any GPU's placement grid
-        placements = (n.c_nvmlGpuInstancePlacement_t * size)()
-        count = ctypes.c_uint(size)
-        n.nvmlDeviceGetGpuInstancePossiblePlacements(
-            handle, profile_id, placements, ctypes.byref(count)
-        )
-        return tuple(
-            (int(placements[i].start), int(placements[i].size)) for i in range(count.value)
-        )
+        # 64: more than any GPU's placement grid
+        return _possible_placements(n.nvmlDeviceGetGpuInstancePossiblePlacements, handle,
+                                    profile_id, n.c_nvmlGpuInstancePlacement_t, 64)
 
     def _gi_handles(self, handle: Any, profile: ObservedProfile) -> list[Any]:
         n = self.nvml
@@ -505,14 +523,8 @@ class NvmlHost:
             self._call(where, "nvmlDeviceGetGpuInstancePossiblePlacements",
                        self.gi_placements, handle, profile_id)
         )
-        if start not in legal:
-            starts = ", ".join(str(s) for s in sorted(legal)) or "none"
-            raise HostError(
-                f"{where}: {profile.name} cannot start at {start} (legal starts: {starts})"
-            )
-        placement = n.c_nvmlGpuInstancePlacement_t()
-        placement.start = start
-        placement.size = legal[start]
+        placement = _placement_at(n.c_nvmlGpuInstancePlacement_t, legal, start,
+                                  f"{where}: {profile.name}")
         gi = self._call(where, "nvmlDeviceCreateGpuInstanceWithPlacement",
                         n.nvmlDeviceCreateGpuInstanceWithPlacement,
                         handle, profile_id, ctypes.byref(placement))
@@ -552,12 +564,8 @@ class NvmlHost:
         else:
             legal = dict(self._call(where, "nvmlGpuInstanceGetComputeInstancePossiblePlacements",
                                     self.ci_placements, gi, ci_profile_id))
-            if ci_start not in legal:
-                starts = ", ".join(str(s) for s in sorted(legal)) or "none"
-                raise HostError(f"{where}: cannot start at {ci_start} (legal starts: {starts})")
-            placement = n.c_nvmlComputeInstancePlacement_t()
-            placement.start = ci_start
-            placement.size = legal[ci_start]
+            placement = _placement_at(n.c_nvmlComputeInstancePlacement_t, legal, ci_start,
+                                      f"{where}:")
             ci = self._call(where, "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
                             n.nvmlGpuInstanceCreateComputeInstanceWithPlacement,
                             gi, ci_profile_id, ctypes.byref(placement))
@@ -574,15 +582,8 @@ class NvmlHost:
 
     def ci_placements(self, gi: Any, profile_id: int) -> tuple[tuple[int, int], ...]:
         n = self.nvml
-        size = 16
-        placements = (n.c_nvmlComputeInstancePlacement_t * size)()
-        count = ctypes.c_uint(size)
-        n.nvmlGpuInstanceGetComputeInstancePossiblePlacements(
-            gi, profile_id, placements, ctypes.byref(count)
-        )
-        return tuple(
-            (int(placements[i].start), int(placements[i].size)) for i in range(count.value)
-        )
+        return _possible_placements(n.nvmlGpuInstanceGetComputeInstancePossiblePlacements, gi,
+                                    profile_id, n.c_nvmlComputeInstancePlacement_t, 16)
 
     def destroy_compute_instance(self, pci: str, gi_start: int, ci_start: int) -> None:
         handle = self.handle(pci)
