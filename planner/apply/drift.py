@@ -4,6 +4,7 @@ fingerprint inputs (nested dicts and lists of JSON values)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 
@@ -25,22 +26,13 @@ def _key(item: Any) -> str | None:
 def diff_values(old: Any, new: Any, path: str = "") -> list[str]:
     """Lines ``- path: old``, ``+ path: new``, ``~ path: old -> new`` in a stable order."""
     if isinstance(old, dict) and isinstance(new, dict):
-        lines: list[str] = []
-        for k in sorted(set(old) | set(new), key=str):
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in new:
-                lines.append(f"- {sub}: {_show(old[k])}")
-            elif k not in old:
-                lines.append(f"+ {sub}: {_show(new[k])}")
-            else:
-                lines.extend(diff_values(old[k], new[k], sub))
-        return lines
+        return _diff_keyed(old, new, lambda k: f"{path}.{k}" if path else str(k))
     if isinstance(old, list) and isinstance(new, list):
         okeys, nkeys = [_key(i) for i in old], [_key(i) for i in new]
         if all(okeys) and all(nkeys) and len(set(okeys)) == len(okeys) \
                 and len(set(nkeys)) == len(nkeys):
             return _diff_keyed(dict(zip(okeys, old, strict=True)),
-                               dict(zip(nkeys, new, strict=True)), path)
+                               dict(zip(nkeys, new, strict=True)), lambda k: f"{path}[{k}]")
         if len(old) == len(new) and all(isinstance(i, dict) for i in old + new):
             out: list[str] = []
             for i, (a, b) in enumerate(zip(old, new, strict=True)):
@@ -55,10 +47,12 @@ def diff_values(old: Any, new: Any, path: str = "") -> list[str]:
     return []
 
 
-def _diff_keyed(old: dict[Any, Any], new: dict[Any, Any], path: str) -> list[str]:
+def _diff_keyed(old: dict[Any, Any], new: dict[Any, Any],
+                where: Callable[[Any], str]) -> list[str]:
+    """Entries removed, added and changed, by key; ``where(key)`` is an entry's path."""
     lines: list[str] = []
     for k in sorted(set(old) | set(new), key=str):
-        sub = f"{path}[{k}]"
+        sub = where(k)
         if k not in new:
             lines.append(f"- {sub}: {_show(old[k])}")
         elif k not in old:
