@@ -57,16 +57,16 @@ def expand_vms(cfg: ClusterConfig) -> tuple[VmDecl, ...]:
     hpc = cfg.clusters.hpc
     if hpc is not None:
         base = "clusters.hpc"
-        out.append(_controller(hpc, "hpc", f"{hpc.name}-controller", "controller", hpc.controller,
-                               f"{base}.controller"))
+        out.append(_vm(hpc, "hpc", f"{hpc.name}-controller", "controller", 0, hpc.controller,
+                       f"{base}.controller"))
         for i, (node, path) in enumerate(_nodes(hpc.compute_nodes, f"{base}.compute_nodes")):
             name = f"{hpc.name}-compute-{i + 1:02d}"
-            out.append(_node(hpc, "hpc", name, "compute", i, node, path))
+            out.append(_vm(hpc, "hpc", name, "compute", i, node, path))
     cloud = cfg.clusters.cloud
     if cloud is not None:
         base = "clusters.cloud"
-        out.append(_controller(cloud, "cloud", f"{cloud.name}-control-plane", "control-plane",
-                               cloud.control_plane, f"{base}.control_plane"))
+        out.append(_vm(cloud, "cloud", f"{cloud.name}-control-plane", "control-plane", 0,
+                       cloud.control_plane, f"{base}.control_plane"))
         counters = {"cpu": 0, "gpu": 0}
         for i, (node, path) in enumerate(_nodes(cloud.worker_nodes, f"{base}.worker_nodes")):
             # ai-how's has_gpu_passthrough decides the kind; counters are separate.
@@ -74,7 +74,7 @@ def expand_vms(cfg: ClusterConfig) -> tuple[VmDecl, ...]:
                 else "cpu"
             counters[kind] += 1
             name = f"{cloud.name}-{kind}-worker-{counters[kind]:02d}"
-            out.append(_node(cloud, "cloud", name, "worker", i, node, path))
+            out.append(_vm(cloud, "cloud", name, "worker", i, node, path))
     return tuple(out)
 
 
@@ -84,41 +84,30 @@ def _nodes(group: tuple[ListNode, ...] | NodeTemplate, path: str) -> list[tuple[
     return [(node, f"{path}[{i}]") for i, node in enumerate(group)]
 
 
-def _controller(
+def _vm(
     cluster: HpcCluster | CloudCluster,
     cluster_type: Literal["hpc", "cloud"],
     name: str,
-    role: Literal["controller", "control-plane"],
-    node: ControllerNode,
-    path: str,
-) -> VmDecl:
-    return VmDecl(
-        name=name, cluster_type=cluster_type, cluster_name=cluster.name, role=role, index=0,
-        cpu_cores=node.cpu_cores, memory_gb=node.memory_gb, disk_gb=node.disk_gb,
-        ip=node.ip_address, auto_start=True,
-        base_image_path=node.base_image_path or cluster.base_image_path,
-        bridge=cluster.network.bridge, subnet=cluster.network.subnet, pcie_devices=(),
-        gpu_config=node.gpu_config, virtio_fs_mounts=node.virtio_fs_mounts, key_path=path,
-    )
-
-
-def _node(
-    cluster: HpcCluster | CloudCluster,
-    cluster_type: Literal["hpc", "cloud"],
-    name: str,
-    role: Literal["compute", "worker"],
+    role: Literal["controller", "compute", "control-plane", "worker"],
     index: int,
-    node: VmSpec,
+    node: ControllerNode | VmSpec,
     path: str,
 ) -> VmDecl:
-    ip = getattr(node, "ip", "DHCP")
-    passthrough = node.pcie_passthrough
-    devices = passthrough.devices if passthrough is not None and passthrough.enabled else ()
+    ip: str | None
+    devices: tuple[PciDevice, ...]
+    if isinstance(node, ControllerNode):
+        # ai-how gives a controller a fixed address, no passthrough, and always starts it.
+        ip, auto_start, devices = node.ip_address, True, ()
+    else:
+        node_ip = getattr(node, "ip", "DHCP")
+        ip = None if node_ip == "DHCP" else node_ip
+        auto_start = node.auto_start if isinstance(node, ListNode) else True
+        passthrough = node.pcie_passthrough
+        devices = passthrough.devices if passthrough is not None and passthrough.enabled else ()
     return VmDecl(
         name=name, cluster_type=cluster_type, cluster_name=cluster.name, role=role, index=index,
         cpu_cores=node.cpu_cores, memory_gb=node.memory_gb, disk_gb=node.disk_gb,
-        ip=None if ip == "DHCP" else ip,
-        auto_start=node.auto_start if isinstance(node, ListNode) else True,
+        ip=ip, auto_start=auto_start,
         base_image_path=node.base_image_path or cluster.base_image_path,
         bridge=cluster.network.bridge, subnet=cluster.network.subnet, pcie_devices=devices,
         gpu_config=node.gpu_config, virtio_fs_mounts=node.virtio_fs_mounts, key_path=path,
