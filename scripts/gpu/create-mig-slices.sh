@@ -86,10 +86,7 @@ done
 [[ "${GPU_SPEC}" != "all" ]] || die 1 "--gpu all is not supported here; name one GPU"
 [[ -n "${PROFILES}" || "${DESTROY}" -eq 1 ]] || die 1 "--profiles is required (e.g. \"3g.20gb,2g.10gb\")"
 
-if [[ "${DRY_RUN}" -eq 0 ]]; then
-    require_root
-fi
-require_nvidia_smi
+check_prerequisites "${DRY_RUN}"
 
 load_gpus
 select_gpus "${GPU_SPEC}"

@@ -82,10 +82,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-if [[ "${DRY_RUN}" -eq 0 ]]; then
-    require_root
-fi
-require_nvidia_smi
+check_prerequisites "${DRY_RUN}"
 
 # list_holders PCI: one line per thing holding the GPU, for the reset error message.
 # Sources: the "Processes" section of 'nvidia-smi -q -i PCI' (compute and graphics

@@ -56,6 +56,14 @@ require_root() {
     fi
 }
 
+# check_prerequisites DRY_RUN: root unless DRY_RUN is 1 (a dry run only looks), and nvidia-smi.
+check_prerequisites() {
+    if [[ "$1" -eq 0 ]]; then
+        require_root
+    fi
+    require_nvidia_smi
+}
+
 # GPU table: fills the parallel arrays GPU_INDEX, GPU_PCI, GPU_NAME, GPU_MIG_CUR, GPU_MIG_PEND
 # from 'nvidia-smi -q', which lists the GPUs in index order. MIG mode is "Enabled",
 # "Disabled" or "N/A" (not MIG-capable).
