@@ -198,7 +198,9 @@ def init_host(root: str | os.PathLike[str], spec: HostSpec, *, force: bool = Fal
     if store.exists() and not force:
         raise SimError(f"{store.root}: already a simulated host (use --force to replace it)")
     with store.locked():
-        for sub in ("sys", "bin"):
+        # Replacing a host replaces all of it: its kernel views, its libvirt domains, its
+        # mdevctl definitions and the aihow state directory kept on it.
+        for sub in ("sys", "proc", "bin", "libvirt", "etc", "state"):
             shutil.rmtree(store.root / sub, ignore_errors=True)
         (store.root / STATE_FILE).unlink(missing_ok=True)
         store.save(state)

@@ -173,3 +173,24 @@ def test_cli_init_show_and_bad_input(tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
     assert (root / "state.json").read_text() == before
     assert "a100-40gb" in aihow("sim", "models").stdout
+
+
+def test_init_force_replaces_the_whole_host(tmp_path: Path) -> None:
+    """A replaced host keeps nothing of the old one: no domains, mdev definitions or
+    aihow state (so `make demo` always starts from a bare host)."""
+    from planner.sim.host import init_host
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "config" / "sim-a100.toml")
+    init_host(tmp_path, spec)
+    leftovers = [tmp_path / "libvirt" / "domains" / "old.xml",
+                 tmp_path / "etc" / "mdevctl.d" / "0000:17:00.4" / "x",
+                 tmp_path / "state" / "generations" / "1" / "meta.json"]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("old")
+    with pytest.raises(SimError):
+        init_host(tmp_path, spec)
+    assert all(p.exists() for p in leftovers)
+    init_host(tmp_path, spec, force=True)
+    assert not any(p.exists() for p in leftovers)
+    assert (tmp_path / "bin" / "nvidia-smi").exists() and (tmp_path / "sys").is_dir()
