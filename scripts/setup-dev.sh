@@ -8,6 +8,7 @@ packages=(
   libvirt-dev pkg-config          # build libvirt-python
   libvirt-clients                 # virt-xml-validate, virsh
   libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86  # real libvirtd for integration tests
+  tini                            # reaps the QEMU probes libvirtd daemonizes (tests/integration)
   mdevctl shellcheck bats graphviz
 )
 
