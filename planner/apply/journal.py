@@ -16,12 +16,17 @@ before the next step starts:
 Writing ``end`` closes the journal: it is renamed (atomically) to
 ``STATE_DIR/journals/NNNNNN-<outcome>.jsonl``. A journal without ``end`` means an apply
 was interrupted (crash) or stopped because an undo failed; ``aihow recover`` finishes it.
-A torn last line (power loss mid-write) fails its crc and is ignored: the step it
-described never got its outcome recorded, which the reader reports as "begun".
+A torn last line (power loss mid-write, or a disk that filled mid-write) fails its crc
+and is ignored: the step it described never got its outcome recorded, which the reader
+reports as "begun". Before anything is appended to such a journal the torn bytes are
+moved to ``journal.jsonl.torn`` (kept as evidence) and the journal is cut back to its
+last whole record, so a torn tail never turns into corruption in the middle. A failed
+append cuts the journal back the same way before it reports the error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -84,6 +89,8 @@ class JournalWriter:
 
     @classmethod
     def reopen(cls, path: Path, next_seq: int) -> JournalWriter:
+        """Continue a journal after its last whole record (a torn tail is cut off first)."""
+        _cut_torn_tail(path)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         return cls(path, fd, next_seq)
 
@@ -92,8 +99,19 @@ class JournalWriter:
             raise JournalError(f"{self.path}: journal already closed")
         record = {"seq": self._seq, "type": type_, **fields}
         record["crc"] = _crc(record)
-        os.write(self._fd, (canonical_json(record) + "\n").encode())
-        os.fsync(self._fd)
+        data = (canonical_json(record) + "\n").encode()
+        size = os.fstat(self._fd).st_size
+        try:
+            written = 0
+            while written < len(data):  # os.write may write less than asked
+                written += os.write(self._fd, data[written:])
+            os.fsync(self._fd)
+        except OSError as exc:
+            # Leave no torn record behind: the next append would follow it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, size)
+                os.fsync(self._fd)
+            raise JournalError(f"{self.path}: cannot write the journal: {exc.strerror}") from exc
         self._seq += 1
         return record
 
@@ -126,6 +144,48 @@ class JournalWriter:
         target = archive / f"{number:06d}-{outcome}.jsonl"
         rename_durable(self.path, target)
         return target
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        record = json.loads(line) if line.endswith(b"\n") else None
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("crc") == _crc(record)
+
+
+def _whole_records_end(data: bytes) -> int:
+    """Byte offset just past the last whole, valid record before the first bad line."""
+    end = 0
+    for line in data.splitlines(keepends=True):
+        if not _is_record(line):
+            break
+        end += len(line)
+    return end
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Move whatever follows the last whole record to ``PATH.torn`` and cut it off.
+
+    Only a tail is cut: bad bytes followed by good records are corruption, which
+    read_journal reports, and are left as they are."""
+    data = path.read_bytes()
+    end = _whole_records_end(data)
+    if end == len(data) or any(map(_is_record, data[end:].splitlines(keepends=True))):
+        return
+    torn = path.with_name(path.name + ".torn")
+    fd = os.open(torn, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data[end:] + (b"" if data.endswith(b"\n") else b"\n"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.truncate(path, end)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _archive_number(path: Path) -> int:
