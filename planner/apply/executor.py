@@ -52,6 +52,7 @@ from planner.apply.handlers import (
 from planner.apply.journal import JournalError, JournalWriter, open_journal
 from planner.apply.lock import HostLock
 from planner.errors import AihowError
+from planner.host.environment import Environment
 from planner.host.state import HostState
 
 Outcome = Literal["applied", "no-changes", "rolled-back", "rollback-failed"]
@@ -96,30 +97,6 @@ class ApplyResult:
     @property
     def ok(self) -> bool:
         return self.outcome in ("applied", "no-changes")
-
-
-@dataclass
-class HostAccess:
-    """How the executor reaches the host: probe and the mutating adapters."""
-
-    host_uri: str
-    probe: Callable[[], HostState]
-    openers: dict[str, Callable[[], Any]]
-    libvirt_uri: str | None = None
-
-    @classmethod
-    def for_uri(cls, host_uri: str, libvirt_uri: str | None = None) -> HostAccess:
-        from planner.apply.adapters import adapter_openers
-
-        def probe() -> HostState:
-            from planner.host.probe import probe as probe_host
-
-            return probe_host(host_uri, libvirt_uri=libvirt_uri)
-
-        return cls(host_uri, probe, adapter_openers(host_uri, libvirt_uri), libvirt_uri)
-
-    def context(self, allow_reset: bool) -> ApplyContext:
-        return ApplyContext(self.host_uri, allow_reset=allow_reset, openers=dict(self.openers))
 
 
 @dataclass
@@ -237,7 +214,7 @@ def preflight(plan: Any, host: HostState, ctx: ApplyContext) -> list[str]:
 
 def apply_plan(
     inp: ApplyInput,
-    access: HostAccess,
+    access: Environment,
     state_dir: Path,
     on_event: EventSink = lambda e: None,
 ) -> ApplyResult:
@@ -257,7 +234,7 @@ def apply_plan(
             )
         host = access.probe()
         check_not_stale(plan, host, inp.config)
-        ctx = access.context(inp.allow_reset)
+        ctx = ApplyContext(access, allow_reset=inp.allow_reset)
         problems = preflight(plan, host, ctx)
         if problems:
             raise PlanRefused("\n".join([*problems, "nothing was changed"]))
@@ -290,7 +267,7 @@ def apply_plan(
             writer.release()
 
 
-def _run(inp: ApplyInput, access: HostAccess, ctx: ApplyContext, writer: JournalWriter,
+def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: JournalWriter,
          actions: list[Any], start_fp: str, state_dir: Path,
          on_event: EventSink) -> ApplyResult:
     total = len(actions)
@@ -480,7 +457,7 @@ class RecoverResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
+def recover(access: Environment, state_dir: Path, *, forward: bool = False,
             allow_reset: bool = False, command: str = "aihow recover",
             on_event: EventSink = lambda e: None) -> RecoverResult:
     """Finish an interrupted apply from its journal: bring every resource of its plan
@@ -500,10 +477,10 @@ def recover(access: HostAccess, state_dir: Path, *, forward: bool = False,
             raise AihowError(f"{view.path}: the interrupted apply was on host "
                              f"{begin.get('host_uri')!r}, not {access.host_uri!r}")
         if begin.get("libvirt_uri") and access.libvirt_uri is None:
-            access = HostAccess.for_uri(access.host_uri, str(begin["libvirt_uri"]))
+            access = access.with_libvirt_uri(str(begin["libvirt_uri"]))
         plan = plan_api.plan_from_dict(begin["plan"])
         actions = changes(plan)
-        ctx = access.context(allow_reset or bool(begin.get("allow_reset")))
+        ctx = ApplyContext(access, allow_reset=allow_reset or bool(begin.get("allow_reset")))
         writer = JournalWriter.reopen(view.path, view.next_seq)
         writer.note("recover started", forward=forward, torn_tail=view.torn_tail)
         result = RecoverResult("failed", journal_path=view.path)

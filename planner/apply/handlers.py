@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from planner.errors import AihowError
+from planner.host.environment import Environment
 from planner.host.state import HostState
 
 Side = Literal["before", "after"]
@@ -40,22 +41,28 @@ class ActionFailed(AihowError):
 
 @dataclass
 class ApplyContext:
-    """What handlers act through. Adapters open lazily and are shared by branch threads."""
+    """What handlers act through: the host's Environment, whose mutating ports open
+    lazily (on first use) and are shared by the branch threads."""
 
-    host_uri: str
+    env: Environment
     allow_reset: bool = False
-    openers: dict[str, Callable[[], Any]] = field(default_factory=dict)
     _opened: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def host_uri(self) -> str:
+        return self.env.host_uri
+
     def adapter(self, name: str) -> Any:
-        """The adapter ``name`` ("nvml", "libvirt", "sysfs", ...), opened on first use."""
+        """The port ``name`` ("nvml", "sysfs", "libvirt", "mdev_store"), opened on first
+        use."""
         with self._lock:
             if name not in self._opened:
-                if name not in self.openers:
+                opener = _PORTS.get(name)
+                if opener is None:
                     raise AihowError(f"{self.host_uri}: no {name} adapter for this host")
-                value = self.openers[name]()
+                value = opener(self.env)
                 self._opened[name] = value
                 close = getattr(value, "close", None)
                 if callable(close):
@@ -67,6 +74,15 @@ class ApplyContext:
             while self._closers:
                 self._closers.pop()()
             self._opened.clear()
+
+
+# The Environment's mutating ports, by the name handlers ask for.
+_PORTS: dict[str, Callable[[Environment], Any]] = {
+    "nvml": lambda env: env.nvml(),
+    "sysfs": lambda env: env.sysfs(),
+    "libvirt": lambda env: env.libvirt(),
+    "mdev_store": lambda env: env.mdev_store(),
+}
 
 
 class ActionHandler(Protocol):

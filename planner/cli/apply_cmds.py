@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from planner.cli.host_opts import LibvirtOpt, host_records, libvirt_uri_for
+from planner.cli.host_opts import LibvirtOpt, libvirt_uri_for, open_environment
 from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
     from planner.apply.executor import ApplyResult, Event, RecoverResult
+    from planner.host.environment import Environment
 
 HostOpt = Annotated[
     str | None,
@@ -91,8 +92,9 @@ def _read(path: Path) -> str:
 
 def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
                      libvirt_uri: str | None = None
-                     ) -> tuple[Any, str, Any, str, str, str]:
-    """(plan, plan text, config, config text, config path, host uri) for PLAN or CONFIG."""
+                     ) -> tuple[Any, str, Any, str, str, Environment]:
+    """(plan, plan text, config, config text, config path, the host's Environment) for
+    PLAN (on ``host``, else the plan's host) or CONFIG (on ``host``, else local)."""
     from planner.config import load_config
     from planner.plan.model import load_plan
 
@@ -108,27 +110,36 @@ def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
                 f"(sha256 {digest[:12]} now, {str(plan.config.sha256)[:12]} in the plan); "
                 "make a new plan"
             )
-        return plan, plan_text, load_config(cfg_path), cfg_text, str(cfg_path), \
-            host or str(plan.host.uri)
+        cfg = load_config(cfg_path)
+        env = open_environment(host or str(plan.host.uri), libvirt_uri_for(cfg, libvirt_uri))
+        return plan, plan_text, cfg, cfg_text, str(cfg_path), env
     cfg_text = _read(path)
     cfg = load_config(path)
-    host_uri = host or "local"
-    plan = _make_plan(cfg, cfg_text, str(path), host_uri, state_dir, libvirt_uri)
-    return plan, plan.to_json(), cfg, cfg_text, str(path), host_uri
+    env = open_environment(host, libvirt_uri_for(cfg, libvirt_uri))
+    plan = _make_plan(cfg, cfg_text, str(path), env, state_dir)
+    return plan, plan.to_json(), cfg, cfg_text, str(path), env
 
 
-def _make_plan(cfg: Any, cfg_text: str, cfg_path: str, host_uri: str,
-               state_dir: Path | None = None, libvirt_uri: str | None = None) -> Any:
+def _make_plan(cfg: Any, cfg_text: str, cfg_path: str, env: Environment,
+               state_dir: Path | None = None) -> Any:
     """The plan `aihow plan CFG --host URI [--libvirt-uri X]` would make (same probe, same
     host records; the ledger of ``state_dir``)."""
-    from planner.host.probe import probe
     from planner.plan.make import make_plan
 
-    lv_uri = libvirt_uri_for(cfg, libvirt_uri)
-    host = probe(host_uri, libvirt_uri=lv_uri)
+    host = env.probe()
     return make_plan(cfg, host, config_path=cfg_path,
                      config_sha256=hashlib.sha256(cfg_text.encode()).hexdigest(),
-                     host_uri=host_uri, records=host_records(host_uri, lv_uri, state_dir))
+                     host_uri=env.host_uri, records=env.records(state_dir))
+
+
+def _state_dir(env: Environment | None, override: Path | None) -> Path:
+    """The state directory (created): ``--state-dir``, else the host's. ``env`` None: the
+    local default (rollback looks there before it knows the generation's host). A
+    snapshot has none, so apply, recover and rollback on one stop here."""
+    from planner.apply.state_dir import resolve_state_dir
+    from planner.host.environment import LOCAL_STATE_DIR
+
+    return resolve_state_dir(LOCAL_STATE_DIR if env is None else env.state_dir(), override)
 
 
 def _show_plan(plan: Any) -> None:
@@ -192,20 +203,16 @@ class _Progress:
 
 
 def _run_apply(plan: Any, plan_text: str, cfg: Any, cfg_text: str, cfg_path: str,
-               host_uri: str, state_dir: Path | None, *, allow_reset: bool,
-               command: str, libvirt_uri: str | None = None) -> ApplyResult:
-    from planner.apply.executor import ApplyInput, HostAccess, apply_plan
-    from planner.apply.state_dir import resolve_state_dir
-
-    sdir = resolve_state_dir(host_uri, state_dir)
-    from planner.apply.executor import changes
+               env: Environment, sdir: Path, *, allow_reset: bool,
+               command: str) -> ApplyResult:
+    from planner.apply.executor import ApplyInput, apply_plan, changes
 
     progress = _Progress(len(changes(plan)))
     try:
         return apply_plan(
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
                        allow_reset=allow_reset),
-            HostAccess.for_uri(host_uri, libvirt_uri_for(cfg, libvirt_uri)),
+            env,
             sdir,
             progress,
         )
@@ -259,13 +266,13 @@ def apply(
     libvirt_uri: LibvirtOpt = None,
 ) -> None:
     """Apply a plan to the host: lock, re-check, journal, roll back on failure."""
-    plan, plan_text, cfg, cfg_text, cfg_path, host_uri = _plan_and_config(
+    plan, plan_text, cfg, cfg_text, cfg_path, env = _plan_and_config(
         target, host, state_dir, libvirt_uri)
+    sdir = _state_dir(env, state_dir)
     _show_plan(plan)
     _confirm(plan, auto_approve)
-    result = _run_apply(plan, plan_text, cfg, cfg_text, cfg_path, host_uri, state_dir,
-                        allow_reset=allow_reset, command=_command_line(),
-                        libvirt_uri=libvirt_uri)
+    result = _run_apply(plan, plan_text, cfg, cfg_text, cfg_path, env, sdir,
+                        allow_reset=allow_reset, command=_command_line())
     _report(result)
 
 
@@ -282,14 +289,12 @@ def recover(
     ] = None,
 ) -> None:
     """Bring the host back to where an interrupted apply started (or forward to its end)."""
-    from planner.apply.executor import HostAccess
     from planner.apply.executor import recover as run_recover
-    from planner.apply.state_dir import resolve_state_dir
 
-    host_uri = host or "local"
-    sdir = resolve_state_dir(host_uri, state_dir)
+    env = open_environment(host, libvirt_uri)
+    sdir = _state_dir(env, state_dir)
     progress = _Progress(0)
-    result = run_recover(HostAccess.for_uri(host_uri, libvirt_uri), sdir, forward=forward,
+    result = run_recover(env, sdir, forward=forward,
                          allow_reset=allow_reset, command=_command_line(), on_event=progress)
     _report_recover(result, forward)
 
@@ -324,9 +329,8 @@ def generations(
 ) -> None:
     """List the generations recorded by successful applies (newest last)."""
     from planner.apply.generations import list_generations
-    from planner.apply.state_dir import resolve_state_dir
 
-    sdir = resolve_state_dir(host or "local", state_dir)
+    sdir = _state_dir(open_environment(host), state_dir)
     gens = list_generations(sdir)
     if not gens:
         typer.echo(f"No generations in {sdir}.")
@@ -357,11 +361,12 @@ def rollback(
 ) -> None:
     """Plan from generation N's config against the current host, show it, and apply it."""
     from planner.apply.generations import list_generations, load_generation
-    from planner.apply.state_dir import resolve_state_dir
     from planner.config import load_config
 
-    host_uri = host or "local"
-    sdir = resolve_state_dir(host_uri, state_dir)
+    # Without --host the generations are looked up on this machine and the rollback goes
+    # to the host the generation was applied to.
+    env = open_environment(host) if host is not None else None
+    sdir = _state_dir(env, state_dir)
     if to is None:
         gens = list_generations(sdir)
         if len(gens) < 2:
@@ -369,16 +374,15 @@ def rollback(
                              f"({len(gens)} recorded); use --to N")
         to = gens[-2].number
     gen = load_generation(sdir, to)
-    if host is None:
-        host_uri = gen.host_uri
     cfg_text = gen.config_text()
     cfg = load_config(gen.config_file)
-    plan = _make_plan(cfg, cfg_text, str(gen.config_file), host_uri, sdir, libvirt_uri)
+    lv_uri = libvirt_uri_for(cfg, libvirt_uri)
+    env = open_environment(gen.host_uri, lv_uri) if env is None else env.with_libvirt_uri(lv_uri)
+    plan = _make_plan(cfg, cfg_text, str(gen.config_file), env, sdir)
     typer.echo(f"Rolling back to generation {gen.number} ({gen.created_text()}, "
                f"config {gen.config_path}).")
     _show_plan(plan)
     _confirm(plan, auto_approve)
-    result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), host_uri,
-                        sdir, allow_reset=allow_reset, command=_command_line(),
-                        libvirt_uri=libvirt_uri)
+    result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), env,
+                        sdir, allow_reset=allow_reset, command=_command_line())
     _report(result)

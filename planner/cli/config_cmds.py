@@ -13,6 +13,7 @@ from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
     from planner.config.models import ClusterConfig
+    from planner.host.environment import Environment
 
 
 def register(app: typer.Typer) -> None:
@@ -34,11 +35,12 @@ def validate(
     With --host, also check the host read-only (one table; exit 1 when a check fails)."""
     from planner.config import expand_vms, load_config
 
+    env = None
     try:
         if host is not None:  # a bad URI is refused before anything is read
-            from planner.host.uri import parse_host_uri
+            from planner.cli.host_opts import open_environment
 
-            parse_host_uri(host)
+            env = open_environment(host)
         cfg = load_config(config)
     except ConfigError as exc:
         for diagnostic in exc.diagnostics:
@@ -66,20 +68,20 @@ def validate(
     typer.echo(f"  MIG slices requested: {total}" + (f" ({detail})" if detail else ""))
     typer.echo(f"  managed GPUs: {len(cfg.global_.managed_gpus)}"
                f" (vgpu_backend {cfg.global_.host.vgpu_backend})")
-    if host is not None:
-        _validate_host(cfg, host)
+    if env is not None:
+        _validate_host(cfg, env)
 
 
-def _validate_host(cfg: ClusterConfig, host: str) -> None:
+def _validate_host(cfg: ClusterConfig, env: Environment) -> None:
     # Imported here: validate without --host must not load NVML, libvirt or networkx.
     from planner.host.validation import render_table, validate_host
 
     try:
-        rows = validate_host(cfg, host)
+        rows = validate_host(cfg, env)
     except AihowError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Host {host}:")
+    typer.echo(f"Host {env.host_uri}:")
     typer.echo(render_table(rows))
     if any(r.status == "fail" for r in rows):
         raise typer.Exit(1)

@@ -1,17 +1,15 @@
-"""What ``plan``, ``apply``, ``recover`` and ``rollback`` share about reaching a host: the
-``--libvirt-uri`` option, the libvirt URI it resolves to, and the host records (domains
-aihow defined, the allocation ledger) plan-making is given. Light: heavy imports stay
-inside the functions."""
+"""What the commands share about reaching a host: the ``--libvirt-uri`` option, the
+libvirt URI it resolves to, and ``open_environment``, the one place a host URI is parsed
+and the host's Environment chosen. Light: heavy imports stay inside the functions."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
-    from planner.plan.records import HostRecords
+    from planner.host.environment import Environment
 
 LibvirtOpt = Annotated[
     str | None,
@@ -31,10 +29,23 @@ def libvirt_uri_for(cfg: Any, override: str | None = None) -> str | None:
     return getattr(getattr(cfg.global_, "host", None), "libvirt_uri", None)
 
 
-def host_records(host_uri: str, libvirt_uri: str | None,
-                 state_dir: Path | None = None) -> HostRecords:
-    """What aihow recorded about the host: the domains it defined (read from
-    ``libvirt_uri``) and the allocation ledger of ``state_dir`` (default: the host's)."""
-    from planner.vm.records import read_host_records
+def open_environment(host: str | None, libvirt_uri: str | None = None) -> Environment:
+    """The Environment of the host URI ``host`` (default ``local``): built once per
+    command and handed to everything that reaches the host. The simulator and the
+    snapshot reader are imported only when named (start-up time)."""
+    from planner.host.uri import parse_host_uri
 
-    return read_host_records(host_uri, libvirt_uri=libvirt_uri, state_dir=state_dir)
+    uri = parse_host_uri(host or "local")
+    if uri.kind == "sim":
+        assert uri.path is not None
+        from planner.sim.environment import SimEnvironment
+
+        return SimEnvironment(uri.text, uri.path, libvirt_uri)
+    if uri.kind == "snapshot":
+        assert uri.path is not None
+        from planner.host.snapshot import snapshot_environment
+
+        return snapshot_environment(uri.text, uri.path)
+    from planner.host.environment import LocalEnvironment
+
+    return LocalEnvironment(libvirt_uri=libvirt_uri)

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from planner.cli.host_opts import LibvirtOpt, host_records, libvirt_uri_for
+from planner.cli.host_opts import LibvirtOpt, libvirt_uri_for, open_environment
 
 if TYPE_CHECKING:
-    from planner.host.state import HostState
+    from planner.host.environment import Environment
 
 
 class PlanFormat(StrEnum):
@@ -34,7 +34,8 @@ class GraphFormat(StrEnum):
 
 HostOpt = Annotated[
     str | None,
-    typer.Option("--host", help="Host URI: local or sim:DIR (default: local)."),
+    typer.Option("--host", help="Host URI: local, sim:DIR or snapshot:FILE (default: "
+                 "local)."),
 ]
 
 
@@ -45,11 +46,8 @@ def _load(config: Path) -> tuple[Any, str]:
     return cfg, hashlib.sha256(config.read_bytes()).hexdigest()
 
 
-def _probe(host: str | None, cfg: Any, libvirt_uri: str | None = None) -> tuple[str, HostState]:
-    from planner.host.probe import probe
-
-    uri = host or "local"
-    return uri, probe(uri, libvirt_uri=libvirt_uri_for(cfg, libvirt_uri))
+def _environment(host: str | None, cfg: Any, libvirt_uri: str | None = None) -> Environment:
+    return open_environment(host, libvirt_uri_for(cfg, libvirt_uri))
 
 
 def _colour() -> bool:
@@ -77,9 +75,9 @@ def plan_command(
     from planner.plan.render import render
 
     cfg, sha = _load(config)
-    uri, state = _probe(host, cfg, libvirt_uri)
-    plan = make_plan(cfg, state, config_path=str(config), config_sha256=sha, host_uri=uri,
-                     records=host_records(uri, libvirt_uri_for(cfg, libvirt_uri)))
+    env = _environment(host, cfg, libvirt_uri)
+    plan = make_plan(cfg, env.probe(), config_path=str(config), config_sha256=sha,
+                     host_uri=env.host_uri, records=env.records())
     if out is not None:
         out.write_text(plan.to_json())
     typer.echo(render(plan, fmt.value, colour=_colour()), nl=False)
@@ -117,8 +115,9 @@ def graph_command(
     from planner.plan.request import requests_from_config
 
     cfg, _ = _load(config)
-    uri, state = _probe(host, cfg)
-    records = host_records(uri, libvirt_uri_for(cfg))
+    env = _environment(host, cfg)
+    state = env.probe()
+    records = env.records()
     res, desired, actual = resources_for(requests_from_config(cfg), state, records)
     actions = {c.address: c.action for c in diff(res, desired, actual, records)}
     g = build_graph(desired, actual, actions)

@@ -1,12 +1,16 @@
-"""``aihow probe``: print what a host has (GPUs, MIG instances, vGPUs, domains), or with
-``--check-catalog`` compare the GPUs' MIG profiles with the catalog. Both only read."""
+"""``aihow probe``: print what a host has (GPUs, MIG instances, vGPUs, domains), save it
+as a snapshot (``-o FILE``, a read-only host for ``--host snapshot:FILE``), or with
+``--check-catalog`` compare the GPUs' MIG profiles with the catalog. All only read."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from planner.cli.host_opts import open_environment
 
 
 class OutputFormat(StrEnum):
@@ -15,7 +19,8 @@ class OutputFormat(StrEnum):
 
 
 def probe_command(
-    host: Annotated[str, typer.Option("--host", help="Host URI: local or sim:DIR.")] = "local",
+    host: Annotated[str, typer.Option(
+        "--host", help="Host URI: local, sim:DIR or snapshot:FILE.")] = "local",
     output: Annotated[
         OutputFormat,
         typer.Option("--format", help="text for people, json (canonical) for tools."),
@@ -33,21 +38,31 @@ def probe_command(
             "Never changes the GPU.",
         ),
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out",
+                     help="Also save the host as a snapshot FILE: plan against it later "
+                     "with --host snapshot:FILE, without access to the host."),
+    ] = None,
 ) -> None:
     """Read the host (read-only) and print its state."""
+    env = open_environment(host, libvirt_uri)
     if check_catalog:
         from planner.host.catalog_check import check_catalog as run_check
 
-        report, differences = run_check(host)
+        report, differences = run_check(env)
         typer.echo(report, nl=False)
         if differences:
             raise typer.Exit(2)
         return
 
-    from planner.host.probe import probe
     from planner.host.render import host_state_json, render_host_state
 
-    state = probe(host, libvirt_uri=libvirt_uri)
+    state = env.probe()
+    if out is not None:
+        from planner.host.snapshot import snapshot_json
+
+        out.write_text(snapshot_json(state, env.records()))
     if output is OutputFormat.json:
         typer.echo(host_state_json(state), nl=False)
     else:

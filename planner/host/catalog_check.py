@@ -9,15 +9,16 @@ not read.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from planner.hardware.catalog import get_model
 from planner.hardware.check import CatalogCheck, ObservedProfile, check_profiles
 from planner.host.errors import HostError
-from planner.host.nvml import NvmlHost, ReadOnlyNvml, nvml_message
-from planner.host.probe import nvml_for
+from planner.host.nvml import NvmlHost, nvml_message
 from planner.host.state import Gpu
-from planner.host.uri import parse_host_uri
+
+if TYPE_CHECKING:
+    from planner.host.environment import Environment
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,19 @@ def read_observed(host: NvmlHost, handle: Any) -> tuple[tuple[ObservedProfile, .
     return tuple(observed), notes
 
 
-def check_host(uri: str) -> tuple[str | None, tuple[GpuCheck, ...]]:
+def check_host(env: Environment) -> tuple[str | None, tuple[GpuCheck, ...]]:
     """(driver version, one check per GPU in PCI order)."""
-    host_uri = parse_host_uri(uri)
-    nvml = nvml_for(host_uri)
+    nvml = env.nvml_readonly()
     try:
         return _check_host(nvml)
     except nvml.NVMLError as err:
-        raise HostError(f"{uri}: reading the GPUs through NVML failed: {nvml_message(err)}") \
-            from err
+        raise HostError(f"{env.host_uri}: reading the GPUs through NVML failed: "
+                        f"{nvml_message(err)}") from err
 
 
 def _check_host(nvml: Any) -> tuple[str | None, tuple[GpuCheck, ...]]:
     results = []
-    with NvmlHost(ReadOnlyNvml(nvml)) as host:
+    with NvmlHost(nvml) as host:
         driver = host.driver_version()
         for index, handle in host.handles():
             gpu = host.read_gpu(index, handle)
@@ -124,7 +124,7 @@ def render_checks(uri: str, driver: str | None, checks: tuple[GpuCheck, ...]) ->
     return "\n".join(lines) + "\n"
 
 
-def check_catalog(uri: str) -> tuple[str, int]:
+def check_catalog(env: Environment) -> tuple[str, int]:
     """The report for ``aihow probe --check-catalog`` and the number of differences."""
-    driver, checks = check_host(uri)
-    return render_checks(uri, driver, checks), sum(len(c.differences) for c in checks)
+    driver, checks = check_host(env)
+    return render_checks(env.host_uri, driver, checks), sum(len(c.differences) for c in checks)

@@ -1,60 +1,35 @@
 """The probe: one read-only pass over NVML, sysfs and libvirt that yields a HostState.
 
-Read-only by construction: NVML is reached only through ``ReadOnlyNvml`` (query
-functions only), sysfs is opened without write access, and libvirt with
-``virConnectOpenReadOnly``. Nothing on this path can change the host, which makes the
+Read-only by construction: it uses only the Environment's read-only ports: NVML through
+``ReadOnlyNvml`` (query functions only), sysfs opened without write access, and libvirt
+with ``virConnectOpenReadOnly``. Nothing on this path can change the host, which makes the
 probe safe to run on production GPUs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from planner.hardware.catalog import get_model
 from planner.hardware.model import GpuModel
 from planner.hardware.vgpu import lookup_vgpu_type
 from planner.host.errors import HostError
-from planner.host.libvirt_conn import open_libvirt
 from planner.host.libvirt_read import read_domains
-from planner.host.nvml import NvmlHost, ReadOnlyNvml, nvml_message
+from planner.host.nvml import NvmlHost, nvml_message
 from planner.host.procfs import device_holders, process_name
 from planner.host.state import Gpu, GpuProcess, HostState, Mdev, VgpuParent, VgpuType
-from planner.host.sysfs import Sysfs, read_vgpu
-from planner.host.uri import HostUri, parse_host_uri, require_sim_dir
+from planner.host.sysfs import read_vgpu
+
+if TYPE_CHECKING:
+    from planner.host.environment import Environment
 
 
-def nvml_for(uri: HostUri) -> Any:
-    """The nvml module behind a host URI: real pynvml, or the simulator's FakeNvml."""
-    if uri.kind == "sim":
-        from planner.sim.fake_nvml import FakeNvml
-
-        return FakeNvml(require_sim_dir(uri))
-    import pynvml
-
-    return pynvml
-
-
-def sysfs_root(uri: HostUri) -> Path:
-    return require_sim_dir(uri) if uri.kind == "sim" else Path("/")
-
-
-def probe(uri: str, *, libvirt_uri: str | None = None) -> HostState:
-    """Read the whole host named by ``uri`` (``local`` or ``sim:DIR``)."""
-    host_uri = parse_host_uri(uri)
-    return probe_with(
-        host_uri,
-        nvml_for(host_uri),
-        Sysfs(sysfs_root(host_uri), writable=False),
-        libvirt_uri=libvirt_uri,
-    )
-
-
-def probe_with(
-    uri: HostUri, nvml: Any, sysfs: Sysfs, *, libvirt_uri: str | None = None
-) -> HostState:
-    """The probe on given adapters (tests hand in a recording NVML)."""
-    with NvmlHost(ReadOnlyNvml(nvml)) as host:
+def probe(env: Environment) -> HostState:
+    """Read the whole host through the environment's read-only ports."""
+    nvml = env.nvml_readonly()
+    sysfs = env.sysfs_readonly()
+    with NvmlHost(nvml) as host:
         try:
             driver_version = host.driver_version()
             gpus = host.read_gpus()
@@ -66,7 +41,7 @@ def probe_with(
                 # Without an answer, assume minor = index, as on most hosts.
                 minors[index if minor is None else minor] = host.pci_of(handle)
         except nvml.NVMLError as err:
-            raise HostError(f"{uri.text}: reading the GPUs through NVML failed: "
+            raise HostError(f"{env.host_uri}: reading the GPUs through NVML failed: "
                             f"{nvml_message(err)}") from err
     holders = device_holders(sysfs.root, minors)
     gpus = tuple(
@@ -79,10 +54,10 @@ def probe_with(
     vgpu = read_vgpu(sysfs)
     parents = tuple(_with_profiles(p, gpus) for p in vgpu.parents)
     mdevs = tuple(_with_gi(m, vgpu_gis) for m in vgpu.mdevs)
-    with open_libvirt(uri.text, libvirt_uri, read_only=True) as session:
+    with env.libvirt(read_only=True) as session:
         domains = read_domains(session.conn)
     return HostState(
-        uri=uri.text,
+        uri=env.host_uri,
         driver_version=driver_version,
         vgpu_backend=vgpu.backend,
         gpus=gpus,

@@ -1,4 +1,9 @@
-"""Host URIs: ``local`` (this machine) or ``sim:DIR`` (a simulated host kept in DIR)."""
+"""Host URIs: ``local`` (this machine), ``sim:DIR`` (a simulated host kept in DIR) or
+``snapshot:FILE`` (a saved probe, a read-only host).
+
+Parsed once per command, where the command builds its Environment
+(``planner.cli.host_opts.open_environment``); nothing else looks at the text's kind.
+"""
 
 from __future__ import annotations
 
@@ -12,28 +17,28 @@ from planner.host.errors import HostError
 @dataclass(frozen=True)
 class HostUri:
     text: str  # as given (stripped); this is what plans and HostState record
-    kind: Literal["local", "sim"]
-    sim_dir: Path | None = None  # absolute, for kind "sim"
+    kind: Literal["local", "sim", "snapshot"]
+    path: Path | None = None  # absolute: the simulated host's DIR, or the snapshot FILE
 
 
 def parse_host_uri(text: str) -> HostUri:
-    """``local`` or ``sim:DIR`` (DIR relative to the working directory if not absolute)."""
+    """``local``, ``sim:DIR`` or ``snapshot:FILE`` (relative paths are taken from the
+    working directory)."""
     value = text.strip()
     if value == "local":
         return HostUri(text=value, kind="local")
     if value.startswith("sim:"):
-        directory = value[len("sim:") :]
-        if not directory:
-            raise HostError(f"host URI {text!r}: sim: needs a directory, e.g. sim:/tmp/host")
-        return HostUri(text=value, kind="sim", sim_dir=Path(directory).expanduser().absolute())
-    raise HostError(f"unknown host URI {text!r} (expected 'local' or 'sim:DIR')")
+        return HostUri(text=value, kind="sim",
+                       path=_path(text, value, "sim", "a directory, e.g. sim:/tmp/host"))
+    if value.startswith("snapshot:"):
+        return HostUri(text=value, kind="snapshot",
+                       path=_path(text, value, "snapshot", "a file, e.g. snapshot:host.json"))
+    raise HostError(f"unknown host URI {text!r} (expected 'local', 'sim:DIR' or "
+                    "'snapshot:FILE')")
 
 
-def require_sim_dir(uri: HostUri) -> Path:
-    """The simulated host's directory, checked to hold a simulator state."""
-    assert uri.sim_dir is not None
-    if not (uri.sim_dir / "state.json").is_file():
-        raise HostError(
-            f"{uri.text}: no simulated host in {uri.sim_dir} (create one with 'aihow sim init')"
-        )
-    return uri.sim_dir
+def _path(text: str, value: str, kind: str, example: str) -> Path:
+    rest = value[len(kind) + 1:]
+    if not rest:
+        raise HostError(f"host URI {text!r}: {kind}: needs {example}")
+    return Path(rest).expanduser().absolute()

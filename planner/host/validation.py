@@ -8,10 +8,11 @@ checked as well as compute nodes, and a GPU partitioned with MIG expected on ``n
 rather than being reported as a "conflicting driver".
 
 The checks never change the host. They read a ``HostState`` (NVML view, from
-``planner.host.probe``) when there is one, and the sysfs tree under ``root`` (``/`` on a
-real host, the simulator's DIR for ``sim:DIR``) plus ``proc_root``. A GPU handed whole to
-a VM is bound to vfio-pci and invisible to NVML, so passthrough devices are looked up in
-sysfs only. Every result is a ``CheckRow``; the caller prints them and exits 1 on a fail.
+``planner.host.probe``) when there is one, and the sysfs tree under ``root`` plus
+``proc_root`` (both from the host's Environment: ``/`` and ``/proc`` on a real host). A
+GPU handed whole to a VM is bound to vfio-pci and invisible to NVML, so passthrough
+devices are looked up in sysfs only. Every result is a ``CheckRow``; the caller prints
+them and exits 1 on a fail.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from planner.lang.values import GpuSelector
 
 if TYPE_CHECKING:
     from planner.config.models import ClusterConfig
+    from planner.host.environment import Environment
 
 Status = Literal["ok", "fail", "warn", "skip"]
 
@@ -688,21 +690,17 @@ def render_table(rows: Sequence[CheckRow]) -> str:
                      for a, b, c, d in cells)
 
 
-def validate_host(cfg: ClusterConfig, host_uri: str, **kwargs: Any) -> list[CheckRow]:
-    """Probe ``host_uri`` read-only and check it against ``cfg``."""
+def validate_host(cfg: ClusterConfig, env: Environment, **kwargs: Any) -> list[CheckRow]:
+    """Probe the host read-only and check it against ``cfg``."""
     from planner.errors import AihowError
-    from planner.host.uri import parse_host_uri
 
-    uri = parse_host_uri(host_uri)
-    root: Path = uri.sim_dir if uri.kind == "sim" and uri.sim_dir else Path("/")
+    root = env.root()
     host: HostState | None = None
     nvml_error = None
     try:
-        from planner.host.probe import probe
-
-        host = probe(host_uri)
+        host = env.probe()
     except AihowError as err:
         nvml_error = str(err)
-    kwargs.setdefault("proc_root", root / "proc" if uri.kind == "sim" else Path("/proc"))
+    kwargs.setdefault("proc_root", env.proc_root())
     validator = PCIePassthroughValidator(host, root, nvml_error=nvml_error, **kwargs)
     return validator.validate(requirements_from_config(cfg))

@@ -15,10 +15,10 @@ import heapq
 from dataclasses import dataclass
 from typing import Any, cast
 
+from planner.host.records import NO_RECORDS, HostRecords
 from planner.host.state import HostState
 from planner.plan.claims import gi_key
 from planner.plan.model import Action, ActionName, Kind
-from planner.plan.records import NO_RECORDS, HostRecords
 from planner.plan.resolve import Resolution, ResolveError
 from planner.plan.resources import (
     COMPARED,

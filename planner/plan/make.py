@@ -6,11 +6,11 @@ import gc
 from typing import Any
 
 from planner import __version__
+from planner.host.records import NO_RECORDS, HostRecords
 from planner.host.state import HostState
 from planner.plan.diff import diff, order_actions
 from planner.plan.fingerprint import fingerprint_data
 from planner.plan.model import ConfigRef, HostRef, Plan, digest, summarize
-from planner.plan.records import NO_RECORDS, HostRecords
 from planner.plan.request import Requests, requests_from_config
 from planner.plan.resolve import Resolution, model_of, resolve
 from planner.plan.resources import Resource, actual_resources, desired_resources

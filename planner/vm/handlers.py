@@ -38,8 +38,8 @@ from planner.apply.handlers import (
 )
 from planner.errors import AihowError
 from planner.host import libvirt_domains as ld
+from planner.host.records import defined_by_aihow
 from planner.host.state import HostState
-from planner.vm.records import defined_by_aihow
 from planner.vm.vm_factory import (
     HostDevice,
     MdevDevice,

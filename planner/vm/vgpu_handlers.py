@@ -37,16 +37,10 @@ from planner.apply.handlers import (
     side_value,
 )
 from planner.errors import AihowError
+from planner.host.mdev_persist import MdevDefinition, MdevPersistence, is_defined
 from planner.host.state import HostState
 from planner.host.sysfs import MDEV_DEVICES, PCI_DEVICES, Sysfs, parse_creatable_types
 from planner.lang.pci import normalize_pci
-from planner.vm.mdev_persist import (
-    MdevDefinition,
-    MdevPersistence,
-    SimMdevDefinitions,
-    is_defined,
-    persistence_for,
-)
 
 KIND_SRIOV = "sriov"
 KIND_VGPU = "vgpu"
@@ -146,17 +140,10 @@ def _vf_type_id(sysfs: Sysfs, vf: str, type_id: str | None, type_name: str | Non
 
 
 def _persistence(ctx: ApplyContext) -> MdevPersistence:
-    """mdevctl on a real host; on ``sim:DIR`` the simulated store in DIR (the real mdevctl
-    and /etc are never touched for a simulated host). Tests may hand one in."""
-    if "mdev_persist" in ctx.openers:
-        store: MdevPersistence = ctx.adapter("mdev_persist")
-        return store
-    return persistence_for(ctx.host_uri)
-
-
-def _store_name(store: MdevPersistence) -> str:
-    return "simulated (DIR/etc/mdevctl.d)" if isinstance(store, SimMdevDefinitions) else \
-        "mdevctl"
+    """The host's mdev definition store (mdevctl on a real host; the simulated host keeps
+    its own, so the real mdevctl and /etc are never touched for it)."""
+    store: MdevPersistence = ctx.adapter("mdev_store")
+    return store
 
 
 class VgpuHandler:
@@ -198,7 +185,7 @@ class VgpuHandler:
                     facts.update(type_id=tid, parent=parent)
                 if not defined:  # survives a reboot as a definition; aihow starts it
                     store.define(MdevDefinition(mdev, parent, tid))
-                    facts["persistent"] = _store_name(store)
+                    facts["persistent"] = store.label
                 return facts or {"already": True}
             facts = {}
             if defined:

@@ -457,13 +457,6 @@ def render_hostdev_xml(device: HostDevice) -> str:
     return default_factory().hostdev_xml(device)
 
 
-# The metadata namespace of aihow's domain XML, and the element that marks a domain aihow
-# itself defined (only such a domain may ever be deleted by a plan).
-AIHOW_VM_NS = "https://aihow.invalid/schemas/vm/1"
-DEFINED_BY_TAG = f"{{{AIHOW_VM_NS}}}defined-by"
-CLUSTER_TAG = f"{{{AIHOW_VM_NS}}}cluster"
-
-
 def spec_attrs(spec: VMSpec) -> dict[str, Any]:
     """The JSON values a plan's ``domain[NAME]`` action carries: everything the domain XML
     is rendered from, and nothing else (so the plan shows the VM, not a wall of XML)."""

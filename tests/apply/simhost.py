@@ -10,15 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.apply.executor import ApplyInput, ApplyResult, HostAccess, apply_plan
+from planner.apply.executor import ApplyInput, ApplyResult, apply_plan
 from planner.apply.state_dir import resolve_state_dir
+from planner.cli.host_opts import open_environment
 from planner.config import load_config
-from planner.host.probe import probe
 from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.plan.model import Plan
 from planner.sim.host import GpuSpec, HostSpec, init_host
-from planner.vm.records import read_host_records
 
 AIHOW = str(Path(sys.executable).parent / "aihow")
 
@@ -111,7 +110,7 @@ class SimHost:
         return host
 
     def probe(self) -> Any:
-        return probe(self.uri)
+        return open_environment(self.uri).probe()
 
     def fingerprint(self, config: Path) -> str:
         return fingerprint(self.probe(), load_config(config))
@@ -120,7 +119,7 @@ class SimHost:
         text = config.read_text()
         return make_plan(load_config(config), self.probe(), config_path=str(config),
                          config_sha256=hashlib.sha256(text.encode()).hexdigest(),
-                         host_uri=self.uri, records=read_host_records(self.uri))
+                         host_uri=self.uri, records=open_environment(self.uri).records())
 
     def apply(self, plan: Plan, config: Path, *, parallel: bool = True,
               allow_reset: bool = True, events: list[Any] | None = None) -> ApplyResult:
@@ -128,8 +127,8 @@ class SimHost:
         return apply_plan(
             ApplyInput(plan, plan.to_json(), load_config(config), config.read_text(),
                        str(config), allow_reset=allow_reset, parallel=parallel),
-            HostAccess.for_uri(self.uri),
-            resolve_state_dir(self.uri),
+            open_environment(self.uri),
+            resolve_state_dir(open_environment(self.uri).state_dir()),
             sink,
         )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.host.probe import probe
+from planner.cli.host_opts import open_environment
 from tests.apply.simhost import aihow, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def _ledger(sim: Path) -> dict[tuple[str, str], str]:
 
 def test_apply_records_what_each_node_holds_in_the_ledger(example_applied: Path) -> None:
     claims = _ledger(example_applied)
-    host = probe(f"sim:{example_applied}")
+    host = open_environment(f"sim:{example_applied}").probe()
     gpu = next(g for g in host.gpus if g.pci == G0)
     gis = {gi.gi_id: gi for gi in gpu.gpu_instances}
     mdevs = {m.uuid: m for m in host.mdevs}

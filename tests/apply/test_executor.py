@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from planner.apply.executor import HostAccess, PlanRefused, recover
+from planner.apply.executor import PlanRefused, recover
 from planner.apply.generations import list_generations
 from planner.apply.journal import active_path, archived_journals, open_journal, read_journal
+from planner.cli.host_opts import open_environment
 from planner.sim import faults
 from planner.sim.state import SimStore
 from tests.apply.simhost import SimHost, aihow, write_config
@@ -51,7 +52,7 @@ def test_failed_undo_stops_keeps_the_journal_and_recover_finishes(tmp_path: Path
     with pytest.raises(PlanRefused, match="aihow recover"):
         host.apply(plan, cfg)
     _clear(host)
-    rec = recover(HostAccess.for_uri(host.uri), host.state_dir)
+    rec = recover(open_environment(host.uri), host.state_dir)
     assert rec.outcome == "recovered-back" and rec.reached, rec
     assert host.layout() == start
     assert host.fingerprint(cfg) == plan.host.fingerprint

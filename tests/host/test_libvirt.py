@@ -13,8 +13,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from planner.cli.host_opts import open_environment
 from planner.host.errors import HostError
-from planner.host.libvirt_conn import open_libvirt
 from planner.host.libvirt_read import parse_hostdevs, read_domains
 from planner.host.state import Hostdev
 from planner.sim.host import GpuSpec
@@ -71,8 +71,8 @@ def run_py(code: str) -> str:
 def test_domains_persist_across_processes(sim_dir: Path) -> None:
     sim = f"sim:{sim_dir}"
     run_py(f"""
-        from planner.host.libvirt_conn import open_libvirt
-        with open_libvirt({sim!r}) as s:
+        from planner.cli.host_opts import open_environment
+        with open_environment({sim!r}).libvirt() as s:
             d = s.conn.defineXML({domain_xml("vm-a", mdev=MDEV)!r})
             d.create()
             s.conn.defineXML({domain_xml("vm-b", vf="0000:41:00.4")!r})
@@ -81,9 +81,9 @@ def test_domains_persist_across_processes(sim_dir: Path) -> None:
     """)
     out = run_py(f"""
         import json
-        from planner.host.libvirt_conn import open_libvirt
+        from planner.cli.host_opts import open_environment
         from planner.host.libvirt_read import read_domains
-        with open_libvirt({sim!r}, read_only=True) as s:
+        with open_environment({sim!r}).libvirt(read_only=True) as s:
             print(json.dumps([d.model_dump(mode="json") for d in read_domains(s.conn)]))
     """)
     domains = {d["name"]: d for d in json.loads(out)}
@@ -97,14 +97,14 @@ def test_domains_persist_across_processes(sim_dir: Path) -> None:
 
 def test_uuid_state_and_removal_round_trip(sim_dir: Path) -> None:
     sim = f"sim:{sim_dir}"
-    with open_libvirt(sim) as s:
+    with open_environment(sim).libvirt() as s:
         dom = s.conn.defineXML(domain_xml("vm-a"))
         uuid = dom.UUIDString()
         dom.create()
         dom.suspend()
         s.conn.defineXML(domain_xml("vm-gone"))
         s.commit()
-    with open_libvirt(sim) as s:
+    with open_environment(sim).libvirt() as s:
         dom = s.conn.lookupByName("vm-a")
         assert dom.UUIDString() == uuid
         assert dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
@@ -112,21 +112,21 @@ def test_uuid_state_and_removal_round_trip(sim_dir: Path) -> None:
         dom.destroy()
         s.conn.lookupByName("vm-gone").undefine()
         s.commit()
-    with open_libvirt(sim, read_only=True) as s:
+    with open_environment(sim).libvirt(read_only=True) as s:
         assert [(d.name, d.state) for d in read_domains(s.conn)] == [("vm-a", "shut off")]
     assert not (sim_dir / "libvirt" / "domains" / "vm-gone.xml").exists()
 
 
 def test_transient_and_pending_definition_survive(sim_dir: Path) -> None:
     sim = f"sim:{sim_dir}"
-    with open_libvirt(sim) as s:
+    with open_environment(sim).libvirt() as s:
         s.conn.createXML(domain_xml("vm-transient", mdev=MDEV), 0)
         dom = s.conn.defineXML(domain_xml("vm-run"))
         dom.create()
         # Redefining a running domain changes only its persistent definition.
         s.conn.defineXML(domain_xml("vm-run", mdev=MDEV, uuid=dom.UUIDString()))
         s.commit()
-    with open_libvirt(sim) as s:
+    with open_environment(sim).libvirt() as s:
         t = s.conn.lookupByName("vm-transient")
         assert t.isActive() and not t.isPersistent()
         run = s.conn.lookupByName("vm-run")
@@ -134,13 +134,13 @@ def test_transient_and_pending_definition_survive(sim_dir: Path) -> None:
         assert MDEV in run.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
         t.destroy()  # a transient domain that stops is gone
         s.commit()
-    with open_libvirt(sim, read_only=True) as s:
+    with open_environment(sim).libvirt(read_only=True) as s:
         names = [d.name for d in read_domains(s.conn)]
     assert names == ["vm-run"]
 
 
 def test_read_only_session_refuses_changes(sim_dir: Path) -> None:
-    with open_libvirt(f"sim:{sim_dir}", read_only=True) as s:
+    with open_environment(f"sim:{sim_dir}").libvirt(read_only=True) as s:
         with pytest.raises(libvirt.libvirtError, match="read only"):
             s.conn.defineXML(domain_xml("vm-a"))
         with pytest.raises(HostError, match="read-only"):
@@ -153,22 +153,22 @@ def test_hand_written_domain_without_uuid_gets_a_stable_one(sim_dir: Path) -> No
     (sim_dir / "libvirt" / "domains" / "vm-h.xml").write_text(domain_xml("vm-h"))
     uuids = set()
     for _ in range(2):
-        with open_libvirt(f"sim:{sim_dir}", read_only=True) as s:
+        with open_environment(f"sim:{sim_dir}").libvirt(read_only=True) as s:
             uuids.add(s.conn.lookupByName("vm-h").UUIDString())
     assert len(uuids) == 1
 
 
 def test_unknown_uri_and_missing_dir_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(HostError, match="unknown host URI 'qemu:///system'"):
-        open_libvirt("qemu:///system")
+        open_environment("qemu:///system").libvirt()
     with pytest.raises(HostError, match="no such directory"):
-        open_libvirt(f"sim:{tmp_path / 'absent'}")
+        open_environment(f"sim:{tmp_path / 'absent'}").libvirt()
     with pytest.raises(HostError, match="cannot connect to libvirt at bogus:///x"):
-        open_libvirt("local", "bogus:///x")
+        open_environment("local", "bogus:///x").libvirt()
 
 
 def test_override_opens_that_uri_and_commit_is_a_no_op(sim_dir: Path) -> None:
-    with open_libvirt(f"sim:{sim_dir}", "test:///default") as s:
+    with open_environment(f"sim:{sim_dir}", "test:///default").libvirt() as s:
         assert s.conn.getURI() == "test:///default"
         s.commit()
     assert not (sim_dir / "libvirt").exists()
@@ -195,7 +195,7 @@ def test_injected_faults_fail_the_named_operation_once(make_host: Callable[..., 
     with SimStore(sim_dir).transaction() as state:
         arm(state, "virDomainCreate", 2, "VIR_ERR_OPERATION_TIMEOUT")
         arm(state, "virDomainDefineXML", 1)
-    with open_libvirt(f"sim:{sim_dir}") as s:
+    with open_environment(f"sim:{sim_dir}").libvirt() as s:
         with pytest.raises(libvirt.libvirtError, match="virDomainDefineXML: injected") as info:
             s.conn.defineXML(domain_xml("vm-a"))
         assert info.value.get_error_code() == libvirt.VIR_ERR_OPERATION_FAILED

@@ -8,22 +8,33 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from planner.host.libvirt_conn import open_libvirt
+from planner.cli.host_opts import open_environment
 from planner.host.nvml import MUTATING_FUNCTIONS, QUERY_FUNCTIONS, NvmlHost
-from planner.host.probe import probe, probe_with
 from planner.host.render import host_state_json
 from planner.host.state import HostState
 from planner.host.sysfs import Sysfs
-from planner.host.uri import parse_host_uri
 from planner.sim import fake_nvml
+from planner.sim.environment import SimEnvironment
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.host import GpuSpec
 from planner.sim.kernel import sysfs_write
+
+
+@dataclass(frozen=True)
+class RecordedSim(SimEnvironment):
+    """The simulated host with a recording NVML handed to the probe."""
+
+    recorder: Any = None
+
+    def nvml_module(self) -> Any:
+        return self.recorder
+
 
 A100 = "0000:17:00.0"
 H100 = "0000:31:00.0"
@@ -67,7 +78,7 @@ def test_probe_reads_gpus_instances_vgpus_and_domains(make_host: Callable[..., P
                  if Sysfs(root).read(f"sys/bus/pci/devices/{vf}/mdev_supported_types/{t}/name")
                  == "NVIDIA A100-1-5C")
     sysfs_write(root, f"sys/bus/pci/devices/{vf}/mdev_supported_types/{one_g}/create", MDEV)
-    with open_libvirt(f"sim:{root}") as session:
+    with open_environment(f"sim:{root}").libvirt() as session:
         session.conn.defineXML(
             "<domain type='kvm'><name>vm1</name><memory>524288</memory>"
             "<os><type>hvm</type></os><devices>"
@@ -76,7 +87,7 @@ def test_probe_reads_gpus_instances_vgpus_and_domains(make_host: Callable[..., P
         ).create()
         session.commit()
 
-    state = probe(f"sim:{root}")
+    state = open_environment(f"sim:{root}").probe()
 
     assert state.uri == f"sim:{root}"
     assert state.driver_version == "580.82.07"
@@ -107,7 +118,7 @@ def test_vfio_vf_backend_is_read(make_host: Callable[..., Path]) -> None:
     type_id = next(line.split(":")[0].strip() for line in creatable.splitlines()
                    if line.endswith("A100-3-20C"))
     sysfs_write(root, f"sys/bus/pci/devices/{vf}/nvidia/current_vgpu_type", type_id)
-    state = probe(f"sim:{root}")
+    state = open_environment(f"sim:{root}").probe()
     assert state.vgpu_backend == "vfio-vf"
     held = next(p for p in state.vgpu_parents if p.pci == vf)
     three_g = next(g for g in state.gpus[0].gpu_instances if g.profile_id == 9)
@@ -138,7 +149,7 @@ def test_probe_calls_only_query_functions_and_changes_nothing(
     make_host: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = busy_host(make_host)
-    with open_libvirt(f"sim:{root}") as session:
+    with open_environment(f"sim:{root}").libvirt() as session:
         session.conn.defineXML("<domain type='kvm'><name>vm1</name><memory>524288</memory>"
                                "<os><type>hvm</type></os></domain>")
         session.commit()
@@ -154,7 +165,7 @@ def test_probe_calls_only_query_functions_and_changes_nothing(
     before = tree_digest(root)
     recorder = Recording(FakeNvml(root))
 
-    state = probe_with(parse_host_uri(f"sim:{root}"), recorder, Sysfs(root, writable=False))
+    state = RecordedSim(f"sim:{root}", root, recorder=recorder).probe()
 
     assert state.gpus[0].gpu_instances  # it did read the instances
     assert {"nvmlGpuInstanceGetInfo", "nvmlComputeInstanceGetInfo"} <= set(recorder.calls)
@@ -173,7 +184,7 @@ def test_cli_prints_the_probe_as_text_and_json(make_host: Callable[..., Path]) -
     out = subprocess.run([AIHOW, "probe", "--host", f"sim:{root}", "--format", "json"],
                          capture_output=True, text=True, check=True).stdout
     parsed = HostState.model_validate(json.loads(out))
-    assert out == host_state_json(probe(f"sim:{root}"))
+    assert out == host_state_json(open_environment(f"sim:{root}").probe())
     assert parsed.gpus[0].gpu_instances[2].placement_start == 4
 
 
@@ -204,7 +215,7 @@ def test_catalog_differences_are_printed(make_host: Callable[..., Path],
         return dataclasses.replace(p, sm_count=13) if p.id == 19 else p
 
     monkeypatch.setattr(driver, "gi_profile_by_enum", shrunk)
-    report, count = catalog_check.check_catalog(f"sim:{root}")
+    report, count = catalog_check.check_catalog(open_environment(f"sim:{root}"))
     assert count == 1
     assert "difference: a100-40gb 1g.5gb (enum 0): sm_count is 14 in the catalog, 13 on the GPU" \
         in report
@@ -242,7 +253,7 @@ def test_an_nvml_failure_while_probing_is_one_clear_line(make_host: Callable[...
 def test_probing_a_fresh_host_creates_no_files(make_host: Callable[..., Path]) -> None:
     root = make_host(GpuSpec("a100-40gb", A100, mig=True))
     before = tree_digest(root)
-    assert probe(f"sim:{root}").domains == ()
+    assert open_environment(f"sim:{root}").probe().domains == ()
     assert tree_digest(root) == before
 
 
@@ -258,7 +269,7 @@ def test_services_and_compute_processes_holding_a_gpu(make_host: Callable[..., P
     with SimStore(root).transaction() as state:
         driver.hold(state.gpu(A100), "/usr/bin/python3", 4242)
 
-    a100, h100 = probe(f"sim:{root}").gpus
+    a100, h100 = open_environment(f"sim:{root}").probe().gpus
 
     assert [(p.pid, p.name) for p in a100.processes] == [(4242, "/usr/bin/python3")]
     # NVML does not list a service; its open /dev/nvidia1 does.

@@ -19,14 +19,14 @@ from typing import Any
 import pytest
 
 import planner.vm.handlers  # noqa: F401  registers hostdev/domain/sriov/vgpu handlers
-from planner.apply.executor import ApplyInput, ApplyResult, Event, HostAccess, apply_plan
+from planner.apply.executor import ApplyInput, ApplyResult, Event, apply_plan
 from planner.apply.state_dir import resolve_state_dir
+from planner.cli.host_opts import open_environment
 from planner.config import load_config
 from planner.host.libvirt_read import read_domains
-from planner.host.probe import probe
+from planner.host.records import defined_by_aihow
 from planner.plan.make import make_plan
 from planner.plan.request import mdev_uuid
-from planner.vm.records import defined_by_aihow, read_host_records
 
 pytestmark = pytest.mark.libvirtd
 
@@ -59,16 +59,17 @@ class MixedHost:
         return path
 
     def plan(self, config: Path) -> Any:
-        return make_plan(load_config(config), probe(self.uri, libvirt_uri=URI),
+        return make_plan(load_config(config), open_environment(self.uri, URI).probe(),
                          config_path=str(config),
                          config_sha256=hashlib.sha256(config.read_bytes()).hexdigest(),
-                         host_uri=self.uri, records=read_host_records(self.uri, libvirt_uri=URI))
+                         host_uri=self.uri, records=open_environment(self.uri, URI).records())
 
     def apply(self, config: Path, plan: Any, on_event: Any = None) -> ApplyResult:
         return apply_plan(
             ApplyInput(plan, plan.to_json(), load_config(config), config.read_text(),
                        str(config), allow_reset=True),
-            HostAccess.for_uri(self.uri, libvirt_uri=URI), resolve_state_dir(self.uri),
+            open_environment(self.uri, URI),
+            resolve_state_dir(open_environment(self.uri).state_dir()),
             on_event or (lambda _e: None))
 
 

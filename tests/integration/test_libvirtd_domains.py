@@ -146,7 +146,7 @@ def test_every_rendered_variant_is_accepted_by_the_qemu_driver(
 def test_libvirt_nodedev_define_needs_a_parent_libvirt_knows(libvirtd_conn: Any) -> None:
     """libvirt's node-device path refuses a parent it has not enumerated (no GPU here),
     where mdevctl accepts it: one reason aihow persists mdevs with mdevctl."""
-    from planner.vm.mdev_persist import LibvirtNodedev, MdevDefinition, MdevPersistError
+    from planner.host.mdev_persist import LibvirtNodedev, MdevDefinition, MdevPersistError
 
     d = MdevDefinition(uuid_for(7), "0000:fe:1f.7", "nvidia-474")
     with pytest.raises(MdevPersistError, match=f"define mdev {d.uuid} on 0000:fe:1f.7: .*parent"):

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from hosts import A100, domain, gi, gpu, host, mdev, node, pci, type_id, vf, vfs
 
+from planner.host.records import DefinedDomain, HostRecords
 from planner.plan.make import plan_requests
-from planner.plan.records import DefinedDomain, HostRecords
 from planner.plan.request import Requests, SliceRequest, VmRequest, mdev_uuid
 from planner.plan.resolve import ResolveError
 

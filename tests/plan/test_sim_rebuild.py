@@ -9,8 +9,8 @@ from pathlib import Path
 
 from test_plans_current import REGEN
 
+from planner.cli.host_opts import open_environment
 from planner.config import load_config
-from planner.host.probe import probe
 from planner.plan.fingerprint import fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,12 +29,12 @@ def test_rebuilt_host_has_the_same_fingerprint(tmp_path: Path) -> None:
     uri = str(REGEN._prepare(scenario, tmp_path / "host"))
     cfg = load_config(ROOT / scenario.config)
     _apply_fresh_plan(scenario, uri)
-    built = fingerprint(probe(uri), cfg)
+    built = fingerprint(open_environment(uri).probe(), cfg)
     subprocess.run([AIHOW, "sim", "reboot", uri.removeprefix("sim:")], check=True,
                    capture_output=True)
-    lost = probe(uri)
+    lost = open_environment(uri).probe()
     assert lost.gpus[0].gpu_instances == () and fingerprint(lost, cfg) != built
     again = _apply_fresh_plan(scenario, uri)
     assert again.summary["create"] > 0 and again.summary["delete"] == 0
-    assert fingerprint(probe(uri), cfg) == built
+    assert fingerprint(open_environment(uri).probe(), cfg) == built
     assert not REGEN._plan(scenario, uri).has_changes

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from planner.cli.host_opts import open_environment
 from planner.config import load_config
 from planner.host.validation import CheckRow, validate_host
 
@@ -70,14 +71,14 @@ def failed(rows: list[CheckRow]) -> list[tuple[str, str]]:
 def test_fresh_host_needs_vfio_and_vfs(tmp_path: Path) -> None:
     host = sim_init(tmp_path / "host", "--gpu", f"a100-40gb@{GPU}", "--vgpu", "mdev")
     cfg = load_config(Path(__file__).resolve().parents[2] / "config/example-mig-cluster.yaml")
-    rows = validate_host(cfg, f"sim:{host}")
+    rows = validate_host(cfg, open_environment(f"sim:{host}"))
     assert failed(rows) == [("vfio", "vfio_pci"), ("vfio", "vfio_iommu_type1")]
     assert [(r.check, r.subject) for r in rows if r.status == "warn"] == [
         ("sriov-vfs", GPU), ("vgpu-types", GPU)]
     assert any(r.check == "profile-fit" and r.status == "ok" and r.hint.count("1g.5gb") == 7
                for r in rows)
     ready(host)
-    rows = validate_host(cfg, f"sim:{host}")
+    rows = validate_host(cfg, open_environment(f"sim:{host}"))
     assert {r.status for r in rows} == {"ok"}
 
 
@@ -88,18 +89,18 @@ def test_mig_uuid_on_a_simulated_host(tmp_path: Path) -> None:
     ready(host)  # after the changes: the simulator rewrites its sys/ tree (no modules in it)
     (uuid,) = re.findall(r"MIG-[0-9a-f-]{36}", smi(host, "-L"))
     ok = load_config(config(tmp_path, f"{{mode: mig, mig_uuid: {uuid}}}"))
-    rows = validate_host(ok, f"sim:{host}")
+    rows = validate_host(ok, open_environment(f"sim:{host}"))
     assert failed(rows) == []
     assert any(r.check == "mig-uuid" and r.status == "ok" and "3g.20gb@4" in r.hint for r in rows)
     gone = "MIG-00000000-1111-2222-3333-444444444444"
     bad = load_config(config(tmp_path, f"{{mode: mig, mig_uuid: {gone}}}"))
-    assert failed(validate_host(bad, f"sim:{host}")) == [("mig-uuid", f"hpc-compute-01:{gone}")]
+    assert failed(validate_host(bad, open_environment(f"sim:{host}"))) == [("mig-uuid", f"hpc-compute-01:{gone}")]
 
 
 def test_non_mig_gpu_on_a_simulated_host(tmp_path: Path) -> None:
     host = sim_init(tmp_path / "host", "--gpu", f"l40s@{GPU}")
     cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.5gb}"))
-    rows = validate_host(cfg, f"sim:{host}")
+    rows = validate_host(cfg, open_environment(f"sim:{host}"))
     row = next(r for r in rows if r.check == "mig-capable")
     assert row.status == "fail" and "NVIDIA L40S" in row.hint
 
@@ -111,13 +112,13 @@ def test_backend_mismatch(tmp_path: Path, host_backend: str, config_backend: str
     ready(host)
     cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.10gb}",
                              backend=config_backend))
-    rows = validate_host(cfg, f"sim:{host}")
+    rows = validate_host(cfg, open_environment(f"sim:{host}"))
     assert failed(rows) == [("vgpu-types", GPU)]
     assert f"vgpu_backend: {host_backend}" in next(r.hint for r in rows if r.status == "fail")
 
 
 def test_missing_simulated_host_is_a_row_not_a_crash(tmp_path: Path) -> None:
     cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.5gb}"))
-    rows = validate_host(cfg, f"sim:{tmp_path / 'nothing'}")
+    rows = validate_host(cfg, open_environment(f"sim:{tmp_path / 'nothing'}"))
     row = next(r for r in rows if r.check == "gpu-present")
     assert row.status == "fail" and "aihow sim init" in row.hint

@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 
 import planner.vm.handlers  # noqa: F401  registers hostdev/domain/sriov/vgpu handlers
-from planner.apply.executor import ApplyInput, ApplyResult, HostAccess, apply_plan
+from planner.apply.executor import ApplyInput, ApplyResult, apply_plan
 from planner.apply.state_dir import resolve_state_dir
+from planner.cli.host_opts import open_environment
 from planner.config import load_config
 from planner.config.vms import expand_vms
 from planner.host import libvirt_domains as ld
-from planner.host.libvirt_conn import open_libvirt
-from planner.host.probe import probe
 from planner.host.state import HostState
 from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
@@ -41,13 +40,14 @@ class Host:
         self.dir = path
         self.uri = f"sim:{path}"
         self.cfg = load_config(CONFIG)
-        with open_libvirt(self.uri) as s:  # what ai-how leaves behind: domains, no GPUs
+        # what ai-how leaves behind: domains, no GPUs
+        with open_environment(self.uri).libvirt() as s:
             for decl in expand_vms(self.cfg):
                 ld.define(s.conn, render_domain_xml(VMSpec.from_decl(decl)))
             s.commit()
 
     def probe(self) -> HostState:
-        return probe(self.uri)
+        return open_environment(self.uri).probe()
 
     def plan(self) -> Any:
         return make_plan(
@@ -63,8 +63,8 @@ class Host:
             ApplyInput(
                 plan, plan.to_json(), self.cfg, CONFIG.read_text(), str(CONFIG), allow_reset=True
             ),
-            HostAccess.for_uri(self.uri),
-            resolve_state_dir(self.uri),
+            open_environment(self.uri),
+            resolve_state_dir(open_environment(self.uri).state_dir()),
         )
 
 
@@ -165,24 +165,24 @@ def test_h100_vfio_vf_backend_gives_each_node_its_own_vf(tmp_path: Path) -> None
     path = tmp_path / "sim"
     aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / "sim-h100.toml"))
     uri, cfg = f"sim:{path}", load_config(config)
-    with open_libvirt(uri) as s:
+    with open_environment(uri).libvirt() as s:
         for decl in expand_vms(cfg):
             ld.define(s.conn, render_domain_xml(VMSpec.from_decl(decl)))
         s.commit()
     plan = make_plan(
         cfg,
-        probe(uri),
+        open_environment(uri).probe(),
         config_path=str(config),
         config_sha256=hashlib.sha256(config.read_bytes()).hexdigest(),
         host_uri=uri,
     )
     result = apply_plan(
         ApplyInput(plan, plan.to_json(), cfg, config.read_text(), str(config), allow_reset=True),
-        HostAccess.for_uri(uri),
-        resolve_state_dir(uri),
+        open_environment(uri),
+        resolve_state_dir(open_environment(uri).state_dir()),
     )
     assert result.outcome == "applied", result.failed
-    state = probe(uri)
+    state = open_environment(uri).probe()
     assigned = {p.pci: p for p in state.vgpu_parents if p.current_type}
     assert len(assigned) == 7
     gis = [p.gi_id for p in assigned.values()]

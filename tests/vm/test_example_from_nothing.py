@@ -17,20 +17,19 @@ import pytest
 
 import planner.vm.handlers  # noqa: F401  registers hostdev/domain/sriov/vgpu handlers
 from planner.apply.allocator import GPUResourceAllocator, record_applied
-from planner.apply.executor import ApplyInput, ApplyResult, HostAccess, apply_plan
+from planner.apply.executor import ApplyInput, ApplyResult, apply_plan
 from planner.apply.state_dir import resolve_state_dir
+from planner.cli.host_opts import open_environment
 from planner.config import load_config
 from planner.config.vms import expand_vms
 from planner.host import libvirt_domains as ld
-from planner.host.libvirt_conn import open_libvirt
-from planner.host.probe import probe
+from planner.host.records import defined_by_aihow
 from planner.host.state import HostState
 from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.plan.request import mdev_uuid
 from planner.plan.resolve import ResolveError
-from planner.vm.mdev_persist import SimMdevDefinitions
-from planner.vm.records import defined_by_aihow, read_host_records
+from planner.sim.mdev_store import SimMdevDefinitions
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
@@ -53,22 +52,25 @@ class Host:
         self.dir, self.uri, self.config = path, f"sim:{path}", config
         self.cfg = load_config(config)
 
+    def state_dir(self) -> Path:
+        return resolve_state_dir(open_environment(self.uri).state_dir())
+
     def probe(self) -> HostState:
-        return probe(self.uri)
+        return open_environment(self.uri).probe()
 
     def plan(self, config: Path | None = None) -> Any:
         config = config or self.config
         return make_plan(load_config(config), self.probe(), config_path=str(config),
                          config_sha256=hashlib.sha256(config.read_bytes()).hexdigest(),
-                         host_uri=self.uri, records=read_host_records(self.uri))
+                         host_uri=self.uri, records=open_environment(self.uri).records())
 
     def apply(self, plan: Any) -> ApplyResult:
         result = apply_plan(
             ApplyInput(plan, plan.to_json(), self.cfg, self.config.read_text(),
                        str(self.config), allow_reset=True),
-            HostAccess.for_uri(self.uri), resolve_state_dir(self.uri))
+            open_environment(self.uri), self.state_dir())
         if result.outcome == "applied":  # what apply records after success
-            record_applied(resolve_state_dir(self.uri), self.probe(), self.cfg)
+            record_applied(self.state_dir(), self.probe(), self.cfg)
         return result
 
 
@@ -107,7 +109,7 @@ def test_apply_from_nothing_defines_nine_domains_on_seven_gis_and_seven_vgpus(
             continue
         (hd,) = dom.hostdevs  # the node's own vGPU: the UUID derived from its stable name
         assert (hd.type, hd.uuid) == ("mdev", mdev_uuid(f"{vm.cluster_name}/{vm.name}/gpu0"))
-    with open_libvirt(host.uri) as s:
+    with open_environment(host.uri).libvirt() as s:
         for name in by_name:
             assert defined_by_aihow(ld.persistent_xml(s.conn, name)) == owner_of(name)
     # persistence is simulated inside the host's directory, in mdevctl's layout
@@ -174,7 +176,7 @@ def test_a_second_config_claiming_held_slices_is_refused_naming_both_owners(
     applied: tuple[Host, HostState], tmp_path: Path,
 ) -> None:
     host, _ = applied
-    ledger = GPUResourceAllocator.for_state_dir(resolve_state_dir(host.uri)).read()
+    ledger = GPUResourceAllocator.for_state_dir(host.state_dir()).read()
     assert ledger.owner_of("gi_placement", f"{GPU}/0") is not None
     assert len(set(ledger.claims.values())) == 7
     # another HPC cluster managing the same GPU would take (delete and re-make) the slices

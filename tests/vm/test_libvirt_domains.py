@@ -168,22 +168,22 @@ def test_describe_names_device_and_domain() -> None:
 def test_changes_survive_a_sim_session_commit(tmp_path: Any) -> None:
     """Through the host layer's sim session (test driver + DIR/libvirt store): a hostdev
     attached to a running domain is pending in the next process, the domain still runs."""
-    from planner.host.libvirt_conn import open_libvirt
+    from planner.cli.host_opts import open_environment
 
     sim = tmp_path / "sim"
     sim.mkdir()
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         ld.define(s.conn, F.domain_xml(spec()))
         ld.start(s.conn, "hpc-compute-01")
         ld.attach_hostdev(s.conn, "hpc-compute-01", F.hostdev_xml(MdevDevice(U1)))
         s.commit()
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         dom = s.conn.lookupByName("hpc-compute-01")
         assert dom.isActive()
         assert ld.hostdevs_in_xml(dom.XMLDesc(0)) == ()
         assert ld.persistent_hostdevs(s.conn, "hpc-compute-01") == (Hostdev(type="mdev", uuid=U1),)
         inverse = ld.detach_hostdev(s.conn, "hpc-compute-01", F.hostdev_xml(MdevDevice(U1)))
         s.commit()
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         assert ld.persistent_hostdevs(s.conn, "hpc-compute-01") == ()
         assert inverse.kind == "attach_hostdev"

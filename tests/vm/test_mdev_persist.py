@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from planner.vm.mdev_persist import (
+from planner.host.mdev_persist import (
     LibvirtNodedev,
     Mdevctl,
     MdevDefinition,

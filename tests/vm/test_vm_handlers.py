@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -9,11 +11,14 @@ from typing import Any
 import pytest
 
 from planner.apply.handlers import ActionFailed, ApplyContext, handler_for, load_handlers
+from planner.cli.host_opts import open_environment
 from planner.host import libvirt_domains as ld
-from planner.host.libvirt_conn import open_libvirt
+from planner.host.environment import LocalEnvironment
+from planner.host.records import defined_by_aihow
 from planner.host.state import Domain, Hostdev, HostState
+from planner.host.sysfs import Sysfs
+from planner.sim.environment import SimEnvironment
 from planner.vm.handlers import HostdevHandler
-from planner.vm.records import defined_by_aihow
 from planner.vm.vm_factory import VMFactory, VMSpec
 
 U1 = "11111111-2222-4333-8444-555555555555"
@@ -37,7 +42,7 @@ def action(name: str, key: str, kind: str = "mdev", op: str = "create") -> Any:
 def sim(tmp_path: Path) -> Path:
     d = tmp_path / "sim"
     d.mkdir()
-    with open_libvirt(f"sim:{d}") as s:
+    with open_environment(f"sim:{d}").libvirt() as s:
         for name in ("hpc-compute-01", "hpc-compute-02"):
             spec = VMSpec(
                 name=name,
@@ -54,19 +59,19 @@ def sim(tmp_path: Path) -> Path:
 
 
 def ctx(sim: Path) -> ApplyContext:
-    return ApplyContext(f"sim:{sim}", openers={"libvirt": lambda: open_libvirt(f"sim:{sim}")})
+    return ApplyContext(open_environment(f"sim:{sim}"))
 
 
 def domains_only(sim: Path) -> HostState:
     """The libvirt part of the host's state (the directory holds no simulated GPU)."""
     from planner.host.libvirt_read import read_domains
 
-    with open_libvirt(f"sim:{sim}", read_only=True) as s:
+    with open_environment(f"sim:{sim}").libvirt(read_only=True) as s:
         return HostState(uri=f"sim:{sim}", domains=read_domains(s.conn))
 
 
 def hostdevs(sim: Path, name: str) -> tuple[Hostdev, ...]:
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         return ld.persistent_hostdevs(s.conn, name)
 
 
@@ -99,14 +104,14 @@ def test_vf_hostdev_and_delete_action(sim: Path) -> None:
 
 
 def test_running_domain_keeps_running_and_the_change_is_pending(sim: Path) -> None:
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         ld.start(s.conn, "hpc-compute-01")
         s.commit()
     c = ctx(sim)
     facts = HostdevHandler().ensure(c, action("hpc-compute-01", U1), "after")
     c.close()
     assert facts["pending_restart"] is True
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         assert s.conn.lookupByName("hpc-compute-01").isActive()
 
 
@@ -148,8 +153,8 @@ def test_observe_and_preflight_read_the_probed_host() -> None:
     )
     assert h.observe(none, a) == "before"
     assert h.observe(mine, a) == "after"
-    assert h.preflight(none, a, ApplyContext("sim:x")) == []
-    (problem,) = h.preflight(held, a, ApplyContext("sim:x"))
+    assert h.preflight(none, a, ApplyContext(open_environment("sim:x"))) == []
+    (problem,) = h.preflight(held, a, ApplyContext(open_environment("sim:x")))
     assert "already attached to domain hpc-compute-02" in problem
 
 
@@ -195,7 +200,8 @@ def test_domain_create_defines_from_the_plan_and_undo_undefines(sim: Path) -> No
     a = domain_action("k8s-cpu-worker-01", domain_attrs(decl))
     h, c = DomainHandler(), ctx(sim)
     assert h.ensure(c, a, "after") == {"defined": "k8s-cpu-worker-01"}
-    with open_libvirt(f"sim:{sim}") as s:  # rendered from the attributes, marked as aihow's
+    # rendered from the attributes, marked as aihow's
+    with open_environment(f"sim:{sim}").libvirt() as s:
         xml = ld.persistent_xml(s.conn, "k8s-cpu-worker-01")
     assert defined_by_aihow(xml) == "k8s"
     assert "<vcpu placement='static'>2</vcpu>" in xml or ">2</vcpu>" in xml
@@ -208,7 +214,7 @@ def test_domain_create_defines_from_the_plan_and_undo_undefines(sim: Path) -> No
     c = ctx(sim)
     assert h.ensure(c, a, "before") == {"undefined": "k8s-cpu-worker-01"}
     c.close()
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         assert not ld.domain_exists(s.conn, "k8s-cpu-worker-01")
 
 
@@ -219,7 +225,7 @@ def _aihow_domain(sim: Path, name: str) -> dict[str, Any]:
     spec = VMSpec(name=name, cluster_name="hpc", role="compute", cpu_cores=1, memory_gb=1,
                   disk_gb=1, bridge="virbr100")
     xml = render_defined_domain_xml(spec)
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         ld.define(s.conn, xml)
         s.commit()
     return {"name": name, "state": "shut off", "cluster": "hpc", "xml": xml}
@@ -236,7 +242,7 @@ def test_domain_delete_only_of_a_stopped_domain_aihow_defined(sim: Path) -> None
     assert h.ensure(c, gone, "after") == {"undefined": "hpc-compute-09"}
     assert h.ensure(c, gone, "before") == {"defined": "hpc-compute-09"}  # the undo
     c.close()
-    with open_libvirt(f"sim:{sim}") as s:  # back exactly as it was
+    with open_environment(f"sim:{sim}").libvirt() as s:  # back exactly as it was
         assert defined_by_aihow(ld.persistent_xml(s.conn, "hpc-compute-09")) == "hpc"
         ld.start(s.conn, "hpc-compute-09")
         s.commit()
@@ -250,7 +256,8 @@ def test_domain_handler_never_deletes_a_domain_aihow_did_not_define(sim: Path) -
     from planner.vm.handlers import DomainHandler
 
     h = DomainHandler()
-    with open_libvirt(f"sim:{sim}") as s:  # defined the way ai-how does: no aihow mark
+    # defined the way ai-how does: no aihow mark
+    with open_environment(f"sim:{sim}").libvirt() as s:
         xml = ld.persistent_xml(s.conn, "hpc-compute-01")
     theirs = domain_action("hpc-compute-01", {"name": "hpc-compute-01", "xml": xml}, "delete")
     (problem,) = h.preflight(domains_only(sim), theirs, ctx(sim))
@@ -262,7 +269,7 @@ def test_domain_handler_never_deletes_a_domain_aihow_did_not_define(sim: Path) -
         h.ensure(ctx(sim), domain_action("hpc-compute-01", {}), "before")
     with pytest.raises(ActionFailed, match="incomplete or malformed"):
         h.ensure(ctx(sim), domain_action("hpc-compute-05", None), "after")
-    with open_libvirt(f"sim:{sim}") as s:
+    with open_environment(f"sim:{sim}").libvirt() as s:
         assert ld.domain_exists(s.conn, "hpc-compute-01")
 
 
@@ -286,10 +293,33 @@ def vgpu_action(key: str, backend: str, parent: str, type_name: str) -> Any:
     )
 
 
-def sysfs_ctx(root: Path) -> ApplyContext:
-    from planner.host.sysfs import Sysfs
+@dataclass(frozen=True)
+class TreeEnvironment(LocalEnvironment):
+    """A bare sysfs tree under ``fs_root`` (no GPU behind it): ``writer`` plays the
+    kernel's reaction to writes; ``store`` keeps mdev definitions (default: mdevctl)."""
 
-    return ApplyContext(f"sim:{root}", openers={"sysfs": lambda: Sysfs(root)})
+    writer: Callable[[str, str], None] | None = None
+    store: Any = None
+
+    def sysfs(self) -> Sysfs:
+        return Sysfs(self.fs_root, writer=self.writer, writable=True)
+
+    def mdev_store(self) -> Any:
+        return self.store if self.store is not None else super().mdev_store()
+
+
+@dataclass(frozen=True)
+class BareSimEnvironment(SimEnvironment):
+    """A simulated host's directory holding only a sysfs tree; ``writer`` plays the kernel."""
+
+    writer: Callable[[str, str], None] | None = None
+
+    def sysfs(self) -> Sysfs:
+        return Sysfs(self.directory, writer=self.writer, writable=True)
+
+
+def sysfs_ctx(root: Path) -> ApplyContext:
+    return ApplyContext(TreeEnvironment(fs_root=root))
 
 
 def test_vfio_vf_type_found_by_name_and_released(tmp_path: Path) -> None:
@@ -340,8 +370,7 @@ def test_mdev_is_made_persistent_with_mdevctl_on_a_real_host(tmp_path: Path) -> 
     import json as _json
     import subprocess
 
-    from planner.host.sysfs import Sysfs
-    from planner.vm.mdev_persist import Mdevctl
+    from planner.host.mdev_persist import Mdevctl
     from planner.vm.vgpu_handlers import VgpuHandler
 
     _mdev_tree(tmp_path)
@@ -369,9 +398,7 @@ def test_mdev_is_made_persistent_with_mdevctl_on_a_real_host(tmp_path: Path) -> 
             (tmp_path / rel).parent.rmdir()
 
     tool = Mdevctl(run=fake_mdevctl)
-    c = ApplyContext("local", openers={"sysfs": lambda: Sysfs(tmp_path, writer=write,
-                                                              writable=True),
-                                       "mdev_persist": lambda: tool})
+    c = ApplyContext(TreeEnvironment(fs_root=tmp_path, writer=write, store=tool))
     a = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C")
     facts = VgpuHandler().ensure(c, a, "after")
     assert facts["persistent"] == "mdevctl"
@@ -382,8 +409,7 @@ def test_mdev_is_made_persistent_with_mdevctl_on_a_real_host(tmp_path: Path) -> 
 
 
 def test_mdev_persistence_on_a_simulated_host_stays_in_its_directory(tmp_path: Path) -> None:
-    from planner.host.sysfs import Sysfs
-    from planner.vm.mdev_persist import SimMdevDefinitions
+    from planner.sim.mdev_store import SimMdevDefinitions
     from planner.vm.vgpu_handlers import VgpuHandler
 
     _mdev_tree(tmp_path)
@@ -394,8 +420,7 @@ def test_mdev_persistence_on_a_simulated_host_stays_in_its_directory(tmp_path: P
         elif rel.endswith("/remove"):
             (tmp_path / rel).parent.rmdir()
 
-    c = ApplyContext(f"sim:{tmp_path}", openers={
-        "sysfs": lambda: Sysfs(tmp_path, writer=write, writable=True)})
+    c = ApplyContext(BareSimEnvironment(f"sim:{tmp_path}", tmp_path, writer=write))
     a = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C")
     facts = VgpuHandler().ensure(c, a, "after")
     assert facts["persistent"].startswith("simulated")

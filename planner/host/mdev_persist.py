@@ -27,7 +27,6 @@ import subprocess
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from xml.etree import ElementTree as ET
 
@@ -60,6 +59,10 @@ class MdevDefinition:
 
 
 class MdevPersistence(Protocol):
+    """An mdev definition store (the Environment's ``mdev_store`` port)."""
+
+    label: str  # how the journal names the store: "mdevctl", ...
+
     def define(self, d: MdevDefinition) -> None: ...
     def undefine(self, mdev_uuid: str) -> None: ...
     def list_defined(self) -> tuple[MdevDefinition, ...]: ...
@@ -74,6 +77,8 @@ def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 class Mdevctl:
     """Persistence through the mdevctl command (aihow's choice)."""
+
+    label = "mdevctl"
 
     def __init__(self, binary: str = "mdevctl", run: Runner = _run) -> None:
         self.binary = binary
@@ -135,6 +140,8 @@ def nodedev_xml(d: MdevDefinition) -> str:
 
 class LibvirtNodedev:
     """Persistence through libvirt's node-device API (kept possible, not the default)."""
+
+    label = "libvirt node device"
 
     def __init__(self, conn: libvirt.virConnect) -> None:
         self.conn = conn
@@ -203,59 +210,6 @@ class LibvirtNodedev:
                     raise self._error(f"undefine mdev {wanted}", exc) from None
                 return
         raise MdevPersistError(f"mdev {wanted} is not defined in libvirt")
-
-
-class SimMdevDefinitions:
-    """Persistence on a simulated host: definitions kept under ``DIR/etc/mdevctl.d`` in
-    mdevctl's own layout and file format (``PARENT/UUID`` holding ``{"mdev_type": ...,
-    "start": "manual", "attrs": []}``), so the real mdevctl and the real ``/etc`` are never
-    touched for a host that is not there. ``aihow sim reboot`` leaves them, as a reboot
-    leaves mdevctl's files."""
-
-    def __init__(self, sim_dir: Path) -> None:
-        self.root = Path(sim_dir) / "etc" / "mdevctl.d"
-
-    def define(self, d: MdevDefinition) -> None:
-        for old in self.root.glob(f"*/{d.uuid}"):
-            old.unlink()  # one definition per UUID, as mdevctl keeps it
-        path = self.root / d.parent / d.uuid
-        path.parent.mkdir(parents=True, exist_ok=True)
-        doc: dict[str, Any] = {"mdev_type": d.type_id, "start": "auto" if d.auto else "manual",
-                               "attrs": []}
-        tmp = path.with_name(f".{d.uuid}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(path)
-
-    def undefine(self, mdev_uuid: str) -> None:
-        wanted = str(uuidlib.UUID(mdev_uuid))
-        found = list(self.root.glob(f"*/{wanted}"))
-        if not found:
-            raise MdevPersistError(f"mdev {wanted} is not defined")
-        for path in found:
-            path.unlink()
-
-    def list_defined(self) -> tuple[MdevDefinition, ...]:
-        out = []
-        for path in sorted(self.root.glob("*/*")):
-            if path.name.startswith("."):
-                continue
-            try:
-                doc = json.loads(path.read_text())
-                out.append(MdevDefinition(path.name, path.parent.name, doc["mdev_type"],
-                                          doc.get("start") == "auto"))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise MdevPersistError(f"{path}: unreadable mdev definition: {exc}") from None
-        return tuple(sorted(out))
-
-
-def persistence_for(host_uri: str) -> MdevPersistence:
-    """mdevctl on a real host; the simulated store for ``sim:DIR``."""
-    from planner.host.uri import parse_host_uri
-
-    uri = parse_host_uri(host_uri)
-    if uri.kind == "sim" and uri.sim_dir is not None:
-        return SimMdevDefinitions(Path(uri.sim_dir))
-    return Mdevctl()
 
 
 def is_defined(store: MdevPersistence, mdev_uuid: str) -> bool:

@@ -1,0 +1,103 @@
+"""Injected libvirt faults on a simulated host (``aihow sim fail DIR --op virDomainCreate
+...``): the connection and its domains stay libvirt's own objects, given subclasses whose
+changing methods first ask ``planner.sim.faults.check`` and raise a ``libvirtError`` with
+the armed error code when a fault fires."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from planner.sim.faults import check
+
+# libvirt-python method -> the simulator's operation name (planner.sim.faults.LIBVIRT_OPS).
+_CONN_FAULT_OPS = {
+    "defineXML": "virDomainDefineXML",
+    "defineXMLFlags": "virDomainDefineXML",
+    "nodeDeviceCreateXML": "virNodeDeviceCreateXML",
+}
+_DOMAIN_FAULT_OPS = {
+    "create": "virDomainCreate",
+    "createWithFlags": "virDomainCreate",
+    "shutdown": "virDomainShutdown",
+    "shutdownFlags": "virDomainShutdown",
+    "destroy": "virDomainDestroy",
+    "destroyFlags": "virDomainDestroy",
+    "undefine": "virDomainUndefine",
+    "undefineFlags": "virDomainUndefine",
+    "attachDevice": "virDomainAttachDeviceFlags",
+    "attachDeviceFlags": "virDomainAttachDeviceFlags",
+    "detachDevice": "virDomainDetachDeviceFlags",
+    "detachDeviceFlags": "virDomainDetachDeviceFlags",
+}
+_RETURNS_DOMAIN = ("lookupByName", "lookupByUUIDString", "lookupByUUID", "lookupByID",
+                   "defineXML", "defineXMLFlags", "createXML")
+
+
+def _fault_error(libvirt: Any, op: str, error: str) -> Exception:
+    libvirt.virResetLastError()
+    message = f"{op}: injected fault ({error})"
+    err = libvirt.libvirtError(message)
+    err.args = (message,)
+    err.err = (getattr(libvirt, error), libvirt.VIR_FROM_DOMAIN, message, libvirt.VIR_ERR_ERROR,
+               None, None, None, -1, -1)
+    return err
+
+
+def _checked(libvirt: Any, method: Any, op: str) -> Any:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        error = check(self._aihow_sim_dir, op)
+        if error is not None:
+            raise _fault_error(libvirt, op, error)
+        return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
+
+    call.__name__ = method.__name__
+    return call
+
+
+def _returning_domains(method: Any) -> Any:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
+
+    call.__name__ = method.__name__
+    return call
+
+
+_CLASSES: dict[str, Any] = {}
+
+
+def _sim_classes(libvirt: Any) -> tuple[Any, Any]:
+    """Subclasses of virConnect and virDomain whose changing calls check for faults."""
+    if not _CLASSES:
+        conn_attrs: dict[str, Any] = {}
+        for name in _RETURNS_DOMAIN:
+            conn_attrs[name] = _returning_domains(getattr(libvirt.virConnect, name))
+        conn_attrs["listAllDomains"] = _returning_domains(libvirt.virConnect.listAllDomains)
+        for name, op in _CONN_FAULT_OPS.items():
+            conn_attrs[name] = _checked(libvirt, getattr(libvirt.virConnect, name), op)
+        dom_attrs = {name: _checked(libvirt, getattr(libvirt.virDomain, name), op)
+                     for name, op in _DOMAIN_FAULT_OPS.items()}
+        _CLASSES["conn"] = type("SimVirConnect", (libvirt.virConnect,), conn_attrs)
+        _CLASSES["domain"] = type("SimVirDomain", (libvirt.virDomain,), dom_attrs)
+    return _CLASSES["conn"], _CLASSES["domain"]
+
+
+def _adopt(value: Any, sim_dir: Path) -> Any:
+    """Give domains returned by the connection the fault-checking class."""
+    import libvirt
+
+    _, dom_class = _sim_classes(libvirt)
+    if isinstance(value, list):
+        return [_adopt(v, sim_dir) for v in value]
+    if isinstance(value, libvirt.virDomain) and not isinstance(value, dom_class):
+        value.__class__ = dom_class
+        value._aihow_sim_dir = sim_dir
+    return value
+
+
+def guard_with_faults(conn: Any, sim_dir: Path) -> None:
+    import libvirt
+
+    conn_class, _ = _sim_classes(libvirt)
+    conn.__class__ = conn_class  # the same virConnect object, with checked methods
+    conn._aihow_sim_dir = sim_dir

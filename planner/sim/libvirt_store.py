@@ -1,0 +1,212 @@
+"""The simulated host's libvirt: libvirt's own test driver over domains kept in DIR.
+
+The test driver is a complete in-process hypervisor but keeps its state in memory only,
+so a session opens it on a node file built from the domains kept in ``DIR/libvirt/`` and
+``commit()`` writes every domain back, so the next process (plan, apply, probe) sees what
+the previous one left. The store:
+
+    DIR/libvirt/domains/NAME.xml   persistent (inactive) XML of each defined domain
+    DIR/libvirt/live/NAME.xml      live XML of a running domain, when it differs from
+                                   the persistent XML, and of every transient domain
+    DIR/libvirt/runstate.json      {"NAME": {"state": virDomainState, "persistent": bool,
+                                             "autostart": bool}}
+
+Run state travels into the test driver through its own node-file extensions
+(``<test:runstate>``, ``<test:transient/>``), so a running domain is running again,
+with its live XML, in the next process. A read-write session on a whole simulated host
+also honours the simulator's injected faults (``planner.sim.libvirt_faults``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+import uuid as uuidlib
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planner.host.errors import HostError
+from planner.host.libvirt_conn import LibvirtSession, connect
+
+TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
+STATE_RUNNING = 1
+STATE_SHUTOFF = 5
+_AIHOW_NS = uuidlib.UUID("6b1f3c52-6f0e-5c1e-9a55-61686f772d6c")  # uuid5 namespace for names
+
+
+@dataclass
+class SimDomainRecord:
+    """One domain as kept in DIR/libvirt."""
+
+    name: str
+    persistent_xml: str | None  # None for a transient domain
+    live_xml: str | None = None  # only when running and different from persistent_xml
+    state: int = STATE_SHUTOFF
+    autostart: bool = False
+
+
+def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
+                     ) -> LibvirtSession:
+    """A test-driver session holding the domains kept in ``sim_dir``; ``commit()`` writes
+    them back."""
+    if not sim_dir.is_dir():
+        raise HostError(f"{host_uri}: no such directory {sim_dir}")
+    records = load_sim_domains(sim_dir)
+    node_xml = build_node_xml(records)
+    fd, node_path = tempfile.mkstemp(prefix="aihow-libvirt-", suffix=".xml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(node_xml)
+        conn = connect(f"test://{node_path}", read_only=read_only)
+    finally:
+        os.unlink(node_path)  # the test driver has read it; it keeps state in memory
+    if not read_only:
+        if (sim_dir / "state.json").is_file():  # a whole simulated host: faults apply
+            from planner.sim.libvirt_faults import guard_with_faults
+
+            guard_with_faults(conn, sim_dir)
+        # A running domain whose persistent definition differs from its live one: the
+        # node file carried the live XML, defining the persistent one makes it pending.
+        for rec in records:
+            if rec.live_xml is not None and rec.persistent_xml is not None:
+                conn.defineXML(rec.persistent_xml)
+        for rec in records:
+            if rec.autostart and rec.persistent_xml is not None:
+                conn.lookupByName(rec.name).setAutostart(1)
+
+    def persist(live: Any) -> None:
+        save_sim_domains(sim_dir, [_record_of(dom) for dom in live.listAllDomains()])
+
+    return LibvirtSession(conn=conn, uri=f"{host_uri} (libvirt test driver)",
+                          read_only=read_only, persist=persist)
+
+
+def _record_of(dom: Any) -> SimDomainRecord:
+    import libvirt
+
+    state = int(dom.state()[0])
+    persistent = bool(dom.isPersistent())
+    active = bool(dom.isActive())
+    live = dom.XMLDesc(0) if active else None
+    inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else None
+    return SimDomainRecord(
+        name=dom.name(),
+        persistent_xml=inactive,
+        live_xml=live if live != inactive else None,
+        state=state,
+        autostart=bool(dom.autostart()) if persistent else False,
+    )
+
+
+
+def _store(sim_dir: Path) -> Path:
+    return sim_dir / "libvirt"
+
+
+@contextlib.contextmanager
+def _locked(sim_dir: Path, exclusive: bool) -> Iterator[None]:
+    store = _store(sim_dir)
+    if not exclusive and not (store / ".lock").exists():
+        yield  # nothing was ever committed here; reading must not create files
+        return
+    store.mkdir(exist_ok=True)
+    with open(store / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load_sim_domains(sim_dir: Path) -> list[SimDomainRecord]:
+    """The domains kept in DIR/libvirt, sorted by name. XML files dropped into
+    ``domains/`` by hand count as defined, shut-off domains."""
+    store = _store(sim_dir)
+    with _locked(sim_dir, exclusive=False):
+        states_path = store / "runstate.json"
+        try:
+            states = json.loads(states_path.read_text()) if states_path.exists() else {}
+        except (OSError, ValueError) as err:
+            raise HostError(f"{states_path}: unreadable libvirt run state: {err}") from err
+        names = {p.stem for p in (store / "domains").glob("*.xml")}
+        names |= {p.stem for p in (store / "live").glob("*.xml")}
+        records = []
+        for name in sorted(names):
+            info = states.get(name, {})
+            persistent = store / "domains" / f"{name}.xml"
+            live = store / "live" / f"{name}.xml"
+            records.append(
+                SimDomainRecord(
+                    name=name,
+                    persistent_xml=persistent.read_text() if persistent.exists() else None,
+                    live_xml=live.read_text() if live.exists() else None,
+                    state=int(info.get("state", STATE_SHUTOFF)),
+                    autostart=bool(info.get("autostart", False)),
+                )
+            )
+    return records
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_sim_domains(sim_dir: Path, records: list[SimDomainRecord]) -> None:
+    store = _store(sim_dir)
+    with _locked(sim_dir, exclusive=True):
+        keep: set[Path] = set()
+        states: dict[str, dict[str, Any]] = {}
+        for rec in sorted(records, key=lambda r: r.name):
+            if rec.persistent_xml is not None:
+                path = store / "domains" / f"{rec.name}.xml"
+                _write_atomic(path, rec.persistent_xml)
+                keep.add(path)
+            if rec.live_xml is not None:
+                path = store / "live" / f"{rec.name}.xml"
+                _write_atomic(path, rec.live_xml)
+                keep.add(path)
+            states[rec.name] = {
+                "state": rec.state,
+                "persistent": rec.persistent_xml is not None,
+                "autostart": rec.autostart,
+            }
+        for sub in ("domains", "live"):
+            for path in (store / sub).glob("*.xml"):
+                if path not in keep:
+                    path.unlink()
+        _write_atomic(store / "runstate.json", json.dumps(states, indent=2, sort_keys=True) + "\n")
+
+
+def build_node_xml(records: list[SimDomainRecord]) -> str:
+    """A test-driver node file holding the domains with their run state."""
+    ET.register_namespace("test", TEST_NS)
+    node = ET.Element("node")
+    for rec in records:
+        text = rec.live_xml if rec.live_xml is not None else rec.persistent_xml
+        if text is None or (rec.persistent_xml is None and rec.state == STATE_SHUTOFF):
+            continue  # a transient domain exists only while it runs
+        try:
+            dom = ET.fromstring(text)
+        except ET.ParseError as err:
+            raise HostError(f"libvirt/domains/{rec.name}.xml: not valid XML: {err}") from err
+        if dom.find("uuid") is None:
+            # Without a UUID the test driver would draw a random one on every open.
+            uuid_el = ET.Element("uuid")
+            uuid_el.text = str(uuidlib.uuid5(_AIHOW_NS, f"domain:{rec.name}"))
+            dom.insert(1, uuid_el)
+        running = rec.state != STATE_SHUTOFF
+        state = ET.SubElement(dom, f"{{{TEST_NS}}}runstate")
+        state.text = str(rec.state if running else STATE_SHUTOFF)
+        if rec.persistent_xml is None:
+            ET.SubElement(dom, f"{{{TEST_NS}}}transient")
+        node.append(dom)
+    return ET.tostring(node, encoding="unicode")
