@@ -53,9 +53,9 @@ SCENARIOS = (
 
 def _prepare(s: Scenario, where: Path) -> str:
     """A simulated host (with the cluster's domains if the scenario says); returns its URI."""
+    from planner.cli.host_opts import open_environment
     from planner.config import expand_vms, load_config
     from planner.host import libvirt_domains as ld
-    from planner.host.libvirt_conn import open_libvirt
     from planner.sim.host import init_host, load_spec
     from planner.vm.vm_factory import VMSpec, render_domain_xml
 
@@ -64,7 +64,7 @@ def _prepare(s: Scenario, where: Path) -> str:
     if not s.ai_how_domains:
         return uri
     cfg = load_config(ROOT / s.config, root=PINNED_TOT)
-    with open_libvirt(uri) as session:
+    with open_environment(uri).libvirt() as session:
         for decl in expand_vms(cfg):
             ld.define(session.conn, render_domain_xml(VMSpec.from_decl(decl)))
         session.commit()
@@ -72,29 +72,31 @@ def _prepare(s: Scenario, where: Path) -> str:
 
 
 def _plan(s: Scenario, uri: str):  # type: ignore[no-untyped-def]
+    from planner.cli.host_opts import open_environment
     from planner.config import load_config
-    from planner.host.probe import probe
     from planner.plan import make_plan
-    from planner.vm.records import read_host_records
 
     cfg_path = ROOT / s.config
-    return make_plan(load_config(cfg_path, root=PINNED_TOT), probe(uri), config_path=s.config,
+    env = open_environment(uri)
+    return make_plan(load_config(cfg_path, root=PINNED_TOT), env.probe(), config_path=s.config,
                      config_sha256=hashlib.sha256(cfg_path.read_bytes()).hexdigest(),
-                     host_uri=s.uri, records=read_host_records(uri))
+                     host_uri=s.uri, records=env.records())
 
 
 def _apply(s: Scenario, uri: str, plan) -> None:  # type: ignore[no-untyped-def]
     import planner.vm.handlers  # noqa: F401  registers the sriov/vgpu/hostdev/domain handlers
-    from planner.apply.executor import ApplyInput, HostAccess, apply_plan
+    from planner.apply.executor import ApplyInput, apply_plan
     from planner.apply.state_dir import resolve_state_dir
+    from planner.cli.host_opts import open_environment
     from planner.config import load_config
 
     cfg_path = ROOT / s.config
+    env = open_environment(uri)
     result = apply_plan(
         ApplyInput(plan, plan.to_json(), load_config(cfg_path, root=PINNED_TOT),
                    cfg_path.read_text(), s.config,
                    allow_reset=True),
-        HostAccess.for_uri(uri), resolve_state_dir(uri))
+        env, resolve_state_dir(env.state_dir()))
     if result.outcome != "applied":
         raise SystemExit(f"{s.name}: applying the first plan failed: {result.failed}")
 

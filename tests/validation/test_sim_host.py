@@ -94,7 +94,8 @@ def test_mig_uuid_on_a_simulated_host(tmp_path: Path) -> None:
     assert any(r.check == "mig-uuid" and r.status == "ok" and "3g.20gb@4" in r.hint for r in rows)
     gone = "MIG-00000000-1111-2222-3333-444444444444"
     bad = load_config(config(tmp_path, f"{{mode: mig, mig_uuid: {gone}}}"))
-    assert failed(validate_host(bad, open_environment(f"sim:{host}"))) == [("mig-uuid", f"hpc-compute-01:{gone}")]
+    rows = validate_host(bad, open_environment(f"sim:{host}"))
+    assert failed(rows) == [("mig-uuid", f"hpc-compute-01:{gone}")]
 
 
 def test_non_mig_gpu_on_a_simulated_host(tmp_path: Path) -> None:
