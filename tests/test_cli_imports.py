@@ -51,3 +51,20 @@ def test_light_commands_import_no_heavy_module(args: tuple[str, ...]) -> None:
 def test_the_check_sees_a_heavy_import() -> None:
     report = run_cli("--help", preload="jinja2")
     assert "jinja2" in report["heavy"]
+
+
+def test_planning_against_a_snapshot_loads_neither_libvirt_nor_nvml(tmp_path: Path) -> None:
+    """A saved probe needs no host: a PR bot plans with no libvirt or NVML to load."""
+    from planner.cli.host_opts import open_environment
+    from planner.host.snapshot import snapshot_json
+    from planner.sim.host import GpuSpec, HostSpec, init_host
+
+    init_host(tmp_path / "host", HostSpec(gpus=(GpuSpec("a100-40gb", "0000:17:00.0", True),)))
+    env = open_environment(f"sim:{tmp_path / 'host'}")
+    snap = tmp_path / "snap.json"
+    snap.write_text(snapshot_json(env.probe(), env.records()))
+    report = run_cli("plan", "config/example-mig-cluster.yaml", "--host", f"snapshot:{snap}")
+    assert report["exit"] == 0, report["output"]
+    assert not [m for m in report["heavy"] if m.split(".")[0] in ("libvirt", "libvirtmod",
+                                                                   "pynvml")]
+    assert "create" in report["output"]
