@@ -142,13 +142,13 @@ class LocalEnvironment(Environment):
     libvirt_uri: str | None = None
     tools: ToolPaths = ToolPaths()
     fs_root: Path = Path("/")
-    state: Path = LOCAL_STATE_DIR
+    state_directory: Path = LOCAL_STATE_DIR
 
     def root(self) -> Path:
         return self.fs_root
 
     def state_dir(self) -> Path:
-        return self.state
+        return self.state_directory
 
     def nvml_module(self) -> Any:
         import pynvml
