@@ -23,20 +23,27 @@ def _key(item: Any) -> str | None:
     return None
 
 
-def diff_values(old: Any, new: Any, path: str = "") -> list[str]:
-    """Lines ``- path: old``, ``+ path: new``, ``~ path: old -> new`` in a stable order."""
+def _item_path(list_path: str, key: str) -> str:
+    return f"{list_path}[{key}]"
+
+
+def diff_values(old: Any, new: Any, path: str = "", *,
+                item_path: Callable[[str, str], str] = _item_path) -> list[str]:
+    """Lines ``- path: old``, ``+ path: new``, ``~ path: old -> new`` in a stable order.
+    ``item_path(list_path, key)`` names a keyed list item (by default ``list[key]``)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return _diff_keyed(old, new, lambda k: f"{path}.{k}" if path else str(k))
+        return _diff_keyed(old, new, lambda k: f"{path}.{k}" if path else str(k), item_path)
     if isinstance(old, list) and isinstance(new, list):
         okeys, nkeys = [_key(i) for i in old], [_key(i) for i in new]
         if all(okeys) and all(nkeys) and len(set(okeys)) == len(okeys) \
                 and len(set(nkeys)) == len(nkeys):
             return _diff_keyed(dict(zip(okeys, old, strict=True)),
-                               dict(zip(nkeys, new, strict=True)), lambda k: f"{path}[{k}]")
+                               dict(zip(nkeys, new, strict=True)),
+                               lambda k: item_path(path, str(k)), item_path)
         if len(old) == len(new) and all(isinstance(i, dict) for i in old + new):
             out: list[str] = []
             for i, (a, b) in enumerate(zip(old, new, strict=True)):
-                out.extend(diff_values(a, b, f"{path}[{i}]"))
+                out.extend(diff_values(a, b, f"{path}[{i}]", item_path=item_path))
             return out
         gone = [i for i in old if i not in new]
         came = [i for i in new if i not in old]
@@ -47,8 +54,8 @@ def diff_values(old: Any, new: Any, path: str = "") -> list[str]:
     return []
 
 
-def _diff_keyed(old: dict[Any, Any], new: dict[Any, Any],
-                where: Callable[[Any], str]) -> list[str]:
+def _diff_keyed(old: dict[Any, Any], new: dict[Any, Any], where: Callable[[Any], str],
+                item_path: Callable[[str, str], str]) -> list[str]:
     """Entries removed, added and changed, by key; ``where(key)`` is an entry's path."""
     lines: list[str] = []
     for k in sorted(set(old) | set(new), key=str):
@@ -58,5 +65,5 @@ def _diff_keyed(old: dict[Any, Any], new: dict[Any, Any],
         elif k not in old:
             lines.append(f"+ {sub}: {_show(new[k])}")
         else:
-            lines.extend(diff_values(old[k], new[k], sub))
+            lines.extend(diff_values(old[k], new[k], sub, item_path=item_path))
     return lines

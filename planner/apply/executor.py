@@ -37,23 +37,29 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from planner.apply import plan_api
 from planner.apply.generations import Generation, list_generations, record_generation
 from planner.apply.handlers import (
     ActionHandler,
-    ActionLike,
     ApplyContext,
     Side,
     handler_for,
     load_handlers,
+    observe,
 )
 from planner.apply.journal import JournalError, JournalWriter, open_journal
 from planner.apply.lock import HostLock
+from planner.apply.steps import Step, expand, plan_steps
 from planner.errors import AihowError
 from planner.host.environment import Environment
 from planner.host.state import HostState
+from planner.vocab import MIG_KINDS, Action
+from planner.vocab.plan import Change, Plan
+
+if TYPE_CHECKING:
+    from planner.config.models import ClusterConfig
 
 Outcome = Literal["applied", "no-changes", "rolled-back", "rollback-failed"]
 CRASH_ENV = "AIHOW_TEST_CRASH_AFTER"
@@ -70,7 +76,7 @@ class Event:
     type: Literal["action-start", "action-done", "action-failed",
                   "undo-start", "undo-done", "undo-failed", "note"]
     message: str
-    action_id: Any = None
+    action_id: int | None = None
     address: str | None = None
     index: int = 0  # 1-based position of the action in the plan
     total: int = 0
@@ -101,9 +107,9 @@ class ApplyResult:
 
 @dataclass
 class ApplyInput:
-    plan: Any  # planner.plan.Plan
+    plan: Plan
     plan_text: str
-    config: Any  # ClusterConfig the plan was made from (for the fingerprint)
+    config: ClusterConfig  # the config the plan was made from (for the fingerprint)
     config_text: str
     config_path: str
     command: str = "aihow apply"
@@ -114,11 +120,11 @@ class ApplyInput:
 # --- waves ----------------------------------------------------------------------------
 
 
-def waves(actions: Sequence[ActionLike]) -> list[list[int]]:
-    """Group action indexes into waves. Actions of one branch stay in plan order in
-    successive waves; an action without a branch waits for everything before it and
+def waves(actions: Sequence[Step]) -> list[list[int]]:
+    """Group step indexes into waves. Steps of one branch stay in plan order in
+    successive waves; a step without a branch waits for everything before it and
     everything after it waits for it; ``depends_on`` is always honoured."""
-    wave_of: dict[Any, int] = {}
+    wave_of: dict[int, int] = {}
     last_in_branch: dict[str, int] = {}
     barrier = -1
     highest = -1
@@ -177,11 +183,11 @@ class _CrashHook:
 # --- the executor ---------------------------------------------------------------------
 
 
-def _fingerprint(host: HostState, config: Any) -> str:
+def _fingerprint(host: HostState, config: ClusterConfig) -> str:
     return plan_api.fingerprint(host, config)
 
 
-def check_not_stale(plan: Any, host: HostState, config: Any) -> None:
+def check_not_stale(plan: Plan, host: HostState, config: ClusterConfig) -> None:
     """Refuse (PlanRefused) when the host no longer has the fingerprint the plan was made
     against, listing what changed."""
     current = _fingerprint(host, config)
@@ -200,15 +206,10 @@ def check_not_stale(plan: Any, host: HostState, config: Any) -> None:
     )
 
 
-def changes(plan: Any) -> list[Any]:
-    """The plan's actions that change something (no-op entries are for review only)."""
-    return [a for a in plan.actions if a.action != "no-op"]
-
-
-def preflight(plan: Any, host: HostState, ctx: ApplyContext) -> list[str]:
+def preflight(plan: Plan, host: HostState, ctx: ApplyContext) -> list[str]:
     problems: list[str] = []
-    for action in changes(plan):
-        problems.extend(handler_for(action).preflight(host, action, ctx))
+    for change in plan.changes:
+        problems.extend(handler_for(change).preflight(host, change, ctx))
     return problems
 
 
@@ -239,7 +240,7 @@ def apply_plan(
         if problems:
             raise PlanRefused("\n".join([*problems, "nothing was changed"]))
         start_fp = plan_api.plan_fingerprint(plan)
-        actions = changes(plan)
+        actions = plan_steps(plan)
         if not actions:
             gen = _maybe_generation(inp, state_dir, host, start_fp, access.host_uri, force=False)
             return ApplyResult("no-changes", 0, generation=gen, fingerprint_after=start_fp,
@@ -268,7 +269,7 @@ def apply_plan(
 
 
 def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: JournalWriter,
-         actions: list[Any], start_fp: str, state_dir: Path,
+         actions: list[Step], start_fp: str, state_dir: Path,
          on_event: EventSink) -> ApplyResult:
     total = len(actions)
     result = ApplyResult("applied", total, journal_path=writer.path, start_fingerprint=start_fp)
@@ -308,7 +309,7 @@ def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: Journa
 
     if not failed:
         host = access.probe()
-        wrong = _not_at(host, actions, "after")
+        wrong = _not_at(host, inp.plan.changes, "after")
         if not wrong:
             fp = _fingerprint(host, inp.config)
             result.fingerprint_after = fp
@@ -350,20 +351,20 @@ def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: Journa
     result.back_at_start = fp == start_fp
     if undo_error is not None:
         result.outcome = "rollback-failed"
-        result.resource_states = resource_states(host, actions, writer.path)
+        result.resource_states = resource_states(host, inp.plan.changes, writer.path)
         writer.note("rollback stopped: an undo failed", states=result.resource_states)
         return result
     result.outcome = "rolled-back"
     if not result.back_at_start:
-        result.resource_states = resource_states(host, actions, writer.path)
+        result.resource_states = resource_states(host, inp.plan.changes, writer.path)
     writer.end("rolled-back", fp)
     result.journal_path = None
     return result
 
 
-def _run_wave(ctx: ApplyContext, wave: list[Any], side: Side,
+def _run_wave(ctx: ApplyContext, wave: list[Step], side: Side,
               pool: ThreadPoolExecutor | None) -> list[tuple[bool, dict[str, Any]]]:
-    def one(action: Any) -> tuple[bool, dict[str, Any]]:
+    def one(action: Step) -> tuple[bool, dict[str, Any]]:
         try:
             return True, handler_for(action).ensure(ctx, action, side)
         except Exception as exc:  # noqa: BLE001 - reported, journaled, rolled back
@@ -380,34 +381,46 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _describe(action: Any) -> str:
-    return f"{action.action} {action.address}"
+def _describe(step: Step) -> str:
+    return step.describe()
 
 
-def _observe(host: HostState, action: Any) -> Side | None:
+def _observe(host: HostState, step: Step) -> Side | None:
     try:
-        return handler_for(action).observe(host, action)
+        return observe(host, step)
     except AihowError:
         return None
 
 
-def _not_at(host: HostState, actions: Sequence[Any], side: Side) -> list[str]:
-    return [a.address for a in actions if _observe(host, a) != side]
+def _at(host: HostState, change: Change, side: Side) -> bool:
+    """Whether the host has the change's resource as the change's ``side`` says: each
+    address is judged once, a replace by its final state (not by its delete step)."""
+    try:
+        handler = handler_for(change)
+        return handler.matches(host, change.address,
+                               change.before if side == "before" else change.after)
+    except AihowError:
+        return False
 
 
-def resource_states(host: HostState, actions: Sequence[Any], journal: Path | None) -> list[str]:
+def _not_at(host: HostState, changes: Sequence[Change], side: Side) -> list[str]:
+    return [str(c.address) for c in changes if not _at(host, c, side)]
+
+
+def resource_states(host: HostState, changes: Sequence[Change],
+                    journal: Path | None) -> list[str]:
     """One line per planned resource: where the probed host has it."""
     lines = []
-    words = {"before": "as before the apply", "after": "as the plan wanted", None: "neither"}
-    for a in actions:
-        side = _observe(host, a)
-        lines.append(f"{a.address}: {words[side]} ({a.action} planned)")
+    for c in changes:
+        where = "as the plan wanted" if _at(host, c, "after") else \
+            "as before the apply" if _at(host, c, "before") else "neither"
+        lines.append(f"{c.address}: {where} ({c.action} planned)")
     if journal is not None:
         lines.append(f"journal kept at {journal}; run `aihow recover` when the cause is fixed")
     return lines
 
 
-def _record_claims(state_dir: Path, host: HostState, config: Any) -> list[str]:
+def _record_claims(state_dir: Path, host: HostState, config: ClusterConfig) -> list[str]:
     """Record in the ledger what each node of ``config`` holds on the verified ``host``.
     The host change is done and journaled by then, so a ledger that refuses (another
     cluster's claim) is reported as a warning, not as a failed apply."""
@@ -479,7 +492,7 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
         if begin.get("libvirt_uri") and access.libvirt_uri is None:
             access = access.with_libvirt_uri(str(begin["libvirt_uri"]))
         plan = plan_api.plan_from_dict(begin["plan"])
-        actions = changes(plan)
+        changes = plan.changes
         ctx = ApplyContext(access, allow_reset=allow_reset or bool(begin.get("allow_reset")))
         writer = JournalWriter.reopen(view.path, view.next_seq)
         writer.note("recover started", forward=forward, torn_tail=view.torn_tail)
@@ -491,29 +504,29 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
             for i, a in todo:
                 writer.intent(str(a.id), op, a.address)
                 on_event(Event("undo-start" if op == "undo" else "action-start",
-                               _describe(a), a.id, a.address, i + 1, len(plan.actions)))
+                               _describe(a), a.id, a.address, i + 1, len(todo)))
                 try:
                     info = handler_for(a).ensure(ctx, a, side)
                 except Exception as exc:  # noqa: BLE001 - stop, keep the journal
                     result.error = f"{a.address}: {_error_text(exc)}"
                     writer.failed(str(a.id), op, result.error)
                     host = access.probe()
-                    result.resource_states = resource_states(host, actions, view.path)
+                    result.resource_states = resource_states(host, changes, view.path)
                     return result
                 writer.done(str(a.id), op, info)
                 if not info.get("already"):
                     result.steps.append(f"{'undid' if op == 'undo' else 'did'} {_describe(a)}")
                 on_event(Event("undo-done" if op == "undo" else "action-done",
-                               _describe(a), a.id, a.address, i + 1, len(plan.actions)))
+                               _describe(a), a.id, a.address, i + 1, len(todo)))
             host = access.probe()
             config = plan_api.config_from_text(begin.get("config_text", ""),
                                                begin.get("config_path", ""), state_dir)
             fp = _fingerprint(host, config) if config is not None else None
             if forward:
-                wrong = _not_at(host, actions, "after")
+                wrong = _not_at(host, changes, "after")
                 result.reached = not wrong
                 if wrong:
-                    result.resource_states = resource_states(host, actions, None)
+                    result.resource_states = resource_states(host, changes, None)
                 result.outcome = "recovered-forward"
                 if result.reached and config is not None:
                     inp = ApplyInput(plan, begin.get("plan_text", ""), config,
@@ -524,9 +537,9 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
                     result.warnings = _record_claims(state_dir, host, config)
             else:
                 result.reached = (fp == begin.get("start_fingerprint")) if fp else \
-                    not _not_at(host, actions, "before")
+                    not _not_at(host, changes, "before")
                 if not result.reached:
-                    result.resource_states = resource_states(host, actions, None)
+                    result.resource_states = resource_states(host, changes, None)
                 result.outcome = "recovered-back"
             writer.end(result.outcome, fp)
             result.journal_path = None
@@ -536,35 +549,24 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
             writer.release()
 
 
-# The order resources must exist in: a GPU's mode, its instances, their compute
-# instances, vGPU devices, domains, then the domains' hostdevs.
-RESTORE_RANK = {"mig_mode": 0, "gpu_instance": 1, "compute_instance": 2, "vgpu": 3,
-                "sriov": 3, "domain": 4, "hostdev": 5}
-KEPT_KINDS = ("mig_mode", "gpu_instance", "compute_instance")
-
-
-def recovery_steps(plan: Any, side: Side) -> list[tuple[int, Any]]:
-    """(plan index, action) pairs that bring every resource of the plan to ``side``:
-    first remove what must be absent there (dependants first), then make what must be
-    present (dependencies first). No-op entries of MIG kinds are included, so resources
-    the plan kept are made again if a power loss took them."""
-    from planner.apply.handlers import side_value
-
-    steps = [(i, a) for i, a in enumerate(plan.actions)
-             if a.action != "no-op" or a.kind in KEPT_KINDS]
-
-    def wanted(a: Any) -> bool:
-        value = side_value(a, side)
-        return value is not None and value != {}
-
-    gone = [p for p in steps if not wanted(p[1])]
-    made = [p for p in steps if wanted(p[1])]
+def recovery_steps(plan: Plan, side: Side) -> list[tuple[int, Step]]:
+    """(position, step) pairs that bring every resource of the plan to ``side``: first
+    remove what must be absent there (dependants first), then make what must be present
+    (dependencies first, by kind). The plan's no-op changes of MIG kinds are included, so
+    resources the plan kept are made again if a power loss took them. A replace takes
+    part as its two steps: back to "before" removes the new resource and makes the old
+    one; forward to "after" the reverse."""
+    kept = [c for c in plan.actions if c.action is Action.NO_OP and c.kind in MIG_KINDS]
+    steps = sorted([s for c in plan.changes for s in expand(c)] +
+                   [s for c in kept for s in expand(c)], key=lambda s: s.id)
+    indexed = list(enumerate(steps))
+    gone = [p for p in indexed if p[1].state(side) is None]
+    made = [p for p in indexed if p[1].state(side) is not None]
     # The plan makes things in dependency order and deletes dependants first, so its
     # creations undone in reverse, and its deletions redone in order, remove dependants
     # first.
     gone.sort(key=lambda p: p[0], reverse=(side == "before"))
-    made.sort(key=lambda p: (RESTORE_RANK.get(p[1].kind, len(RESTORE_RANK)),
-                             p[0] if side == "after" else -p[0]))
+    made.sort(key=lambda p: (p[1].kind.rank, p[0] if side == "after" else -p[0]))
     return gone + made
 
 
@@ -579,6 +581,6 @@ def journal_status(state_dir: Path) -> list[str]:
     return [f"{view.actions[a].address}: {view.actions[a].status}" for a in view.order]
 
 
-def handlers_for(actions: Sequence[Any]) -> list[ActionHandler]:
+def handlers_for(steps: Sequence[Step]) -> list[ActionHandler]:
     load_handlers()
-    return [handler_for(a) for a in actions]
+    return [handler_for(a) for a in steps]

@@ -1,11 +1,13 @@
-"""Action handlers: one per plan action ``kind``, kept in a registry so other layers
+"""Action handlers: one per resource ``Kind``, kept in a registry so other layers
 (vGPU devices, domains, hostdevs) plug their kinds into the same executor.
 
-A handler moves one resource to one side of its action: ``ensure(ctx, action, "after")``
-carries the action out, ``ensure(ctx, action, "before")`` is its inverse. Both are
-idempotent (a resource already at the wanted side is left alone), which is what lets
-``recover`` re-run them after a crash without knowing whether the last step landed.
-``observe`` says which side a probed host is at, for recovery and for verification.
+A handler moves one resource to one side of a step (``planner.apply.steps``):
+``ensure(ctx, step, "after")`` carries the step out, ``ensure(ctx, step, "before")`` is
+its inverse. Both are idempotent (a resource already at the wanted side is left alone),
+which is what lets ``recover`` re-run them after a crash without knowing whether the
+last step landed. ``matches`` says whether a probed host has the resource in a given
+state (the kind's attribute model, or None for absent): verification asks it once per
+change, for the change's ``after``; ``observe`` derives a step's side from it.
 """
 
 from __future__ import annotations
@@ -13,26 +15,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, TypeVar
 
+from planner.apply.steps import Side, Step
 from planner.errors import AihowError
 from planner.host.environment import Environment
 from planner.host.state import HostState
+from planner.vocab import Address, Attrs, AttrsError, Kind, attrs_as
+from planner.vocab.plan import Change
 
-Side = Literal["before", "after"]
-
-
-class ActionLike(Protocol):
-    """The fields of a plan action the executor and handlers use."""
-
-    id: int
-    address: str
-    kind: str
-    action: str  # create | delete | update | replace
-    before: Any
-    after: Any
-    needs_reset: bool
-    destructive: bool
+__all__ = ["ActionFailed", "ActionHandler", "ApplyContext", "Side", "Step", "handler_for",
+           "load_handlers", "observe", "register", "step_state"]
 
 
 class ActionFailed(AihowError):
@@ -86,35 +79,35 @@ _PORTS: dict[str, Callable[[Environment], Any]] = {
 
 
 class ActionHandler(Protocol):
-    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
-        """Bring the resource to ``side`` of the action; return facts for the journal."""
+    def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
+        """Bring the resource to ``step.state(side)``; return facts for the journal."""
         ...
 
-    def observe(self, host: HostState, action: ActionLike) -> Side | None:
-        """Which side of the action ``host`` is at (None: neither)."""
+    def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
+        """Whether ``host`` has the resource in ``state`` (None: absent)."""
         ...
 
-    def inverse(self, action: ActionLike) -> str:
+    def inverse(self, step: Step) -> str:
         """The undo in words, e.g. "delete GI 1g.5gb@0"."""
         ...
 
-    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+    def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         """Problems that forbid starting the apply at all (empty when none)."""
         ...
 
 
-_REGISTRY: dict[str, ActionHandler] = {}
+_REGISTRY: dict[Kind, ActionHandler] = {}
 
 # Modules whose import registers handlers. The VM layer appends its module name here
 # (or calls ``register`` itself before apply runs).
 HANDLER_MODULES: list[str] = ["planner.apply.mig_handlers", "planner.vm.handlers"]
 
 
-def register(kind: str, handler: ActionHandler) -> None:
+def register(kind: Kind, handler: ActionHandler) -> None:
     _REGISTRY[kind] = handler
 
 
-def load_handlers() -> dict[str, ActionHandler]:
+def load_handlers() -> dict[Kind, ActionHandler]:
     import importlib
     import importlib.util
 
@@ -124,37 +117,33 @@ def load_handlers() -> dict[str, ActionHandler]:
     return dict(_REGISTRY)
 
 
-def handler_for(action: ActionLike) -> ActionHandler:
-    handler = _REGISTRY.get(action.kind)
+def handler_for(item: Step | Change) -> ActionHandler:
+    handler = _REGISTRY.get(item.kind)
     if handler is None:
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise AihowError(
-            f"{action.address}: no apply handler for action kind {action.kind!r} "
-            f"(known kinds: {known})"
+            f"{item.address}: no apply handler for kind {item.kind!r} (known kinds: {known})"
         )
     return handler
 
 
-def side_present(action: ActionLike, side: Side) -> bool:
-    """Whether the resource exists on that side of the action (absent is None or {})."""
-    value = side_value(action, side)
-    return value is not None and value != {}
-
-
-def side_for_presence(action: ActionLike, present: bool) -> Side | None:
-    """The side of the action at which the resource's existence is ``present``, if any."""
-    if side_present(action, "after") == present:
+def observe(host: HostState, step: Step) -> Side | None:
+    """Which side of ``step`` the host is at ("after" when both sides look alike)."""
+    handler = handler_for(step)
+    if handler.matches(host, step.address, step.after):
         return "after"
-    if side_present(action, "before") == present:
+    if handler.matches(host, step.address, step.before):
         return "before"
     return None
 
 
-def side_value(action: ActionLike, side: Side) -> Any:
-    """The resource's state on one side of the action. A ``replace`` step runs after the
-    ``delete`` step at the same address took the old resource away, so its own "before"
-    is "absent": doing it creates the new resource, undoing it removes that again (and the
-    delete step's undo brings the old one back)."""
-    if side == "before":
-        return None if action.action == "replace" else action.before
-    return action.after
+A = TypeVar("A", bound=Attrs)
+
+
+def step_state(step: Step, side: Side, model: type[A]) -> A | None:
+    """The step's state on ``side`` as the kind's model (None: absent); ActionFailed when
+    the plan holds something else there."""
+    try:
+        return attrs_as(step.state(side), model, str(step.address))
+    except AttrsError as exc:
+        raise ActionFailed(str(exc)) from None

@@ -10,51 +10,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.apply.address import Address, parse_address
 from planner.apply.handlers import (
     ActionFailed,
-    ActionLike,
     ApplyContext,
     Side,
+    Step,
     register,
-    side_for_presence,
-    side_present,
-    side_value,
+    step_state,
 )
 from planner.hardware.catalog import get_model
 from planner.hardware.model import GpuModel
 from planner.host.state import Gpu, GpuInstance, HostState
 from planner.lang.pci import normalize_pci
+from planner.vocab import (
+    Address,
+    Attrs,
+    ComputeInstanceAttrs,
+    GpuInstanceAttrs,
+    Kind,
+    MigModeAttrs,
+    Slot,
+)
+from planner.vocab.plan import Change
 
-KIND_MODE = "mig_mode"
-KIND_GI = "gpu_instance"
-KIND_CI = "compute_instance"
 
-
-def _addr(action: ActionLike) -> Address:
-    return parse_address(action.address)
-
-
-def _pci(action: ActionLike) -> str:
-    pci = _addr(action).gpu
-    if pci is None:
-        raise ActionFailed(f"{action.address}: the address names no GPU")
-    return pci
+def _pci(address: Address) -> str:
+    if address.pci is None:
+        raise ActionFailed(f"{address}: the address names no GPU")
+    return address.pci
 
 
 def _model(gpu: Gpu, where: str) -> GpuModel:
     if gpu.model is None:
         raise ActionFailed(f"{where}: {gpu.name} is not a GPU model aihow knows")
     return get_model(gpu.model)
-
-
-
-def _field(value: Any, *names: str) -> Any:
-    if isinstance(value, dict):
-        for name in names:
-            if name in value:
-                return value[name]
-    return None
 
 
 def _gpu(ctx: ApplyContext, pci: str) -> Gpu:
@@ -64,34 +53,22 @@ def _gpu(ctx: ApplyContext, pci: str) -> Gpu:
         if nh.pci_of(handle) == want:
             gpu: Gpu = nh.read_gpu(index, handle)
             return gpu
-    raise ActionFailed(f"gpu[{pci}]: no such GPU on this host")
+    raise ActionFailed(f"{Address.gpu(pci)}: no such GPU on this host")
 
 
 # --- MIG mode -------------------------------------------------------------------------
 
 
-def mode_wanted(value: Any, key: str = "mode") -> bool | None:
-    """A MIG mode of one side of a mode action: ``{"mode": "enabled", "pending": ...}``."""
-    raw = _field(value, key)
-    if raw is None and key == "pending":
-        raw = _field(value, "mode")
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str):
-        return raw.lower() == "enabled"
-    return None
-
-
 class MigModeHandler:
-    """``update`` of ``gpu[PCI].mig``: before/after are ``{"mode", "pending"}``. Undo sets
-    the mode back the same way (and resets the GPU again where the model needs it)."""
+    """``update`` of ``gpu[PCI].mig``: before/after are ``MigModeAttrs``. Undo sets the
+    mode back the same way (and resets the GPU again where the model needs it)."""
 
-    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
-        pci = _pci(action)
-        value = side_value(action, side)
-        want, want_pending = mode_wanted(value), mode_wanted(value, "pending")
-        if want is None or want_pending is None:
-            raise ActionFailed(f"{action.address}: the plan gives no MIG mode for {side}")
+    def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
+        pci = _pci(step.address)
+        value = step_state(step, side, MigModeAttrs)
+        if value is None:
+            raise ActionFailed(f"{step.address}: the plan gives no MIG mode for {side}")
+        want, want_pending = value.on, value.pending_on
         nh = ctx.adapter("nvml")
         gpu = _gpu(ctx, pci)
         if gpu.mig_current == want and gpu.mig_pending == want_pending:
@@ -106,52 +83,46 @@ class MigModeHandler:
         what = "enabling" if want else "disabling"
         if not ctx.allow_reset:
             raise ActionFailed(
-                f"{action.address}: {what} MIG mode is pending until the GPU is reset; "
+                f"{step.address}: {what} MIG mode is pending until the GPU is reset; "
                 "rerun with --allow-reset"
             )
         holders = describe_holders(gpu, None)
         if holders:
             raise ActionFailed(
-                f"{action.address}: cannot reset the GPU to finish {what} MIG mode: "
+                f"{step.address}: cannot reset the GPU to finish {what} MIG mode: "
                 f"it is held by {holders}; stop them and retry"
             )
         nh.reset_gpu(pci)
         gpu = _gpu(ctx, pci)
         if gpu.mig_current != want:
-            raise ActionFailed(f"{action.address}: MIG mode still not {'on' if want else 'off'} "
+            raise ActionFailed(f"{step.address}: MIG mode still not {'on' if want else 'off'} "
                                "after a GPU reset")
         return {"activation_status": status, "reset": True}
 
-    def observe(self, host: HostState, action: ActionLike) -> Side | None:
-        gpu = host.gpu(_pci(action))
-        if gpu is None:
-            return None
-        sides: tuple[Side, ...] = ("after", "before")
-        for side in sides:
-            value = side_value(action, side)
-            want, pending = mode_wanted(value), mode_wanted(value, "pending")
-            if want is not None and gpu.mig_current == want and gpu.mig_pending == pending:
-                return side
-        return None
+    def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
+        gpu = host.gpu(_pci(address))
+        if gpu is None or not isinstance(state, MigModeAttrs):
+            return False
+        return gpu.mig_current == state.on and gpu.mig_pending == state.pending_on
 
-    def inverse(self, action: ActionLike) -> str:
-        want = mode_wanted(action.before)
-        return f"set MIG mode {'on' if want else 'off'} again"
+    def inverse(self, step: Step) -> str:
+        before = step_state(step, "before", MigModeAttrs)
+        return f"set MIG mode {'on' if before is not None and before.on else 'off'} again"
 
-    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
-        gpu = host.gpu(_pci(action))
+    def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
+        gpu = host.gpu(_pci(change.address))
         if gpu is None:
-            return [f"{action.address}: the GPU is not on this host"]
-        want = mode_wanted(action.after)
-        if not action.needs_reset or want is None:
+            return [f"{change.address}: the GPU is not on this host"]
+        after = change.after
+        if not change.needs_reset or not isinstance(after, MigModeAttrs):
             return []
-        what = "enabling" if want else "disabling"
+        what = "enabling" if after.on else "disabling"
         if not ctx.allow_reset:
-            return [f"{action.address}: {what} MIG mode needs a GPU reset on this model; "
+            return [f"{change.address}: {what} MIG mode needs a GPU reset on this model; "
                     "rerun with --allow-reset"]
         holders = describe_holders(gpu, host)
         if holders:
-            return [f"{action.address}: {what} MIG mode needs a GPU reset, but the GPU is "
+            return [f"{change.address}: {what} MIG mode needs a GPU reset, but the GPU is "
                     f"held by {holders}; stop them first"]
         return []
 
@@ -185,139 +156,125 @@ def domains_using_gpu(host: HostState, pci: str) -> list[str]:
 # --- GPU instances ----------------------------------------------------------------------
 
 
-def _gi_slot(action: ActionLike) -> tuple[str, int]:
-    slot = _addr(action).slot("gi")
-    if slot is None:
-        raise ActionFailed(f"{action.address}: the address names no GPU instance")
-    return slot
+def _gi_slot(address: Address) -> Slot:
+    if address.gi_slot is None:
+        raise ActionFailed(f"{address}: the address names no GPU instance")
+    return address.gi_slot
 
 
-def _find_gi(gpu: Gpu, name: str, start: int) -> GpuInstance | None:
+def _find_gi(gpu: Gpu, slot: Slot) -> GpuInstance | None:
     return next(
-        (g for g in gpu.gpu_instances if g.placement_start == start and g.profile_name == name),
+        (g for g in gpu.gpu_instances
+         if g.placement_start == slot.start and g.profile_name == slot.profile),
         None,
     )
 
 
-def _gi_profile_id(action: ActionLike, gpu: Gpu, name: str) -> int:
-    for value in (action.after, action.before):
-        pid = _field(value, "profile_id", "gi_profile_id")
-        if isinstance(pid, int):
-            return pid
-    profile = _model(gpu, action.address).profile(name)
+def _gi_profile_id(address: Address, gpu: Gpu, name: str) -> int:
+    profile = _model(gpu, str(address)).profile(name)
     if profile is None:
-        raise ActionFailed(f"{action.address}: {gpu.model} has no GPU-instance profile {name}")
+        raise ActionFailed(f"{address}: {gpu.model} has no GPU-instance profile {name}")
     return profile.id
 
 
+def _undo_verb(step: Step) -> str:
+    return "create" if step.before is not None else "delete"
+
+
 class GpuInstanceHandler:
-    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
-        pci = _pci(action)
-        name, start = _gi_slot(action)
+    def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
+        pci = _pci(step.address)
+        slot = _gi_slot(step.address)
         nh = ctx.adapter("nvml")
         gpu = _gpu(ctx, pci)
-        existing = _find_gi(gpu, name, start)
-        want = side_present(action, side)
+        existing = _find_gi(gpu, slot)
+        want = step_state(step, side, GpuInstanceAttrs) is not None
         if want and existing is None:
-            gi = nh.create_gpu_instance(pci, _gi_profile_id(action, gpu, name), start)
+            gi = nh.create_gpu_instance(pci, _gi_profile_id(step.address, gpu, slot.profile),
+                                        slot.start)
             return {"gi_id": gi.gi_id}
         if not want and existing is not None:
-            nh.destroy_gpu_instance(pci, existing.profile_id, start)
+            nh.destroy_gpu_instance(pci, existing.profile_id, slot.start)
             return {"destroyed_gi_id": existing.gi_id}
         return {"already": True}
 
-    def observe(self, host: HostState, action: ActionLike) -> Side | None:
-        gpu = host.gpu(_pci(action))
-        name, start = _gi_slot(action)
-        present = gpu is not None and _find_gi(gpu, name, start) is not None
-        return side_for_presence(action, present)
+    def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
+        gpu = host.gpu(_pci(address))
+        present = gpu is not None and _find_gi(gpu, _gi_slot(address)) is not None
+        return present == (state is not None)
 
-    def inverse(self, action: ActionLike) -> str:
-        name, start = _gi_slot(action)
-        return f"{_undo_verb(action)} GI {name}@{start}"
+    def inverse(self, step: Step) -> str:
+        return f"{_undo_verb(step)} GI {_gi_slot(step.address)}"
 
-    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+    def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         return []
 
 
 # --- compute instances ------------------------------------------------------------------
 
 
-def _ci_slot(action: ActionLike) -> tuple[str, int]:
-    slot = _addr(action).slot("ci")
-    if slot is None:
-        raise ActionFailed(f"{action.address}: the address names no compute instance")
-    return slot
+def _ci_slot(address: Address) -> Slot:
+    if address.ci_slot is None:
+        raise ActionFailed(f"{address}: the address names no compute instance")
+    return address.ci_slot
 
 
-def _ci_profile_id(action: ActionLike, gpu: Gpu, gi_name: str, ci_name: str) -> int:
-    for value in (action.after, action.before):
-        pid = _field(value, "profile_id", "ci_profile_id")
-        if isinstance(pid, int):
-            return pid
-    model = _model(gpu, action.address)
+def _ci_profile_id(address: Address, gpu: Gpu, gi_name: str, ci_name: str) -> int:
+    model = _model(gpu, str(address))
     gi = model.profile(gi_name)
     if gi is not None:
         for ci in model.ci_profiles_for(gi):
             if ci.name(gi) == ci_name:
                 return ci.id
-    raise ActionFailed(f"{action.address}: {gpu.model} has no compute-instance profile "
+    raise ActionFailed(f"{address}: {gpu.model} has no compute-instance profile "
                        f"{ci_name} in a {gi_name} GPU instance")
 
 
-def _find_ci(gpu: Gpu, action: ActionLike) -> tuple[GpuInstance | None, Any]:
-    gi_name, gi_start = _gi_slot(action)
-    ci_name, ci_start = _ci_slot(action)
-    gi = _find_gi(gpu, gi_name, gi_start)
+def _find_ci(gpu: Gpu, address: Address) -> tuple[GpuInstance | None, Any]:
+    gi_slot, ci_slot = _gi_slot(address), _ci_slot(address)
+    gi = _find_gi(gpu, gi_slot)
     if gi is None:
         return None, None
-    pid = _ci_profile_id(action, gpu, gi_name, ci_name)
+    pid = _ci_profile_id(address, gpu, gi_slot.profile, ci_slot.profile)
     ci = next((c for c in gi.compute_instances
-               if c.placement_start == ci_start and c.profile_id == pid), None)
+               if c.placement_start == ci_slot.start and c.profile_id == pid), None)
     return gi, ci
 
 
 class ComputeInstanceHandler:
-    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
-        pci = _pci(action)
-        gi_name, gi_start = _gi_slot(action)
-        ci_name, ci_start = _ci_slot(action)
+    def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
+        address = step.address
+        pci = _pci(address)
+        gi_slot, ci_slot = _gi_slot(address), _ci_slot(address)
         nh = ctx.adapter("nvml")
         gpu = _gpu(ctx, pci)
-        gi, ci = _find_ci(gpu, action)
-        want = side_present(action, side)
+        gi, ci = _find_ci(gpu, address)
+        want = step_state(step, side, ComputeInstanceAttrs) is not None
         if want and ci is None:
             if gi is None:
-                raise ActionFailed(f"{action.address}: its GPU instance {gi_name}@{gi_start} "
-                                   "does not exist")
+                raise ActionFailed(f"{address}: its GPU instance {gi_slot} does not exist")
             made = nh.create_compute_instance(
-                pci, gi_start, _ci_profile_id(action, gpu, gi_name, ci_name), ci_start
+                pci, gi_slot.start, _ci_profile_id(address, gpu, gi_slot.profile,
+                                                   ci_slot.profile), ci_slot.start
             )
             return {"ci_id": made.ci_id, "mig_uuid": made.mig_uuid}
         if not want and ci is not None:
-            nh.destroy_compute_instance(pci, gi_start, ci_start)
+            nh.destroy_compute_instance(pci, gi_slot.start, ci_slot.start)
             return {"destroyed_ci_id": ci.ci_id}
         return {"already": True}
 
-    def observe(self, host: HostState, action: ActionLike) -> Side | None:
-        gpu = host.gpu(_pci(action))
-        present = gpu is not None and _find_ci(gpu, action)[1] is not None
-        return side_for_presence(action, present)
+    def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
+        gpu = host.gpu(_pci(address))
+        present = gpu is not None and _find_ci(gpu, address)[1] is not None
+        return present == (state is not None)
 
-    def inverse(self, action: ActionLike) -> str:
-        ci_name, ci_start = _ci_slot(action)
-        return f"{_undo_verb(action)} CI {ci_name}@{ci_start}"
+    def inverse(self, step: Step) -> str:
+        return f"{_undo_verb(step)} CI {_ci_slot(step.address)}"
 
-    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+    def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         return []
 
 
-def _undo_verb(action: ActionLike) -> str:
-    return "create" if side_present(action, "before") else "delete"
-
-
-
-
-register(KIND_MODE, MigModeHandler())
-register(KIND_GI, GpuInstanceHandler())
-register(KIND_CI, ComputeInstanceHandler())
+register(Kind.MIG_MODE, MigModeHandler())
+register(Kind.GPU_INSTANCE, GpuInstanceHandler())
+register(Kind.COMPUTE_INSTANCE, ComputeInstanceHandler())

@@ -3,43 +3,59 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from planner.errors import AihowError
 from planner.host.state import HostState
+from planner.vocab import Address, AddressError, Kind, Slot
+from planner.vocab.plan import FORMAT_VERSION, Plan
+
+if TYPE_CHECKING:
+    from planner.config.models import ClusterConfig
 
 
-def fingerprint(host: HostState, config: Any) -> str:
+def fingerprint(host: HostState, config: ClusterConfig) -> str:
     from planner.plan.fingerprint import fingerprint as fp
 
     return fp(host, config)
 
 
-def plan_fingerprint(plan: Any) -> str:
-    return str(plan.host.fingerprint)
+def plan_fingerprint(plan: Plan) -> str:
+    return plan.host.fingerprint
 
 
-def plan_host_uri(plan: Any) -> str:
-    return str(plan.host.uri)
+def plan_host_uri(plan: Plan) -> str:
+    return plan.host.uri
 
 
-def plan_to_dict(plan: Any) -> dict[str, Any]:
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
     data: dict[str, Any] = plan.model_dump(mode="json")
     return data
 
 
-def plan_from_dict(data: dict[str, Any]) -> Any:
-    from planner.plan.model import Plan
+def plan_from_dict(data: dict[str, Any], where: str = "journal") -> Plan:
+    """The plan a journal or generation keeps; one line naming ``where`` when it is of
+    another format (an apply interrupted under an older aihow) or damaged."""
+    version = str(data.get("format_version", "?"))
+    if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
+        raise AihowError(f"{where}: holds a plan of format {version}; this aihow reads "
+                         f"{FORMAT_VERSION} (finish it with the aihow that made it)")
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise AihowError(f"{where}: the plan it holds is damaged: {loc}: {err['msg']}") from None
 
-    return Plan.model_validate(data)
+
+def plan_summary(plan: Plan) -> dict[str, int]:
+    return dict(plan.summary)
 
 
-def plan_summary(plan: Any) -> dict[str, Any]:
-    return dict(getattr(plan, "summary", None) or {})
-
-
-def drift(plan: Any, host: HostState, config: Any) -> list[str]:
+def drift(plan: Plan, host: HostState, config: ClusterConfig) -> list[str]:
     """What changed on the host since the plan was made, one line per change.
 
     First the resources the plan acts on, at their plan addresses: each action's
@@ -59,8 +75,8 @@ def drift(plan: Any, host: HostState, config: Any) -> list[str]:
     from planner.plan.request import requests_from_config
 
     shown = [_line_address(line) for line in lines]
-    for line in diff_values(snapshot, fingerprint_data(host, requests_from_config(config))):
-        line = _plan_style(line)
+    for line in diff_values(snapshot, fingerprint_data(host, requests_from_config(config)),
+                            item_path=snapshot_item_path):
         address = _line_address(line)
         if any(address.startswith(s) or s.startswith(address) for s in shown if s):
             continue
@@ -68,25 +84,33 @@ def drift(plan: Any, host: HostState, config: Any) -> list[str]:
     return lines
 
 
-# fingerprint-input paths -> plan addresses (gpus[PCI].instances[P@S] -> gpu[PCI].gi[P@S])
-_PLAN_STYLE = ((re.compile(r"^([-+~] )gpus\["), r"\1gpu["),
-               (re.compile(r"\.instances\["), ".gi["),
-               (re.compile(r"\.compute_instances\["), ".ci["),
-               (re.compile(r"^([-+~] )domains\["), r"\1domain["))
-
-
-def _plan_style(line: str) -> str:
-    head, sep, rest = line.partition(": ")
-    for pattern, repl in _PLAN_STYLE:
-        head = pattern.sub(repl, head)
-    return head + sep + rest
+def snapshot_item_path(list_path: str, key: str) -> str:
+    """The path of a keyed item of the fingerprint input, as the resource's address
+    where it is one: ``gpus`` items are ``gpu[PCI]``, their ``instances`` GPU instances,
+    those's ``compute_instances`` compute instances, ``domains`` items domains."""
+    parent, _, name = list_path.rpartition(".")
+    try:
+        if name == "gpus" and not parent:
+            return str(Address.gpu(key))
+        if name == "domains" and not parent:
+            return str(Address.domain(key))
+        if name == "instances":
+            slot = Slot.parse(key)
+            return str(Address.parse(parent).gi(slot.profile, slot.start))
+        if name == "compute_instances":
+            slot, gi = Slot.parse(key), Address.parse(parent)
+            if gi.kind is Kind.GPU_INSTANCE:
+                return str(gi.ci(slot.profile, slot.start))
+    except AddressError:
+        pass
+    return f"{list_path}[{key}]"
 
 
 def _line_address(line: str) -> str:
     return line[2:].partition(": ")[0] if line[:2] in ("+ ", "- ", "~ ") else ""
 
 
-def _action_drift(plan: Any, host: HostState) -> list[str]:
+def _action_drift(plan: Plan, host: HostState) -> list[str]:
     from planner.apply.drift import diff_values
 
     now = current_resources(host)
@@ -96,9 +120,9 @@ def _action_drift(plan: Any, host: HostState) -> list[str]:
         if action.address in seen:
             continue
         seen.add(action.address)
-        then = action.before
+        then = action.before.to_json() if action.before is not None else None
         current = now.get(action.address)
-        if action.kind == "domain":  # definitions are compared by presence only
+        if action.kind is Kind.DOMAIN:  # definitions are compared by presence only
             if (then is None) != (current is None):
                 lines.append(f"+ {action.address}: defined" if then is None
                              else f"- {action.address}: gone")
@@ -115,8 +139,7 @@ def _action_drift(plan: Any, host: HostState) -> list[str]:
     branches = {a.branch for a in plan.actions}
     gpus = {g.pci for g in host.gpus}
     for address, attrs in sorted(now.items()):
-        if address in seen or not any(address.startswith(f"gpu[{b}]") for b in branches
-                                      if b in gpus):
+        if address in seen or address.pci not in branches or address.pci not in gpus:
             continue
         lines.append(f"+ {address}: appeared {_attrs(attrs)}")
     return lines
@@ -128,16 +151,16 @@ def _attrs(attrs: Any) -> str:
     return "{" + ", ".join(f"{k}: {attrs[k]}" for k in sorted(attrs)) + "}"
 
 
-def current_resources(host: HostState) -> dict[str, dict[str, Any]]:
+def current_resources(host: HostState) -> dict[Address, dict[str, Any]]:
     """Every resource on the host at its plan address, with the plan's attributes."""
     from planner.plan.resolve import model_of
     from planner.plan.resources import actual_resources
 
     models = {g.pci: model_of(g) for g in host.gpus}
-    return {addr: dict(r.attrs) for addr, r in actual_resources(host, models).items()}
+    return {addr: r.attrs.to_json() for addr, r in actual_resources(host, models).items()}
 
 
-def config_from_text(text: str, original_path: str, state_dir: Path) -> Any:
+def config_from_text(text: str, original_path: str, state_dir: Path) -> ClusterConfig | None:
     """Load a config kept as text (journal, generation) through the normal loader."""
     if not text:
         return None

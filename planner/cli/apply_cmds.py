@@ -205,9 +205,10 @@ class _Progress:
 def _run_apply(plan: Any, plan_text: str, cfg: Any, cfg_text: str, cfg_path: str,
                env: Environment, sdir: Path, *, allow_reset: bool,
                command: str) -> ApplyResult:
-    from planner.apply.executor import ApplyInput, apply_plan, changes
+    from planner.apply.executor import ApplyInput, apply_plan
+    from planner.apply.steps import plan_steps
 
-    progress = _Progress(len(changes(plan)))
+    progress = _Progress(len(plan_steps(plan)))
     try:
         return apply_plan(
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,

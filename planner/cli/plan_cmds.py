@@ -118,9 +118,10 @@ def graph_command(
     env = _environment(host, cfg)
     state = env.probe()
     records = env.records()
-    res, desired, actual = resources_for(requests_from_config(cfg), state, records)
-    actions = {c.address: c.action for c in diff(res, desired, actual, records)}
-    g = build_graph(desired, actual, actions)
+    r = resources_for(requests_from_config(cfg), state, records)
+    actions = {c.address: c.action
+               for c in diff(r.resolution, r.desired, r.actual, records, r.slices_only)}
+    g = build_graph(r.desired, r.actual, actions)
     typer.echo(graph_dot(g) if fmt is GraphFormat.dot else graph_json(g), nl=False)
 
 

@@ -5,12 +5,12 @@ Pure given a HostState: nothing here touches the host or imports an adapter.
 
 from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan, plan_requests
-from planner.plan.model import Action, Plan, PlanFileError, dump_plan, load_plan, parse_plan
+from planner.plan.model import Change, Plan, PlanFileError, dump_plan, load_plan, parse_plan
 from planner.plan.render import render_markdown, render_text
 from planner.plan.resolve import ResolveError, resolve
 
 __all__ = [
-    "Action",
+    "Change",
     "Plan",
     "PlanFileError",
     "ResolveError",

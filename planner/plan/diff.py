@@ -11,32 +11,42 @@ own branch (apply may run branches in parallel), sorted by PCI address.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from planner.host.records import NO_RECORDS, HostRecords
 from planner.host.state import HostState
 from planner.plan.claims import gi_key
-from planner.plan.model import Action, ActionName, Kind
 from planner.plan.resolve import Resolution, ResolveError
-from planner.plan.resources import (
-    COMPARED,
-    HOST_BRANCH,
-    KIND_RANK,
-    Resource,
-    gpu_domains,
+from planner.plan.resources import HOST_BRANCH, Resource, gpu_domains
+from planner.vocab import (
+    Action,
+    Address,
+    Attrs,
+    DomainAttrs,
+    GpuInstanceAttrs,
+    HostdevAttrs,
+    Kind,
+    MigModeAttrs,
+    Reason,
+    SriovAttrs,
+    VgpuAttrs,
+    VmAttrs,
 )
+from planner.vocab.plan import Change, DeleteStep
 
 
 @dataclass
 class _Change:
-    address: str
-    kind: str
-    action: str  # create | delete | update | replace | no-op
+    address: Address
+    kind: Kind
+    action: Action
     before: Resource | None
     after: Resource | None
     reason: str
+    code: Reason
     needs_reset: bool = False
     destructive: bool = False
     blocked_by: tuple[str, ...] = ()
@@ -48,28 +58,29 @@ class _Change:
         return res.branch
 
 
-def _attrs(res: Resource | None) -> dict[str, Any] | None:
-    return None if res is None else dict(res.attrs)
+def _attrs(res: Resource | None) -> Attrs | None:
+    return None if res is None else res.attrs
 
 
-def _scope(actual: dict[str, Resource], desired: dict[str, Resource],
-           managed: set[str], records: HostRecords, clusters: set[str]) -> dict[str, Resource]:
+def _scope(actual: dict[Address, Resource], desired: set[Address],
+           managed: set[str], records: HostRecords, clusters: set[str]
+           ) -> dict[Address, Resource]:
     """The actual resources the plan may act on. A domain is in scope when the config
     declares it, or when aihow itself defined it for one of the config's clusters (so a VM
     dropped from the config is deleted); a domain aihow did not define is never touched."""
-    scoped: dict[str, Resource] = {}
+    scoped: dict[Address, Resource] = {}
     for addr, res in actual.items():
-        if res.kind == "domain":
+        if isinstance(res.attrs, DomainAttrs):
             if addr in desired:
                 scoped[addr] = res
                 continue
-            rec = records.defined.get(str(res.attrs.get("name")))
+            rec = records.defined.get(res.attrs.name)
             if rec is not None and rec.cluster in clusters:
-                scoped[addr] = Resource(addr, "domain", {**res.attrs, "cluster": rec.cluster,
-                                                         "xml": rec.xml},
-                                        branch=res.branch, users=res.users)
+                attrs = dataclasses.replace(res.attrs, cluster=rec.cluster, xml=rec.xml)
+                scoped[addr] = Resource(addr, Kind.DOMAIN, attrs, branch=res.branch,
+                                        users=res.users)
             continue
-        if res.kind == "sriov" and addr not in desired:
+        if res.kind is Kind.SRIOV and addr not in desired:
             continue  # VFs are enabled when needed and never switched off
         if addr in desired or res.branch in managed:
             scoped[addr] = res
@@ -82,80 +93,88 @@ def _wanted_by(res: Resource) -> str:
     return f"wanted by {res.owner} ({res.key})"
 
 
-def _create_reason(res: Resource, actual: dict[str, Resource]) -> str:
-    if res.kind == "vgpu":
-        return f"{res.attrs['type_name']} on {res.attrs['parent']} for {res.owner}"
-    if res.kind == "sriov":
+def _create_reason(res: Resource, actual: dict[Address, Resource]) -> tuple[str, Reason]:
+    a = res.attrs
+    if isinstance(a, VgpuAttrs):
+        return f"{a.type_name} on {a.parent} for {res.owner}", Reason.VGPU_FOR_NODE
+    if isinstance(a, SriovAttrs):
         return (f"enable the SR-IOV virtual functions of {res.branch} (sriov-manage -e): "
-                f"they are the parents of its vGPU devices")
-    if res.kind == "hostdev":
-        dom = res.attrs["domain"]
-        text = f"attach {res.attrs['device']} to {dom}"
-        if f"domain[{dom}]" not in actual:
+                f"they are the parents of its vGPU devices"), Reason.VFS_FOR_VGPU
+    if isinstance(a, HostdevAttrs):
+        text = f"attach {a.device} to {a.domain}"
+        if Address.domain(a.domain) not in actual:
             text += " (once the domain is defined)"
-        return text
-    if res.kind == "domain":
-        a = res.attrs
-        return (f"define VM {a['name']} ({res.key}): {a['cpu_cores']} vCPUs, "
-                f"{a['memory_gb']} GiB memory, {a['disk_gb']} GiB disk, network "
-                f"{a['cluster']}-network")
-    return _wanted_by(res)
+        return text, Reason.ATTACH
+    if isinstance(a, VmAttrs):
+        return (f"define VM {a.name} ({res.key}): {a.cpu_cores} vCPUs, {a.memory_gb} GiB "
+                f"memory, {a.disk_gb} GiB disk, network {a.cluster}-network"), Reason.DEFINE_VM
+    return _wanted_by(res), Reason.WANTED
 
 
-def _delete_reason(res: Resource, managed: dict[str, str]) -> str:
+def _delete_reason(res: Resource, managed: dict[str, str]) -> tuple[str, Reason]:
     entry = managed.get(res.branch, "the config")
-    if res.kind == "hostdev":
-        return f"detach {res.attrs['device']} from {res.attrs['domain']}: the device is removed"
-    if res.kind == "domain":
-        text = (f"aihow defined {res.attrs['name']} for cluster {res.attrs['cluster']}, and "
-                f"the config no longer declares it")
+    a = res.attrs
+    if isinstance(a, HostdevAttrs):
+        return f"detach {a.device} from {a.domain}: the device is removed", \
+            Reason.DEVICE_REMOVED
+    if isinstance(a, DomainAttrs):
+        text = (f"aihow defined {a.name} for cluster {a.cluster}, and the config no longer "
+                f"declares it")
         if res.users:
             text += "; it is running: stop it first (aihow never stops a domain unasked)"
-        return text
-    return f"not wanted on GPU {res.branch}, which {entry} manages"
+        return text, Reason.VM_DROPPED
+    return f"not wanted on GPU {res.branch}, which {entry} manages", Reason.NOT_WANTED
 
 
-def _noop_reason(want: Resource, have: Resource, records: HostRecords) -> str:
-    if have.kind in ("gpu_instance", "compute_instance"):
-        return f"kept: {_wanted_by(want)}"
-    if have.kind == "domain":
-        who = "by aihow" if str(want.attrs.get("name")) in records.defined else \
-            "outside aihow"
-        return f"defined {who}; never redefined, only its vGPU hostdevs are planned"
-    return "unchanged"
+def _noop_reason(want: Resource, have: Resource, records: HostRecords) -> tuple[str, Reason]:
+    if have.kind in (Kind.GPU_INSTANCE, Kind.COMPUTE_INSTANCE):
+        return f"kept: {_wanted_by(want)}", Reason.KEPT
+    if have.kind is Kind.DOMAIN:
+        name = want.attrs.name if isinstance(want.attrs, VmAttrs | DomainAttrs) else None
+        who = "by aihow" if name in records.defined else "outside aihow"
+        return f"defined {who}; never redefined, only its vGPU hostdevs are planned", \
+            Reason.DOMAIN_KEPT
+    return "unchanged", Reason.UNCHANGED
 
 
-def diff(res: Resolution, desired: dict[str, Resource],
-         actual: dict[str, Resource], records: HostRecords = NO_RECORDS) -> list[_Change]:
+def diff(res: Resolution, desired: dict[Address, Resource], actual: dict[Address, Resource],
+         records: HostRecords = NO_RECORDS, slices_only: frozenset[Address] = frozenset()
+         ) -> list[_Change]:
+    """The change per address. ``slices_only``: domains that requests name without their
+    VMs; such a domain is kept if it exists and never defined or deleted."""
     host: HostState = res.host
     managed = {d.gpu.pci: d.policy.key for d in res.gpus if d.policy is not None}
-    scoped = _scope(actual, desired, set(managed), records, set(res.requests.clusters))
-    changes: dict[str, _Change] = {}
+    scoped = _scope(actual, set(desired) | slices_only, set(managed), records,
+                    set(res.requests.clusters))
+    changes: dict[Address, _Change] = {}
     for addr in sorted(set(desired) | set(scoped)):
         want, have = desired.get(addr), scoped.get(addr)
-        if want is not None and want.kind == "domain" and not want.attrs and have is None:
-            continue  # requests without their VMs (slices only): no domain to define
+        if want is None and addr in slices_only:
+            assert have is not None
+            want = have  # a domain the plan does not declare: kept as it is
         if have is None:
             assert want is not None
-            changes[addr] = _Change(addr, want.kind, "create", None, want,
-                                    _create_reason(want, actual))
+            text, code = _create_reason(want, actual)
+            changes[addr] = _Change(addr, want.kind, Action.CREATE, None, want, text, code)
         elif want is None:
             _check_release(have, res, managed)
-            blocked = (f"domain {have.attrs['name']} (running)",) \
-                if have.kind == "domain" and have.users else ()
-            changes[addr] = _Change(addr, have.kind, "delete", have, None,
-                                    _delete_reason(have, managed),
+            blocked = (f"domain {have.attrs.name} (running)",) \
+                if isinstance(have.attrs, DomainAttrs) and have.users else ()
+            text, code = _delete_reason(have, managed)
+            changes[addr] = _Change(addr, have.kind, Action.DELETE, have, None, text, code,
                                     destructive=bool(have.users), blocked_by=blocked)
         elif want.compared() == have.compared():
-            changes[addr] = _Change(addr, want.kind, "no-op", have, want,
-                                    _noop_reason(want, have, records))
-        elif want.kind == "mig_mode":
+            text, code = _noop_reason(want, have, records)
+            changes[addr] = _Change(addr, want.kind, Action.NO_OP, have, want, text, code)
+        elif want.kind is Kind.MIG_MODE:
             changes[addr] = _mode_change(res, host, want, have, managed)
         else:
-            diffs = [k for k in COMPARED[want.kind] if want.attrs.get(k) != have.attrs.get(k)]
-            what = ", ".join(f"{k} {have.attrs.get(k)} -> {want.attrs.get(k)}" for k in diffs)
-            changes[addr] = _Change(addr, want.kind, "replace", have, want,
-                                    f"{what} (cannot change in place)",
+            fields = want.attrs.COMPARED
+            diffs = [k for k in fields if getattr(want.attrs, k) != getattr(have.attrs, k)]
+            what = ", ".join(f"{k} {getattr(have.attrs, k)} -> {getattr(want.attrs, k)}"
+                             for k in diffs)
+            changes[addr] = _Change(addr, want.kind, Action.REPLACE, have, want,
+                                    f"{what} (cannot change in place)", Reason.CHANGED,
                                     destructive=bool(have.users))
     _cascade(changes, scoped)
     return list(changes.values())
@@ -163,14 +182,14 @@ def diff(res: Resolution, desired: dict[str, Resource],
 
 def _check_release(have: Resource, res: Resolution, managed: dict[str, str]) -> None:
     """A GPU instance another cluster holds in the allocation ledger is never deleted."""
-    if have.kind != "gpu_instance" or not res.held:
+    if not isinstance(have.attrs, GpuInstanceAttrs) or not res.held:
         return
-    key = gi_key(have.branch, int(have.attrs["start"]))
+    key = gi_key(have.branch, have.attrs.start)
     holder = res.held.get(("gi_placement", key))
     if holder is not None:
         raise ResolveError(
             f"{managed.get(have.branch, 'the config')}: gi_placement[{key}] "
-            f"({have.attrs['profile']}) is held by {holder} (allocation ledger); the config "
+            f"({have.attrs.profile}) is held by {holder} (allocation ledger); the config "
             f"of cluster(s) {', '.join(res.requests.clusters) or 'none'} manages GPU "
             f"{have.branch} and would delete it"
         )
@@ -182,12 +201,15 @@ def _mode_change(res: Resolution, host: HostState, want: Resource, have: Resourc
     assert decision is not None
     model = decision.model
     needs_reset = model.mode_change_needs_reset if model is not None else True
-    if have.attrs["pending"] == want.attrs["mode"]:
-        reason = f"{managed[want.branch]} asks for MIG {want.attrs['mode']}; the change is " \
+    assert isinstance(want.attrs, MigModeAttrs) and isinstance(have.attrs, MigModeAttrs)
+    wanted, now = want.attrs.mode, have.attrs.mode
+    if have.attrs.pending == wanted:
+        reason = f"{managed[want.branch]} asks for MIG {wanted}; the change is " \
                  f"pending and a GPU reset commits it"
+        code = Reason.MIG_MODE_PENDING
     else:
-        reason = f"{managed[want.branch]} asks for MIG {want.attrs['mode']} " \
-                 f"(now {have.attrs['mode']})"
+        reason = f"{managed[want.branch]} asks for MIG {wanted} (now {now})"
+        code = Reason.MIG_MODE
         if needs_reset:
             reason += f"; {model.display_name if model else 'this GPU'} needs a GPU reset"
     blockers: list[str] = []
@@ -198,22 +220,23 @@ def _mode_change(res: Resolution, host: HostState, want: Resource, have: Resourc
         blockers += [f"process {n}" for n in sorted({p.name for p in decision.gpu.processes})]
         if blockers:
             reason += "; blocked by " + ", ".join(blockers)
-    return _Change(want.address, "mig_mode", "update", have, want, reason,
+    return _Change(want.address, Kind.MIG_MODE, Action.UPDATE, have, want, reason, code,
                    needs_reset=needs_reset, destructive=bool(have.users),
                    blocked_by=tuple(blockers))
 
 
-def _cascade(changes: dict[str, _Change], scoped: dict[str, Resource]) -> None:
+def _cascade(changes: dict[Address, _Change], scoped: dict[Address, Resource]) -> None:
     """A kept resource whose actual dependency goes away must be re-made: replace it."""
-    order = sorted(changes.values(), key=lambda c: KIND_RANK[c.kind])
+    order = sorted(changes.values(), key=lambda c: c.kind.rank)
     for ch in order:
-        if ch.action not in ("no-op",) or ch.before is None:
+        if ch.action is not Action.NO_OP or ch.before is None:
             continue
         for dep in ch.before.deps:
             dc = changes.get(dep)
-            if dc is not None and dc.action in ("delete", "replace"):
-                ch.action = "replace"
+            if dc is not None and dc.action in (Action.DELETE, Action.REPLACE):
+                ch.action = Action.REPLACE
                 ch.reason = f"{dep} it depends on is {dc.action}d"
+                ch.code = Reason.DEPENDENCY_REPLACED
                 ch.destructive = bool(ch.before.users)
                 break
 
@@ -245,18 +268,21 @@ def _topological(preds: list[set[int]], key: Any) -> list[int]:
     return out
 
 
-def order_actions(changes: list[_Change]) -> list[Action]:
-    """Number the changes in execution order and work out each one's dependencies.
+def order_actions(changes: list[_Change]) -> list[Change]:
+    """Number the steps in execution order and work out each one's dependencies.
 
-    A lexicographic topological sort (Kahn's algorithm with a heap): among the steps whose
-    dependencies are done, the smallest key goes next, so every delete precedes every
-    create and each GPU's steps stay together. Plain dicts rather than networkx here: this
-    runs over every resource of a large host and must stay cheap."""
+    A replace has two steps, its delete (in the delete phase) and its create; every
+    other change has one. A lexicographic topological sort over the steps (Kahn's
+    algorithm with a heap): among the steps whose dependencies are done, the smallest
+    key goes next, so every delete precedes every create and each GPU's steps stay
+    together. Plain dicts rather than networkx here: this runs over every resource of a
+    large host and must stay cheap. A replace becomes one change again, numbered by its
+    create step and carrying its delete step's id and dependencies."""
     steps: list[tuple[str, _Change]] = []  # (phase, change): phase "del" or "make"
     for ch in changes:
-        if ch.action in ("delete", "replace"):
+        if ch.action in (Action.DELETE, Action.REPLACE):
             steps.append(("del", ch))
-        if ch.action != "delete":
+        if ch.action is not Action.DELETE:
             steps.append(("make", ch))
     index = {(phase, ch.address): n for n, (phase, ch) in enumerate(steps)}
     preds: list[set[int]] = [set() for _ in steps]
@@ -276,13 +302,13 @@ def order_actions(changes: list[_Change]) -> list[Action]:
                 if m is not None:
                     edge(n, m)
             continue
-        if ch.action == "no-op":
+        if ch.action is Action.NO_OP:
             continue
         assert ch.after is not None
         has_dep = False
         for dep in ch.after.deps:
             m = index.get(("make", dep))
-            if m is not None and steps[m][1].action != "no-op":
+            if m is not None and steps[m][1].action is not Action.NO_OP:
                 edge(m, n)
                 has_dep = True
         own = index.get(("del", ch.address))
@@ -294,7 +320,7 @@ def order_actions(changes: list[_Change]) -> list[Action]:
 
     def key(n: int) -> tuple[Any, ...]:
         phase, ch = steps[n]
-        rank = KIND_RANK[ch.kind]
+        rank = ch.kind.rank
         branch = (ch.branch == HOST_BRANCH, ch.branch)
         if phase == "del":
             return (0, branch, -rank, ch.address)
@@ -302,25 +328,21 @@ def order_actions(changes: list[_Change]) -> list[Action]:
 
     ordered = _topological(preds, key)
     ids = {n: i + 1 for i, n in enumerate(ordered)}
-    actions: list[Action] = []
+    out: list[Change] = []
     for n in ordered:
         phase, ch = steps[n]
-        deps = tuple(sorted(ids[m] for m in preds[n]))
-        if phase == "del":
-            name = "delete"
-            replaced_by = ids[index[("make", ch.address)]] if ch.action == "replace" else None
-            after = None if ch.action == "delete" else _attrs(ch.after)
-            reason = ch.reason if ch.action == "delete" else f"replace, step 1 of 2: {ch.reason}"
-        else:
-            name, replaced_by, after = ch.action, None, _attrs(ch.after)
-            reason = ch.reason
-        actions.append(Action.model_construct(
-            id=ids[n], address=ch.address, kind=cast(Kind, ch.kind),
-            action=cast(ActionName, name),
-            before=_attrs(ch.before), after=after if name != "delete" else None,
-            depends_on=deps, reason=reason, needs_reset=ch.needs_reset and phase == "make",
-            destructive=ch.destructive and (phase == "del" or ch.action == "update"),
-            branch=ch.branch, blocked_by=ch.blocked_by if phase == "make" else (),
-            replaced_by=replaced_by,
+        if phase == "del" and ch.action is Action.REPLACE:
+            continue  # the replace's delete step rides on its change (below)
+        delete_step = None
+        if ch.action is Action.REPLACE:
+            d = index[("del", ch.address)]
+            delete_step = DeleteStep(id=ids[d], depends_on=tuple(sorted(ids[m] for m in preds[d])))
+        out.append(Change.model_construct(
+            id=ids[n], address=ch.address, kind=ch.kind, action=ch.action,
+            before=_attrs(ch.before), after=_attrs(ch.after),
+            depends_on=tuple(sorted(ids[m] for m in preds[n])), reason=ch.reason,
+            reason_code=ch.code, needs_reset=ch.needs_reset, destructive=ch.destructive,
+            branch=ch.branch, delete_step=delete_step,
+            blocked_by=ch.blocked_by if ch.action is not Action.DELETE else (),
         ))
-    return actions
+    return out

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from planner.host.state import HostState
-from planner.plan.model import digest
 from planner.plan.request import Requests
 from planner.plan.resources import ci_name, gi_name
+from planner.vocab.plan import digest
 
 
 def fingerprint_data(host: HostState, requests: Requests) -> dict[str, Any]:

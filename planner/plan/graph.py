@@ -11,18 +11,20 @@ from typing import Any
 
 import networkx as nx
 
-from planner.plan.model import canonical_json
 from planner.plan.resources import Resource
+from planner.vocab import Action, Address
+from planner.vocab.plan import canonical_json
 
 
-def build_graph(desired: dict[str, Resource], actual: dict[str, Resource],
-                actions: dict[str, str]) -> nx.DiGraph:
+def build_graph(desired: dict[Address, Resource], actual: dict[Address, Resource],
+                actions: dict[Address, Action]) -> nx.DiGraph:
     """Desired resources plus the actual ones the plan acts on, with edges from each."""
     g = nx.DiGraph()
     wanted = set(desired) | {a for a in actions if a in actual}
     for addr in sorted(wanted):
         res = desired.get(addr) or actual[addr]
-        g.add_node(addr, kind=res.kind, branch=res.branch, action=actions.get(addr, "no-op"))
+        g.add_node(str(addr), kind=res.kind.value, branch=res.branch,
+                   action=actions.get(addr, Action.NO_OP).value)
     for addr in sorted(wanted):
         res = desired.get(addr) or actual[addr]
         deps = set(res.deps)
@@ -33,9 +35,9 @@ def build_graph(desired: dict[str, Resource], actual: dict[str, Resource],
                 src = desired.get(dep) or actual.get(dep)
                 if src is None:
                     continue
-                g.add_node(dep, kind=src.kind, branch=src.branch,
-                           action=actions.get(dep, "no-op"))
-            g.add_edge(dep, addr)
+                g.add_node(str(dep), kind=src.kind.value, branch=src.branch,
+                           action=actions.get(dep, Action.NO_OP).value)
+            g.add_edge(str(dep), str(addr))
     return g
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from dataclasses import dataclass
 from typing import Any
 
 from planner import __version__
@@ -10,17 +11,29 @@ from planner.host.records import NO_RECORDS, HostRecords
 from planner.host.state import HostState
 from planner.plan.diff import diff, order_actions
 from planner.plan.fingerprint import fingerprint_data
-from planner.plan.model import ConfigRef, HostRef, Plan, digest, summarize
 from planner.plan.request import Requests, requests_from_config
 from planner.plan.resolve import Resolution, model_of, resolve
 from planner.plan.resources import Resource, actual_resources, desired_resources
+from planner.vocab import Address
+from planner.vocab.plan import ConfigRef, HostRef, Plan, digest, summarize
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where every slice goes, and the resources wanted and found, by address."""
+
+    resolution: Resolution
+    desired: dict[Address, Resource]
+    actual: dict[Address, Resource]
+    slices_only: frozenset[Address]  # domains named by requests without their VMs
 
 
 def resources_for(requests: Requests, host: HostState, records: HostRecords = NO_RECORDS
-                  ) -> tuple[Resolution, dict[str, Resource], dict[str, Resource]]:
+                  ) -> Resources:
     res = resolve(requests, host, records.claims)
     models = {g.pci: model_of(g) for g in host.gpus}
-    return res, desired_resources(res), actual_resources(host, models)
+    desired, slices_only = desired_resources(res)
+    return Resources(res, desired, actual_resources(host, models), frozenset(slices_only))
 
 
 def plan_requests(requests: Requests, host: HostState, *, config_path: str, config_sha256: str,
@@ -31,8 +44,9 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        res, desired, actual = resources_for(requests, host, records)
-        actions = tuple(order_actions(diff(res, desired, actual, records)))
+        r = resources_for(requests, host, records)
+        actions = tuple(order_actions(diff(r.resolution, r.desired, r.actual, records,
+                                           r.slices_only)))
         snapshot = fingerprint_data(host, requests)
         plan = Plan(
             aihow_version=version,

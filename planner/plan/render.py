@@ -11,7 +11,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from planner.plan.model import Action, Plan
+from planner.vocab import Action, Kind
+from planner.vocab.plan import Change, Plan
 
 SYMBOL = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
 _COLOUR = {"create": "\x1b[32m", "delete": "\x1b[31m", "update": "\x1b[33m",
@@ -20,18 +21,16 @@ _RESET = "\x1b[0m"
 _BOLD = "\x1b[1m"
 
 
-def _shown(plan: Plan) -> list[Action]:
-    """The steps a reader cares about: changes, with a replace's delete half folded in."""
-    return [a for a in plan.actions
-            if a.action != "no-op" and not (a.action == "delete" and a.replaced_by is not None)]
+def _shown(plan: Plan) -> list[Change]:
+    """The changes a reader cares about (no-ops are only counted)."""
+    return plan.changes
 
 
-def _groups(actions: Iterable[Action]) -> list[tuple[str, list[Action]]]:
-    groups: dict[str, list[Action]] = {}
+def _groups(actions: Iterable[Change]) -> list[tuple[str, list[Change]]]:
+    groups: dict[str, list[Change]] = {}
     for a in actions:
-        if a.kind in ("hostdev", "domain"):
-            dom = a.address.split("]", 1)[0].removeprefix("domain[")
-            title = f"domain {dom}"
+        if a.kind in (Kind.HOSTDEV, Kind.DOMAIN):
+            title = f"domain {a.address.domain_name}"
         else:
             title = f"GPU {a.branch}"
         groups.setdefault(title, []).append(a)
@@ -42,11 +41,12 @@ def _fmt(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
 
 
-def _changed(a: Action) -> list[str]:
-    before, after = a.before or {}, a.after or {}
+def _changed(a: Change) -> list[str]:
+    before = a.before.to_json() if a.before is not None else {}
+    after = a.after.to_json() if a.after is not None else {}
     keys = sorted(set(before) | set(after))
-    if a.action in ("create", "delete"):
-        side = after if a.action == "create" else before
+    if a.action in (Action.CREATE, Action.DELETE):
+        side = after if a.action is Action.CREATE else before
         shown = [f"{k}={_fmt(side[k])}" for k in keys if side.get(k) is not None]
         return [" ".join(shown)] if shown else []
     return [f"{k}: {_fmt(before.get(k))} -> {_fmt(after.get(k))}"
@@ -59,7 +59,7 @@ def summary_line(plan: Plan) -> str:
             f"{s['delete']} to delete.")
 
 
-def _flags(a: Action) -> str:
+def _flags(a: Change) -> str:
     flags = []
     if a.destructive:
         flags.append("DESTRUCTIVE")

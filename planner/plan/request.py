@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.lang import GpuSelector, Layout, MigProfile
+from planner.vocab import VmAttrs
 
 if TYPE_CHECKING:
     from planner.config import ClusterConfig
@@ -74,7 +75,7 @@ class VmRequest:
     name: str
     cluster: str
     key: str  # "clusters.hpc.compute_nodes[0]"
-    attrs: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    attrs: VmAttrs | None = field(default=None, compare=False, hash=False)
 
     @property
     def owner(self) -> str:

@@ -1,43 +1,40 @@
 """Resources at their stable addresses, read from a HostState (actual) or a Resolution (desired).
 
-Addresses (architecture.md): ``gpu[PCI].mig``, ``gpu[PCI].gi[PROFILE@START]``,
-``gpu[PCI].gi[PROFILE@START].ci[PROFILE@START]``, ``vgpu[UUID or VF]``,
-``domain[NAME]`` and ``domain[NAME].hostdev[UUID or VF]``, plus ``gpu[PCI].vfs`` for the
-GPU's SR-IOV virtual functions (the parents of its vGPU devices). Attributes never hold the ids
-the driver assigns anew at each creation (GI/CI ids), so equal layouts compare equal.
+Addresses and attributes are the plan vocabulary's (``planner.vocab``): each resource is
+an ``Address`` with its kind's attribute model. Attributes never hold the ids the driver
+assigns anew at each creation (GI/CI ids), so equal layouts compare equal.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from planner.hardware.model import GpuModel
 from planner.host.state import Gpu, GpuInstance, HostState
 from planner.plan.resolve import Resolution, vf_type_name
+from planner.vocab import (
+    Address,
+    Attrs,
+    ComputeInstanceAttrs,
+    DomainAttrs,
+    GpuInstanceAttrs,
+    HostdevAttrs,
+    Kind,
+    MigModeAttrs,
+    SriovAttrs,
+    VgpuAttrs,
+)
 
-KINDS = ("mig_mode", "gpu_instance", "compute_instance", "sriov", "vgpu", "domain", "hostdev")
-KIND_RANK = {k: i for i, k in enumerate(KINDS)}
 HOST_BRANCH = "host"
-
-# Attributes whose difference makes a resource change (the rest are shown, not compared).
-COMPARED = {
-    "mig_mode": ("mode", "pending"),
-    "gpu_instance": ("profile", "start", "size"),
-    "compute_instance": ("profile", "start", "size"),
-    "sriov": ("enabled",),
-    "vgpu": ("backend", "parent", "type_name"),
-    "hostdev": ("domain", "type", "device"),
-    "domain": (),
-}
 
 
 @dataclass(frozen=True)
 class Resource:
-    address: str
-    kind: str
-    attrs: dict[str, Any]
-    deps: tuple[str, ...] = ()
+    address: Address
+    kind: Kind
+    attrs: Attrs
+    deps: tuple[Address, ...] = ()
     branch: str = HOST_BRANCH
     users: tuple[str, ...] = ()  # running domains that use it (a delete is destructive)
     owner: str | None = None  # who wants it: a node name, "host", or None
@@ -45,39 +42,7 @@ class Resource:
     extra: dict[str, Any] = field(default_factory=dict)  # facts for reasons, not compared
 
     def compared(self) -> tuple[Any, ...]:
-        return tuple(self.attrs.get(k) for k in COMPARED[self.kind])
-
-
-def mig_address(pci: str) -> str:
-    return f"gpu[{pci}].mig"
-
-
-def gi_address(pci: str, profile: str, start: int) -> str:
-    return f"gpu[{pci}].gi[{profile}@{start}]"
-
-
-def ci_address(gi_addr: str, profile: str, start: int) -> str:
-    return f"{gi_addr}.ci[{profile}@{start}]"
-
-
-def sriov_address(pci: str) -> str:
-    return f"gpu[{pci}].vfs"
-
-
-def vgpu_address(key: str) -> str:
-    return f"vgpu[{key}]"
-
-
-def domain_address(name: str) -> str:
-    return f"domain[{name}]"
-
-
-def hostdev_address(domain: str, key: str) -> str:
-    return f"domain[{domain}].hostdev[{key}]"
-
-
-def _mode(on: bool) -> str:
-    return "enabled" if on else "disabled"
+        return self.attrs.compared()
 
 
 def gi_name(model: GpuModel | None, gi: GpuInstance) -> str:
@@ -98,37 +63,37 @@ def _running(host: HostState) -> set[str]:
     return {d.name for d in host.domains if d.running}
 
 
-def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dict[str, Resource]:
+def actual_resources(host: HostState, models: dict[str, GpuModel | None]
+                     ) -> dict[Address, Resource]:
     """Every resource the host has, keyed by address."""
     from planner.plan.resolve import Bindings
 
     bindings = Bindings(host)
     running = _running(host)
-    out: dict[str, Resource] = {}
-    gi_addr_by_id: dict[tuple[str, int], str] = {}
-    dep_by_id: dict[tuple[str, int], str] = {}
+    out: dict[Address, Resource] = {}
+    gi_addr_by_id: dict[tuple[str, int], Address] = {}
+    dep_by_id: dict[tuple[str, int], Address] = {}
     for gpu in host.gpus:
         model = models.get(gpu.pci)
-        mig = mig_address(gpu.pci)
+        mig = Address.gpu(gpu.pci).mig()
         gpu_users = tuple(sorted(gpu_domains(host, gpu, bindings) & running))
-        out[mig] = Resource(mig, "mig_mode", {"mode": _mode(gpu.mig_current),
-                                              "pending": _mode(gpu.mig_pending)},
+        out[mig] = Resource(mig, Kind.MIG_MODE, MigModeAttrs.of(gpu.mig_current, gpu.mig_pending),
                             branch=gpu.pci, users=gpu_users)
         for gi in gpu.gpu_instances:
             name = gi_name(model, gi)
-            ga = gi_address(gpu.pci, name, gi.placement_start)
+            ga = Address.gpu(gpu.pci).gi(name, gi.placement_start)
             users = tuple(sorted(bindings.domains_of(gpu.pci, gi) & running))
-            out[ga] = Resource(ga, "gpu_instance", {"profile": name, "start": gi.placement_start,
-                                                    "size": gi.placement_size},
+            out[ga] = Resource(ga, Kind.GPU_INSTANCE,
+                               GpuInstanceAttrs(name, gi.placement_start, gi.placement_size),
                                deps=(mig,), branch=gpu.pci, users=users)
             gi_addr_by_id[(gpu.pci, gi.gi_id)] = ga
             dep_by_id[(gpu.pci, gi.gi_id)] = ga
             for ci in sorted(gi.compute_instances, key=lambda c: c.placement_start):
                 cname = ci_name(model, gi, ci.profile_id)
-                ca = ci_address(ga, cname, ci.placement_start)
-                out[ca] = Resource(ca, "compute_instance",
-                                   {"profile": cname, "start": ci.placement_start,
-                                    "size": ci.placement_size},
+                ca = ga.ci(cname, ci.placement_start)
+                out[ca] = Resource(ca, Kind.COMPUTE_INSTANCE,
+                                   ComputeInstanceAttrs(cname, ci.placement_start,
+                                                        ci.placement_size),
                                    deps=(ga,), branch=gpu.pci, users=users,
                                    extra={"mig_uuid": ci.mig_uuid})
                 dep_by_id.setdefault((gpu.pci, gi.gi_id), ca)
@@ -138,12 +103,12 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dic
     for dom in host.domains:
         for hd in dom.hostdevs:
             attached.setdefault(hd.key, []).append(dom.name)
-    vgpu_keys: dict[str, str] = {}  # device key -> vgpu address
+    vgpu_keys: dict[str, Address] = {}  # device key -> vgpu address
     for p in host.vgpu_parents:
-        sa = sriov_address(bindings.gpu_of_parent(p.pci))
+        sa = Address.gpu(bindings.gpu_of_parent(p.pci)).vfs()
         if p.physfn is not None and sa not in out:
-            out[sa] = Resource(sa, "sriov", {"enabled": True}, deps=(mig_address(p.physfn),),
-                               branch=p.physfn)
+            out[sa] = Resource(sa, Kind.SRIOV, SriovAttrs(True),
+                               deps=(Address.gpu(p.physfn).mig(),), branch=p.physfn)
 
     def type_name(parent: str, type_id: str) -> str:
         p = bindings.parents.get(parent)
@@ -152,11 +117,11 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dic
 
     for mdev in host.mdevs:
         gpu_pci = bindings.gpu_of_parent(mdev.parent)
-        va = vgpu_address(mdev.uuid)
+        va = Address.vgpu(mdev.uuid)
         dep = dep_by_id.get((gpu_pci, mdev.gi_id)) if mdev.gi_id is not None else None
-        out[va] = Resource(va, "vgpu", {"backend": "mdev", "gpu": gpu_pci, "parent": mdev.parent,
-                                        "type_id": mdev.type_id,
-                                        "type_name": type_name(mdev.parent, mdev.type_id)},
+        out[va] = Resource(va, Kind.VGPU,
+                           VgpuAttrs("mdev", gpu_pci, mdev.parent, mdev.type_id,
+                                     type_name(mdev.parent, mdev.type_id)),
                            deps=(dep,) if dep else (), branch=gpu_pci,
                            users=tuple(sorted(set(attached.get(mdev.uuid, [])) & running)),
                            extra={"gi": gi_addr_by_id.get((gpu_pci, mdev.gi_id or -1))})
@@ -166,35 +131,34 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]) -> dic
         if p.backend != "vfio-vf" or not p.current_type:
             continue
         gpu_pci = bindings.gpu_of_parent(p.pci)
-        va = vgpu_address(p.pci)
+        va = Address.vgpu(p.pci)
         dep = dep_by_id.get((gpu_pci, p.gi_id)) if p.gi_id is not None else None
         on = host.gpu(gpu_pci)
         vf_type = vf_type_name(p, on.gpu_instances if on else (), models.get(gpu_pci), known)
-        out[va] = Resource(va, "vgpu", {"backend": "vfio-vf", "gpu": gpu_pci, "parent": p.pci,
-                                        "type_id": p.current_type,
-                                        "type_name": vf_type or p.current_type},
+        out[va] = Resource(va, Kind.VGPU,
+                           VgpuAttrs("vfio-vf", gpu_pci, p.pci, p.current_type,
+                                     vf_type or p.current_type),
                            deps=(dep,) if dep else (), branch=gpu_pci,
                            users=tuple(sorted(set(attached.get(p.pci, [])) & running)))
         vgpu_keys[p.pci] = va
     for dom in host.domains:
-        da = domain_address(dom.name)
-        out[da] = Resource(da, "domain", {"name": dom.name, "state": dom.state},
+        da = Address.domain(dom.name)
+        out[da] = Resource(da, Kind.DOMAIN, DomainAttrs(dom.name, dom.state),
                            branch=HOST_BRANCH, users=(dom.name,) if dom.name in running else ())
         for hd in dom.hostdevs:
-            ha = hostdev_address(dom.name, hd.key)
+            ha = da.hostdev(hd.key)
+            attached_as = HostdevAttrs(dom.name, hostdev_type(hd.type), hd.key)
             found = vgpu_keys.get(hd.key)
             if found is None:
                 # No such vGPU device now (after a reboot, before apply re-creates it), or
                 # no vGPU at all (passthrough): the reference is there all the same. It is
                 # only compared where the config wants it (host branch: never deleted).
-                out[ha] = Resource(ha, "hostdev", {"domain": dom.name, "type": hd.type,
-                                                   "device": hd.key},
+                out[ha] = Resource(ha, Kind.HOSTDEV, attached_as,
                                    deps=(da,), branch=HOST_BRANCH,
                                    users=(dom.name,) if dom.name in running else ())
                 continue
             va = found
-            out[ha] = Resource(ha, "hostdev", {"domain": dom.name, "type": hd.type,
-                                               "device": hd.key},
+            out[ha] = Resource(ha, Kind.HOSTDEV, attached_as,
                                deps=(va, da), branch=out[va].branch,
                                users=(dom.name,) if dom.name in running else ())
     return out
@@ -205,51 +169,70 @@ def gpu_domains(host: HostState, gpu: Gpu, bindings: Any) -> set[str]:
     return set(bindings.domains_on_gpu(gpu.pci))
 
 
-def desired_resources(res: Resolution) -> dict[str, Resource]:
-    """Every resource the config wants, keyed by address."""
-    out: dict[str, Resource] = {}
-    ci_of: dict[int, str] = {}
+def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Address]]:
+    """Every resource the config wants, keyed by address; and the domains of requests
+    that come without their VMs (slices only: the plan attaches to such a domain if it
+    exists, and never defines it)."""
+    out: dict[Address, Resource] = {}
+    ci_of: dict[int, Address] = {}
+    slices_only: set[Address] = set()
     for vm in res.requests.vms:
-        da = domain_address(vm.name)
-        out[da] = Resource(da, "domain", dict(vm.attrs), branch=HOST_BRANCH, owner=vm.name,
+        da = Address.domain(vm.name)
+        if vm.attrs is None:
+            slices_only.add(da)
+            continue
+        out[da] = Resource(da, Kind.DOMAIN, vm.attrs, branch=HOST_BRANCH, owner=vm.name,
                            key=vm.key)
     for d in res.gpus:
         if not d.touched:
             continue
         pci = d.gpu.pci
-        mig = mig_address(pci)
+        mig = Address.gpu(pci).mig()
         want = d.want_mig if d.want_mig is not None else d.gpu.mig_current
-        out[mig] = Resource(mig, "mig_mode", {"mode": _mode(want), "pending": _mode(want)},
+        out[mig] = Resource(mig, Kind.MIG_MODE, MigModeAttrs.of(want, want),
                             branch=pci, owner="host",
                             key=d.policy.key if d.policy else None)
         for gi in d.instances:
-            ga = gi_address(pci, gi.profile.name, gi.start)
-            out[ga] = Resource(ga, "gpu_instance", {"profile": gi.profile.name, "start": gi.start,
-                                                    "size": gi.profile.placement_size},
+            ga = Address.gpu(pci).gi(gi.profile.name, gi.start)
+            out[ga] = Resource(ga, Kind.GPU_INSTANCE,
+                               GpuInstanceAttrs(gi.profile.name, gi.start,
+                                                gi.profile.placement_size),
                                deps=(mig,), branch=pci, owner=gi.owner.node, key=gi.owner.key)
             cname = gi.ci.name(gi.profile)
-            ca = ci_address(ga, cname, gi.ci_start)
-            out[ca] = Resource(ca, "compute_instance", {"profile": cname, "start": gi.ci_start,
-                                                        "size": gi.ci.slice_count},
+            ca = ga.ci(cname, gi.ci_start)
+            out[ca] = Resource(ca, Kind.COMPUTE_INSTANCE,
+                               ComputeInstanceAttrs(cname, gi.ci_start, gi.ci.slice_count),
                                deps=(ga,), branch=pci, owner=gi.owner.node, key=gi.owner.key)
             ci_of[id(gi)] = ca
     for v in res.vgpus:
-        sa = sriov_address(v.gi.gpu)
+        sa = Address.gpu(v.gi.gpu).vfs()
         if sa not in out:
-            out[sa] = Resource(sa, "sriov", {"enabled": True}, deps=(mig_address(v.gi.gpu),),
-                               branch=v.gi.gpu, owner="host", key=v.gi.owner.key)
-        va = vgpu_address(v.key)
-        out[va] = Resource(va, "vgpu", {"backend": v.backend, "gpu": v.gi.gpu, "parent": v.parent,
-                                        "type_id": v.type_id, "type_name": v.type_name},
+            out[sa] = Resource(sa, Kind.SRIOV, SriovAttrs(True),
+                               deps=(Address.gpu(v.gi.gpu).mig(),), branch=v.gi.gpu,
+                               owner="host", key=v.gi.owner.key)
+        va = Address.vgpu(v.key)
+        out[va] = Resource(va, Kind.VGPU,
+                           VgpuAttrs(vgpu_backend(v.backend), v.gi.gpu, v.parent, v.type_id,
+                                     v.type_name),
                            deps=(ci_of[id(v.gi)], sa), branch=v.gi.gpu, owner=v.node,
                            key=v.gi.owner.key)
-        da = domain_address(v.node)
-        ha = hostdev_address(v.node, v.key)
-        out[ha] = Resource(ha, "hostdev", {"domain": v.node,
-                                           "type": "mdev" if v.backend == "mdev" else "pci",
-                                           "device": v.key},
+        da = Address.domain(v.node)
+        ha = da.hostdev(v.key)
+        out[ha] = Resource(ha, Kind.HOSTDEV,
+                           HostdevAttrs(v.node, "mdev" if v.backend == "mdev" else "pci", v.key),
                            deps=(va, da), branch=v.gi.gpu, owner=v.node, key=v.gi.owner.key)
         if da not in out:
-            out[da] = Resource(da, "domain", {}, branch=HOST_BRANCH, owner=v.node,
-                               key=v.gi.owner.key)
-    return out
+            slices_only.add(da)
+    return out, slices_only
+
+
+def hostdev_type(value: str) -> Literal["mdev", "pci"]:
+    if value not in ("mdev", "pci"):
+        raise ValueError(f"hostdev type {value!r} is neither mdev nor pci")
+    return "mdev" if value == "mdev" else "pci"
+
+
+def vgpu_backend(value: str) -> Literal["mdev", "vfio-vf"]:
+    if value not in ("mdev", "vfio-vf"):
+        raise ValueError(f"vGPU backend {value!r} is neither mdev nor vfio-vf")
+    return "mdev" if value == "mdev" else "vfio-vf"

@@ -9,7 +9,8 @@ Both directions are idempotent (the executor's recover re-runs them), judged aga
 the domain's *persistent* definition.
 
 ``domain``: ``domain[NAME]`` for a VM the config declares that libvirt does not have.
-The create action carries the VM's attributes (``planner.vm.vm_factory.domain_attrs``);
+The create change carries the VM's attributes (``VmAttrs``, from
+``planner.vm.vm_factory.domain_attrs``);
 the handler renders the domain XML from them, without the vGPU (its own ``hostdev``
 action attaches that afterwards) and marked ``<aihow:defined-by>aihow</aihow:defined-by>``.
 An existing domain is never redefined. A delete is planned only for a domain aihow
@@ -22,19 +23,15 @@ Importing this module registers these handlers and, through ``vgpu_handlers``, t
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, Literal
+from typing import Any
 
-from planner.apply.address import parse_address
 from planner.apply.handlers import (
     ActionFailed,
-    ActionLike,
     ApplyContext,
     Side,
+    Step,
     register,
-    side_for_presence,
-    side_present,
-    side_value,
+    step_state,
 )
 from planner.errors import AihowError
 from planner.host import libvirt_domains as ld
@@ -48,51 +45,37 @@ from planner.vm.vm_factory import (
     render_hostdev_xml,
     spec_from_attrs,
 )
-
-KIND_HOSTDEV = "hostdev"
-KIND_DOMAIN = "domain"
-
+from planner.vocab import Address, Attrs, DomainAttrs, HostdevAttrs, Kind, VmAttrs
+from planner.vocab.plan import Change
 
 
-def _target(action: ActionLike) -> tuple[str, Literal["mdev", "pci"], str]:
-    """(domain, type, key) from the address, the type from the action's attributes or
-    else from the key's form (a UUID is an mdev; a PCI address is a VF)."""
-    addr = parse_address(action.address)
-    domain, key = addr.value("domain"), addr.value("hostdev")
-    if not domain or not key:
-        raise ActionFailed(f"{action.address}: the address names no domain hostdev")
-    kind: Literal["mdev", "pci"] | None = None
-    for value in (action.after, action.before):
-        if isinstance(value, dict) and value.get("type") in ("mdev", "pci"):
-            kind = "mdev" if value["type"] == "mdev" else "pci"
-            break
-    if kind is None:
-        try:
-            uuid.UUID(key)
-            kind = "mdev"
-        except ValueError:
-            kind = "pci"
-    return domain, kind, key
-
-
-def _device(kind: str, key: str) -> HostDevice:
+def _target(address: Address, attrs: HostdevAttrs | None) -> tuple[str, HostDevice]:
+    """(domain, device) of a hostdev: the domain and key from the address, the device's
+    type from the change's attributes."""
+    domain, key = address.domain_name, address.key
+    if not domain or not key or attrs is None:
+        raise ActionFailed(f"{address}: the plan names no domain hostdev here")
     # A PCI hostdev planned by aihow is a vGPU VF (whole-GPU passthrough is not planned).
-    return MdevDevice(key) if kind == "mdev" else PciDevice(key, "vf")
+    device: HostDevice = MdevDevice(key) if attrs.type == "mdev" else PciDevice(key, "vf")
+    return domain, device
+
+
+def _hostdev_attrs(step: Step) -> HostdevAttrs | None:
+    return step_state(step, "after", HostdevAttrs) or step_state(step, "before", HostdevAttrs)
 
 
 class HostdevHandler:
-    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
-        domain, kind, key = _target(action)
-        device = _device(kind, key)
+    def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
+        domain, device = _target(step.address, _hostdev_attrs(step))
         session = ctx.adapter("libvirt")
         conn = session.conn
-        want = side_present(action, side)
+        want = step.state(side) is not None
         try:
             if not ld.domain_exists(conn, domain):
                 if not want:
                     return {"already": True, "domain_absent": True}
                 raise ActionFailed(
-                    f"{action.address}: domain {domain} is not defined; define it (ai-how) "
+                    f"{step.address}: domain {domain} is not defined; define it (ai-how) "
                     "before its vGPU is attached"
                 )
             present = any(h.key == device.key for h in ld.persistent_hostdevs(conn, domain))
@@ -107,7 +90,7 @@ class HostdevHandler:
         except ActionFailed:
             raise
         except AihowError as exc:
-            raise ActionFailed(f"{action.address}: {exc}") from None
+            raise ActionFailed(f"{step.address}: {exc}") from None
         running = bool(conn.lookupByName(domain).isActive())
         return {
             "attached" if want else "detached": device.key,
@@ -116,60 +99,63 @@ class HostdevHandler:
             "pending_restart": running,
         }
 
-    def observe(self, host: HostState, action: ActionLike) -> Side | None:
-        domain, kind, key = _target(action)
-        dom = next((d for d in host.domains if d.name == domain), None)
-        wanted = _device(kind, key).key
-        present = dom is not None and any(h.key == wanted for h in dom.hostdevs)
-        return side_for_presence(action, present)
+    def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
+        key = (address.key or "").lower()  # canonical for an mdev UUID and a PCI address
+        if isinstance(state, HostdevAttrs):
+            key = _target(address, state)[1].key
+        dom = next((d for d in host.domains if d.name == address.domain_name), None)
+        present = dom is not None and any(h.key == key for h in dom.hostdevs)
+        return present == (state is not None)
 
-    def inverse(self, action: ActionLike) -> str:
-        domain, kind, key = _target(action)
-        verb = "attach" if side_present(action, "before") else "detach"
-        return f"{verb} {kind} {key} {'to' if verb == 'attach' else 'from'} {domain}"
+    def inverse(self, step: Step) -> str:
+        attrs = _hostdev_attrs(step)
+        domain, device = _target(step.address, attrs)
+        kind = attrs.type if attrs is not None else "?"
+        if step.before is not None:
+            return f"attach {kind} {device.key} to {domain}"
+        return f"detach {kind} {device.key} from {domain}"
 
-    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+    def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         """A device another domain already holds cannot be attached (libvirt's test
         driver would even let two running domains share an mdev)."""
-        if not side_present(action, "after"):
+        if not isinstance(change.after, HostdevAttrs):
             return []
-        domain, kind, key = _target(action)
-        wanted = _device(kind, key).key
+        domain, device = _target(change.address, change.after)
         holders = sorted(
             d.name
             for d in host.domains
-            if d.name != domain and any(h.key == wanted for h in d.hostdevs)
+            if d.name != domain and any(h.key == device.key for h in d.hostdevs)
         )
         if holders:
-            return [f"{action.address}: {kind} {wanted} is already attached to domain {holders[0]}"]
+            return [f"{change.address}: {change.after.type} {device.key} is already attached "
+                    f"to domain {holders[0]}"]
         return []
 
 
-def _domain_name(action: ActionLike) -> str:
-    name = parse_address(action.address).value("domain")
-    if not name:
-        raise ActionFailed(f"{action.address}: the address names no domain")
-    return name
+def _domain_name(address: Address) -> str:
+    if not address.domain_name:
+        raise ActionFailed(f"{address}: the address names no domain")
+    return address.domain_name
 
 
-def domain_xml_for(action: ActionLike, value: Any) -> str:
-    """The XML to define for one side of a domain action: the side's own ``xml`` (a
+def domain_xml_for(address: Address, value: Attrs | None) -> str:
+    """The XML to define for one side of a domain change: the side's own ``xml`` (a
     delete's ``before`` keeps the definition it removes), else rendered from the VM's
     attributes, marked as defined by aihow."""
-    if not isinstance(value, dict):
-        raise ActionFailed(f"{action.address}: the plan carries no domain definition")
-    if value.get("xml"):
-        return str(value["xml"])
+    if isinstance(value, DomainAttrs) and value.xml:
+        return value.xml
+    if not isinstance(value, VmAttrs):
+        raise ActionFailed(f"{address}: the plan carries no domain definition")
     try:
         return render_defined_domain_xml(spec_from_attrs(value))
     except AihowError as exc:
-        raise ActionFailed(f"{action.address}: {exc}") from None
+        raise ActionFailed(f"{address}: {exc}") from None
 
 
 class DomainHandler:
-    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
-        name = _domain_name(action)
-        value = side_value(action, side)
+    def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
+        name = _domain_name(step.address)
+        value = step.state(side)
         want = value is not None  # a wanted domain without XML is a plan error, not absent
         session = ctx.adapter("libvirt")
         try:
@@ -177,51 +163,48 @@ class DomainHandler:
             if want == exists:
                 return {"already": True}
             if want:
-                ld.define(session.conn, domain_xml_for(action, value))
+                ld.define(session.conn, domain_xml_for(step.address, value))
             else:
                 if defined_by_aihow(ld.persistent_xml(session.conn, name)) is None:
-                    raise ActionFailed(f"{action.address}: domain {name} was not defined by "
+                    raise ActionFailed(f"{step.address}: domain {name} was not defined by "
                                        "aihow; aihow never deletes it")
                 ld.undefine(session.conn, name)  # refuses a running domain
             session.commit()
         except ActionFailed:
             raise
         except AihowError as exc:
-            raise ActionFailed(f"{action.address}: {exc}") from None
+            raise ActionFailed(f"{step.address}: {exc}") from None
         return {"defined" if want else "undefined": name}
 
-    def observe(self, host: HostState, action: ActionLike) -> Side | None:
-        name = _domain_name(action)
+    def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
+        name = _domain_name(address)
         present = any(d.name == name for d in host.domains)
-        if (side_value(action, "after") is not None) == present:
-            return "after"
-        if (side_value(action, "before") is not None) == present:
-            return "before"
-        return None
+        return present == (state is not None)
 
-    def inverse(self, action: ActionLike) -> str:
-        verb = "define" if side_value(action, "before") is not None else "undefine"
-        return f"{verb} domain {_domain_name(action)}"
+    def inverse(self, step: Step) -> str:
+        verb = "define" if step.before is not None else "undefine"
+        return f"{verb} domain {_domain_name(step.address)}"
 
-    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+    def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         """A delete is allowed only for a stopped domain that aihow itself defined (the
         plan's ``before`` keeps its definition, marked ``<aihow:defined-by>``)."""
-        if action.action != "delete":
+        if change.action != "delete":
             return []
-        name = _domain_name(action)
-        before = action.before if isinstance(action.before, dict) else {}
-        if defined_by_aihow(str(before.get("xml") or "")) is None:
-            return [f"{action.address}: domain {name} was not defined by aihow; aihow never "
+        name = _domain_name(change.address)
+        before = change.before
+        xml = before.xml if isinstance(before, DomainAttrs) else None
+        if defined_by_aihow(xml or "") is None:
+            return [f"{change.address}: domain {name} was not defined by aihow; aihow never "
                     "deletes it"]
         dom = next((d for d in host.domains if d.name == name), None)
         if dom is not None and dom.running:
-            return [f"{action.address}: domain {name} is {dom.state}; stop it first (aihow "
+            return [f"{change.address}: domain {name} is {dom.state}; stop it first (aihow "
                     "never stops a domain unasked)"]
         return []
 
 
-register(KIND_HOSTDEV, HostdevHandler())
-register(KIND_DOMAIN, DomainHandler())
+register(Kind.HOSTDEV, HostdevHandler())
+register(Kind.DOMAIN, DomainHandler())
 
 # One module for apply to load: the SR-IOV and vGPU handlers register on import too.
 from planner.vm import vgpu_handlers  # noqa: E402, F401

@@ -25,54 +25,50 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from planner.apply.address import parse_address
 from planner.apply.handlers import (
     ActionFailed,
-    ActionLike,
     ApplyContext,
     Side,
+    Step,
     register,
-    side_for_presence,
-    side_present,
-    side_value,
+    step_state,
 )
 from planner.errors import AihowError
 from planner.host.mdev_persist import MdevDefinition, MdevPersistence, is_defined
-from planner.host.state import HostState
+from planner.host.state import HostState, VgpuParent
 from planner.host.sysfs import MDEV_DEVICES, PCI_DEVICES, Sysfs, parse_creatable_types
 from planner.lang.pci import normalize_pci
+from planner.vocab import Address, Attrs, Kind, SriovAttrs, VgpuAttrs
+from planner.vocab.plan import Change
 
-KIND_SRIOV = "sriov"
-KIND_VGPU = "vgpu"
 
-
-def _attrs(action: ActionLike) -> dict[str, Any]:
-    for value in (action.after, action.before):
-        if isinstance(value, dict) and value:
-            return value
-    raise ActionFailed(f"{action.address}: the action carries no vGPU attributes")
+def _vgpu_attrs(step: Step) -> VgpuAttrs:
+    """The vGPU's attributes: the step's ``after``, else its ``before`` (what to remove)."""
+    attrs = step_state(step, "after", VgpuAttrs) or step_state(step, "before", VgpuAttrs)
+    if attrs is None:
+        raise ActionFailed(f"{step.address}: the plan carries no vGPU attributes")
+    return attrs
 
 
 # --- SR-IOV VFs ------------------------------------------------------------------------
 
 
-def _pf(action: ActionLike) -> str:
-    pci = parse_address(action.address).gpu
-    if pci is None:
-        raise ActionFailed(f"{action.address}: the address names no GPU")
-    return normalize_pci(pci)
+def _pf(address: Address) -> str:
+    if address.pci is None:
+        raise ActionFailed(f"{address}: the address names no GPU")
+    return normalize_pci(address.pci)
 
 
-def _enabled(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value.get("enabled"))
+def _enabled(value: SriovAttrs | None) -> bool:
+    return value is not None and value.enabled
 
 
 class SriovHandler:
-    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
-        pf = _pf(action)
+    def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
+        pf = _pf(step.address)
         sysfs: Sysfs = ctx.adapter("sysfs")
         base = f"{PCI_DEVICES}/{pf}"
-        want = _enabled(side_value(action, side))
+        want = _enabled(step_state(step, side, SriovAttrs))
         try:
             current = int(sysfs.read(f"{base}/sriov_numvfs").strip() or "0")
             if want and current == 0:
@@ -85,34 +81,41 @@ class SriovHandler:
         except ActionFailed:
             raise
         except AihowError as exc:
-            raise ActionFailed(f"{action.address}: {exc}") from None
+            raise ActionFailed(f"{step.address}: {exc}") from None
         return {"already": True}
 
-    def observe(self, host: HostState, action: ActionLike) -> Side | None:
-        pf = _pf(action)
+    def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
+        pf = _pf(address)
         enabled = any(p.physfn == pf for p in host.vgpu_parents)
-        if _enabled(side_value(action, "after")) == enabled:
-            return "after"
-        if _enabled(side_value(action, "before")) == enabled:
-            return "before"
-        return None
+        want = isinstance(state, SriovAttrs) and state.enabled
+        return enabled == want
 
-    def inverse(self, action: ActionLike) -> str:
-        on = _enabled(side_value(action, "before"))
-        return f"{'enable' if on else 'disable'} the SR-IOV VFs of {_pf(action)}"
+    def inverse(self, step: Step) -> str:
+        on = _enabled(step_state(step, "before", SriovAttrs))
+        return f"{'enable' if on else 'disable'} the SR-IOV VFs of {_pf(step.address)}"
 
-    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+    def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         return []
 
 
 # --- vGPU devices ------------------------------------------------------------------------
 
 
-def _key(action: ActionLike) -> str:
-    key = parse_address(action.address).value("vgpu")
-    if not key:
-        raise ActionFailed(f"{action.address}: the address names no vGPU")
-    return key
+def _key(address: Address) -> str:
+    if not address.key:
+        raise ActionFailed(f"{address}: the address names no vGPU")
+    return address.key
+
+
+def _type_matches(parent: VgpuParent | None, type_id: str, want: VgpuAttrs) -> bool:
+    """Whether the type ``type_id`` on ``parent`` is the planned one: by id when the plan
+    knows it, else by name (the plan names the type before its VFs exist)."""
+    if want.type_id is not None:
+        return type_id == want.type_id
+    names = {t.type_id: t.name for t in parent.types} if parent is not None else {}
+    if type_id not in names:  # an assigned VF stops listing its type: presence must do
+        return True
+    return names[type_id] == want.type_name
 
 
 def _mdev_type_dir(sysfs: Sysfs, parent: str, type_id: str | None, type_name: str | None) -> str:
@@ -147,14 +150,14 @@ def _persistence(ctx: ApplyContext) -> MdevPersistence:
 
 
 class VgpuHandler:
-    def ensure(self, ctx: ApplyContext, action: ActionLike, side: Side) -> dict[str, Any]:
-        key = _key(action)
-        attrs = _attrs(action)
-        want = side_present(action, side)
+    def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
+        key = _key(step.address)
+        attrs = _vgpu_attrs(step)
+        want = step.state(side) is not None
         sysfs: Sysfs = ctx.adapter("sysfs")
-        type_id, type_name = attrs.get("type_id"), attrs.get("type_name")
+        type_id, type_name = attrs.type_id, attrs.type_name
         try:
-            if attrs.get("backend") == "vfio-vf":
+            if attrs.backend == "vfio-vf":
                 vf = normalize_pci(key)
                 cur_path = f"{PCI_DEVICES}/{vf}/nvidia/current_vgpu_type"
                 current = (sysfs.read_optional(cur_path) or "0").strip()
@@ -164,7 +167,7 @@ class VgpuHandler:
                     got = (sysfs.read_optional(cur_path) or "0").strip()
                     if got != tid:
                         raise ActionFailed(
-                            f"{action.address}: VF {vf} reads back type {got} after writing {tid}"
+                            f"{step.address}: VF {vf} reads back type {got} after writing {tid}"
                         )
                     return {"type_id": tid}
                 if not want and current not in ("", "0"):
@@ -176,7 +179,7 @@ class VgpuHandler:
             store = _persistence(ctx)
             defined = is_defined(store, mdev)
             if want:
-                parent = normalize_pci(str(attrs.get("parent")))
+                parent = normalize_pci(attrs.parent)
                 type_dir = _mdev_type_dir(sysfs, parent, type_id, type_name)
                 tid = type_dir.rsplit("/", 1)[1]
                 facts: dict[str, Any] = {}
@@ -198,24 +201,33 @@ class VgpuHandler:
         except ActionFailed:
             raise
         except (AihowError, ValueError) as exc:
-            raise ActionFailed(f"{action.address}: {exc}") from None
+            raise ActionFailed(f"{step.address}: {exc}") from None
 
-    def observe(self, host: HostState, action: ActionLike) -> Side | None:
-        key = _key(action)
-        if _attrs(action).get("backend") == "vfio-vf":
-            vf = normalize_pci(key)
-            present = any(p.pci == vf and p.current_type for p in host.vgpu_parents)
-        else:
-            present = any(m.uuid == key.lower() for m in host.mdevs)
-        return side_for_presence(action, present)
+    def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
+        """Absent, or present with the planned backend, parent and type (a replace keeps
+        the address and changes the type, so presence alone says nothing)."""
+        key = _key(address)
+        parents = {p.pci: p for p in host.vgpu_parents}
+        vf = next((p for p in host.vgpu_parents if p.current_type and p.pci == key.lower()),
+                  None)
+        mdev = next((m for m in host.mdevs if m.uuid == key.lower()), None)
+        if state is None:
+            return vf is None and mdev is None
+        if not isinstance(state, VgpuAttrs):
+            return False
+        if state.backend == "vfio-vf":
+            return vf is not None and vf.current_type is not None and \
+                _type_matches(vf, vf.current_type, state)
+        return mdev is not None and mdev.parent == state.parent and \
+            _type_matches(parents.get(mdev.parent), mdev.type_id, state)
 
-    def inverse(self, action: ActionLike) -> str:
-        verb = "create" if side_present(action, "before") else "remove"
-        return f"{verb} vGPU {_key(action)}"
+    def inverse(self, step: Step) -> str:
+        verb = "create" if step.before is not None else "remove"
+        return f"{verb} vGPU {_key(step.address)}"
 
-    def preflight(self, host: HostState, action: ActionLike, ctx: ApplyContext) -> list[str]:
+    def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         return []
 
 
-register(KIND_SRIOV, SriovHandler())
-register(KIND_VGPU, VgpuHandler())
+register(Kind.SRIOV, SriovHandler())
+register(Kind.VGPU, VgpuHandler())

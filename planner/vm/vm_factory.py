@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from planner.errors import AihowError
 from planner.lang import LangError, MigProfile, parse_profile
 from planner.lang.pci import normalize_pci
+from planner.vocab import VmAttrs
 
 if TYPE_CHECKING:
     import jinja2
@@ -457,50 +458,48 @@ def render_hostdev_xml(device: HostDevice) -> str:
     return default_factory().hostdev_xml(device)
 
 
-def spec_attrs(spec: VMSpec) -> dict[str, Any]:
-    """The JSON values a plan's ``domain[NAME]`` action carries: everything the domain XML
-    is rendered from, and nothing else (so the plan shows the VM, not a wall of XML)."""
-    return {
-        "name": spec.name,
-        "cluster": spec.cluster_name,
-        "role": spec.role,
-        "cpu_cores": spec.cpu_cores,
-        "memory_gb": spec.memory_gb,
-        "disk_gb": spec.disk_gb,
-        "bridge": spec.bridge,
-        "base_image_path": spec.base_image_path,
-        "passthrough": [[d.address, d.role] for d in spec.passthrough],
-        "virtio_fs": [[m.tag, m.host_path, m.readonly] for m in spec.virtio_fs],
-        "key_path": spec.key_path,
-    }
+def spec_attrs(spec: VMSpec) -> VmAttrs:
+    """What a plan's ``domain[NAME]`` change carries: everything the domain XML is
+    rendered from, and nothing else (so the plan shows the VM, not a wall of XML)."""
+    return VmAttrs(
+        name=spec.name,
+        cluster=spec.cluster_name,
+        role=spec.role,
+        cpu_cores=spec.cpu_cores,
+        memory_gb=spec.memory_gb,
+        disk_gb=spec.disk_gb,
+        bridge=spec.bridge,
+        base_image_path=spec.base_image_path,
+        passthrough=tuple((d.address, d.role) for d in spec.passthrough),
+        virtio_fs=tuple((m.tag, m.host_path, m.readonly) for m in spec.virtio_fs),
+        key_path=spec.key_path,
+    )
 
 
-def domain_attrs(decl: VmDeclLike) -> dict[str, Any]:
+def domain_attrs(decl: VmDeclLike) -> VmAttrs:
     """What a plan's ``domain[NAME]`` create action carries for a VM libvirt lacks: the
     values its domain XML is rendered from, without the vGPU (the ``hostdev`` action
     attaches that once the device exists)."""
     return spec_attrs(VMSpec.from_decl(decl))
 
 
-def spec_from_attrs(attrs: Mapping[str, Any]) -> VMSpec:
+def spec_from_attrs(attrs: VmAttrs) -> VMSpec:
     """The VMSpec back from ``spec_attrs`` (a plan's values; VmSpecError when malformed)."""
     try:
         return VMSpec(
-            name=attrs["name"],
-            cluster_name=attrs["cluster"],
-            role=attrs["role"],
-            cpu_cores=attrs["cpu_cores"],
-            memory_gb=attrs["memory_gb"],
-            disk_gb=attrs["disk_gb"],
-            bridge=attrs["bridge"],
-            base_image_path=attrs.get("base_image_path"),
-            passthrough=tuple(PciDevice(a, r) for a, r in attrs.get("passthrough", ())),
-            virtio_fs=tuple(
-                VirtioFsMount(t, h, bool(ro)) for t, h, ro in attrs.get("virtio_fs", ())
-            ),
-            key_path=attrs.get("key_path", ""),
+            name=attrs.name,
+            cluster_name=attrs.cluster,
+            role=attrs.role,
+            cpu_cores=attrs.cpu_cores,
+            memory_gb=attrs.memory_gb,
+            disk_gb=attrs.disk_gb,
+            bridge=attrs.bridge,
+            base_image_path=attrs.base_image_path,
+            passthrough=tuple(PciDevice(a, r) for a, r in attrs.passthrough),  # type: ignore[arg-type]
+            virtio_fs=tuple(VirtioFsMount(t, h, bool(ro)) for t, h, ro in attrs.virtio_fs),
+            key_path=attrs.key_path,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:
         raise VmSpecError(f"domain attributes are incomplete or malformed: {exc}") from None
 
 

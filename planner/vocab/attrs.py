@@ -1,0 +1,210 @@
+"""The attributes of each kind of resource: what a plan's ``before`` and ``after`` hold.
+
+One frozen model per kind, written by plan-making (``planner.plan.resources``) and read
+by the apply handlers, so both sides agree on names and types. ``to_json`` gives the
+plan file's values (unchanged since format 1.0); ``attrs_from_json`` reads them back,
+checked. ``COMPARED`` names the attributes whose difference is a change (the others
+are shown, never compared). None of them holds an id the driver assigns anew at each
+creation (GI/CI ids, MIG UUIDs), so a host rebuilt to the same layout compares equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from planner.vocab.kinds import Kind
+
+Mode = Literal["enabled", "disabled"]
+_FORBID = ConfigDict(extra="forbid")
+
+
+class AttrsError(ValueError):
+    """Attributes that do not fit their kind's model."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Attrs:
+    COMPARED: ClassVar[tuple[str, ...]] = ()
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()  # left out of the JSON when None
+
+    def compared(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.COMPARED)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in self.OPTIONAL:
+                continue
+            out[f.name] = _json(value)
+        return out
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_json(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class MigModeAttrs(_Attrs):
+    """``gpu[PCI].mig``: the current mode and the one pending a reset."""
+
+    COMPARED = ("mode", "pending")
+    mode: Mode
+    pending: Mode
+
+    @classmethod
+    def of(cls, current: bool, pending: bool) -> MigModeAttrs:
+        return cls("enabled" if current else "disabled", "enabled" if pending else "disabled")
+
+    @property
+    def on(self) -> bool:
+        return self.mode == "enabled"
+
+    @property
+    def pending_on(self) -> bool:
+        return self.pending == "enabled"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuInstanceAttrs(_Attrs):
+    """``gpu[PCI].gi[P@S]``: profile name, start and size in memory slices."""
+
+    COMPARED = ("profile", "start", "size")
+    profile: str
+    start: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ComputeInstanceAttrs(_Attrs):
+    """``...gi[P@S].ci[P@S]``: profile name, start and size in compute slices."""
+
+    COMPARED = ("profile", "start", "size")
+    profile: str
+    start: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SriovAttrs(_Attrs):
+    """``gpu[PCI].vfs``: whether the GPU's SR-IOV virtual functions are enabled."""
+
+    COMPARED = ("enabled",)
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VgpuAttrs(_Attrs):
+    """``vgpu[KEY]``: an mdev (KEY its UUID) or a VF with a vGPU type (KEY the VF).
+    ``type_id`` is None while the VFs that will offer the type do not exist yet."""
+
+    COMPARED = ("backend", "parent", "type_name")
+    backend: Literal["mdev", "vfio-vf"]
+    gpu: str
+    parent: str
+    type_id: str | None
+    type_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class HostdevAttrs(_Attrs):
+    """``domain[NAME].hostdev[KEY]``: a device in the domain's persistent definition."""
+
+    COMPARED = ("domain", "type", "device")
+    domain: str
+    type: Literal["mdev", "pci"]
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class DomainAttrs(_Attrs):
+    """``domain[NAME]`` as libvirt has it: its name and state; on a planned delete also
+    its cluster and whole persistent XML (so the undo defines it again exactly)."""
+
+    OPTIONAL = ("cluster", "xml")
+    name: str
+    state: str
+    cluster: str | None = None
+    xml: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VmAttrs(_Attrs):
+    """``domain[NAME]`` as the config declares it: what its XML is rendered from (the
+    ``after`` of a domain; ``planner.vm.vm_factory.spec_attrs``)."""
+
+    name: str
+    cluster: str
+    role: str
+    cpu_cores: int
+    memory_gb: int
+    disk_gb: int
+    bridge: str
+    base_image_path: str | None
+    passthrough: tuple[tuple[str, str], ...]  # (PCI address, role)
+    virtio_fs: tuple[tuple[str, str, bool], ...]  # (tag, host path, read-only)
+    key_path: str
+
+
+Attrs = (MigModeAttrs | GpuInstanceAttrs | ComputeInstanceAttrs | SriovAttrs | VgpuAttrs
+         | HostdevAttrs | DomainAttrs | VmAttrs)
+
+MODELS: dict[Kind, tuple[type[_Attrs], ...]] = {
+    Kind.MIG_MODE: (MigModeAttrs,),
+    Kind.GPU_INSTANCE: (GpuInstanceAttrs,),
+    Kind.COMPUTE_INSTANCE: (ComputeInstanceAttrs,),
+    Kind.SRIOV: (SriovAttrs,),
+    Kind.VGPU: (VgpuAttrs,),
+    Kind.HOSTDEV: (HostdevAttrs,),
+    Kind.DOMAIN: (VmAttrs, DomainAttrs),  # declared (after) or found (before)
+}
+
+for _model in (MigModeAttrs, GpuInstanceAttrs, ComputeInstanceAttrs, SriovAttrs, VgpuAttrs,
+               HostdevAttrs, DomainAttrs, VmAttrs):
+    setattr(_model, "__pydantic_config__", _FORBID)  # noqa: B010 - pydantic reads it
+
+A = TypeVar("A", bound=_Attrs)
+
+
+_ADAPTERS: dict[type[_Attrs], Callable[[Any], Any]] = {}
+
+
+def _adapter(model: type[_Attrs]) -> Callable[[Any], Any]:
+    if model not in _ADAPTERS:  # built on first use: plan-making never needs them
+        _ADAPTERS[model] = TypeAdapter(model).validate_python
+    return _ADAPTERS[model]
+
+
+def attrs_from_json(kind: Kind, value: dict[str, Any]) -> Attrs:
+    """The model of ``kind`` read from a plan's JSON values; AttrsError when they fit none."""
+    errors: list[str] = []
+    for model in MODELS[kind]:
+        data = {k: _tuples(v) for k, v in value.items()}
+        try:
+            got: Attrs = _adapter(model)(data)
+            return got
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            errors.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    raise AttrsError(f"{kind} attributes: {'; or '.join(errors)}")
+
+
+def _tuples(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def attrs_as(value: Attrs | None, model: type[A], where: str) -> A | None:
+    """``value`` as ``model`` (None stays None); AttrsError naming ``where`` otherwise."""
+    if value is None or isinstance(value, model):
+        return value
+    raise AttrsError(f"{where}: expected {model.__name__}, the plan holds "
+                     f"{type(value).__name__}")

@@ -1,0 +1,217 @@
+"""The plan file's models: a Plan is a list of Changes, one per resource address.
+
+A change carries its address, kind, action, ``before`` and ``after`` (the kind's
+attribute model, ``planner.vocab.attrs``), a reason in words and as a code, and the
+ids of the steps it waits for. Ids number the steps apply runs, in execution order: a
+create, update or delete is one step (the change's ``id``); a replace is two, its delete
+step (``delete_step``: its own id and dependencies, in the delete phase, before the
+deletes of what the resource depends on) and its create step (the change's ``id``,
+after the delete and the new dependencies). Changes are listed by ``id``.
+
+Canonical JSON (``plan_text``) and the digest live here too: same plan, same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    PlainValidator,
+    PrivateAttr,
+    field_serializer,
+    model_validator,
+)
+
+from planner.vocab.address import Address
+from planner.vocab.attrs import Attrs, attrs_from_json
+from planner.vocab.kinds import Action, Kind
+from planner.vocab.reasons import Reason
+
+FORMAT_VERSION = "2.0"
+SUMMARY_KEYS = ("create", "update", "replace", "delete", "no-op")
+
+
+def _address(value: Any) -> Address:
+    if isinstance(value, Address):
+        return value
+    return Address.parse(value)
+
+
+AddressField = Annotated[Address, PlainValidator(_address), PlainSerializer(str)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HostRef(_Frozen):
+    uri: str
+    fingerprint: str
+    # The canonical fingerprint input (``fingerprint_data``) the digest was made from, so
+    # apply can show every host change since the plan.
+    snapshot: dict[str, Any] | None = None
+
+
+class ConfigRef(_Frozen):
+    path: str
+    sha256: str
+
+
+class DeleteStep(_Frozen):
+    """The first step of a replace: the old resource goes, in the delete phase."""
+
+    id: int
+    depends_on: tuple[int, ...] = ()
+
+
+class Change(_Frozen):
+    """What the plan does to one resource (see the module docstring)."""
+
+    id: int
+    address: AddressField
+    kind: Kind
+    action: Action
+    before: Attrs | None
+    after: Attrs | None
+    depends_on: tuple[int, ...] = ()
+    reason: str
+    reason_code: Reason
+    needs_reset: bool = False
+    destructive: bool = False
+    branch: str
+    blocked_by: tuple[str, ...] = ()
+    delete_step: DeleteStep | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_attrs(cls, data: Any) -> Any:
+        """Read ``before``/``after`` as the models of the change's kind."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            kind = Kind(str(data.get("kind")))
+        except ValueError:
+            return data  # the kind field's own error says what is wrong
+        out = dict(data)
+        for side in ("before", "after"):
+            value = out.get(side)
+            if isinstance(value, dict):
+                out[side] = attrs_from_json(kind, value)
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Change:
+        if self.address.kind is not self.kind:
+            raise ValueError(f"{self.address} is not a {self.kind} address")
+        if (self.action is Action.REPLACE) != (self.delete_step is not None):
+            raise ValueError("a replace, and only a replace, has a delete_step")
+        return self
+
+    @field_serializer("before", "after")
+    def _attrs_json(self, value: Attrs | None) -> dict[str, Any] | None:
+        return None if value is None else value.to_json()
+
+    @property
+    def step_ids(self) -> tuple[int, ...]:
+        """The ids of the steps apply runs for this change, in order."""
+        if self.action is Action.NO_OP:
+            return ()
+        if self.delete_step is not None:
+            return (self.delete_step.id, self.id)
+        return (self.id,)
+
+
+class Plan(_Frozen):
+    format_version: str = FORMAT_VERSION
+    aihow_version: str
+    host: HostRef
+    config: ConfigRef
+    actions: tuple[Change, ...]
+    summary: dict[str, int]
+    plan_sha256: str = ""
+    _text: str | None = PrivateAttr(default=None)  # the file text, kept by sealed()
+
+    @property
+    def has_changes(self) -> bool:
+        return any(a.action is not Action.NO_OP for a in self.actions)
+
+    @property
+    def changes(self) -> list[Change]:
+        """The changes apply carries out (no-op entries are for review only)."""
+        return [a for a in self.actions if a.action is not Action.NO_OP]
+
+    def body(self) -> dict[str, Any]:
+        """Everything but the digest, as plain JSON values."""
+        return _without_empty_snapshot(self.model_dump(mode="json", exclude={"plan_sha256"}))
+
+    def sealed(self) -> Plan:
+        """This plan with its digest set (serialised once: the text is kept for to_json)."""
+        data = self.body()
+        lines = [canonical_json(a) for a in data["actions"]]
+        # compact canonical JSON of a list is "[" + ",".join(items) + "]": reuse the lines
+        rest = {k: v for k, v in data.items() if k != "actions"}
+        compact = canonical_json({**rest, "actions": []}).replace(
+            '"actions":[]', '"actions":[' + ",".join(lines) + "]", 1)
+        data["plan_sha256"] = hashlib.sha256(compact.encode()).hexdigest()
+        plan = self.model_copy(update={"plan_sha256": data["plan_sha256"]})
+        plan._text = plan_text(data, lines)
+        return plan
+
+    def to_json(self) -> str:
+        if self._text is not None:
+            return self._text
+        return plan_text(_without_empty_snapshot(self.model_dump(mode="json")))
+
+
+def _without_empty_snapshot(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get("host", {}).get("snapshot", ...) is None:
+        del data["host"]["snapshot"]
+    return data
+
+
+_COMPACT = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def canonical_json(value: Any, *, indent: int | None = None) -> str:
+    """Sorted keys, no float/whitespace ambiguity; pretty with ``indent`` (ends with a newline)."""
+    if indent is None:
+        return _COMPACT.encode(value)
+    return json.dumps(value, sort_keys=True, indent=indent, ensure_ascii=True) + "\n"
+
+
+def plan_text(data: dict[str, Any], action_lines: list[str] | None = None) -> str:
+    """The plan file's layout: top-level keys sorted, one per line, and each change on a
+    line of its own (compact canonical JSON), so a changed change is a one-line diff."""
+    lines = ["{"]
+    keys = sorted(data)
+    for n, key in enumerate(keys):
+        value = data[key]
+        comma = "," if n < len(keys) - 1 else ""
+        if key == "actions" and isinstance(value, list) and value:
+            if action_lines is None:
+                action_lines = [canonical_json(item) for item in value]
+            items = ",\n".join("    " + line for line in action_lines)
+            lines.append(f"  {json.dumps(key)}: [\n{items}\n  ]{comma}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {canonical_json(value)}{comma}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def summarize(changes: tuple[Change, ...] | list[Change]) -> dict[str, int]:
+    """Counts per action (a replace is one change), plus destructive and needs_reset."""
+    counts = dict.fromkeys(SUMMARY_KEYS, 0)
+    for a in changes:
+        counts[a.action.value] += 1
+    counts["destructive"] = sum(1 for a in changes if a.destructive)
+    counts["needs_reset"] = sum(1 for a in changes if a.needs_reset)
+    return counts

@@ -1,0 +1,29 @@
+"""Why the plan does what it does, as a code a program can match on (the plan's
+``reason_code``); the ``reason`` beside it says the same in words, with the particulars."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # create
+    WANTED = "wanted"  # a GI/CI the config (a node or a layout) asks for
+    VGPU_FOR_NODE = "vgpu-for-node"  # a node's vGPU device
+    VFS_FOR_VGPU = "vfs-for-vgpu"  # SR-IOV VFs: the parents of the GPU's vGPU devices
+    ATTACH = "attach"  # a node's vGPU into its domain's definition
+    DEFINE_VM = "define-vm"  # a VM the config declares that libvirt lacks
+    # delete
+    NOT_WANTED = "not-wanted"  # on a GPU the config manages, nothing asks for it
+    DEVICE_REMOVED = "device-removed"  # a hostdev whose vGPU device goes away
+    VM_DROPPED = "vm-dropped"  # a domain aihow defined that the config no longer declares
+    # update
+    MIG_MODE = "mig-mode"  # the config asks for another MIG mode
+    MIG_MODE_PENDING = "mig-mode-pending"  # asked for already; a GPU reset commits it
+    # replace
+    CHANGED = "changed"  # attributes that cannot change in place differ
+    DEPENDENCY_REPLACED = "dependency-replaced"  # what it depends on is deleted or replaced
+    # no-op
+    KEPT = "kept"  # an instance the config still wants
+    DOMAIN_KEPT = "domain-kept"  # an existing domain: never redefined
+    UNCHANGED = "unchanged"
