@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from planner.apply.executor import changes, waves
+from planner.apply.executor import waves
 from planner.apply.journal import active_path, archived_journals, read_journal
+from planner.apply.steps import plan_steps
 from planner.sim import faults
 from planner.sim.state import SimStore
 from tests.apply.simhost import SimHost, write_config
@@ -54,9 +55,9 @@ def _fault_points(plan: Any) -> list[tuple[Any, str, int]]:
     the executor runs them (wave by wave; plan order within a wave)."""
     seen: Counter[str] = Counter()
     points = []
-    acts = changes(plan)
+    acts = plan_steps(plan)
     for a in (acts[i] for wave in waves(acts) for i in wave):
-        op = OP_OF[(a.kind, a.action)]
+        op = OP_OF[(a.kind, a.phase)]
         seen[op] += 1
         points.append((a, op, seen[op]))
     return points
@@ -109,7 +110,7 @@ def test_parallel_branches_roll_back_from_any_fault(tmp_path: Path) -> None:
     template = SimHost.build(tmp_path / "template", gpus, cfg0)
     cfg = write_config(tmp_path / "target.yaml", target)
     plan = template.plan(cfg)
-    assert {"0000:17:00.0", "0000:31:00.0"} <= {a.branch for a in changes(plan)}
+    assert {"0000:17:00.0", "0000:31:00.0"} <= {a.branch for a in plan.changes}
     for k, (_, op, nth) in enumerate(_fault_points(plan), 1):
         host = SimHost.build(tmp_path / f"par{k}", gpus, cfg0)
         case_plan = host.plan(cfg)

@@ -20,6 +20,7 @@ from hosts import (
     vf,
 )
 
+from planner.apply.steps import plan_steps
 from planner.plan.request import mdev_uuid
 
 G17, G18 = pci(0x17), pci(0x18)
@@ -102,7 +103,7 @@ def test_deletes_come_first_in_reverse_dependency_order_then_creates() -> None:
         domains=[domain("n1", old, running=False)],
     )
     plan = make(state, node("n1", "2g.10gb", placement=4), policies=[manage(G17)])
-    steps = [(a.action, a.kind) for a in plan.actions if a.action != "no-op"]
+    steps = [(s.phase, s.kind) for s in plan_steps(plan)]
     deletes = [k for act, k in steps if act == "delete"]
     assert deletes == ["hostdev", "vgpu", "compute_instance", "gpu_instance"]
     first_make = next(i for i, (act, _) in enumerate(steps) if act != "delete")
@@ -113,6 +114,10 @@ def test_deletes_come_first_in_reverse_dependency_order_then_creates() -> None:
     # the same mdev UUID on another type: a replace, shown once in the summary
     assert acts(plan, "vgpu")[f"vgpu[{old}]"] == "replace"
     assert plan.summary["replace"] == 2  # the vGPU device and its hostdev
+    replace = next(a for a in plan.actions if a.address == f"vgpu[{old}]")
+    assert replace.reason_code == "changed" and replace.delete_step is not None
+    hostdev = next(a for a in plan.actions if a.kind == "hostdev" and a.action == "replace")
+    assert hostdev.reason_code == "dependency-replaced"
     gi_new = _index(plan, f"gpu[{G17}].gi[2g.10gb@4]")
     gi_old = _index(plan, f"gpu[{G17}].gi[3g.20gb@4]")
     assert gi_old in [d for a in plan.actions if a.id == gi_new for d in a.depends_on]

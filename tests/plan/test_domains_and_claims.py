@@ -13,14 +13,15 @@ from planner.host.records import DefinedDomain, HostRecords
 from planner.plan.make import plan_requests
 from planner.plan.request import Requests, SliceRequest, VmRequest, mdev_uuid
 from planner.plan.resolve import ResolveError
+from planner.vocab import VmAttrs
 
 G17 = pci(0x17)
 
 
 def vm(name: str, cluster: str = "hpc") -> VmRequest:
-    attrs = {"name": name, "cluster": cluster, "role": "compute", "cpu_cores": 2,
-             "memory_gb": 4, "disk_gb": 20, "bridge": "virbr100", "base_image_path": None,
-             "passthrough": [], "virtio_fs": [], "key_path": f"clusters.{cluster}.x"}
+    attrs = VmAttrs(name=name, cluster=cluster, role="compute", cpu_cores=2, memory_gb=4,
+                    disk_gb=20, bridge="virbr100", base_image_path=None, passthrough=(),
+                    virtio_fs=(), key_path=f"clusters.{cluster}.x")
     return VmRequest(name=name, cluster=cluster, key=f"clusters.{cluster}.x", attrs=attrs)
 
 
@@ -42,7 +43,7 @@ def test_missing_domains_are_defined_before_their_hostdev_is_attached() -> None:
              vms=(vm("hpc-compute-01"), vm("hpc-controller")))
     a = by_address(p)
     define = a["domain[hpc-compute-01]"]
-    assert define.action == "create" and define.after["cpu_cores"] == 2
+    assert define.action == "create" and define.after.cpu_cores == 2
     assert "define VM hpc-compute-01" in define.reason
     assert a["domain[hpc-controller]"].action == "create"  # a VM without a GPU too
     attach = a[f"domain[hpc-compute-01].hostdev[{mdev_uuid('hpc/hpc-compute-01/gpu0')}]"]
@@ -74,7 +75,7 @@ def test_only_a_dropped_domain_aihow_defined_for_the_configs_clusters_is_deleted
     p = plan(state, vms=(vm("hpc-compute-01"),), records=records)
     a = by_address(p)
     gone = a["domain[hpc-compute-02]"]
-    assert gone.action == "delete" and gone.before["xml"].startswith("<domain>")
+    assert gone.action == "delete" and gone.before.xml.startswith("<domain>")
     assert "no longer declares it" in gone.reason and not gone.destructive
     assert "domain[hpc-legacy]" not in a  # not defined by aihow: never touched
     assert "domain[lab-compute-01]" not in a  # another cluster's: never touched
@@ -137,4 +138,4 @@ def test_a_vf_already_holding_the_nodes_vgpu_is_kept_though_it_lists_no_types() 
                       host_uri=state.uri)
     assert [a.address for a in p.actions if a.action != "no-op"] == []
     (v,) = [a for a in p.actions if a.kind == "vgpu"]
-    assert v.address == f"vgpu[{vf(0x17, 0)}]" and v.before["type_name"] == "NVIDIA A100-1-5C"
+    assert v.address == f"vgpu[{vf(0x17, 0)}]" and v.before.type_name == "NVIDIA A100-1-5C"

@@ -65,8 +65,10 @@ def test_unreadable_or_foreign_plan_files_are_one_line_errors(tmp_path: Path) ->
         parse_plan("{oops", "x.json")
     with pytest.raises(PlanFileError, match="not an aihow plan"):
         parse_plan("{}", "x.json")
-    with pytest.raises(PlanFileError, match="plan format 2.0 is not supported"):
-        parse_plan('{"format_version": "2.0"}', "x.json")
+    with pytest.raises(PlanFileError, match="plan format 3.0 is not supported"):
+        parse_plan('{"format_version": "3.0"}', "x.json")
+    with pytest.raises(PlanFileError, match=r"plan format 1.0 is not supported .*`aihow plan`"):
+        parse_plan('{"format_version": "1.0"}', "x.json")
     with pytest.raises(PlanFileError, match="cannot read plan"):
         load_plan(tmp_path / "missing.json")
 
@@ -128,13 +130,14 @@ def test_fingerprint_of_the_plan_matches_its_host() -> None:
     assert plan.host.fingerprint == fingerprint_requests(_busy_host(), req)
 
 
-def test_summary_counts_a_replace_once() -> None:
+def test_a_replace_is_one_change_with_its_delete_step() -> None:
     plan = _busy_plan()
     counted = sum(plan.summary[k] for k in ("create", "update", "replace", "delete", "no-op"))
-    replaced = {a.address for a in plan.actions if a.action == "replace"}
-    assert counted == len(plan.actions) - len(replaced)
-    for a in plan.actions:
-        if a.replaced_by is not None:
-            partner = next(b for b in plan.actions if b.id == a.replaced_by)
-            assert (partner.address, partner.action) == (a.address, "replace")
-            assert a.id in partner.depends_on
+    assert counted == len(plan.actions)
+    assert len({a.address for a in plan.actions}) == len(plan.actions)  # one per address
+    replaces = [a for a in plan.actions if a.action == "replace"]
+    assert replaces
+    for a in replaces:
+        assert a.delete_step is not None and a.before is not None and a.after is not None
+        assert a.delete_step.id < a.id and a.delete_step.id in a.depends_on
+    assert all(a.delete_step is None for a in plan.actions if a.action != "replace")

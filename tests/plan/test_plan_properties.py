@@ -11,6 +11,7 @@ from hosts import A100, H100, domain, gi, gpu, host, make, manage, mdev, node, p
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from planner.apply.steps import plan_steps
 from planner.errors import AihowError
 from planner.hardware.model import GpuModel
 from planner.hardware.placement import fits
@@ -88,20 +89,22 @@ def test_random_plans_are_well_formed_or_fail_cleanly(seed: int) -> None:
         assert str(exc) and "\n" not in str(exc)
         return
     jsonschema.validate(json.loads(dump_plan(plan)), SCHEMA)
-    ids = [a.id for a in plan.actions]
+    # step ids (a replace has two) number the plan's steps 1..N, in execution order
+    ids = sorted(i for a in plan.actions for i in (a.step_ids or (a.id,)))
     assert ids == list(range(1, len(ids) + 1))
+    assert [a.id for a in plan.actions] == sorted(a.id for a in plan.actions)
     seen_make = False
     managed = {p.select.value for p in policies}
-    for a in plan.actions:
-        assert all(d < a.id for d in a.depends_on)
-        if a.action == "delete":
+    for s in plan_steps(plan):
+        assert all(d < s.id for d in s.depends_on)
+        if s.phase == "delete":
             assert not seen_make, "a delete after a create or update"
             # ownership: nothing is deleted on a GPU no entry manages, except the first step
             # of replacing a device at an address the config wants (a node's own vGPU)
-            assert a.branch in managed or a.replaced_by is not None, a.address
-        elif a.action != "no-op":
+            assert s.branch in managed or s.change.action == "replace", s.address
+        else:
             seen_make = True
-        if a.kind == "mig_mode" and a.action == "update":
-            assert a.branch in managed
+        if s.kind == "mig_mode" and s.phase == "update":
+            assert s.branch in managed
     # a plan made twice is the same bytes
     assert dump_plan(make(state, *slices, policies=policies)) == dump_plan(plan)

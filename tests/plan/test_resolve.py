@@ -23,6 +23,7 @@ from hosts import (
 
 from planner.plan.request import Requests, mdev_uuid
 from planner.plan.resolve import ResolveError, resolve
+from planner.vocab import VgpuAttrs
 
 G17, G18 = pci(0x17), pci(0x18)
 
@@ -188,8 +189,7 @@ def test_sriov_off_plans_enabling_the_vfs_before_the_vgpu_devices() -> None:
                      ("compute_instance", "create"), ("sriov", "create"), ("vgpu", "create"),
                      ("hostdev", "create")]
     vgpu = next(a for a in plan.actions if a.kind == "vgpu")
-    assert vgpu.after == {"backend": "mdev", "gpu": G17, "parent": vf(0x17, 0),
-                          "type_id": None, "type_name": "NVIDIA A100-1-5C"}
+    assert vgpu.after == VgpuAttrs("mdev", G17, vf(0x17, 0), None, "NVIDIA A100-1-5C")
     sriov = next(a for a in plan.actions if a.kind == "sriov")
     assert sriov.address == f"gpu[{G17}].vfs" and sriov.id in vgpu.depends_on
 

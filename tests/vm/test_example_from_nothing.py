@@ -166,7 +166,7 @@ def test_changing_one_node_plans_nothing_for_the_other_nodes(
         if a.kind in ("gpu_instance", "compute_instance"):
             # only the instance under hpc-compute-02's vGPU is replaced
             before = a.before or a.after
-            assert before["profile"].startswith("1g.5gb"), a.address
+            assert before is not None and before.to_json()["profile"].startswith("1g.5gb")
     gi_changes = {a.address.split(".ci[")[0] for a in touched
                   if a.kind in ("gpu_instance", "compute_instance")}
     assert len(gi_changes) <= 2  # the old instance goes, the new +me one comes

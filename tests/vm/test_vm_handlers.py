@@ -5,12 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from planner.apply.handlers import ActionFailed, ApplyContext, handler_for, load_handlers
+from planner.apply.handlers import (
+    ActionFailed,
+    ApplyContext,
+    Step,
+    handler_for,
+    load_handlers,
+    observe,
+)
+from planner.apply.steps import expand
 from planner.cli.host_opts import open_environment
 from planner.host import libvirt_domains as ld
 from planner.host.environment import LocalEnvironment
@@ -20,22 +28,24 @@ from planner.host.sysfs import Sysfs
 from planner.sim.environment import SimEnvironment
 from planner.vm.handlers import HostdevHandler
 from planner.vm.vm_factory import VMFactory, VMSpec
+from planner.vocab.plan import Change
 
 U1 = "11111111-2222-4333-8444-555555555555"
 
 
-def action(name: str, key: str, kind: str = "mdev", op: str = "create") -> Any:
+def step(address: str, kind: str, op: str, before: Any, after: Any) -> Step:
+    """The one step of a plan change, read from JSON values as a plan file holds them."""
+    change = Change.model_validate({
+        "id": 1, "address": address, "kind": kind, "action": op, "before": before,
+        "after": after, "reason": "test", "reason_code": "wanted", "branch": "host"})
+    (only,) = expand(change)
+    return only
+
+
+def action(name: str, key: str, kind: str = "mdev", op: str = "create") -> Step:
     attrs = {"domain": name, "type": kind, "device": key}
-    return SimpleNamespace(
-        id=1,
-        address=f"domain[{name}].hostdev[{key}]",
-        kind="hostdev",
-        action=op,
-        before=None if op == "create" else attrs,
-        after=attrs if op == "create" else None,
-        needs_reset=False,
-        destructive=False,
-    )
+    return step(f"domain[{name}].hostdev[{key}]", "hostdev", op,
+                None if op == "create" else attrs, attrs if op == "create" else None)
 
 
 @pytest.fixture
@@ -151,10 +161,11 @@ def test_observe_and_preflight_read_the_probed_host() -> None:
             ),
         ),
     )
-    assert h.observe(none, a) == "before"
-    assert h.observe(mine, a) == "after"
-    assert h.preflight(none, a, ApplyContext(open_environment("sim:x"))) == []
-    (problem,) = h.preflight(held, a, ApplyContext(open_environment("sim:x")))
+    load_handlers()
+    assert observe(none, a) == "before"
+    assert observe(mine, a) == "after"
+    assert h.preflight(none, a.change, ApplyContext(open_environment("sim:x"))) == []
+    (problem,) = h.preflight(held, a.change, ApplyContext(open_environment("sim:x")))
     assert "already attached to domain hpc-compute-02" in problem
 
 
@@ -165,17 +176,11 @@ def test_registered_for_the_executor() -> None:
     assert isinstance(handler_for(action("hpc-compute-01", U1)), HostdevHandler)
 
 
-def domain_action(name: str, attrs: dict[str, Any] | None, op: str = "create") -> Any:
-    return SimpleNamespace(
-        id=2,
-        address=f"domain[{name}]",
-        kind="domain",
-        action=op,
-        before=attrs if op == "delete" else None,
-        after=None if op == "delete" else (attrs or {}),
-        needs_reset=False,
-        destructive=False,
-    )
+def domain_action(name: str, attrs: Any, op: str = "create") -> Step:
+    if attrs is not None and not isinstance(attrs, dict):
+        attrs = attrs.to_json()
+    return step(f"domain[{name}]", "domain", op, attrs if op == "delete" else None,
+                None if op == "delete" else attrs)
 
 
 def test_domain_create_defines_from_the_plan_and_undo_undefines(sim: Path) -> None:
@@ -237,7 +242,7 @@ def test_domain_delete_only_of_a_stopped_domain_aihow_defined(sim: Path) -> None
     h = DomainHandler()
     before = _aihow_domain(sim, "hpc-compute-09")
     gone = domain_action("hpc-compute-09", before, "delete")
-    assert h.preflight(domains_only(sim), gone, ctx(sim)) == []
+    assert h.preflight(domains_only(sim), gone.change, ctx(sim)) == []
     c = ctx(sim)
     assert h.ensure(c, gone, "after") == {"undefined": "hpc-compute-09"}
     assert h.ensure(c, gone, "before") == {"defined": "hpc-compute-09"}  # the undo
@@ -246,7 +251,7 @@ def test_domain_delete_only_of_a_stopped_domain_aihow_defined(sim: Path) -> None
         assert defined_by_aihow(ld.persistent_xml(s.conn, "hpc-compute-09")) == "hpc"
         ld.start(s.conn, "hpc-compute-09")
         s.commit()
-    (problem,) = h.preflight(domains_only(sim), gone, ctx(sim))
+    (problem,) = h.preflight(domains_only(sim), gone.change, ctx(sim))
     assert "is running; stop it first" in problem
     with pytest.raises(ActionFailed, match="is running"):
         h.ensure(ctx(sim), gone, "after")
@@ -259,21 +264,23 @@ def test_domain_handler_never_deletes_a_domain_aihow_did_not_define(sim: Path) -
     # defined the way ai-how does: no aihow mark
     with open_environment(f"sim:{sim}").libvirt() as s:
         xml = ld.persistent_xml(s.conn, "hpc-compute-01")
-    theirs = domain_action("hpc-compute-01", {"name": "hpc-compute-01", "xml": xml}, "delete")
-    (problem,) = h.preflight(domains_only(sim), theirs, ctx(sim))
+    theirs = domain_action("hpc-compute-01",
+                           {"name": "hpc-compute-01", "state": "shut off", "xml": xml}, "delete")
+    (problem,) = h.preflight(domains_only(sim), theirs.change, ctx(sim))
     assert "was not defined by aihow" in problem
     with pytest.raises(ActionFailed, match="was not defined by aihow"):
         h.ensure(ctx(sim), theirs, "after")
-    # undoing a create refuses the same way, and a create without attributes is refused
+    # undoing a create refuses the same way, and a plan without the VM's attributes is
+    # refused when it is read
     with pytest.raises(ActionFailed, match="was not defined by aihow"):
-        h.ensure(ctx(sim), domain_action("hpc-compute-01", {}), "before")
-    with pytest.raises(ActionFailed, match="incomplete or malformed"):
-        h.ensure(ctx(sim), domain_action("hpc-compute-05", None), "after")
+        h.ensure(ctx(sim), domain_action("hpc-compute-01", None), "before")
+    with pytest.raises(ValidationError, match="domain attributes"):
+        domain_action("hpc-compute-05", {"name": "hpc-compute-05"})
     with open_environment(f"sim:{sim}").libvirt() as s:
         assert ld.domain_exists(s.conn, "hpc-compute-01")
 
 
-def vgpu_action(key: str, backend: str, parent: str, type_name: str) -> Any:
+def vgpu_action(key: str, backend: str, parent: str, type_name: str) -> Step:
     attrs = {
         "backend": backend,
         "gpu": "0000:65:00.0",
@@ -281,16 +288,7 @@ def vgpu_action(key: str, backend: str, parent: str, type_name: str) -> Any:
         "type_id": None,
         "type_name": type_name,
     }
-    return SimpleNamespace(
-        id=3,
-        address=f"vgpu[{key}]",
-        kind="vgpu",
-        action="create",
-        before=None,
-        after=attrs,
-        needs_reset=False,
-        destructive=False,
-    )
+    return step(f"vgpu[{key}]", "vgpu", "create", None, attrs)
 
 
 @dataclass(frozen=True)
