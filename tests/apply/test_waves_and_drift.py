@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.apply.address import parse_address
 from planner.apply.drift import diff_values
 from planner.apply.executor import waves
 
@@ -34,15 +33,6 @@ def test_action_without_branch_is_a_barrier() -> None:
     assert waves(acts) == [[0, 1], [2], [3, 4]]
 
 
-def test_address_parts() -> None:
-    a = parse_address("gpu[0000:17:00.0].gi[3g.40gb@4].ci[1c.3g.40gb@2]")
-    assert a.gpu == "0000:17:00.0"
-    assert a.slot("gi") == ("3g.40gb", 4)
-    assert a.slot("ci") == ("1c.3g.40gb", 2)
-    assert a.names == ("gpu", "gi", "ci")
-    assert parse_address("domain[hpc-compute-01].hostdev[abc]").value("hostdev") == "abc"
-
-
 def test_drift_names_what_changed() -> None:
     old = {"gpus": [{"pci": "0000:17:00.0", "mig_current": True,
                      "instances": [{"profile": "1g.5gb", "start": 0}]}]}
@@ -54,3 +44,20 @@ def test_drift_names_what_changed() -> None:
     assert '+ gpus[0000:17:00.0].instances[3g.20gb@4]: {"profile": "3g.20gb", "start": 4}' \
         in lines
     assert diff_values(old, old) == []
+
+
+def test_snapshot_drift_names_resources_by_their_plan_address() -> None:
+    from planner.apply.plan_api import snapshot_item_path
+
+    old = {"gpus": [{"pci": "0000:17:00.0", "instances": [
+        {"profile": "3g.20gb", "start": 4, "compute_instances": [
+            {"profile": "1c.3g.20gb", "start": 0}]}]}],
+        "domains": [{"name": "hpc-compute-01", "running": False}]}
+    new = {"gpus": [{"pci": "0000:17:00.0", "instances": [
+        {"profile": "3g.20gb", "start": 4, "compute_instances": [
+            {"profile": "1c.3g.20gb", "start": 1}]}]}],
+        "domains": [{"name": "hpc-compute-01", "running": True}]}
+    lines = diff_values(old, new, item_path=snapshot_item_path)
+    assert "- gpu[0000:17:00.0].gi[3g.20gb@4].ci[1c.3g.20gb@0]: " \
+        '{"profile": "1c.3g.20gb", "start": 0}' in lines
+    assert "~ domain[hpc-compute-01].running: false -> true" in lines
