@@ -191,10 +191,11 @@ class GpuInstanceHandler:
         want = step_state(step, side, GpuInstanceAttrs) is not None
         if want and existing is None:
             gi = nh.create_gpu_instance(pci, _gi_profile_id(step.address, gpu, slot.profile),
-                                        slot.start)
+                                        slot.start, where=str(step.address))
             return {"gi_id": gi.gi_id}
         if not want and existing is not None:
-            nh.destroy_gpu_instance(pci, existing.profile_id, slot.start)
+            nh.destroy_gpu_instance(pci, existing.profile_id, slot.start,
+                                    where=str(step.address))
             return {"destroyed_gi_id": existing.gi_id}
         return {"already": True}
 
@@ -255,11 +256,12 @@ class ComputeInstanceHandler:
                 raise ActionFailed(f"{address}: its GPU instance {gi_slot} does not exist")
             made = nh.create_compute_instance(
                 pci, gi_slot.start, _ci_profile_id(address, gpu, gi_slot.profile,
-                                                   ci_slot.profile), ci_slot.start
+                                                   ci_slot.profile), ci_slot.start,
+                where=str(address),
             )
             return {"ci_id": made.ci_id, "mig_uuid": made.mig_uuid}
         if not want and ci is not None:
-            nh.destroy_compute_instance(pci, gi_slot.start, ci_slot.start)
+            nh.destroy_compute_instance(pci, gi_slot.start, ci_slot.start, where=str(address))
             return {"destroyed_ci_id": ci.ci_id}
         return {"already": True}
 

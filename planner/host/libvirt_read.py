@@ -8,6 +8,7 @@ from typing import Any
 from planner.host.errors import HostError
 from planner.host.state import Domain, Hostdev
 from planner.lang.pci import normalize_pci
+from planner.vocab import Address
 
 # virDomainState -> the words virsh prints (BLOCKED as "blocked", which Domain.running knows).
 STATE_NAMES = {
@@ -62,7 +63,7 @@ def read_domain(dom: Any) -> Domain:
         uuid=dom.UUIDString(),
         state=STATE_NAMES.get(state, f"state {state}"),
         persistent=bool(dom.isPersistent()),
-        hostdevs=parse_hostdevs(dom.XMLDesc(0), f"domain[{name}]"),
+        hostdevs=parse_hostdevs(dom.XMLDesc(0), str(Address.domain(name))),
     )
 
 

@@ -24,6 +24,7 @@ from planner.hardware.check import ObservedProfile
 from planner.host.errors import HostError, NvmlOperationError
 from planner.host.state import ComputeInstance, Gpu, GpuInstance, GpuProcess
 from planner.lang.pci import normalize_pci
+from planner.vocab import Address
 
 # Every NVML function the readers may call. Nothing here changes the GPU.
 QUERY_FUNCTIONS = frozenset(
@@ -253,7 +254,7 @@ class NvmlHost:
         for _, handle in self.handles():
             if self.pci_of(handle) == want:
                 return handle
-        raise HostError(f"gpu[{want}]: no such GPU on this host")
+        raise HostError(f"{Address.gpu(want)}: no such GPU on this host")
 
     def read_gpus(self) -> tuple[Gpu, ...]:
         """Every GPU, sorted by PCI address, with its MIG state and instances."""
@@ -496,7 +497,7 @@ class NvmlHost:
         until the GPU is idle and reset, 16 reset required)."""
         n = self.nvml
         mode = n.NVML_DEVICE_MIG_ENABLE if enabled else n.NVML_DEVICE_MIG_DISABLE
-        where = f"gpu[{normalize_pci(pci)}].mig"
+        where = str(Address.gpu(normalize_pci(pci)).mig())
         return int(
             self._call(where, "nvmlDeviceSetMigMode", n.nvmlDeviceSetMigMode,
                        self.handle(pci), mode)
@@ -512,12 +513,14 @@ class NvmlHost:
                 return profile
         raise HostError(f"{where}: the GPU has no GPU-instance profile with id {profile_id}")
 
-    def create_gpu_instance(self, pci: str, profile_id: int, start: int) -> GpuInstance:
+    def create_gpu_instance(self, pci: str, profile_id: int, start: int, *,
+                            where: str | None = None) -> GpuInstance:
         """Create a GI of ``profile_id`` at placement ``start`` (always an explicit
-        placement: the driver's own choice depends on creation order)."""
+        placement: the driver's own choice depends on creation order). ``where``: the
+        resource's address for messages (the plan's, which names the profile)."""
         n = self.nvml
         handle = self.handle(pci)
-        where = f"gpu[{normalize_pci(pci)}].gi[{profile_id}@{start}]"
+        where = where or _gi_where(pci, profile_id, start)
         profile = self._profile(handle, profile_id, where)
         legal = dict(
             self._call(where, "nvmlDeviceGetGpuInstancePossiblePlacements",
@@ -544,19 +547,21 @@ class NvmlHost:
                 return gi
         raise HostError(f"{where}: no GPU instance at placement {start}")
 
-    def destroy_gpu_instance(self, pci: str, profile_id: int, start: int) -> None:
+    def destroy_gpu_instance(self, pci: str, profile_id: int, start: int, *,
+                             where: str | None = None) -> None:
         handle = self.handle(pci)
-        where = f"gpu[{normalize_pci(pci)}].gi[{profile_id}@{start}]"
+        where = where or _gi_where(pci, profile_id, start)
         gi = self._find_gi(handle, start, where, profile_id)
         self._call(where, "nvmlGpuInstanceDestroy", self.nvml.nvmlGpuInstanceDestroy, gi)
 
     def create_compute_instance(self, pci: str, gi_start: int, ci_profile_id: int,
-                                ci_start: int | None = None) -> ComputeInstance:
+                                ci_start: int | None = None, *,
+                                where: str | None = None) -> ComputeInstance:
         """Create a CI in the GI at ``gi_start``; at ``ci_start`` when given, else where
         the driver puts it (a lone full-size CI has only one place)."""
         n = self.nvml
         handle = self.handle(pci)
-        where = f"gpu[{normalize_pci(pci)}].gi[@{gi_start}].ci[{ci_profile_id}@{ci_start}]"
+        where = where or _ci_where(pci, gi_start, ci_start, ci_profile_id)
         gi = self._find_gi(handle, gi_start, where)
         if ci_start is None:
             ci = self._call(where, "nvmlGpuInstanceCreateComputeInstance",
@@ -585,9 +590,10 @@ class NvmlHost:
         return _possible_placements(n.nvmlGpuInstanceGetComputeInstancePossiblePlacements, gi,
                                     profile_id, n.c_nvmlComputeInstancePlacement_t, 16)
 
-    def destroy_compute_instance(self, pci: str, gi_start: int, ci_start: int) -> None:
+    def destroy_compute_instance(self, pci: str, gi_start: int, ci_start: int, *,
+                                 where: str | None = None) -> None:
         handle = self.handle(pci)
-        where = f"gpu[{normalize_pci(pci)}].gi[@{gi_start}].ci[@{ci_start}]"
+        where = where or _ci_where(pci, gi_start, ci_start)
         gi = self._find_gi(handle, gi_start, where)
         for ci, info in self._ci_handles(gi):
             if int(info.placement.start) == ci_start:
@@ -601,8 +607,22 @@ class NvmlHost:
         pci = normalize_pci(pci)
         self.handle(pci)  # fail early, with a clear message, on an unknown GPU
         if self._reset is None:
-            raise HostError(f"gpu[{pci}]: no way to reset GPUs on this host")
+            raise HostError(f"{Address.gpu(pci)}: no way to reset GPUs on this host")
         self._reset(pci)
+
+
+def _gi_where(pci: str, profile_id: int, start: int) -> str:
+    """A GI named for messages when the caller gave no address: NVML knows the profile
+    by id only, and the plan's ``gi[PROFILE@START]`` needs its name."""
+    return f"{Address.gpu(normalize_pci(pci))} (GPU-instance profile id {profile_id} at {start})"
+
+
+def _ci_where(pci: str, gi_start: int, ci_start: int | None,
+              profile_id: int | None = None) -> str:
+    what = f" of profile id {profile_id}" if profile_id is not None else ""
+    at = f" at {ci_start}" if ci_start is not None else ""
+    return (f"{Address.gpu(normalize_pci(pci))} (compute instance{what}{at} in the GPU "
+            f"instance at {gi_start})")
 
 
 def nvidia_smi_reset(nvidia_smi: str) -> Callable[[str], None]:
@@ -615,11 +635,11 @@ def nvidia_smi_reset(nvidia_smi: str) -> Callable[[str], None]:
                 capture_output=True, text=True, check=False,
             )
         except OSError as err:
-            raise HostError(f"gpu[{pci}]: cannot run {nvidia_smi}: {err.strerror}") from err
+            raise HostError(f"{Address.gpu(pci)}: cannot run {nvidia_smi}: {err.strerror}") from err
         if proc.returncode != 0:
             lines = (proc.stdout + proc.stderr).strip().splitlines()
             detail = lines[0] if lines else f"exit status {proc.returncode}"
-            raise HostError(f"gpu[{pci}]: GPU reset failed: {detail}")
+            raise HostError(f"{Address.gpu(pci)}: GPU reset failed: {detail}")
 
     return reset
 

@@ -105,7 +105,8 @@ def test_addressing_errors_name_the_resource(host: NvmlHost) -> None:
         host.destroy_gpu_instance(A100, 19, 2)
     with pytest.raises(HostError, match="no GPU-instance profile with id 77"):
         host.create_gpu_instance(A100, 77, 0)
-    with pytest.raises(HostError, match=r"gpu\[0000:31:00.0\].gi\[19@0\]: MIG mode is not enabled"):
+    with pytest.raises(HostError, match=r"gpu\[0000:31:00.0\] \(GPU-instance profile id 19 "
+                                        r"at 0\): MIG mode is not enabled"):
         host.create_gpu_instance(H100, 19, 0)  # MIG is disabled on the H100
 
 
