@@ -17,7 +17,9 @@ from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
     from planner.apply.executor import ApplyResult, Event, RecoverResult
+    from planner.config.models import ClusterConfig
     from planner.host.environment import Environment
+    from planner.vocab.plan import Plan
 
 HostOpt = Annotated[
     str | None,
@@ -92,7 +94,7 @@ def _read(path: Path) -> str:
 
 def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
                      libvirt_uri: str | None = None
-                     ) -> tuple[Any, str, Any, str, str, Environment]:
+                     ) -> tuple[Plan, str, ClusterConfig, str, str, Environment]:
     """(plan, plan text, config, config text, config path, the host's Environment) for
     PLAN (on ``host``, else the plan's host) or CONFIG (on ``host``, else local)."""
     from planner.config import load_config
@@ -120,8 +122,8 @@ def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
     return plan, plan.to_json(), cfg, cfg_text, str(path), env
 
 
-def _make_plan(cfg: Any, cfg_text: str, cfg_path: str, env: Environment,
-               state_dir: Path | None = None) -> Any:
+def _make_plan(cfg: ClusterConfig, cfg_text: str, cfg_path: str, env: Environment,
+               state_dir: Path | None = None) -> Plan:
     """The plan `aihow plan CFG --host URI [--libvirt-uri X]` would make (same probe, same
     host records; the ledger of ``state_dir``)."""
     from planner.plan.make import make_plan
@@ -142,13 +144,13 @@ def _state_dir(env: Environment | None, override: Path | None) -> Path:
     return resolve_state_dir(LOCAL_STATE_DIR if env is None else env.state_dir(), override)
 
 
-def _show_plan(plan: Any) -> None:
+def _show_plan(plan: Plan) -> None:
     from planner.plan.render import render
 
     typer.echo(render(plan, "text", colour=sys.stdout.isatty()), nl=False)
 
 
-def _confirm(plan: Any, auto_approve: bool) -> None:
+def _confirm(plan: Plan, auto_approve: bool) -> None:
     risky = [a for a in plan.actions if a.destructive or a.needs_reset]
     if auto_approve or not risky or not sys.stdin.isatty():
         return
@@ -202,7 +204,7 @@ class _Progress:
             self.bar = None
 
 
-def _run_apply(plan: Any, plan_text: str, cfg: Any, cfg_text: str, cfg_path: str,
+def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cfg_path: str,
                env: Environment, sdir: Path, *, allow_reset: bool,
                command: str) -> ApplyResult:
     from planner.apply.executor import ApplyInput, apply_plan
