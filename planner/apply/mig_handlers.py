@@ -20,7 +20,7 @@ from planner.apply.handlers import (
 )
 from planner.hardware.catalog import get_model
 from planner.hardware.model import GpuModel
-from planner.host.state import Gpu, GpuInstance, HostState
+from planner.host.state import ComputeInstance, Gpu, GpuInstance, HostState
 from planner.lang.pci import normalize_pci
 from planner.vocab import (
     Address,
@@ -231,7 +231,8 @@ def _ci_profile_id(address: Address, gpu: Gpu, gi_name: str, ci_name: str) -> in
                        f"{ci_name} in a {gi_name} GPU instance")
 
 
-def _find_ci(gpu: Gpu, address: Address) -> tuple[GpuInstance | None, Any]:
+def _find_ci(gpu: Gpu, address: Address
+             ) -> tuple[GpuInstance | None, ComputeInstance | None]:
     gi_slot, ci_slot = _gi_slot(address), _ci_slot(address)
     gi = _find_gi(gpu, gi_slot)
     if gi is None:

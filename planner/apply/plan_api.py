@@ -145,9 +145,9 @@ def _action_drift(plan: Plan, host: HostState) -> list[str]:
     return lines
 
 
-def _attrs(attrs: Any) -> str:
-    if not isinstance(attrs, dict):
-        return str(attrs)
+def _attrs(attrs: dict[str, Any] | None) -> str:
+    if attrs is None:
+        return "none"
     return "{" + ", ".join(f"{k}: {attrs[k]}" for k in sorted(attrs)) + "}"
 
 
