@@ -36,12 +36,23 @@ class _Attrs:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is None and f.name in self.OPTIONAL:
+        for name in _names(type(self)):
+            value = getattr(self, name)
+            if value is None and name in self.OPTIONAL:
                 continue
-            out[f.name] = _json(value)
+            out[name] = _json(value) if isinstance(value, tuple) else value
         return out
+
+
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(model: type[_Attrs]) -> tuple[str, ...]:
+    """The model's field names, looked up once (plan-making writes thousands)."""
+    names = _NAMES.get(model)
+    if names is None:
+        names = _NAMES[model] = tuple(f.name for f in fields(model))
+    return names
 
 
 def _json(value: Any) -> Any:
