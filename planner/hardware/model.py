@@ -95,6 +95,9 @@ class GpuModel:
     # Every board prefix the model's boards use ("H100XM" SXM5, "H100" PCIe); vgpu_board first.
     vgpu_boards: tuple[str, ...] = ()
     uncertain: tuple[str, ...] = ()  # model-level fields not confirmed ("pci_device_ids")
+    # MIG-backed vGPU types exist only on +gfx GPU instances (RTX PRO 6000), and their names
+    # carry no GFX suffix: DC-1-24C runs on 1g.24gb+gfx, never on plain 1g.24gb.
+    vgpu_needs_gfx: bool = False
 
     def profile(self, name: str) -> GiProfile | None:
         """The profile called ``name`` (or one of its aliases; "MIG " prefix allowed)."""

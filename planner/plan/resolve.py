@@ -21,7 +21,7 @@ from planner.errors import AihowError
 from planner.hardware.catalog import get_model, match_model
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
 from planner.hardware.placement import Placement, free_starts, place_preserving, why_not_fits
-from planner.hardware.vgpu import vgpu_type_name
+from planner.hardware.vgpu import gfx_profile_for, vgpu_type_name
 from planner.host.state import Gpu, GpuInstance, HostState, VgpuParent, VgpuType
 from planner.lang import GpuSelector, MigProfile
 from planner.plan.claims import conflict, foreign, gi_key
@@ -720,6 +720,15 @@ def _vf_holding(gi: PlannedGi, parents: Sequence[VgpuParent], used: set[str],
     return None
 
 
+def _gfx_hint(model: GpuModel | None, profile: GiProfile) -> str:
+    """"; ..." naming the +gfx profile a vGPU needs on a model where only those back one."""
+    gfx = gfx_profile_for(model, profile) if model is not None else None
+    if model is None or gfx is None:
+        return ""
+    return (f"; on {model.display_name} MIG-backed vGPUs run only on +gfx instances: "
+            f"ask for {gfx.name}")
+
+
 def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision],
                 bindings: Bindings) -> tuple[PlannedVgpu, ...]:
     order = {s.node: n for n, s in enumerate(requests.slices)}
@@ -798,7 +807,8 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
             name = vgpu_type_name(model, gi.profile) if model else None
             if name is None:
                 raise ResolveError(f"{gi.owner.describe()}: no MIG-backed vGPU type is known "
-                                   f"for {gi.profile.name} on GPU {gi.gpu}")
+                                   f"for {gi.profile.name} on GPU {gi.gpu}"
+                                   f"{_gfx_hint(model, gi.profile)}")
             k = 0
             while vf_address(gi.gpu, k) in used:
                 k += 1
@@ -816,10 +826,12 @@ def _plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision]
                 break
         else:
             what = "SR-IOV VF" if parents or backend == "vfio-vf" else "vGPU parent device"
+            hint = _gfx_hint(models.get(gi.gpu), gi.profile)
             raise ResolveError(
                 f"{gi.owner.describe()}: no free {backend} {what} offering a {gi.profile.name} "
                 f"vGPU type on GPU {gi.gpu} ({len(parents)} {backend} parents there; "
-                f"enable the VFs with sriov-manage -e, or free one)"
+                + (hint.removeprefix("; ") if hint else
+                   "enable the VFs with sriov-manage -e, or free one") + ")"
             )
     out = []
     for n, gi in enumerate(node_gis):

@@ -1,11 +1,16 @@
-"""MIG-backed vGPU type names (mig-hardware.md 5.2)."""
+"""MIG-backed vGPU type names (docs/reference/vgpu-on-mig.md sections 1.4-1.6)."""
 
 from __future__ import annotations
 
 import pytest
 
 from planner.hardware.catalog import all_models, get_model
-from planner.hardware.vgpu import lookup_vgpu_type, vgpu_type_name
+from planner.hardware.vgpu import (
+    gfx_profile_for,
+    lookup_vgpu_type,
+    short_type_name,
+    vgpu_type_name,
+)
 
 
 def name(model_id: str, profile: str, board: str | None = None) -> str | None:
@@ -33,11 +38,49 @@ def test_hopper_boards() -> None:
     assert name("h100-80gb", "1g.10gb", board="A100") is None  # not this model's board
 
 
-def test_rtx_variants() -> None:
-    assert name("rtx-pro-6000", "1g.24gb+gfx") == "NVIDIA DC-1-24QGFX"
-    assert name("rtx-pro-6000", "1g.24gb-me") == "NVIDIA DC-1-24CNOME"
-    assert name("rtx-pro-6000", "2g.48gb+me.all") == "NVIDIA DC-2-48CMEALL"
-    assert name("rtx-pro-6000", "4g.96gb") == "NVIDIA DC-4-96C"
+def test_rtx_types_run_only_on_gfx_instances() -> None:
+    # The driver's type table: DC-1-24C (1563), DC-2-48C (1575), DC-4-96C (1587) all carry
+    # the GFX partition flag; no type name has a GFX suffix.
+    assert name("rtx-pro-6000", "1g.24gb+gfx") == "NVIDIA DC-1-24C"
+    assert name("rtx-pro-6000", "2g.48gb+gfx") == "NVIDIA DC-2-48C"
+    assert name("rtx-pro-6000", "4g.96gb+gfx") == "NVIDIA DC-4-96C"
+    for plain in ("1g.24gb", "1g.24gb+me", "1g.24gb-me", "1g.24gb+me.all", "2g.48gb",
+                  "2g.48gb-me", "2g.48gb+me.all", "4g.96gb"):
+        assert name("rtx-pro-6000", plain) is None, plain
+
+
+def test_rtx_type_names_resolve_to_gfx_profiles() -> None:
+    # As sysfs and NVML print them: a spaced board name before the type.
+    for full, profile_id in (("NVIDIA RTX Pro 6000 Blackwell DC-1-24C", 47),
+                             ("NVIDIA RTX Pro 6000 Blackwell DC-2-48C", 35),
+                             ("DC-4-96C", 32)):
+        found = lookup_vgpu_type(full)
+        assert found is not None and found[0].id == "rtx-pro-6000", full
+        assert found[1].id == profile_id and found[1].media == "gfx"
+    # Not the type aihow gives a VM: graphics series, fractions of a GI, the old spelling.
+    for other in ("NVIDIA RTX Pro 6000 Blackwell DC-1-24Q", "DC-1-12C", "DC-4-24C",
+                  "DC-1-24QGFX", "NVIDIA RTX Pro 6000 Blackwell DC-1-24"):
+        assert lookup_vgpu_type(other) is None, other
+
+
+def test_gfx_profile_for_names_what_a_vgpu_needs() -> None:
+    rtx = get_model("rtx-pro-6000")
+    for plain, gfx in (("1g.24gb", "1g.24gb+gfx"), ("1g.24gb-me", "1g.24gb+gfx"),
+                       ("2g.48gb+me.all", "2g.48gb+gfx"), ("4g.96gb", "4g.96gb+gfx")):
+        p = rtx.profile(plain)
+        assert p is not None
+        found = gfx_profile_for(rtx, p)
+        assert found is not None and found.name == gfx
+    assert gfx_profile_for(rtx, rtx.profile("1g.24gb+gfx")) is None  # type: ignore[arg-type]
+    a100 = get_model("a100-40gb")
+    assert gfx_profile_for(a100, a100.profile("1g.5gb")) is None  # type: ignore[arg-type]
+
+
+def test_short_type_name_is_the_last_word() -> None:
+    assert short_type_name("NVIDIA RTX Pro 6000 Blackwell DC-1-24C") == "DC-1-24C"
+    assert short_type_name("GRID A100D-1-10C") == "A100D-1-10C"
+    assert short_type_name("  H200X-1-18C\n") == "H200X-1-18C"
+    assert short_type_name("") == ""
 
 
 def test_models_without_a_known_board_have_no_names() -> None:
@@ -61,10 +104,13 @@ def test_reverse_lookup() -> None:
 @pytest.mark.parametrize("model_id", sorted(m.id for m in all_models()))
 def test_names_are_unique_and_round_trip(model_id: str) -> None:
     m = get_model(model_id)
+    # every profile has a type, but on a vgpu_needs_gfx model only the +gfx ones
+    typed = [p for p in m.gi_profiles if not m.vgpu_needs_gfx or p.media == "gfx"]
     for board in m.vgpu_boards:
-        names = [vgpu_type_name(m, p, board) for p in m.gi_profiles]
+        assert all(vgpu_type_name(m, p, board) is None for p in m.gi_profiles if p not in typed)
+        names = [vgpu_type_name(m, p, board) for p in typed]
         assert None not in names and len(set(names)) == len(names)
-        for p, n in zip(m.gi_profiles, names, strict=True):
+        for p, n in zip(typed, names, strict=True):
             assert n is not None
             assert lookup_vgpu_type(n) == (m, p)
     for p in m.gi_profiles:  # a name a source confirmed is what the pattern gives

@@ -131,6 +131,25 @@ def test_vendor_vfio_vgpu_types(make_host) -> None:
     sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "0")
 
 
+def test_rtx_vgpu_types_need_a_gfx_instance(make_host) -> None:
+    """RTX PRO 6000: no vGPU type runs on a plain 1g.24gb instance; DC-1-24C runs on
+    1g.24gb+gfx (profile 47), and its name has no GFX suffix (vgpu-on-mig.md 1.6)."""
+    root = make_host(
+        GpuSpec("rtx-pro-6000", "0000:65:00.0", mig=True, gi_ids="identity"), vgpu="vfio-vf"
+    )
+    sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "2")
+    vf, other = (f"bus/pci/devices/0000:65:00.{f}/nvidia" for f in (4, 5))
+    create_gis(root, (14, 0, 3))  # plain 1g.24gb
+    assert read(root, f"{vf}/creatable_vgpu_types").splitlines() == ["ID    : vGPU Name"]
+    create_gis(root, (47, 3, 3))  # 1g.24gb+gfx
+    lines = read(root, f"{vf}/creatable_vgpu_types").splitlines()
+    assert len(lines) == 2 and lines[1].endswith(" : NVIDIA DC-1-24C"), lines
+    sysfs_write(root, f"{vf}/current_vgpu_type", lines[1].split(" : ")[0])
+    # the plain instance is still free, yet nothing is creatable on it
+    assert read(root, f"{other}/creatable_vgpu_types").splitlines() == ["ID    : vGPU Name"]
+    sysfs_write(root, f"{vf}/current_vgpu_type", "0")
+
+
 def test_sysfs_faults(make_host) -> None:
     from planner.sim import faults
     from planner.sim.state import SimStore
