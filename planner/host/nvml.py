@@ -94,9 +94,11 @@ MUTATING_FUNCTIONS = frozenset(
     }
 )
 
-# Upper bound on enum values tried when enumerating profiles, in case a driver never
-# answers INVALID_ARGUMENT (current drivers stop at 0x12 for GIs, 0x9 for CIs).
-_MAX_PROFILE_ENUM = 64
+# Profile enums are walked from 0 to the binding's count, skipping the ones a GPU answers
+# NOT_SUPPORTED or INVALID_ARGUMENT (both happen below the count), as NVIDIA's go-nvlib and
+# mig-parted do (docs/reference/vgpu-on-mig.md section 7). Fallbacks: nvml.h's counts.
+_GI_PROFILE_COUNT = 0x12
+_CI_PROFILE_COUNT = 0x9
 
 # nvidia-smi's wording for the NVML codes a MIG operation returns.
 _NVML_MESSAGES = {
@@ -295,13 +297,13 @@ class NvmlHost:
         return True, bool(current), bool(pending)
 
     def gi_profiles(self, handle: Any) -> tuple[ObservedProfile, ...]:
-        """The GPU-instance profiles the driver offers, found by walking the enum from 0
-        (skipping NOT_SUPPORTED, stopping at INVALID_ARGUMENT) so profiles added by newer
-        drivers are seen without a code change."""
+        """The GPU-instance profiles the driver offers: every enum below the binding's
+        profile count is asked, and the ones this GPU does not have (NOT_SUPPORTED or
+        INVALID_ARGUMENT, in any order) are skipped, so no gap hides a later profile."""
         n = self.nvml
         found: dict[int, ObservedProfile] = {}
         version = 2
-        for enum in range(_MAX_PROFILE_ENUM):
+        for enum in range(getattr(n, "NVML_GPU_INSTANCE_PROFILE_COUNT", _GI_PROFILE_COUNT)):
             try:
                 try:
                     info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, enum, version)
@@ -310,10 +312,8 @@ class NvmlHost:
                         raise
                     version = 1  # a driver without the v2 struct: same numbers, no name
                     info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, enum, version)
-            except n.NVMLError_NotSupported:
+            except (n.NVMLError_NotSupported, n.NVMLError_InvalidArgument):
                 continue
-            except n.NVMLError_InvalidArgument:
-                break
             if info.id in found:
                 continue
             name = (_strip_mig(_text(info.name)) if version == 2
@@ -397,13 +397,11 @@ class NvmlHost:
         n = self.nvml
         found: dict[int, CiProfileInfo] = {}
         shared = n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
-        for enum in range(_MAX_PROFILE_ENUM):
+        for enum in range(getattr(n, "NVML_COMPUTE_INSTANCE_PROFILE_COUNT", _CI_PROFILE_COUNT)):
             try:
                 info = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, enum, shared)
-            except n.NVMLError_NotSupported:
-                continue
-            except n.NVMLError_InvalidArgument:
-                break
+            except (n.NVMLError_NotSupported, n.NVMLError_InvalidArgument):
+                continue  # as for GI profiles: skip, never stop
             if info.id not in found:
                 found[info.id] = CiProfileInfo(
                     enum=enum,

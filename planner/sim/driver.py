@@ -31,6 +31,15 @@ Behaviour that the sources leave open is decided here and marked INFERRED or ASS
 * Reboot: GIs, CIs, VFs, vGPUs and compute processes vanish, services come back; the
   pending mode becomes current where MIG mode is persistent (Ampere: InfoROM bit) and MIG
   is disabled where it is not (Hopper and later).
+* Profile enums below NVML's count that a GPU lacks: real drivers answer some with
+  NOT_SUPPORTED and some with INVALID_ARGUMENT (NVIDIA's go-nvlib skips both since its
+  commit 8b5e3d2, "Ensure that invalid MIG profiles are skipped"); which ids get which is
+  not documented. ASSUMED: a GI enum the GPU model has no profile for at all, and a CI enum
+  whose slice count fits in the GI but is not a shape it offers (3c in a 4g GI), answer
+  INVALID_ARGUMENT; a GI profile this driver version does not offer yet, and a CI bigger
+  than the GI, answer NOT_SUPPORTED. So both answers come in the middle of the range, and
+  a walk that stops at the first INVALID_ARGUMENT misses profiles (4g in a 4g GI, +me on
+  A100, 4g.96gb on RTX PRO 6000).
 """
 
 from __future__ import annotations
@@ -45,6 +54,9 @@ from planner.sim.state import Holder, SimCi, SimGi, SimGpu, SimState
 
 GI_PROFILE_ENUM_COUNT = 0x12  # NVML_GPU_INSTANCE_PROFILE_COUNT
 CI_PROFILE_ENUM_COUNT = 0x9  # NVML_COMPUTE_INSTANCE_PROFILE_COUNT
+# Compute slices of each NVML_COMPUTE_INSTANCE_PROFILE_* (nvml.h): 1, 2, 3, 4, 7, 8, 6,
+# 1_SLICE_REV1, 7_SLICE_NVL.
+CI_ENUM_SLICES = (1, 2, 3, 4, 7, 8, 6, 1, 7)
 
 # Holders that are system services rather than compute processes (names as ps shows them).
 SERVICE_NAMES = frozenset(
@@ -95,6 +107,8 @@ def gi_profile_by_enum(state: SimState, gpu: SimGpu, enum: int) -> GiProfile:
     for p in offered_gi_profiles(state, gpu):
         if p.enum == enum:
             return p
+    if model_of(gpu).profile_by_enum(enum) is None:  # ASSUMED (module doc)
+        raise DriverError(Nvml.INVALID_ARGUMENT, f"GPU instance profile enum {enum} on {gpu.pci}")
     raise DriverError(Nvml.NOT_SUPPORTED, f"GPU instance profile enum {enum} on {gpu.pci}")
 
 
@@ -274,6 +288,9 @@ def ci_profile_by_enum(state: SimState, gpu: SimGpu, gi: SimGi, enum: int) -> Ci
     for c in ci_profiles(state, gpu, gi):
         if c.id == enum:
             return c
+    if CI_ENUM_SLICES[enum] <= profile_of(state, gpu, gi).compute_slices:  # ASSUMED
+        raise DriverError(Nvml.INVALID_ARGUMENT, f"compute instance profile {enum} in GI "
+                                                 f"{gi.gi_id}")
     raise DriverError(Nvml.NOT_SUPPORTED, f"compute instance profile {enum} in GI {gi.gi_id}")
 
 

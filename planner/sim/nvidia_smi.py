@@ -141,10 +141,8 @@ class Smi:
         for enum in range(self.nv.NVML_GPU_INSTANCE_PROFILE_COUNT):
             try:
                 out.append(self.nv.nvmlDeviceGetGpuInstanceProfileInfo(h, enum))
-            except self.nv.NVMLError_NotSupported:
-                continue
-            except self.nv.NVMLError_InvalidArgument:
-                break
+            except (self.nv.NVMLError_NotSupported, self.nv.NVMLError_InvalidArgument):
+                continue  # a profile this GPU lacks, anywhere in the range
         # nvidia-smi lists profiles by size: 1g.5gb, 1g.5gb+me, 1g.10gb, 2g.10gb, ... 7g.40gb.
         return sorted(out, key=lambda p: (p.sliceCount, p.memorySizeMB))
 
@@ -177,7 +175,7 @@ class Smi:
                         gi, enum, self.nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
                     )
                 )
-            except self.nv.NVMLError_NotSupported:
+            except (self.nv.NVMLError_NotSupported, self.nv.NVMLError_InvalidArgument):
                 continue
         return out
 

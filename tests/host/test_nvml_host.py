@@ -163,3 +163,26 @@ def test_a_driver_without_the_v2_profile_struct_still_reads(
         assert host.read_gpus() == expected  # names come from the catalog instead
         assert [p.name for p in host.gi_profiles(host.handle(A100))][:3] == [
             "1g.5gb", "2g.10gb", "3g.20gb"]
+
+
+def test_profile_walk_skips_gaps_instead_of_stopping(make_host: Callable[..., Path]) -> None:
+    """The simulated driver answers INVALID_ARGUMENT for some enums in the middle of the
+    range (A100: 8_SLICE, 6_SLICE before +me and 1g.10gb; RTX PRO 6000: 3_SLICE before
+    4g.96gb and the +gfx/-me/+me.all profiles; a 3c shape before the 4c CI of a 4g GI).
+    NvmlHost must see every profile after them, as go-nvlib does."""
+    from planner.hardware.catalog import get_model
+
+    rtx = "0000:4b:00.0"
+    root = make_host(GpuSpec("a100-40gb", A100, mig=True), GpuSpec("rtx-pro-6000", rtx, mig=True))
+    with NvmlHost(FakeNvml(root)) as host:
+        for pci, model_id in ((A100, "a100-40gb"), (rtx, "rtx-pro-6000")):
+            seen = sorted(p.id for p in host.gi_profiles(host.handle(pci)))
+            assert seen == sorted(p.id for p in get_model(model_id).gi_profiles), model_id
+        host.create_gpu_instance(A100, 5, 0)  # 4g.20gb
+        host.create_compute_instance(A100, 0, 3)  # its full-size 4c CI, enum 3 after the gap
+        (a100, _) = host.read_gpus()
+        (gi,) = a100.gpu_instances
+        assert [(c.profile_id, c.placement_start) for c in gi.compute_instances] == [(3, 0)]
+        handle = host.handle(A100)
+        gi_handle = host._find_gi(handle, 0, "test")
+        assert sorted(c.id for c in host.ci_profiles(gi_handle)) == [0, 1, 3]

@@ -77,10 +77,39 @@ def test_profile_enum_is_not_profile_id(nvml: FakeNvml) -> None:
     assert by_id.name == "MIG 3g.20gb"
     with pytest.raises(pynvml.NVMLError_InvalidArgument):
         nvml.nvmlDeviceGetGpuInstanceProfileInfoById(h, 2)  # 2 is an enum, not an A100 id
-    with pytest.raises(pynvml.NVMLError_NotSupported):  # 6_SLICE: no such profile on A100
-        nvml.nvmlDeviceGetGpuInstanceProfileInfo(h, pynvml.NVML_GPU_INSTANCE_PROFILE_6_SLICE)
-    with pytest.raises(pynvml.NVMLError_InvalidArgument):  # past the enum: end of the loop
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):  # past the enum range
         nvml.nvmlDeviceGetGpuInstanceProfileInfo(h, pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT)
+
+
+def test_unsupported_profile_enums_answer_both_codes_mid_range(make_host) -> None:
+    """Below the count, a missing profile answers INVALID_ARGUMENT or NOT_SUPPORTED (ASSUMED
+    split, planner/sim/driver.py), with supported ones after it: a walk must skip both."""
+    root = make_host(GpuSpec("a100-40gb", mig=True), driver="470.57.02")
+    n = FakeNvml(root)
+    n.nvmlInit()
+    h = n.nvmlDeviceGetHandleByIndex(0)
+
+    def answer(enum: int) -> str:
+        try:
+            return str(n.nvmlDeviceGetGpuInstanceProfileInfo(h, enum).id)
+        except pynvml.NVMLError_InvalidArgument:
+            return "INVALID"
+        except pynvml.NVMLError_NotSupported:
+            return "NOT_SUPPORTED"
+
+    answers = [answer(e) for e in range(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT)]
+    # enums 0-4: 1g..7g; 5, 6 (8_SLICE, 6_SLICE): no such A100 profile; 7: 1g.5gb+me;
+    # 8: no 2g+me on A100; 9: 1g.10gb, which R470 does not offer yet
+    assert answers[:10] == ["19", "14", "9", "5", "0", "INVALID", "INVALID", "20", "INVALID",
+                            "NOT_SUPPORTED"]
+    assert set(answers[10:]) == {"INVALID"}
+    gi = n.nvmlDeviceCreateGpuInstance(h, 5)  # 4g.20gb: CIs 1c, 2c, 4c but no 3c
+    shared = pynvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):  # a 3c shape does not cut a 4g GI
+        n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, 2, shared)
+    assert n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, 3, shared).sliceCount == 4
+    with pytest.raises(pynvml.NVMLError_NotSupported):  # 7c: bigger than the GI
+        n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gi, 4, shared)
 
 
 def test_driver_version_gates_profiles(make_host) -> None:
