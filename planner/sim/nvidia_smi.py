@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import AihowError
+from planner.hardware.catalog import match_model
 from planner.sim import driver, faults
 from planner.sim.codes import DriverError, Nvml, error_string
 from planner.sim.fake_nvml import FakeNvml
@@ -143,11 +144,22 @@ class Smi:
                 out.append(self.nv.nvmlDeviceGetGpuInstanceProfileInfo(h, enum))
             except (self.nv.NVMLError_NotSupported, self.nv.NVMLError_InvalidArgument):
                 continue  # a profile this GPU lacks, anywhere in the range
-        # nvidia-smi lists profiles by size: 1g.5gb, 1g.5gb+me, 1g.10gb, 2g.10gb, ... 7g.40gb.
-        return sorted(out, key=lambda p: (p.sliceCount, p.memorySizeMB))
+        # Grouped by slice count; inside a group the order real output shows, which follows
+        # neither the enum nor the id (RTX PRO 6000: 14, 21, 47, 65, 67), so it is data: the
+        # catalog lists each model's profiles in that order. Unknown ones go last by memory.
+        order = self._smi_order(h)
+        return sorted(out, key=lambda p: (p.sliceCount, order.get(int(p.id), len(order)),
+                                          p.memorySizeMB))
+
+    def _smi_order(self, h: Any) -> dict[int, int]:
+        pci = self.nv.nvmlDeviceGetPciInfo(h)
+        device_id = f"{(int(pci.pciDeviceId) >> 16) & 0xFFFF:04x}"
+        model = match_model(str(self.nv.nvmlDeviceGetName(h)), device_id)
+        return {p.id: k for k, p in enumerate(model.gi_profiles)} if model else {}
 
     def gis(self, h: Any) -> list[tuple[Any, Any, Any]]:
-        """(handle, info, profile) of every GI, in -lgi order: by profile enum, then GI id."""
+        """(handle, info, profile) of every GI, in -lgi order: grouped by profile in -lgip
+        order, GI id ascending inside a profile (as a real RTX PRO 6000 prints them)."""
         out = []
         for prof in self.gi_profiles(h):
             arr = (self.nv.c_nvmlGpuInstance_t * prof.instanceCount)()
@@ -215,7 +227,9 @@ def cmd_list(smi: Smi, out: Out) -> None:
             except smi.nv.NVMLError_NotFound:
                 break
             name = str(smi.nv.nvmlDeviceGetName(m)).split(" MIG ", 1)[-1]
-            out(f"  {'MIG ' + name:<16}Device {k:>2}: (UUID: {smi.uuid(m)})")
+            # padded to 16; a longer name keeps one blank before "Device" (ASSUMED: no real
+            # -L output with a name over 16 characters was found)
+            out(f"  {'MIG ' + name:<15} Device {k:>2}: (UUID: {smi.uuid(m)})")
 
 
 def cmd_query(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
@@ -340,22 +354,26 @@ def cmd_reset(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
 
 # ---------------------------------------------------------------- mig subcommands
 
+# -lgip and -lgi in the wider layout that drivers 580 and 610 print (a real RTX PRO 6000 on
+# 610.43.02, an H100 on 580): the name column holds 18 characters, so "MIG 1g.24gb+me.all"
+# keeps two blanks before its ID. Older drivers print narrower tables (14 or 16 characters
+# for the name); the simulator prints this layout for every driver version (ASSUMED).
 LGIP_TOP = [
-    "+-----------------------------------------------------------------------------+",
-    "| GPU instance profiles:                                                      |",
-    "| GPU   Name             ID    Instances   Memory     P2P    SM    DEC   ENC  |",
-    "|                              Free/Total   GiB              CE    JPEG  OFA  |",
-    "|=============================================================================|",
+    "+-------------------------------------------------------------------------------+",
+    "| GPU instance profiles:                                                        |",
+    "| GPU   Name               ID    Instances   Memory     P2P    SM    DEC   ENC  |",
+    "|                                Free/Total   GiB              CE    JPEG  OFA  |",
+    "|===============================================================================|",
 ]
-LGIP_SEP = "+-----------------------------------------------------------------------------+"
+LGIP_SEP = "+-------------------------------------------------------------------------------+"
 LGI_TOP = [
-    "+-------------------------------------------------------+",
-    "| GPU instances:                                        |",
-    "| GPU   Name             Profile  Instance   Placement  |",
-    "|                          ID       ID       Start:Size |",
-    "|=======================================================|",
+    "+---------------------------------------------------------+",
+    "| GPU instances:                                          |",
+    "| GPU   Name               Profile  Instance   Placement  |",
+    "|                            ID       ID       Start:Size |",
+    "|=========================================================|",
 ]
-LGI_SEP = "+-------------------------------------------------------+"
+LGI_SEP = "+---------------------------------------------------------+"
 LCI_TOP = [
     "+--------------------------------------------------------------------+",
     "| Compute instances:                                                 |",
@@ -381,16 +399,17 @@ LCIP_SEP = (
 def lgip_rows(i: int, p: Any, free: int) -> list[str]:
     ft = f"{free}/{p.instanceCount}"
     p2p = "Yes" if p.isP2pSupported else "No"
+    # the SM count is left-aligned ("46 ", "188"), the other numbers right-aligned
     first = (
-        f"|{i:>4}  {_name(p):<18}{p.id:>2}{ft:>8}        {gib(p.memorySizeMB):<11}"
-        f"{p2p:<3}{p.multiprocessorCount:>6}{p.decoderCount:>6}{p.encoderCount:>6}   |"
+        f"|{i:>4}  {_name(p):<18}{p.id:>4}{ft:>8}        {gib(p.memorySizeMB):<11}"
+        f"{p2p:<7}{p.multiprocessorCount:<3}{p.decoderCount:>5}{p.encoderCount:>6}   |"
     )
-    second = "|" + " " * 55 + f"{p.copyEngineCount:>7}{p.jpegCount:>6}{p.ofaCount:>6}   |"
+    second = "|" + " " * 57 + f"{p.copyEngineCount:>7}{p.jpegCount:>6}{p.ofaCount:>6}   |"
     return [first, second, LGIP_SEP]
 
 
 def lgi_row(i: int, name: str, profile_id: int, gi_id: int, start: int, size: int) -> str:
-    return f"|{i:>4}  {name:<18}{profile_id:>4}{gi_id:>9}{f'{start}:{size}':>13}     |"
+    return f"|{i:>4}  {name:<20}{profile_id:>4}{gi_id:>9}{f'{start}:{size}':>13}     |"
 
 
 def lci_row(

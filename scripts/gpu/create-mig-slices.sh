@@ -117,12 +117,15 @@ smi() {
 declare -a P_NAME=() P_ID=() P_TOTAL=()
 declare -A PL_STARTS=() PL_SIZE=()
 smi mig -i "${IDX}" -lgip || die 1 "${LABEL}: nvidia-smi mig -lgip failed: ${SMI_OUT//$'\n'/ }"
-re_lgip='^\|[[:space:]]+[0-9]+[[:space:]]+MIG[[:space:]]+([^[:space:]]+)[[:space:]]+([0-9]+)[[:space:]]+([0-9]+)/([0-9]+)'
+# A profile name ends in a letter ("1g.5gb", "1g.24gb+me.all", "2g.48gb-me", "4g.96gb+gfx"),
+# so a name that fills its column and touches the ID ("MIG 1g.24gb+me.all65", as narrower
+# tables of some driver releases print it) still splits into name and ID.
+re_lgip='^\|[[:space:]]+[0-9]+[[:space:]]+MIG[[:space:]]+([0-9]+g\.[0-9]+gb([+-][a-z.]*[a-z])?)[[:space:]]*([0-9]+)[[:space:]]+([0-9]+)/([0-9]+)'
 while IFS= read -r line; do
     if [[ "${line}" =~ ${re_lgip} ]]; then
         P_NAME+=("${BASH_REMATCH[1]}")
-        P_ID+=("${BASH_REMATCH[2]}")
-        P_TOTAL+=("${BASH_REMATCH[4]}")
+        P_ID+=("${BASH_REMATCH[3]}")
+        P_TOTAL+=("${BASH_REMATCH[5]}")
     fi
 done <<<"${SMI_OUT}"
 [[ "${#P_ID[@]}" -gt 0 ]] || die 1 "${LABEL}: no GPU instance profiles in nvidia-smi mig -lgip output"
@@ -443,13 +446,14 @@ smi -L || die 1 "nvidia-smi -L failed: ${SMI_OUT//$'\n'/ }"
 declare -a UUIDS=()
 in_gpu=0
 re_gpu='^GPU[[:space:]]+([0-9]+):'
-re_mig='^[[:space:]]+MIG[[:space:]]+([^[:space:]]+)[[:space:]]+Device[[:space:]]+[0-9]+:[[:space:]]+\(UUID:[[:space:]]+(MIG-[^)]+)\)'
+# (".*Device": a profile name longer than its column may touch "Device")
+re_mig='^[[:space:]]+MIG[[:space:]].*Device[[:space:]]+[0-9]+:[[:space:]]+\(UUID:[[:space:]]+(MIG-[^)]+)\)'
 while IFS= read -r line; do
     if [[ "${line}" =~ ${re_gpu} ]]; then
         in_gpu=0
         [[ "${BASH_REMATCH[1]}" == "${IDX}" ]] && in_gpu=1
     elif [[ "${in_gpu}" -eq 1 && "${line}" =~ ${re_mig} ]]; then
-        UUIDS+=("${BASH_REMATCH[2]}")
+        UUIDS+=("${BASH_REMATCH[1]}")
     fi
 done <<<"${SMI_OUT}"
 mapfile -t SORTED_CI < <(printf '%s\n' "${CI_LIST[@]}" | sort -n -k1,1 -k2,2)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -235,3 +237,62 @@ def test_dry_run_on_a_matching_gpu_verifies_it(mig_host: SimHost) -> None:
                         "--dry-run")
     assert r.returncode == NOTHING and "would run" not in r.stdout
     assert "nothing to do" in r.stdout
+
+
+RTX = "0000:01:00.0"
+# The real -lgip table of an RTX PRO 6000 (driver 610.43.02), first row of each profile:
+# the simulator prints the same layout, +me.all names included.
+RTX_LGIP_ROWS = [
+    "|   0  MIG 1g.24gb         14     4/4        23.62      No     46     1     1   |",
+    "|   0  MIG 1g.24gb+me.all  65     1/1        23.62      No     46     4     4   |",
+    "|   0  MIG 4g.96gb          0     1/1        95.12      No     188    4     4   |",
+]
+
+
+@pytest.fixture
+def rtx_host(make_host: Callable[..., SimHost]) -> SimHost:
+    h = make_host(f"rtx-pro-6000@{RTX}")
+    r = h.script("enable-mig.sh", "--gpu", RTX)
+    assert r.returncode == CHANGED, r.stdout + r.stderr
+    return h
+
+
+def test_me_all_and_minus_me_profiles_on_rtx_pro_6000(rtx_host: SimHost) -> None:
+    lgip = rtx_host.smi("mig", "-i", "0", "-lgip").stdout.splitlines()
+    assert all(row in lgip for row in RTX_LGIP_ROWS), "\n".join(lgip)
+    wanted = "1g.24gb+me.all,1g.24gb-me,2g.48gb-me"
+    r = rtx_host.script("create-mig-slices.sh", "--gpu", RTX, "--profiles", wanted)
+    assert r.returncode == CHANGED, r.stdout + r.stderr
+    assert sorted(n for n, _s in layout(rtx_host)) == ["1g.24gb+me.all", "1g.24gb-me",
+                                                       "2g.48gb-me"]
+    assert no_overlap(rtx_host)
+    printed = set(MIG_UUID.findall(r.stdout))
+    assert len(printed) == 3 and printed == listed_uuids(rtx_host)
+    assert re.search(r"^\s+1g\.24gb\+me\.all\s+\d+\s+\d+:3\s+0\s+MIG-", r.stdout, re.M), r.stdout
+    again = rtx_host.script("create-mig-slices.sh", "--gpu", RTX, "--profiles", wanted)
+    assert again.returncode == NOTHING, again.stdout + again.stderr
+
+
+def test_a_name_touching_its_id_column_still_parses(rtx_host: SimHost, tmp_path: Path) -> None:
+    """Narrower tables (older drivers) let an 18-character name touch the next column:
+    "MIG 1g.24gb+me.all65", "MIG 1g.24gb+me.allDevice  0:". The script still reads them."""
+    wrapper = tmp_path / "narrow-bin" / "nvidia-smi"
+    wrapper.parent.mkdir()
+    real = rtx_host.dir / "bin" / "nvidia-smi"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        f"{real} \"$@\" | sed -E -e 's/(MIG [^ ]+)  ([0-9]{{2}})  /\\1\\2    /' "
+        "-e 's/^(  MIG [^ ]{14,}) Device/\\1Device/'\n"
+        "exit ${PIPESTATUS[0]}\n")
+    wrapper.chmod(0o755)
+    glued = subprocess.run([str(wrapper), "mig", "-i", "0", "-lgip"], capture_output=True,
+                           text=True, check=False).stdout
+    assert "MIG 1g.24gb+me.all65" in glued, glued
+    env = {"PATH": f"{wrapper.parent}:{rtx_host.env()['PATH']}"}
+    r = rtx_host.script("create-mig-slices.sh", "--gpu", RTX, "--profiles",
+                        "1g.24gb+me.all,1g.24gb-me", **env)
+    assert r.returncode == CHANGED, r.stdout + r.stderr
+    listing = subprocess.run([str(wrapper), "-L"], capture_output=True, text=True,
+                             check=False).stdout
+    assert "MIG 1g.24gb+me.allDevice" in listing, listing
+    assert len(set(MIG_UUID.findall(r.stdout))) == 2, r.stdout

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from planner.sim.fake_nvml import FakeNvml
@@ -29,8 +31,8 @@ def test_creation_order_failure_through_nvidia_smi(a100: Path) -> None:
         "Failed to create GPU instances: Insufficient Resources",
     ]
     lgi = smi(a100, "mig", "-lgi").stdout
-    assert "|   0  MIG 1g.5gb          19       13          6:1     |" in lgi
-    assert "|   0  MIG 2g.10gb         14        3          0:2     |" in lgi
+    assert "|   0  MIG 1g.5gb            19       13          6:1     |" in lgi
+    assert "|   0  MIG 2g.10gb           14        3          0:2     |" in lgi
     # NVML sees what nvidia-smi made
     n = FakeNvml(a100)
     n.nvmlInit()
@@ -55,9 +57,9 @@ def test_same_set_with_explicit_placements(a100: Path) -> None:
 def test_names_and_lists(a100: Path) -> None:
     lgip = smi(a100, "mig", "-lgip").stdout.splitlines()
     assert lgip[5] == (
-        "|   0  MIG 1g.5gb        19     7/7        4.75       No     14     0     0   |"
+        "|   0  MIG 1g.5gb          19     7/7        4.75       No     14     0     0   |"
     )
-    assert all(len(line) == 79 for line in lgip)
+    assert all(len(line) == 81 for line in lgip)
     lgipp = smi(a100, "mig", "-lgipp").stdout.splitlines()
     assert "GPU  0 Profile ID 19 Placements: {0,1,2,3,4,5,6}:1" in lgipp
     assert "GPU  0 Profile ID  0 Placement : {0}:8" in lgipp
@@ -66,6 +68,39 @@ def test_names_and_lists(a100: Path) -> None:
     assert listing[0].startswith("GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-")
     assert listing[1].startswith("  MIG 3g.20gb     Device  0: (UUID: MIG-")
     assert listing[2].startswith("  MIG 1g.5gb      Device  1: (UUID: MIG-")
+
+
+DATA = Path(__file__).with_name("data")
+
+
+def test_rtx_pro_6000_tables_match_a_real_host(make_host: Callable[..., Path]) -> None:
+    """-lgip, -lgipp and -lgi as a real RTX PRO 6000 prints them on driver 610.43.02 (a
+    published walkthrough, captured in tests/sim/data): the wide layout where
+    "MIG 1g.24gb+me.all" keeps its blanks before the ID, and the real row order."""
+    root = make_host(GpuSpec("rtx-pro-6000", "0000:01:00.0", mig=True))
+    lgip = smi(root, "mig", "-i", "0", "-lgip").stdout
+    assert lgip == (DATA / "rtx-pro-6000-lgip.txt").read_text()
+    lgipp = smi(root, "mig", "-i", "0", "-lgipp").stdout.splitlines()
+    assert [int(line.split()[4]) for line in lgipp] == [14, 21, 47, 65, 67, 5, 35, 64, 66, 0, 32]
+    assert lgipp[3] == "GPU  0 Profile ID 65 Placements: {0,3,6,9}:3"
+    assert lgipp[9] == "GPU  0 Profile ID  0 Placement : {0}:12"
+    made = smi(root, "mig", "-i", "0", "-cgi", "2g.48gb,1g.24gb,1g.24gb", "-C")
+    assert made.returncode == 0, made.stdout
+    # the same command on the real host made GIs 1, 5 and 6 and printed this -lgi
+    assert smi(root, "mig", "-i", "0", "-lgi").stdout == (
+        DATA / "rtx-pro-6000-lgi.txt").read_text()
+
+
+def test_long_names_never_touch_the_next_column(make_host: Callable[..., Path]) -> None:
+    root = make_host(GpuSpec("rtx-pro-6000", "0000:01:00.0", mig=True))
+    assert smi(root, "mig", "-i", "0", "-cgi", "65,67,66", "-C").returncode == 0
+    for args in (("mig", "-lgip"), ("mig", "-lgi"), ("mig", "-lci"), ("mig", "-lcip"), ("-L",)):
+        out = smi(root, *args).stdout
+        assert "me.all" in out, args
+        assert not re.search(r"me\.all\S", out), (args, out)
+    listing = smi(root, "-L").stdout.splitlines()
+    assert any(line.startswith("  MIG 1g.24gb+me.all Device ") for line in listing), listing
+    assert any(line.startswith("  MIG 1g.24gb-me  Device ") for line in listing), listing
 
 
 def test_in_use_and_empty_lists(a100: Path) -> None:
