@@ -2,7 +2,9 @@
 
 One file per GPU model. A file's ``[model]`` table holds the GPU's facts, each
 ``[[gi_profile]]`` one GPU-instance profile and each ``[[ci_profile]]`` one
-compute-instance profile for GIs of ``gi_compute_slices``. Numbers that the sources do
+compute-instance profile for GIs of ``gi_compute_slices``. GI profiles are listed in the
+order a real ``nvidia-smi mig -lgip`` prints them (it follows neither enum nor id; the
+simulator prints them in this order). Numbers that the sources do
 not confirm are listed in the entry's ``uncertain`` array with a note, never silently.
 """
 

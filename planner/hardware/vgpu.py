@@ -64,10 +64,16 @@ def vgpu_type_name(model: GpuModel, profile: GiProfile, board: str | None = None
     board = board or model.vgpu_board
     if board is None or board not in (model.vgpu_boards or (model.vgpu_board,)):
         return None
-    if profile.vgpu_type and profile.vgpu_type.startswith(f"{board}-"):
-        return f"NVIDIA {profile.vgpu_type}"
-    short = _short_name(model, profile, board)
+    short = _board_name(model, profile, board)
     return f"NVIDIA {short}" if short else None
+
+
+def _board_name(model: GpuModel, profile: GiProfile, board: str) -> str | None:
+    """The short type name on ``board``: the one a source confirmed, else the pattern's
+    (GB200's confirmed names use other numbers than its profiles: GB200-1-24C on 1g.23gb)."""
+    if profile.vgpu_type and profile.vgpu_type.startswith(f"{board}-"):
+        return profile.vgpu_type
+    return _short_name(model, profile, board)
 
 
 def lookup_vgpu_type(
@@ -86,6 +92,6 @@ def lookup_vgpu_type(
         if m["board"] not in boards:
             continue
         for profile in model.gi_profiles:
-            if profile.vgpu_type == short or _short_name(model, profile, m["board"]) == short:
+            if _board_name(model, profile, m["board"]) == short:
                 return model, profile
     return None

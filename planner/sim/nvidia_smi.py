@@ -9,7 +9,8 @@ agree and NVML faults hit it too. Supported:
                    | -cci [LIST] [-gi IDS] | -lci [-gi IDS] | -dci [-ci IDS] [-gi IDS]
                    | -dgi [-gi IDS]
 
-Texts, tables and exit codes follow real output (mig-hardware.md section 4). Exit codes
+Texts, tables and exit codes follow real output (table layout and row order:
+docs/reference/vgpu-on-mig.md section 8). Exit codes
 mirror the NVML return code of a failure (the man page's 2 invalid argument, 3 not
 supported, 6 not found; "In use" is 19, Insufficient Resources 23 which is UNCERTAIN), a
 failed reset exits 255. UNCERTAIN texts: the message for an unknown profile on -cgi.

@@ -193,6 +193,26 @@ def test_known_engine_facts() -> None:
     assert no_me is not None and (no_me.decoders, no_me.encoders, no_me.jpegs) == (0, 0, 0)
 
 
+# -lgip row order on real hosts: A100-40GB [UG-GS], H100 PCIe [SCW-H100], RTX PRO 6000 on
+# 610.43.02 [RTX-WALK]. The simulator prints rows in the catalog's order.
+SMI_ORDER = {
+    "a100-40gb": [19, 20, 15, 14, 9, 5, 0],
+    "h100-80gb": [19, 20, 15, 14, 9, 5, 0],
+    "rtx-pro-6000": [14, 21, 47, 65, 67, 5, 35, 64, 66, 0, 32],
+}
+
+
+@pytest.mark.parametrize("model_id", sorted(SMI_ORDER))
+def test_profiles_are_listed_in_nvidia_smi_order(model_id: str) -> None:
+    assert [p.id for p in get_model(model_id).gi_profiles] == SMI_ORDER[model_id]
+
+
+def test_profiles_are_grouped_by_slice_count() -> None:
+    for m in all_models():
+        slices = [p.compute_slices for p in m.gi_profiles]
+        assert slices == sorted(slices), m.id
+
+
 @pytest.mark.parametrize("model_id", sorted(PROFILES))
 def test_model_facts(model_id: str) -> None:
     m = get_model(model_id)

@@ -125,3 +125,27 @@ def test_board_prefixes_belong_to_one_model() -> None:
     for m in all_models():
         assert (m.vgpu_board is None) == (not m.vgpu_boards)
         assert m.vgpu_board is None or m.vgpu_board == m.vgpu_boards[0]
+
+
+def test_confirmed_names_that_the_pattern_would_not_give() -> None:
+    # GB200: the driver's type table names types by partition size, not by profile name.
+    assert name("gb200-186gb", "1g.23gb") == "NVIDIA GB200-1-24C"
+    assert name("gb200-186gb", "3g.93gb") == "NVIDIA GB200-3-95C"
+    assert name("gb200-186gb", "7g.186gb") == "NVIDIA GB200-7-189C"
+    found = lookup_vgpu_type("NVIDIA GB200-1-24CME")
+    assert found is not None and found[1].name == "1g.23gb+me"
+    assert lookup_vgpu_type("NVIDIA GB200-1-23C") is None  # what the pattern would guess
+
+
+def test_ampere_boards_from_the_driver_table() -> None:
+    # "GRID " prefixed, as the driver names its Ampere types; every board of the model.
+    for full, model_id, profile in (("GRID A100X-1-5C", "a100-40gb", "1g.5gb"),
+                                    ("GRID A800-3-20C", "a100-40gb", "3g.20gb"),
+                                    ("GRID A100-1-10C", "a100-40gb", "1g.10gb"),
+                                    ("GRID A100D-1-10C", "a100-80gb", "1g.10gb"),
+                                    ("GRID A100DX-7-80C", "a100-80gb", "7g.80gb"),
+                                    ("GRID A800DX-1-20C", "a100-80gb", "1g.20gb"),
+                                    ("NVIDIA A30-2-12CME", "a30", "2g.12gb+me")):
+        found = lookup_vgpu_type(full)
+        assert found is not None, full
+        assert (found[0].id, found[1].name) == (model_id, profile), full
