@@ -6,6 +6,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -37,6 +38,13 @@ AutoOpt = Annotated[
 ResetOpt = Annotated[
     bool, typer.Option("--allow-reset", help="Allow GPU resets that MIG mode changes need.")
 ]
+
+
+
+
+class ListFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 F = TypeVar("F", bound=Callable[..., None])
@@ -329,12 +337,19 @@ def _report_recover(result: RecoverResult, forward: bool) -> None:
 def generations(
     host: HostOpt = None,
     state_dir: StateDirOpt = None,
+    fmt: Annotated[ListFormat, typer.Option(
+        "--format", help="text, or json: a list (oldest first) of number, created (Unix "
+        "time), plan_sha256, host_uri, config_path, fingerprint, command, summary.")
+    ] = ListFormat.text,
 ) -> None:
     """List the generations recorded by successful applies (newest last)."""
     from planner.apply.generations import list_generations
 
     sdir = _state_dir(open_environment(host), state_dir)
     gens = list_generations(sdir)
+    if fmt is ListFormat.json:
+        typer.echo(json.dumps([_generation_record(g) for g in gens], indent=2, sort_keys=True))
+        return
     if not gens:
         typer.echo(f"No generations in {sdir}.")
         return
@@ -351,6 +366,12 @@ def generations(
         typer.echo("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True))
                    + "  " + row[4])
     typer.echo("* = the latest generation")
+
+
+def _generation_record(gen: Any) -> dict[str, Any]:
+    return {"number": gen.number, "created": gen.created, "plan_sha256": gen.plan_sha256,
+            "host_uri": gen.host_uri, "config_path": gen.config_path,
+            "fingerprint": gen.fingerprint, "command": gen.command, "summary": gen.summary}
 
 
 def rollback(

@@ -86,19 +86,30 @@ def plan_command(
 
 
 def show_command(
-    plan_file: Annotated[
-        Path, typer.Argument(metavar="PLAN", help="A plan file from aihow plan -o.")
+    plan_files: Annotated[
+        list[Path], typer.Argument(metavar="PLAN...", help="Plan files from aihow plan -o; "
+                                   "several (one per host) make one fleet review.")
     ],
     fmt: Annotated[PlanFormat, typer.Option("--format", help="text, markdown or json.")] = (
         PlanFormat.text
     ),
 ) -> None:
-    """Print a saved plan (its digest is checked first)."""
+    """Print saved plans (each digest is checked first). Several plans print as one
+    document: Markdown gets a fleet summary table and a section per host (named by file
+    stem), text a section per host, json a list of the plans."""
     from planner.plan import load_plan
-    from planner.plan.render import render
+    from planner.plan.render import fleet_labels, render, render_fleet_markdown, render_fleet_text
 
-    plan = load_plan(plan_file)
-    typer.echo(render(plan, fmt.value, colour=_colour()), nl=False)
+    plans = [load_plan(p) for p in plan_files]
+    if len(plans) == 1:
+        typer.echo(render(plans[0], fmt.value, colour=_colour()), nl=False)
+    elif fmt is PlanFormat.json:
+        typer.echo("[\n" + ",\n".join(p.to_json().rstrip("\n") for p in plans) + "\n]\n",
+                   nl=False)
+    else:
+        named = list(zip(fleet_labels([str(p) for p in plan_files]), plans, strict=True))
+        typer.echo(render_fleet_markdown(named) if fmt is PlanFormat.markdown
+                   else render_fleet_text(named, colour=_colour()), nl=False)
 
 
 def graph_command(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from planner.vocab import Action, Kind
@@ -104,10 +105,14 @@ def _md_escape(text: str) -> str:
 
 
 def render_markdown(plan: Plan) -> str:
+    return "### aihow plan\n\n" + _markdown_body(plan)
+
+
+def _markdown_body(plan: Plan) -> str:
+    """One plan's Markdown under its heading: host line, counts, warnings, changes."""
     s = plan.summary
     shown = _shown(plan)
-    out = ["### aihow plan", "",
-           f"Host `{plan.host.uri}` · fingerprint `{plan.host.fingerprint[:12]}` · "
+    out = [f"Host `{plan.host.uri}` · fingerprint `{plan.host.fingerprint[:12]}` · "
            f"config `{plan.config.path}` · aihow {plan.aihow_version}", "",
            "| create | update | replace | delete | unchanged |",
            "| ---: | ---: | ---: | ---: | ---: |",
@@ -136,6 +141,47 @@ def render_markdown(plan: Plan) -> str:
         out += ["```", "", "</details>", ""]
     out.append(f"**{summary_line(plan)}**")
     return "\n".join(out) + "\n"
+
+
+def fleet_labels(paths: list[str]) -> list[str]:
+    """A name per plan file for the fleet review: the file's stem (the Ansible example
+    fetches each host's plan as ``NAME.json``), or the path as given when stems repeat."""
+    stems = [Path(p).stem for p in paths]
+    return stems if len(set(stems)) == len(stems) else list(paths)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def render_fleet_markdown(plans: list[tuple[str, Plan]]) -> str:
+    """One review document for several hosts' plans (one PR comment): a fleet summary
+    table, a row per host in the order given, then each host's plan as its own section.
+    Real hosts all call themselves ``local``, so hosts are named by the caller's labels."""
+    keys = ("create", "update", "replace", "delete", "no-op", "needs_reset", "destructive")
+    total = {k: sum(p.summary.get(k, 0) for _, p in plans) for k in keys}
+    changing = sum(1 for _, p in plans if p.has_changes)
+    out = ["## aihow fleet plan", "",
+           f"{_count(len(plans), 'host')}, {changing} with changes · "
+           f"{_count(total['needs_reset'], 'GPU reset')} · "
+           f"{_count(total['destructive'], 'destructive step')}", "",
+           "| host | create | update | replace | delete | unchanged | GPU resets "
+           "| destructive | fingerprint |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for label, p in plans:
+        s = p.summary
+        out.append(f"| {_md_escape(label)} | " + " | ".join(str(s.get(k, 0)) for k in keys)
+                   + f" | `{p.host.fingerprint[:12]}` |")
+    out.append("| **total** | " + " | ".join(f"**{total[k]}**" for k in keys) + " | |")
+    out.append("")
+    for label, p in plans:
+        out += [f"### {_md_escape(label)}", "", _markdown_body(p)]
+    return "\n".join(out)
+
+
+def render_fleet_text(plans: list[tuple[str, Plan]], *, colour: bool = False) -> str:
+    """Several plans for a terminal: each under a ``== NAME ==`` line."""
+    return "\n".join(f"== {label} ==\n{render_text(p, colour=colour)}" for label, p in plans)
 
 
 def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:

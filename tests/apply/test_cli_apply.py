@@ -53,6 +53,16 @@ def test_apply_then_plan_reports_no_changes(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stdout + again.stderr
     gens = aihow("generations", "--host", host.uri)
     assert gens.returncode == 0 and gens.stdout.splitlines()[1].startswith("1* ")
+    listed = aihow("generations", "--host", host.uri, "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    [gen] = json.loads(listed.stdout)
+    made = json.loads(plan.read_text())
+    assert gen["number"] == 1 and gen["plan_sha256"] == made["plan_sha256"]
+    assert gen["summary"] == made["summary"] and gen["host_uri"] == host.uri
+    assert gen["fingerprint"] == json.loads(aihow(
+        "plan", str(cfg), "--host", host.uri, "--format", "json").stdout)["host"]["fingerprint"]
+    assert json.loads(aihow("generations", "--host", "sim:" + str(tmp_path / "none"),
+                            "--format", "json").stdout) == []
 
 
 def test_apply_config_plans_shows_and_applies(tmp_path: Path) -> None:

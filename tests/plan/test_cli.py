@@ -122,3 +122,51 @@ def test_libvirt_uri_points_the_domain_part_of_the_probe_elsewhere(fresh: str) -
     assert not any(a.startswith("domain[test]") for a in addresses)
     bad = run("plan", CONFIG, "--host", fresh, "--libvirt-uri", "nosuch:///x")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_show_of_several_plans_is_one_fleet_review(fresh: str, converged: str,
+                                                   tmp_path: Path) -> None:
+    web1, web2 = tmp_path / "web-01.json", tmp_path / "web-02.json"
+    assert run("plan", CONFIG, "--host", fresh, "-o", str(web1)).returncode == 0
+    assert run("plan", CONFIG, "--host", converged, "-o", str(web2)).returncode == 0
+    single = run("show", str(web1), "--format", "markdown").stdout
+
+    md = run("show", str(web1), str(web2), "--format", "markdown")
+    assert md.returncode == 0, md.stderr
+    doc = md.stdout
+    assert doc.startswith("## aihow fleet plan\n\n2 hosts, 1 with changes · 1 GPU reset · "
+                          "0 destructive steps\n")
+    fp1, fp2 = (json.loads(p.read_text())["host"]["fingerprint"][:12] for p in (web1, web2))
+    assert f"| web-01 | 38 | 1 | 0 | 0 | 0 | 1 | 0 | `{fp1}` |\n" in doc
+    assert f"| web-02 | 0 | 0 | 0 | 0 | 39 | 0 | 0 | `{fp2}` |\n" in doc
+    assert "| **total** | **38** | **1** | **0** | **0** | **39** | **1** | **0** | |\n" in doc
+    # A section per host, in the order given, each the host's own plan under its name.
+    first, second = doc.index("\n### web-01\n"), doc.index("\n### web-02\n")
+    assert first < second
+    assert doc[first:second] == "\n### web-01\n\n" + single.removeprefix("### aihow plan\n\n")
+    assert "No changes. The host matches the config." in doc[second:]
+
+    text = run("show", str(web1), str(web2)).stdout
+    assert text.startswith("== web-01 ==\nHost ") and "\n== web-02 ==\nHost " in text
+    both = json.loads(run("show", str(web1), str(web2), "--format", "json").stdout)
+    assert [p["plan_sha256"] for p in both] == [
+        json.loads(p.read_text())["plan_sha256"] for p in (web1, web2)]
+
+    # Files that share a name are told apart by their path.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    shutil.copy(web1, tmp_path / "a" / "plan.json")
+    shutil.copy(web2, tmp_path / "b" / "plan.json")
+    same = run("show", str(tmp_path / "a" / "plan.json"), str(tmp_path / "b" / "plan.json"),
+               "--format", "markdown").stdout
+    assert f"\n### {tmp_path / 'a' / 'plan.json'}\n" in same
+
+
+def test_show_of_several_plans_refuses_an_edited_one_in_one_line(fresh: str,
+                                                                tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    assert run("plan", CONFIG, "--host", fresh, "-o", str(good)).returncode == 0
+    bad.write_text(good.read_text().replace('"needs_reset":true', '"needs_reset":false'))
+    res = run("show", str(good), str(bad), "--format", "markdown")
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.strip().count("\n") == 0 and str(bad) in res.stderr
