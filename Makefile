@@ -23,7 +23,7 @@ demo: setup
 	$(AIHOW) probe --host sim:$(DEMO)
 
 lint: setup
-	$(VENV)/bin/ruff check planner tests benchmarks plans docs/guides
+	$(VENV)/bin/ruff check planner tests benchmarks plans docs/guides contrib/ansible
 	$(VENV)/bin/mypy
 	shellcheck scripts/*.sh scripts/gpu/*.sh .ci/run
 
