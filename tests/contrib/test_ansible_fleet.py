@@ -8,6 +8,7 @@ collections path point there or at the repository, and it never reaches a networ
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -299,3 +300,24 @@ def test_ansible_lint_passes_on_the_collection_and_playbooks(tmp_path: Path) -> 
                           capture_output=True, text=True, timeout=240, check=False,
                           cwd=work, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_module_documentation_matches_its_arguments(tmp_path: Path) -> None:
+    """ansible-doc reads the module's DOCUMENTATION; its options are the argument spec."""
+    fleet = Fleet(tmp_path, tmp_path / "inventory.yml", tmp_path / "cluster.yaml")
+    done = subprocess.run([str(BIN / "ansible-doc"), "--json", "aihow.fleet.apply"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          cwd=tmp_path, env=fleet.env())
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)["aihow.fleet.apply"]["doc"]
+    module = CONTRIB / "collections/ansible_collections/aihow/fleet/plugins/modules/apply.py"
+    loaded = importlib.util.spec_from_file_location("aihow_fleet_apply", module)
+    assert loaded and loaded.loader
+    code = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(code)
+    assert set(doc["options"]) == set(code.ARGUMENT_SPEC)
+    for name, arg in code.ARGUMENT_SPEC.items():
+        assert doc["options"][name]["type"] == arg["type"], name
+        assert doc["options"][name].get("default") == arg.get("default"), name
+    assert doc["options"]["config"]["required"] is True
+    assert doc["attributes"]["check_mode"]["support"] == "full"

@@ -129,6 +129,17 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
+ARGUMENT_SPEC = {
+    "config": {"type": "path", "required": True},
+    "host": {"type": "str", "default": "local"},
+    "auto_approve": {"type": "bool", "default": False},
+    "allow_reset": {"type": "bool", "default": False},
+    "libvirt_uri": {"type": "str"},
+    "plan_dest": {"type": "path"},
+    "executable": {"type": "path"},
+    "timeout": {"type": "int", "default": 1800},
+}
+
 
 class _Failed(Exception):
     """An aihow command failed: message is its first error line."""
@@ -200,16 +211,7 @@ def _has_changes(plan):
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "config": {"type": "path", "required": True},
-            "host": {"type": "str", "default": "local"},
-            "auto_approve": {"type": "bool", "default": False},
-            "allow_reset": {"type": "bool", "default": False},
-            "libvirt_uri": {"type": "str"},
-            "plan_dest": {"type": "path"},
-            "executable": {"type": "path"},
-            "timeout": {"type": "int", "default": 1800},
-        },
+        argument_spec=ARGUMENT_SPEC,
         supports_check_mode=True,
     )
     p = module.params
