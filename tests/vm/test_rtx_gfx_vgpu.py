@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 
 import planner.vm.handlers  # noqa: F401  registers hostdev/domain/sriov/vgpu handlers
-from planner.apply.executor import ApplyInput, HostAccess, apply_plan
+from planner.apply.executor import ApplyInput, apply_plan
 from planner.apply.state_dir import resolve_state_dir
+from planner.cli.host_opts import open_environment
 from planner.config import load_config
 from planner.config.vms import expand_vms
 from planner.errors import AihowError
 from planner.hardware.catalog import get_model
 from planner.host import libvirt_domains as ld
-from planner.host.libvirt_conn import open_libvirt
-from planner.host.probe import probe
 from planner.plan.make import make_plan
-from planner.plan.model import Plan
 from planner.vm.vm_factory import VMSpec, render_domain_xml
+from planner.vocab import Kind, VgpuAttrs
+from planner.vocab.plan import Plan
 
 AIHOW = str(Path(sys.executable).with_name("aihow"))
 GPU = "0000:65:00.0"
@@ -77,7 +77,8 @@ def _host(tmp_path: Path, profile: str) -> tuple[str, Path]:
     config = tmp_path / "cluster.yaml"
     config.write_text(_config(profile))
     uri = f"sim:{tmp_path / 'sim'}"
-    with open_libvirt(uri) as s:  # the domains exist beforehand, as ai-how creates them
+    # the domains exist beforehand, as ai-how creates them
+    with open_environment(uri).libvirt() as s:
         for decl in expand_vms(load_config(config)):
             ld.define(s.conn, render_domain_xml(VMSpec.from_decl(decl)))
         s.commit()
@@ -85,7 +86,7 @@ def _host(tmp_path: Path, profile: str) -> tuple[str, Path]:
 
 
 def _plan(uri: str, config: Path) -> Plan:
-    return make_plan(load_config(config), probe(uri), config_path=str(config),
+    return make_plan(load_config(config), open_environment(uri).probe(), config_path=str(config),
                      config_sha256=hashlib.sha256(config.read_bytes()).hexdigest(),
                      host_uri=uri)
 
@@ -96,9 +97,9 @@ def test_gfx_nodes_get_dc_types_on_gfx_instances(tmp_path: Path) -> None:
     result = apply_plan(
         ApplyInput(plan, plan.to_json(), load_config(config), config.read_text(), str(config),
                    allow_reset=True),
-        HostAccess.for_uri(uri), resolve_state_dir(uri))
+        open_environment(uri), resolve_state_dir(open_environment(uri).state_dir()))
     assert result.outcome == "applied", result.failed
-    state = probe(uri)
+    state = open_environment(uri).probe()
     rtx = get_model("rtx-pro-6000")
     gis = {gi.gi_id: gi for g in state.gpus for gi in g.gpu_instances}
     assigned = [p for p in state.vgpu_parents if p.current_type]
@@ -107,16 +108,17 @@ def test_gfx_nodes_get_dc_types_on_gfx_instances(tmp_path: Path) -> None:
         assert vf.gi_id in gis
         profile = rtx.profile_by_id(gis[vf.gi_id].profile_id)
         assert profile is not None and profile.name == "1g.24gb+gfx" and profile.id == 47
-    names = {(a.after or {}).get("type_name") for a in plan.actions if a.kind == "vgpu"}
+    names = {c.after.type_name for c in plan.changes
+             if c.kind == Kind.VGPU and isinstance(c.after, VgpuAttrs)}
     assert {n.split()[-1] for n in names if n} == {"DC-1-24C"}
 
 
 def test_a_plain_instance_is_refused_naming_the_gfx_profile(tmp_path: Path) -> None:
     uri, config = _host(tmp_path, "1g.24gb")
-    before = probe(uri)
+    before = open_environment(uri).probe()
     with pytest.raises(AihowError) as err:
         _plan(uri, config)
     message = str(err.value)
     assert "1g.24gb" in message and "ask for 1g.24gb+gfx" in message, message
     assert "\n" not in message
-    assert probe(uri) == before
+    assert open_environment(uri).probe() == before
