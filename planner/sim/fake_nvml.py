@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import types
 from collections.abc import Callable
 from typing import Any
@@ -88,6 +89,19 @@ _OP_OF_SYMBOL = {
     "nvmlDeviceGetComputeRunningProcesses_v3": "nvmlDeviceGetComputeRunningProcesses",
     "nvmlDeviceGetComputeRunningProcesses_v2": "nvmlDeviceGetComputeRunningProcesses",
 }
+
+# The C symbols that change the host; every other symbol only reads it.
+_CHANGING_SYMBOLS = frozenset(
+    {
+        "nvmlDeviceSetMigMode",
+        "nvmlDeviceCreateGpuInstance",
+        "nvmlDeviceCreateGpuInstanceWithPlacement",
+        "nvmlGpuInstanceDestroy",
+        "nvmlGpuInstanceCreateComputeInstance",
+        "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
+        "nvmlComputeInstanceDestroy",
+    }
+)
 
 
 # ---------------------------------------------------------------- ctypes helpers
@@ -171,6 +185,7 @@ class FakeNvmlLib:
         self._initialized = 0
         self._buffers: dict[_Key, ctypes.Array[ctypes.c_char]] = {}
         self._keys: dict[int, _Key] = {}
+        self._handles_lock = threading.Lock()
 
     # -- symbol lookup (pynvml does getattr(nvmlLib, name) and caches it)
     def __getattr__(self, name: str) -> Any:
@@ -187,6 +202,16 @@ class FakeNvmlLib:
     def _call(self, symbol: str, op: str, impl: Callable[..., Any], args: tuple[Any, ...]) -> int:
         if symbol not in ("nvmlInitWithFlags",) and not self._initialized:
             return Nvml.UNINITIALIZED
+        if symbol not in _CHANGING_SYMBOLS:
+            # A query reads the shared snapshot, without the lock, unless a fault armed on
+            # it has to count this call (which changes the state).
+            state = self.store.snapshot()
+            if not faults.armed(state, op):
+                try:
+                    ret = impl(self, state, *args)
+                except DriverError as exc:
+                    return exc.code
+                return Nvml.SUCCESS if ret is None else int(ret)
         with self.store.transaction() as state:
             fault = faults.trip(state, op)
             if fault is not None:
@@ -201,8 +226,12 @@ class FakeNvmlLib:
     def _address(self, key: _Key) -> int:
         buf = self._buffers.get(key)
         if buf is None:
-            buf = self._buffers[key] = ctypes.create_string_buffer(1)
-            self._keys[ctypes.addressof(buf)] = key
+            with self._handles_lock:  # queries run in parallel threads: one buffer per key
+                buf = self._buffers.get(key)
+                if buf is None:
+                    buf = ctypes.create_string_buffer(1)
+                    self._keys[ctypes.addressof(buf)] = key
+                    self._buffers[key] = buf
         return ctypes.addressof(buf)
 
     def _put(self, ref: Any, key: _Key) -> None:
@@ -281,7 +310,7 @@ class FakeNvmlLib:
 
     def _c_nvmlDeviceGetHandleByIndex_v2(self, state: SimState, index: Any, out: Any) -> None:
         i = _int(index)
-        gpu = next((g for g in state.gpus if g.index == i), None)
+        gpu = state.gpu_at(i)
         if gpu is None:
             raise DriverError(Nvml.INVALID_ARGUMENT, f"GPU index {i}")
         self._put(out, ("gpu", gpu.pci))

@@ -146,6 +146,11 @@ def clear(state: SimState, op: str | None = None) -> int:
     return before - len(state.faults)
 
 
+def armed(state: SimState, op: str) -> bool:
+    """Whether a call of ``op`` has to be counted (a fault on it has not fired yet)."""
+    return any(f.op == op and not f.fired for f in state.faults)
+
+
 def trip(state: SimState, op: str) -> Fault | None:
     """Count one call of ``op``; return the fault that fires on it, if any."""
     fired = None
@@ -173,6 +178,8 @@ def check(sim_dir: str | os.PathLike[str], op: str) -> str | None:
     if op not in ALL_OPS:
         raise SimError(f"unknown operation {op!r}")
     store = SimStore(sim_dir)
+    if not armed(store.snapshot(), op):
+        return None
     with store.transaction() as state:
         fault = trip(state, op)
     return fault.error if fault else None

@@ -1,9 +1,11 @@
 """The simulated host's state, kept in ``DIR/state.json``.
 
-Every operation on a simulated host is one transaction: take an exclusive flock on
+Every change to a simulated host is one transaction: take an exclusive flock on
 ``DIR/.lock``, read state.json, change it, write it back atomically (temp file, fsync,
-rename, fsync of the directory) and re-render the sysfs tree, then unlock. Concurrent
-processes therefore always see a whole state, never a half-written one.
+rename, fsync of the directory), render again the parts of the kernel views (``DIR/sys``,
+``DIR/proc``) that the change touched, then unlock. Concurrent processes therefore always
+see a whole state, never a half-written one. Reading needs no transaction: see
+``SimStore.snapshot``.
 """
 
 from __future__ import annotations
@@ -11,18 +13,21 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from planner.errors import AihowError
 
 FORMAT = 1
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
+RENDER_PENDING = ".render-pending"
 
 
 class SimError(AihowError):
@@ -109,8 +114,28 @@ class SimState(_Model):
     mdevs: list[SimMdev] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
 
+    # GPU list positions by PCI address and by NVML index, built on first use: a probe
+    # looks GPUs up thousands of times. Every hit is checked against the list, so a list
+    # changed since falls back to a scan and a rebuilt table.
+    _by_pci: dict[str, int] = PrivateAttr(default_factory=dict)
+    _by_index: dict[int, int] = PrivateAttr(default_factory=dict)
+
     def gpu(self, pci: str) -> SimGpu | None:
-        return next((g for g in self.gpus if g.pci == pci), None)
+        i = self._by_pci.get(pci)
+        if i is not None and i < len(self.gpus) and self.gpus[i].pci == pci:
+            return self.gpus[i]
+        self._by_pci = {g.pci: i for i, g in enumerate(self.gpus)}
+        i = self._by_pci.get(pci)
+        return None if i is None else self.gpus[i]
+
+    def gpu_at(self, index: int) -> SimGpu | None:
+        """The GPU with this NVML index."""
+        i = self._by_index.get(index)
+        if i is not None and i < len(self.gpus) and self.gpus[i].index == index:
+            return self.gpus[i]
+        self._by_index = {g.index: i for i, g in enumerate(self.gpus)}
+        i = self._by_index.get(index)
+        return None if i is None else self.gpus[i]
 
     def take_serial(self) -> int:
         serial = self.next_serial
@@ -144,15 +169,49 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o644) -> None:
     _fsync_dir(path.parent)
 
 
+class _Snapshot:
+    """state.json as last read: the open file (so its inode cannot be reused while the
+    snapshot is cached), its identity, its text and, parsed once on demand, its state."""
+
+    def __init__(self, fd: int, key: tuple[int, ...], raw: bytes) -> None:
+        self.fd = fd
+        self.key = key
+        self.raw = raw
+        self.state: SimState | None = None
+
+
+def _file_key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+# Parsed state.json per simulated host directory, for the read-only calls of this process.
+# A few directories at most (each entry holds a file descriptor open).
+_SNAPSHOTS: OrderedDict[Path, _Snapshot] = OrderedDict()
+_SNAPSHOTS_LOCK = threading.Lock()
+_MAX_SNAPSHOTS = 8
+
+
 class SimStore:
-    """Access to one simulated host directory."""
+    """Access to one simulated host directory.
+
+    Reads and writes follow two rules that make the simulator both fast and
+    crash-consistent (see docs/architecture.md, "Simulator"):
+
+    * state.json is only ever replaced whole (``atomic_write``), so a reader without the
+      lock sees a whole state, and a file that still has the inode, size and times it had
+      when it was parsed still holds the same text: ``snapshot()`` reuses the parsed state
+      until the file changes, and read-only operations need neither the lock nor a parse.
+    * A commit writes ``.render-pending`` before it replaces state.json and removes it once
+      the kernel views (``sys/``, ``proc/``) show the new state. A process killed in between
+      leaves the marker, and the next access to the host renders the views again from
+      state.json before anything reads them.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
-
-    @property
-    def state_path(self) -> Path:
-        return self.root / STATE_FILE
+        self.state_path = self.root / STATE_FILE
+        self.pending_path = self.root / RENDER_PENDING
+        self._state_file = str(self.state_path)  # os.stat on a str: no pathlib per query
 
     def exists(self) -> bool:
         return self.state_path.is_file()
@@ -174,10 +233,44 @@ class SimStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def load(self) -> SimState:
-        self.require()
+    # -- reading
+
+    def _current(self) -> _Snapshot:
+        """The snapshot of state.json as it is now: the cached one while the file is the
+        same, else a fresh read (no lock needed: the file is replaced, never rewritten)."""
         try:
-            state = SimState.model_validate_json(self.state_path.read_text())
+            key = _file_key(os.stat(self._state_file))
+        except (FileNotFoundError, NotADirectoryError):
+            self.require()
+            raise
+        with _SNAPSHOTS_LOCK:
+            snap = _SNAPSHOTS.get(self.root)
+            if snap is not None and snap.key == key:
+                _SNAPSHOTS.move_to_end(self.root)
+                return snap
+        fd = os.open(self._state_file, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            key = _file_key(os.fstat(fd))
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+        except BaseException:
+            os.close(fd)
+            raise
+        snap = _Snapshot(fd, key, b"".join(chunks))
+        with _SNAPSHOTS_LOCK:
+            old = _SNAPSHOTS.pop(self.root, None)
+            _SNAPSHOTS[self.root] = snap
+            while len(_SNAPSHOTS) > _MAX_SNAPSHOTS:
+                _, evicted = _SNAPSHOTS.popitem(last=False)
+                os.close(evicted.fd)
+        if old is not None:
+            os.close(old.fd)
+        return snap
+
+    def _parse(self, raw: bytes) -> SimState:
+        try:
+            state = SimState.model_validate_json(raw)
         except ValueError as exc:
             first = str(exc).splitlines()[0]
             raise SimError(f"{self.state_path}: corrupt simulator state ({first})") from None
@@ -185,16 +278,82 @@ class SimStore:
             raise SimError(f"{self.state_path}: unsupported state format {state.format}")
         return state
 
-    def save(self, state: SimState) -> None:
-        atomic_write(self.state_path, state.model_dump_json(indent=1) + "\n")
-        from planner.sim.sysfs import render_sysfs
+    def snapshot(self) -> SimState:
+        """The current state, shared with every other caller of this process until
+        state.json changes: read it, never change it. Takes no lock, and waits for none."""
+        snap = self._current()
+        state = snap.state
+        if state is None:
+            # A new state.json: if a commit was killed before its views were rendered, no
+            # one holds the lock and the marker is still there. Render them now.
+            if self.pending_path.exists() and self._repair_unless_busy():
+                snap = self._current()
+            state = snap.state = self._parse(snap.raw)
+        return state
 
-        render_sysfs(self.root, state)
+    def load(self) -> SimState:
+        """A private copy of the current state (the caller may change it)."""
+        self.require()
+        return self._parse(self._current().raw)
 
     def read(self) -> SimState:
-        """A consistent snapshot (taken under the lock)."""
+        """A consistent snapshot (taken under the lock), the caller's own to change."""
         with self.locked():
+            self._repair_locked()
             return self.load()
+
+    # -- writing
+
+    def save(self, state: SimState) -> None:
+        """Replace the whole state and render every kernel view from it (``sim init``)."""
+        from planner.sim.sysfs import render_sysfs
+
+        self._mark_pending()
+        atomic_write(self.state_path, _dump(state))
+        render_sysfs(self.root, state)
+        self.pending_path.unlink(missing_ok=True)
+
+    def _commit(self, before: SimState, after: SimState, text: bytes) -> None:
+        from planner.sim.sysfs import render_changes
+
+        self._mark_pending()
+        atomic_write(self.state_path, text)
+        render_changes(self.root, before, after)
+        self.pending_path.unlink(missing_ok=True)
+
+    def _mark_pending(self) -> None:
+        # No fsync of its own: the directory fsync that commits state.json commits the
+        # marker's entry with it (or before it), never after.
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.pending_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        os.close(fd)
+
+    def _repair_unless_busy(self) -> bool:
+        """Repair now if no one holds the lock (a holder is committing; its marker is no
+        sign of a killed commit). Whether a repair ran."""
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                if not self.pending_path.exists():
+                    return False
+                self._repair_locked()
+                return True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _repair_locked(self) -> None:
+        if not self.pending_path.exists():
+            return
+        from planner.sim.sysfs import render_sysfs
+
+        render_sysfs(self.root, self.load())
+        self.pending_path.unlink(missing_ok=True)
 
     @contextmanager
     def transaction(self, commit_on: tuple[type[BaseException], ...] = ()) -> Iterator[SimState]:
@@ -202,15 +361,27 @@ class SimStore:
 
         An exception in ``commit_on`` (an expected refusal such as a DriverError) still commits
         what was changed before it, e.g. a fault's call counter; any other exception discards.
+        Only what the change touched is rendered again in ``sys/`` and ``proc/``.
         """
         with self.locked():
-            state = self.load()
-            before = state.model_dump_json()
+            self.require()
+            self._repair_locked()
+            snap = self._current()
+            state = self._parse(snap.raw)
             try:
                 yield state
             except commit_on:
-                if state.model_dump_json() != before:
-                    self.save(state)
+                self._commit_if_changed(snap, state)
                 raise
-            if state.model_dump_json() != before:
-                self.save(state)
+            self._commit_if_changed(snap, state)
+
+    def _commit_if_changed(self, snap: _Snapshot, state: SimState) -> None:
+        text = _dump(state)
+        if text == snap.raw:
+            return
+        before = snap.state if snap.state is not None else self._parse(snap.raw)
+        self._commit(before, state, text)
+
+
+def _dump(state: SimState) -> bytes:
+    return state.model_dump_json(indent=1).encode() + b"\n"

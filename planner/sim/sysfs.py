@@ -24,14 +24,16 @@ missing tree. Layout, relative to ``DIR/sys`` (all links relative, so DIR can mo
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from planner.sim import driver
 from planner.sim.models import mig_capable, pci_device_id
-from planner.sim.state import SimGpu, SimState
+from planner.sim.state import SimGpu, SimMdev, SimState
 from planner.sim.vgpu import available, find_type, total_vfs, vfs, vgpu_types
 
 SYS = "sys"
@@ -78,70 +80,86 @@ def _pci_device(tree: dict[str, Entry], bdf: str, device_id: int, group: int) ->
     return d
 
 
-def sysfs_tree(state: SimState) -> dict[str, Entry]:
+def common_tree(state: SimState) -> dict[str, Entry]:
+    """The entries that belong to no GPU: the driver's and the mdev bus's directories."""
     tree: dict[str, Entry] = {"bus/pci/drivers/nvidia": Entry("dir")}
-    backend = state.vgpu_backend
-    if backend == "mdev":
+    if state.vgpu_backend == "mdev":
         tree["bus/mdev/devices"] = Entry("dir")
         tree["class/mdev_bus"] = Entry("dir")
-    for gpu in state.gpus:
-        model = driver.model_of(gpu)
-        dev_id = pci_device_id(model)
-        pf = _pci_device(tree, gpu.pci, dev_id, iommu_group(gpu))
-        tree[f"{pf}/sriov_totalvfs"] = _file(str(total_vfs(model)))
-        tree[f"{pf}/sriov_numvfs"] = _file(str(gpu.num_vfs), 0o644)
-        tree[f"{pf}/sriov_offset"] = _file("4")
-        tree[f"{pf}/sriov_stride"] = _file("1")
-        types = vgpu_types(state, gpu) if mig_capable(model) else []
-        for k, vf in enumerate(vfs(gpu)):
-            d = _pci_device(tree, vf, dev_id, iommu_group(gpu, k))
-            tree[f"{pf}/virtfn{k}"] = _link(f"../{vf}")
-            tree[f"{d}/physfn"] = _link(f"../{gpu.pci}")
-            if backend == "mdev":
-                tree[f"class/mdev_bus/{vf}"] = _link(f"../../{d}")
-                for t in types:
-                    td = f"{d}/mdev_supported_types/{t.mdev_id}"
-                    tree[f"{td}/name"] = _file(t.name)
-                    tree[f"{td}/available_instances"] = _file(str(available(state, gpu, vf, t)))
-                    tree[f"{td}/device_api"] = _file("vfio-pci")
-                    tree[f"{td}/description"] = _file(
-                        f"num_heads=0, frl_config=60, framebuffer={t.profile.memory_mib}M, "
-                        f"max_resolution=0x0, max_instance=1"
-                    )
-                    tree[f"{td}/create"] = Entry("file", "", 0o200)
-                    tree[f"{td}/devices"] = Entry("dir")
-            elif backend == "vfio-vf":
-                current = gpu.vf_vgpus.get(vf)
-                lines = ["ID    : vGPU Name"]
-                if current is None:
-                    lines += [
-                        f"{t.number} : {t.name}" for t in types if available(state, gpu, vf, t)
-                    ]
-                tree[f"{d}/nvidia/creatable_vgpu_types"] = _file("\n".join(lines))
-                tree[f"{d}/nvidia/current_vgpu_type"] = _file(
-                    str(current.type_id if current else 0), 0o644
+    return tree
+
+
+def mdevs_by_gpu(state: SimState) -> dict[str, list[SimMdev]]:
+    """Each GPU's mdevs (by the PF's address), in state order."""
+    out: dict[str, list[SimMdev]] = {}
+    for m in state.mdevs:
+        out.setdefault(m.gpu, []).append(m)
+    return out
+
+
+def gpu_tree(state: SimState, gpu: SimGpu, mdevs: list[SimMdev]) -> dict[str, Entry]:
+    """Every entry of one GPU: its PF, its VFs with their vGPU types, and its mdevs.
+
+    A pure function of the GPU, its own mdevs (``mdevs``: those whose ``gpu`` is this GPU),
+    the vGPU backend and the driver version: nothing of another GPU shows here, which is
+    what lets ``render_changes`` render only the GPUs a change touched.
+    """
+    # The vGPU rules read ``state.mdevs``; this GPU's are all that can concern it.
+    view = state.model_copy(update={"mdevs": mdevs}) if mdevs != state.mdevs else state
+    tree: dict[str, Entry] = {}
+    backend = view.vgpu_backend
+    model = driver.model_of(gpu)
+    dev_id = pci_device_id(model)
+    pf = _pci_device(tree, gpu.pci, dev_id, iommu_group(gpu))
+    tree[f"{pf}/sriov_totalvfs"] = _file(str(total_vfs(model)))
+    tree[f"{pf}/sriov_numvfs"] = _file(str(gpu.num_vfs), 0o644)
+    tree[f"{pf}/sriov_offset"] = _file("4")
+    tree[f"{pf}/sriov_stride"] = _file("1")
+    types = vgpu_types(view, gpu) if mig_capable(model) else []
+    for k, vf in enumerate(vfs(gpu)):
+        d = _pci_device(tree, vf, dev_id, iommu_group(gpu, k))
+        tree[f"{pf}/virtfn{k}"] = _link(f"../{vf}")
+        tree[f"{d}/physfn"] = _link(f"../{gpu.pci}")
+        if backend == "mdev":
+            tree[f"class/mdev_bus/{vf}"] = _link(f"../../{d}")
+            for t in types:
+                td = f"{d}/mdev_supported_types/{t.mdev_id}"
+                tree[f"{td}/name"] = _file(t.name)
+                tree[f"{td}/available_instances"] = _file(str(available(view, gpu, vf, t)))
+                tree[f"{td}/device_api"] = _file("vfio-pci")
+                tree[f"{td}/description"] = _file(
+                    f"num_heads=0, frl_config=60, framebuffer={t.profile.memory_mib}M, "
+                    f"max_resolution=0x0, max_instance=1"
                 )
-                gi = (
-                    driver.find_gi_serial(gpu, current.gi_serial)
-                    if current and current.gi_serial
-                    else None
-                )
-                if gi is not None:
-                    tree[f"{d}/nvidia/gpu_instance_id"] = _file(str(gi.gi_id))
+                tree[f"{td}/create"] = Entry("file", "", 0o200)
+                tree[f"{td}/devices"] = Entry("dir")
+        elif backend == "vfio-vf":
+            current = gpu.vf_vgpus.get(vf)
+            lines = ["ID    : vGPU Name"]
+            if current is None:
+                lines += [f"{t.number} : {t.name}" for t in types if available(view, gpu, vf, t)]
+            tree[f"{d}/nvidia/creatable_vgpu_types"] = _file("\n".join(lines))
+            tree[f"{d}/nvidia/current_vgpu_type"] = _file(
+                str(current.type_id if current else 0), 0o644
+            )
+            gi = (
+                driver.find_gi_serial(gpu, current.gi_serial)
+                if current and current.gi_serial
+                else None
+            )
+            if gi is not None:
+                tree[f"{d}/nvidia/gpu_instance_id"] = _file(str(gi.gi_id))
     if backend == "mdev":
-        for m in state.mdevs:
-            owner = state.gpu(m.gpu)
-            if owner is None:
-                continue
+        for m in mdevs:
             d = f"{PCI_ROOT}/{m.parent}/{m.uuid}"
-            mtype = find_type(state, owner, m.type_id)
+            mtype = find_type(view, gpu, m.type_id)
             tree[f"{d}/remove"] = Entry("file", "", 0o200)
             tree[f"{d}/mdev_type"] = _link(f"../mdev_supported_types/{m.type_id}")
             group = mdev_iommu_group(m.uuid)
             tree[f"{d}/iommu_group"] = _link(f"../../../../kernel/iommu_groups/{group}")
             tree[f"kernel/iommu_groups/{group}/devices/{m.uuid}"] = _link(f"../../../../{d}")
             tree[f"{d}/nvidia/vgpu_params"] = Entry("file", "", 0o644)
-            backing = driver.find_gi_serial(owner, m.gi_serial) if m.gi_serial is not None else None
+            backing = driver.find_gi_serial(gpu, m.gi_serial) if m.gi_serial is not None else None
             if backing is not None:
                 tree[f"{d}/nvidia/gpu_instance_id"] = _file(str(backing.gi_id))
             tree[f"bus/mdev/devices/{m.uuid}"] = _link(f"../../../{d}")
@@ -149,6 +167,16 @@ def sysfs_tree(state: SimState) -> dict[str, Entry]:
                 tree[f"{PCI_ROOT}/{m.parent}/mdev_supported_types/{m.type_id}/devices/{m.uuid}"] = (
                     _link(f"../../../{m.uuid}")
                 )
+    return tree
+
+
+def sysfs_tree(state: SimState) -> dict[str, Entry]:
+    """The whole tree: the common entries and every GPU's (an mdev whose GPU is gone has
+    no entries)."""
+    tree = common_tree(state)
+    by_gpu = mdevs_by_gpu(state)
+    for gpu in state.gpus:
+        tree.update(gpu_tree(state, gpu, by_gpu.get(gpu.pci, [])))
     return tree
 
 
@@ -175,15 +203,26 @@ def _same_content(path: Path, content: str) -> bool:
     return path.read_text() == content
 
 
-def _replace(path: Path, make: str, entry: Entry) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
+def _replace(path: Path | str, make: str, entry: Entry) -> None:
+    """Put ``entry`` at ``path`` atomically: readers see the old entry or the new one.
+    The temporary name is removed first and created exclusively, never followed."""
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a killed render
     if make == "link":
         os.symlink(entry.content, tmp)
     else:
-        tmp.write_text(entry.content)
-        os.chmod(tmp, entry.mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     entry.mode)
+        try:
+            data = entry.content.encode()
+            while data:
+                data = data[os.write(fd, data):]
+            os.fchmod(fd, entry.mode)  # whatever the umask
+        finally:
+            os.close(fd)
     os.replace(tmp, path)
 
 
@@ -242,6 +281,111 @@ def proc_tree(state: SimState) -> dict[str, Entry]:
 
 
 def render_sysfs(sim_root: Path, state: SimState) -> None:
-    """Re-render the kernel's views of the simulated host: ``DIR/sys`` and ``DIR/proc``."""
+    """Render the kernel's views of the simulated host, ``DIR/sys`` and ``DIR/proc``, whole:
+    every path is compared with the disk (``sim init``, and repair after a killed commit)."""
     sync_tree(Path(sim_root) / SYS, sysfs_tree(state))
     sync_tree(Path(sim_root) / "proc", proc_tree(state))
+
+
+def render_changes(sim_root: Path, before: SimState, after: SimState) -> None:
+    """Bring the kernel views from ``before`` (what the disk shows) to ``after``, touching
+    only the GPUs whose part of the state changed, and only the entries that differ.
+
+    A change of the GPU list, the vGPU backend or the driver version (none of which an
+    operation makes) renders everything again.
+    """
+    sim_root = Path(sim_root)
+    if (
+        [g.pci for g in before.gpus] != [g.pci for g in after.gpus]
+        or before.vgpu_backend != after.vgpu_backend
+        or before.driver_version != after.driver_version
+    ):
+        render_sysfs(sim_root, after)
+        return
+    old_mdevs, new_mdevs = mdevs_by_gpu(before), mdevs_by_gpu(after)
+    old: dict[str, Entry] = {}
+    new: dict[str, Entry] = {}
+    for was, now in zip(before.gpus, after.gpus, strict=True):
+        was_mdevs, now_mdevs = old_mdevs.get(was.pci, []), new_mdevs.get(now.pci, [])
+        if was == now and was_mdevs == now_mdevs:
+            continue
+        old.update(gpu_tree(before, was, was_mdevs))
+        new.update(gpu_tree(after, now, now_mdevs))
+    common = common_tree(after)
+    apply_changes(sim_root / SYS, old, new, keep=_dirs_of(common))
+    if any(was.holders != now.holders for was, now in zip(before.gpus, after.gpus, strict=True)):
+        apply_changes(sim_root / "proc", proc_tree(before), proc_tree(after), keep=set())
+
+
+def _dirs_of(tree: dict[str, Entry]) -> set[str]:
+    """Every directory the tree needs: its "dir" entries and every entry's parents."""
+    out = {rel for rel, e in tree.items() if e.kind == "dir"}
+    for rel in tree:
+        parent = os.path.dirname(rel)
+        while parent and parent not in out:
+            out.add(parent)
+            parent = os.path.dirname(parent)
+    return out
+
+
+def apply_changes(root: Path, old: dict[str, Entry], new: dict[str, Entry], keep: set[str]) -> None:
+    """Change the tree under ``root`` from ``old`` (what is on disk) to ``new``: remove what
+    ``new`` lacks, write what differs, leave equal entries alone (no disk access for them).
+    A directory left empty by a removal goes too, unless ``new`` or ``keep`` needs it."""
+    base = os.fspath(root)
+    wanted_dirs = _dirs_of(new) | keep
+    emptied: set[str] = set()
+    removed: set[str] = set()  # directories removed
+    for rel in sorted(old, key=lambda r: r.count("/"), reverse=True):
+        was = old[rel]
+        now = new.get(rel)
+        if now is not None and now.kind == was.kind:
+            continue
+        path = os.path.join(base, rel)
+        if was.kind == "dir":
+            if rel not in wanted_dirs:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.add(rel)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        emptied.add(os.path.dirname(rel))
+    for rel in sorted(emptied, key=lambda r: r.count("/"), reverse=True):
+        while rel and rel not in wanted_dirs:
+            try:
+                os.rmdir(os.path.join(base, rel))
+            except OSError:  # not empty (another GPU's entries), or already gone
+                break
+            removed.add(rel)
+            rel = os.path.dirname(rel)
+    # directories known to be there: the old tree's, less what was removed
+    existing = {""} | {
+        d for d in _dirs_of(old) if not any(d == r or d.startswith(r + "/") for r in removed)
+    }
+    for rel in sorted(new):
+        e = new[rel]
+        was_entry = old.get(rel)
+        if was_entry == e:
+            continue
+        path = os.path.join(base, rel)
+        if e.kind == "dir":
+            os.makedirs(path, exist_ok=True)
+            existing.add(rel)
+            continue
+        parent = os.path.dirname(rel)
+        if parent not in existing:
+            os.makedirs(os.path.join(base, parent), exist_ok=True)
+            while parent:
+                existing.add(parent)
+                parent = os.path.dirname(parent)
+        if was_entry is not None and was_entry.kind == e.kind == "file" and (
+            was_entry.content == e.content
+        ):
+            os.chmod(path, e.mode)
+        elif was_entry is None and e.kind == "link":
+            try:
+                os.symlink(e.content, path)  # a new link appears whole
+            except FileExistsError:
+                _replace(path, "link", e)
+        else:
+            _replace(path, e.kind, e)
