@@ -6,6 +6,7 @@ shows in the JSON Schema as a string with a pattern, so editors can check it too
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any
@@ -43,7 +44,14 @@ def _need_str(value: Any, what: str) -> str:
 def _profile(value: Any) -> MigProfile:
     if isinstance(value, MigProfile):
         return value
-    return parse_profile(_need_str(value, "a MIG profile"))
+    return _parse_profile(_need_str(value, "a MIG profile"))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_profile(text: str) -> MigProfile:
+    # A fleet config names a handful of profiles thousands of times; MigProfile is frozen.
+    # (An invalid one raises, and is parsed again each time: errors are rare.)
+    return parse_profile(text)
 
 
 def _selector(value: Any) -> GpuSelector:

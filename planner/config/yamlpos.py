@@ -29,6 +29,7 @@ from ruamel.yaml.scalarstring import (
     SingleQuotedScalarString,
 )
 
+from planner.config import yamlevents
 from planner.config.expand import ExpandError, expand
 from planner.errors import Diagnostic
 
@@ -99,10 +100,27 @@ def load_yaml(
 
     Raises YamlLoadError with every problem found.
     """
+    converter = _Converter(file, env)
+    converter.positions.values[""] = (1, 1)
+    try:
+        data = yamlevents.build(text, file, converter)
+    except yamlevents.Refused as exc:
+        raise YamlLoadError([exc.diagnostic]) from None
+    except yamlevents.Fallback:
+        converter = _Converter(file, env)
+        converter.positions.values[""] = (1, 1)
+        data = converter.convert(_round_trip(text, file), "", (1, 1))
+    if converter.diagnostics:
+        raise YamlLoadError(converter.diagnostics)
+    return data, converter.positions
+
+
+def _round_trip(text: str, file: str) -> Any:
+    """The document as ruamel.yaml's pure-Python round-trip loader reads it."""
     yaml = YAML(typ="rt", pure=True)
     yaml.preserve_quotes = True
     try:
-        doc = yaml.load(text)
+        return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -111,12 +129,12 @@ def load_yaml(
     except YAMLError as exc:
         message = _one_line(f"invalid YAML: {exc}")
         raise YamlLoadError([Diagnostic(file, 1, 1, "", message)]) from None
-    converter = _Converter(file, env)
-    converter.positions.values[""] = (1, 1)
-    data = converter.convert(doc, "", (1, 1))
-    if converter.diagnostics:
-        raise YamlLoadError(converter.diagnostics)
-    return data, converter.positions
+    except RecursionError:  # the event pass refuses deep nesting first, where it runs
+        message = f"nested deeper than {yamlevents.MAX_DEPTH} levels"
+        raise YamlLoadError([Diagnostic(file, 1, 1, "", message)]) from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts
+        message = _one_line(f"invalid YAML: {exc}")
+        raise YamlLoadError([Diagnostic(file, 1, 1, "", message)]) from None
 
 
 def _one_line(text: str) -> str:
@@ -134,6 +152,41 @@ class _Converter:
 
     def error(self, pos: Pos, path: str, message: str) -> None:
         self.diagnostics.append(Diagnostic(self.file, pos[0], pos[1], path, message))
+
+    # -- the event builder's side (yamlevents.build)
+
+    child = staticmethod(join_path)
+
+    def enter(self, path: str, pos: Pos) -> bool:
+        """Count one node; False (and one error) past MAX_NODES."""
+        self.count += 1
+        if path:
+            self.positions.values[path] = pos
+        if self.count > MAX_NODES:
+            if self.count == MAX_NODES + 1:
+                self.error(pos, path, f"document too large (more than {MAX_NODES} nodes)")
+            return False
+        return True
+
+    def key(self, scalar: yamlevents.Scalar, path: str, pos: Pos) -> str:
+        key = scalar.value
+        if isinstance(key, str):
+            if self.env is None:
+                return key
+            return str(self._text(key, scalar.quoted, scalar.block, path, pos))
+        if not isinstance(key, bool | int | float) and key is not None:
+            raise yamlevents.Fallback  # a date as a key: refused as the round-trip side does
+        return _key_name(key)
+
+    def value(self, scalar: yamlevents.Scalar, path: str, pos: Pos) -> Any:
+        if scalar.quoted:
+            self.positions.quoted.add(path)
+        value = scalar.value
+        if isinstance(value, str):
+            return self._text(value, scalar.quoted, scalar.block, path, pos)
+        return self._scalar(value, path, pos)
+
+    # -- the round-trip loader's side
 
     def convert(self, node: Any, path: str, pos: Pos) -> Any:
         self.count += 1
@@ -166,8 +219,7 @@ class _Converter:
                 name = self._scalar(key, path, kpos) if self.env is not None else str(key)
                 name = str(name)
             elif isinstance(key, bool | int | float) or key is None:
-                name = "null" if key is None else str(key).lower() if isinstance(key, bool) \
-                    else str(key)
+                name = _key_name(key)
             else:
                 self.error(kpos, path, "a mapping key must be a plain scalar")
                 continue
@@ -198,11 +250,14 @@ class _Converter:
             return node
         if not isinstance(node, str):
             return str(node)
-        text = str(node)
-        if self.env is None or "$" not in text:
-            return text
         quoted = isinstance(node, DoubleQuotedScalarString | SingleQuotedScalarString)
         block = isinstance(node, LiteralScalarString | FoldedScalarString)
+        return self._text(str(node), quoted, block, path, pos)
+
+    def _text(self, text: str, quoted: bool, block: bool, path: str, pos: Pos) -> Any:
+        """A string scalar, with ``${VAR}`` forms expanded (a plain one re-typed)."""
+        if self.env is None or "$" not in text:
+            return text
         try:
             expanded = expand(text, self.env)
         except ExpandError as exc:
@@ -212,6 +267,13 @@ class _Converter:
         if quoted or block:
             return expanded
         return _reread_plain(expanded)
+
+
+def _key_name(key: Any) -> str:
+    """The name of a mapping key that is not a string: ``null``, ``true``, ``3``..."""
+    if key is None:
+        return "null"
+    return str(key).lower() if isinstance(key, bool) else str(key)
 
 
 def _reread_plain(text: str) -> Any:

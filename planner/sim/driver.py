@@ -44,6 +44,7 @@ Behaviour that the sources leave open is decided here and marked INFERRED or ASS
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
@@ -84,8 +85,14 @@ def model_of(gpu: SimGpu) -> GpuModel:
 
 def offered_gi_profiles(state: SimState, gpu: SimGpu) -> tuple[GiProfile, ...]:
     """The GI profiles this driver version offers on this GPU (e.g. 1g.10gb needs R525)."""
+    return _offered(gpu.model, state.driver_version)
+
+
+@functools.lru_cache(maxsize=64)
+def _offered(model_id: str, driver_version: str) -> tuple[GiProfile, ...]:
+    # Asked on nearly every NVML query: a pure function of two strings, kept.
     return tuple(
-        p for p in model_of(gpu).gi_profiles if driver_at_least(state.driver_version, p.min_driver)
+        p for p in sim_model(model_id).gi_profiles if driver_at_least(driver_version, p.min_driver)
     )
 
 
