@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import json
+import locale
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -86,18 +86,29 @@ def register(app: typer.Typer) -> None:
 
 
 def _is_plan_file(path: Path) -> bool:
+    """Whether PATH is meant as a plan: a ``.json`` file, or one whose text starts with
+    ``{`` (a YAML config never does in practice). A damaged plan then gets the plan
+    loader's message, not the config parser's."""
+    if path.suffix.lower() == ".json":
+        return True
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
         return False
-    return isinstance(data, dict) and "plan_sha256" in data
+    return head.lstrip()[:1] == b"{"
 
 
-def _read(path: Path) -> str:
+def _read(path: Path, limit: int, what: str) -> str:
+    from planner.config.limits import InputTooLarge, read_text_limited
+
     try:
-        return path.read_text()
-    except OSError as exc:
-        raise AihowError(f"{path}: cannot read: {exc.strerror}") from exc
+        return read_text_limited(path, limit, what, encoding=locale.getpreferredencoding(False))
+    except InputTooLarge as exc:
+        raise AihowError(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise AihowError(f"{path}: cannot read: {reason}") from None
 
 
 def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
@@ -106,13 +117,14 @@ def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
     """(plan, plan text, config, config text, config path, the host's Environment) for
     PLAN (on ``host``, else the plan's host) or CONFIG (on ``host``, else local)."""
     from planner.config import load_config
+    from planner.config.limits import MAX_CONFIG_BYTES, MAX_PLAN_BYTES
     from planner.plan.model import load_plan
 
     if _is_plan_file(path):
         plan = load_plan(path)  # verifies plan_sha256: an edited plan stops here
-        plan_text = _read(path)
+        plan_text = _read(path, MAX_PLAN_BYTES, "plan")
         cfg_path = Path(str(plan.config.path))
-        cfg_text = _read(cfg_path)
+        cfg_text = _read(cfg_path, MAX_CONFIG_BYTES, "config")
         digest = hashlib.sha256(cfg_text.encode()).hexdigest()
         if digest != plan.config.sha256:
             raise AihowError(
@@ -123,7 +135,7 @@ def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
         cfg = load_config(cfg_path)
         env = open_environment(host or str(plan.host.uri), libvirt_uri_for(cfg, libvirt_uri))
         return plan, plan_text, cfg, cfg_text, str(cfg_path), env
-    cfg_text = _read(path)
+    cfg_text = _read(path, MAX_CONFIG_BYTES, "config")
     cfg = load_config(path)
     env = open_environment(host, libvirt_uri_for(cfg, libvirt_uri))
     plan = _make_plan(cfg, cfg_text, str(path), env, state_dir)

@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from planner.config.limits import MAX_TEMPLATE_COUNT
 from planner.config.types import (
     HexId,
     ImagePath,
@@ -258,7 +259,7 @@ class ListNode(VmSpec):
 class NodeTemplate(VmSpec):
     """The template form: ``count`` VMs alike, addresses from DHCP."""
 
-    count: PositiveInt
+    count: Annotated[PositiveInt, Field(le=MAX_TEMPLATE_COUNT)]
     ip: Literal["DHCP"]
 
 

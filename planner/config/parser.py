@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from planner.config.diagnostics import known_keys, suggest, translate
 from planner.config.expand import config_environment
+from planner.config.limits import MAX_CONFIG_BYTES, InputTooLarge, read_text_limited
 from planner.config.models import ClusterConfig
 from planner.config.vms import VmDecl, expand_vms
 from planner.config.yamlpos import Positions, YamlLoadError, load_yaml
@@ -36,7 +37,9 @@ class ClusterConfigParser:
     def parse_file(self, path: str | Path) -> ClusterConfig:
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text_limited(path, MAX_CONFIG_BYTES, "config")
+        except InputTooLarge as exc:
+            raise AihowError(str(exc)) from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise AihowError(f"{path}: cannot read config: {reason}") from None

@@ -251,8 +251,8 @@ def _build(parser: Any, file: str, sink: Any) -> Any:
             if event.tag is not None or event.anchor is not None:
                 raise Fallback
             if len(stack) >= MAX_DEPTH:
-                raise Refused(Diagnostic(file, pos[0], pos[1], path, f"nested deeper than "
-                                         f"{MAX_DEPTH} levels"))
+                raise Refused(Diagnostic(file, pos[0], pos[1], "", f"nested deeper than "
+                                         f"{MAX_DEPTH} levels"))  # (the key path is as long)
             value = {} if kind is MappingStartEvent else []
         if not stopped:
             stopped = not sink.enter(path, pos)

@@ -30,6 +30,10 @@ class LangError(ValueError):
 
 _OPTIONS = {"parser": "lalr", "maybe_placeholders": False}
 
+# The N of ``N*PROFILE`` in a layout: no GPU holds more than a handful of instances, and a
+# huge N would be expanded into that many items (docs/config-reference.md, "Limits").
+MAX_LAYOUT_REPEAT = 64
+
 
 @cache
 def _parser(name: str) -> Lark:
@@ -144,9 +148,11 @@ def parse_layout(text: str) -> Layout:
         for tok in item.children:
             assert isinstance(tok, Token)
             if tok.type == "COUNT":
+                if len(tok) > len(str(MAX_LAYOUT_REPEAT)) or not (
+                        1 <= int(tok) <= MAX_LAYOUT_REPEAT):
+                    raise LangError("layout", text, tok.column or 1,
+                                    f"a count from 1 to {MAX_LAYOUT_REPEAT}")
                 count = int(tok)
-                if count < 1:
-                    raise LangError("layout", text, tok.column or 1, "a count of at least 1")
             elif tok.type == "START":
                 start = int(tok)
             elif tok.type == "PROFILE":

@@ -4,11 +4,13 @@ The models and the canonical JSON are the plan vocabulary's (``planner.vocab.pla
 from __future__ import annotations
 
 import json
+from locale import getpreferredencoding
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from planner.config.limits import MAX_PLAN_BYTES, InputTooLarge, read_text_limited
 from planner.errors import AihowError
 from planner.vocab.plan import (
     FORMAT_VERSION,
@@ -46,10 +48,14 @@ def plan_schema() -> dict[str, Any]:
 
 
 def parse_plan(text: str, where: str = "plan") -> Plan:
+    if not text.strip():
+        raise PlanFileError(f"{where}: empty file, not an aihow plan")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlanFileError(f"{where}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    except RecursionError:
+        raise PlanFileError(f"{where}: not an aihow plan (JSON nested too deeply)") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise PlanFileError(f"{where}: not an aihow plan (no format_version)")
     major = str(data["format_version"]).split(".")[0]
@@ -74,7 +80,11 @@ def load_plan(path: str | Path) -> Plan:
     """Read a plan file and verify its digest."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = read_text_limited(p, MAX_PLAN_BYTES, "plan", encoding=getpreferredencoding(False))
+    except InputTooLarge as exc:
+        raise PlanFileError(str(exc)) from None
+    except UnicodeDecodeError:
+        raise PlanFileError(f"{p}: not an aihow plan (not UTF-8 text)") from None
     except OSError as exc:
         raise PlanFileError(f"{p}: cannot read plan: {exc.strerror}") from None
     return parse_plan(text, str(p))
