@@ -1,0 +1,214 @@
+"""The simulator's store: rendering only what changed gives the same tree as rendering
+everything, a commit killed at any point leaves a host that reads consistently, and the
+cached snapshot follows every change of state.json."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pynvml
+import pytest
+
+from planner.sim import sysfs as sim_sysfs
+from planner.sim.fake_nvml import FakeNvml
+from planner.sim.host import GpuSpec
+from planner.sim.kernel import sysfs_write
+from planner.sim.state import RENDER_PENDING, STATE_FILE, SimStore
+from planner.sim.sysfs import Entry, proc_tree, sysfs_tree
+
+U = "2f0c6a3e-1b6f-4c5e-9a8b-0d1e2f3a4b5{}"
+
+
+def disk_tree(base: Path) -> dict[str, tuple[str, str, int]]:
+    out: dict[str, tuple[str, str, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(base):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(base))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p), 0)
+            elif p.is_dir():
+                out[rel] = ("dir", "", 0)
+            else:
+                out[rel] = ("file", p.read_text(), p.stat().st_mode & 0o777)
+    return out
+
+
+def wanted(tree: dict[str, Entry]) -> dict[str, tuple[str, str, int]]:
+    out: dict[str, tuple[str, str, int]] = {}
+    for rel, e in tree.items():
+        out[rel] = (e.kind, e.content, e.mode if e.kind == "file" else 0)
+        parent = os.path.dirname(rel)
+        while parent:
+            out.setdefault(parent, ("dir", "", 0))
+            parent = os.path.dirname(parent)
+    return out
+
+
+def assert_consistent(root: Path) -> None:
+    state = SimStore(root).read()
+    assert not (root / RENDER_PENDING).exists()
+    assert disk_tree(root / "sys") == wanted(sysfs_tree(state))
+    assert disk_tree(root / "proc") == wanted(proc_tree(state))
+
+
+def _operations(root: Path) -> list[Callable[[], None]]:
+    """A sequence that touches every part of the tree: GIs, CIs, VFs, mdevs, holders."""
+    n = FakeNvml(root)
+    n.nvmlInit()
+
+    def gi(index: int, start: int) -> Callable[[], None]:
+        def run() -> None:
+            h = n.nvmlDeviceGetHandleByIndex(index)
+            p = pynvml.c_nvmlGpuInstancePlacement_t(start, 1)
+            g = n.nvmlDeviceCreateGpuInstanceWithPlacement(h, 19, ctypes.byref(p))
+            n.nvmlGpuInstanceCreateComputeInstance(g, 0)
+        return run
+
+    def write(rel: str, value: str) -> Callable[[], None]:
+        return lambda: sysfs_write(root, rel, value)
+
+    def type_dir(vf: str) -> str:
+        types = sorted(os.listdir(root / "sys/bus/pci/devices" / vf / "mdev_supported_types"))
+        for t in types:
+            name = (root / "sys/bus/pci/devices" / vf / "mdev_supported_types" / t / "name")
+            if name.read_text().strip().endswith("-1-5C"):
+                return f"bus/pci/devices/{vf}/mdev_supported_types/{t}"
+        raise AssertionError("no 1g.5gb vGPU type")
+
+    def mdev(vf: str, k: int) -> Callable[[], None]:
+        return lambda: sysfs_write(root, f"{type_dir(vf)}/create", U.format(k))
+
+    def hold() -> None:
+        with SimStore(root).transaction() as state:
+            from planner.sim import driver
+
+            driver.hold(state.gpus[1], "nvidia-persistenced", 4242)
+
+    def release() -> None:
+        with SimStore(root).transaction() as state:
+            from planner.sim import driver
+
+            driver.release(state.gpus[1], "nvidia-persistenced", None)
+
+    return [
+        gi(0, 0), gi(0, 1), gi(1, 3),
+        write("bus/pci/devices/0000:17:00.0/sriov_numvfs", "3"),
+        mdev("0000:17:00.4", 1), mdev("0000:17:00.5", 2),
+        hold,
+        write(f"bus/mdev/devices/{U.format(1)}/remove", "1"),
+        release,
+        write(f"bus/mdev/devices/{U.format(2)}/remove", "1"),
+        write("bus/pci/devices/0000:17:00.0/sriov_numvfs", "0"),
+    ]
+
+
+@pytest.fixture
+def host(make_host: Callable[..., Path]) -> Path:
+    return make_host(GpuSpec("a100-40gb", "0000:17:00.0", mig=True),
+                     GpuSpec("a100-40gb", "0000:31:00.0", mig=True), vgpu="mdev")
+
+
+def test_rendering_what_changed_equals_rendering_everything(host: Path) -> None:
+    assert_consistent(host)
+    for op in _operations(host):
+        op()
+        assert_consistent(host)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it in the process runs (no except Exception)."""
+
+
+@pytest.mark.parametrize("after", [0, 1, 3, 10, 40])
+def test_a_commit_killed_while_rendering_is_repaired_on_next_access(
+    host: Path, monkeypatch: pytest.MonkeyPatch, after: int
+) -> None:
+    ops = _operations(host)
+    for op in ops[:3]:
+        op()
+    real = sim_sysfs._replace
+    calls = {"n": 0}
+
+    def dying(*args: object) -> None:
+        if calls["n"] == after:
+            raise Killed
+        calls["n"] += 1
+        real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sim_sysfs, "_replace", dying)
+    with pytest.raises(Killed):
+        ops[3]()  # enabling VFs writes many entries
+    monkeypatch.setattr(sim_sysfs, "_replace", real)
+    assert (host / RENDER_PENDING).exists()  # state.json is new, the tree is not
+    # the next reader (here through NVML) repairs before anything reads
+    n = FakeNvml(host)
+    n.nvmlInit()
+    assert n.nvmlDeviceGetCount() == 2
+    assert_consistent(host)
+    for op in ops[4:]:  # and the host goes on working
+        op()
+    assert_consistent(host)
+
+
+def test_a_kill_before_state_json_changes_leaves_the_old_state(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = (host / STATE_FILE).read_bytes()
+
+    def dying(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr("planner.sim.state.atomic_write", dying)
+    with pytest.raises(Killed):
+        sysfs_write(host, "bus/pci/devices/0000:17:00.0/sriov_numvfs", "2")
+    monkeypatch.undo()
+    assert (host / STATE_FILE).read_bytes() == before
+    assert_consistent(host)
+
+
+def test_snapshot_follows_changes_made_by_another_process(host: Path) -> None:
+    store = SimStore(host)
+    assert store.snapshot().faults == []
+    assert store.snapshot() is store.snapshot()  # cached while the file is unchanged
+    subprocess.run([str(Path(sys.executable).with_name("aihow")), "sim", "fail", str(host),
+                    "--op", "nvmlDeviceGetName", "--at", "2"], check=True, capture_output=True)
+    assert [f.op for f in store.snapshot().faults] == ["nvmlDeviceGetName"]
+    # an armed query is counted: the second call fails, then queries read the snapshot again
+    n = FakeNvml(host)
+    n.nvmlInit()
+    h = n.nvmlDeviceGetHandleByIndex(0)
+    n.nvmlDeviceGetName(h)
+    with pytest.raises(pynvml.NVMLError):
+        n.nvmlDeviceGetName(h)
+    assert store.snapshot().faults[0].fired
+
+
+def test_snapshot_sees_a_state_json_edited_in_place(host: Path) -> None:
+    store = SimStore(host)
+    assert store.snapshot().boot == 1
+    path = host / STATE_FILE
+    text = path.read_text().replace('"boot": 1', '"boot": 7')
+    with open(path, "r+") as f:  # same inode, new content
+        f.write(text)
+        f.truncate()
+    assert store.snapshot().boot == 7
+
+
+def test_queries_do_not_write(host: Path) -> None:
+    path = host / STATE_FILE
+    before = os.stat(path)
+    n = FakeNvml(host)
+    n.nvmlInit()
+    for i in range(n.nvmlDeviceGetCount()):
+        h = n.nvmlDeviceGetHandleByIndex(i)
+        n.nvmlDeviceGetMigMode(h)
+        n.nvmlDeviceGetName(h)
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert not (host / RENDER_PENDING).exists()
