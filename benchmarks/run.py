@@ -1,6 +1,6 @@
 """aihow plan benchmarks: run ``python benchmarks/run.py`` (or ``make bench``) from the repo root.
 
-Prints three figures, each measured in this one run:
+Prints these figures, each measured in this one run:
 
 (a) ``aihow plan`` on the example config against a simulated A100 host, as a ratio to the
     time Python needs just to import the third-party modules that command loads (target
@@ -9,7 +9,8 @@ Prints three figures, each measured in this one run:
     half empty), in seconds, and the ratio when the input doubles (target at most 2.2x);
 (c) 1,000 random layout transitions over every catalog model: the GPU-instance creates +
     deletes aihow plans against the brute-force minimum (must be equal on every one),
-    beside the count mig-parted's rebuild-the-whole-GPU strategy needs.
+    beside the count mig-parted's rebuild-the-whole-GPU strategy needs;
+(d)-(f) the simulator's probe and apply and the config loader at scale (``scale.py``).
 
 Each figure is a median of several runs (the two commands of (a), and the two sizes of
 (b), interleaved so that a change in the machine's load hits both sides alike), printed
@@ -207,6 +208,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=0,
                     help="rounds per median (default 15 for (a), 5 for (b); --quick: 5, 1)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    ap.add_argument("--no-scale", action="store_true",
+                    help="skip the simulator and config-loading figures (d)-(f) of scale.py")
     args = ap.parse_args()
     gpus, count = (64, 100) if args.quick else (1024, 1000)
     runs_a = args.runs or (5 if args.quick else 15)
@@ -245,6 +248,10 @@ def main() -> int:
           f"aihow plans {planned} instance creates+deletes, the minimum is {best} "
           f"({'equal on every transition' if mismatches == 0 else f'{mismatches} NOT minimal'})"
           f"; mig-parted's rebuild strategy needs {rebuild} {_verdict(mismatches == 0)}")
+    if not args.no_scale:
+        import scale
+
+        scale.main(args.quick, args.runs)
     print(f"load average after: {_load()}")
     if args.json:
         print(json.dumps({"a_ratio": ratio_a, "a_plan_s": t_plan, "a_imports_s": t_imports,

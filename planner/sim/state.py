@@ -14,13 +14,14 @@ import fcntl
 import os
 import tempfile
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 from planner.errors import AihowError
 
@@ -114,33 +115,47 @@ class SimState(_Model):
     mdevs: list[SimMdev] = Field(default_factory=list)
     faults: list[Fault] = Field(default_factory=list)
 
-    # GPU list positions by PCI address and by NVML index, built on first use: a probe
-    # looks GPUs up thousands of times. Every hit is checked against the list, so a list
-    # changed since falls back to a scan and a rebuilt table.
-    _by_pci: dict[str, int] = PrivateAttr(default_factory=dict)
-    _by_index: dict[int, int] = PrivateAttr(default_factory=dict)
-
     def gpu(self, pci: str) -> SimGpu | None:
-        i = self._by_pci.get(pci)
+        by_pci = _indexes(self)[1]
+        i = by_pci.get(pci)
         if i is not None and i < len(self.gpus) and self.gpus[i].pci == pci:
             return self.gpus[i]
-        self._by_pci = {g.pci: i for i, g in enumerate(self.gpus)}
-        i = self._by_pci.get(pci)
+        by_pci.clear()
+        by_pci.update((g.pci, i) for i, g in enumerate(self.gpus))
+        i = by_pci.get(pci)
         return None if i is None else self.gpus[i]
 
     def gpu_at(self, index: int) -> SimGpu | None:
         """The GPU with this NVML index."""
-        i = self._by_index.get(index)
+        by_index = _indexes(self)[2]
+        i = by_index.get(index)
         if i is not None and i < len(self.gpus) and self.gpus[i].index == index:
             return self.gpus[i]
-        self._by_index = {g.index: i for i, g in enumerate(self.gpus)}
-        i = self._by_index.get(index)
+        by_index.clear()
+        by_index.update((g.index, i) for i, g in enumerate(self.gpus))
+        i = by_index.get(index)
         return None if i is None else self.gpus[i]
 
     def take_serial(self) -> int:
         serial = self.next_serial
         self.next_serial += 1
         return serial
+
+
+# GPU list positions by PCI address and by NVML index, per SimState, built on first use:
+# a probe looks GPUs up hundreds of thousands of times. Every hit is checked against the
+# list, so a list changed since falls back to a rebuilt table. Kept beside the model (not
+# as pydantic private attributes, whose every access costs microseconds).
+_INDEXES: dict[int, tuple[weakref.ref[SimState], dict[str, int], dict[int, int]]] = {}
+
+
+def _indexes(state: SimState) -> tuple[weakref.ref[SimState], dict[str, int], dict[int, int]]:
+    key = id(state)
+    entry = _INDEXES.get(key)
+    if entry is None or entry[0]() is not state:
+        ref = weakref.ref(state, lambda _, key=key: _INDEXES.pop(key, None))  # type: ignore[misc]
+        entry = _INDEXES[key] = (ref, {}, {})
+    return entry
 
 
 def _fsync_dir(path: Path) -> None:

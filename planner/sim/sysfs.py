@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,12 +311,35 @@ def render_changes(sim_root: Path, before: SimState, after: SimState) -> None:
         was_mdevs, now_mdevs = old_mdevs.get(was.pci, []), new_mdevs.get(now.pci, [])
         if was == now and was_mdevs == now_mdevs:
             continue
-        old.update(gpu_tree(before, was, was_mdevs))
-        new.update(gpu_tree(after, now, now_mdevs))
+        old.update(_gpu_tree_kept(before, was, was_mdevs))
+        new.update(_gpu_tree_kept(after, now, now_mdevs))
     common = common_tree(after)
     apply_changes(sim_root / SYS, old, new, keep=_dirs_of(common))
     if any(was.holders != now.holders for was, now in zip(before.gpus, after.gpus, strict=True)):
         apply_changes(sim_root / "proc", proc_tree(before), proc_tree(after), keep=set())
+
+
+# The GPU trees rendered last, by everything they depend on: the tree a commit renders is
+# the "before" of the next commit on that GPU. Trees are never changed once made.
+_TREES: OrderedDict[tuple[str, ...], dict[str, Entry]] = OrderedDict()
+_TREES_LOCK = threading.Lock()
+_MAX_TREES = 256
+
+
+def _gpu_tree_kept(state: SimState, gpu: SimGpu, mdevs: list[SimMdev]) -> dict[str, Entry]:
+    key = (str(state.vgpu_backend), state.driver_version, gpu.model_dump_json(),
+           *(m.model_dump_json() for m in mdevs))
+    with _TREES_LOCK:
+        tree = _TREES.get(key)
+        if tree is not None:
+            _TREES.move_to_end(key)
+            return tree
+    tree = gpu_tree(state, gpu, mdevs)
+    with _TREES_LOCK:
+        _TREES[key] = tree
+        while len(_TREES) > _MAX_TREES:
+            _TREES.popitem(last=False)
+    return tree
 
 
 def _dirs_of(tree: dict[str, Entry]) -> set[str]:
