@@ -705,6 +705,9 @@ class FakeNvml:
         store = SimStore(root)
         if not store.exists():
             raise SimError(f"{store.root}: not a simulated host (no state.json)")
+        # Opening NVML comes first on every path that reads a simulated host (probe, apply,
+        # nvidia-smi): the snapshot repairs the kernel views a killed commit left behind.
+        store.snapshot()
         self.root = str(store.root)
         self.lib = FakeNvmlLib(self.root)
         namespace: dict[str, Any] = dict(vars(pynvml))
