@@ -80,9 +80,11 @@ def probe_scaling(n: int, runs: int) -> tuple[dict[int, tuple[float, float]], fl
     return out, out[2 * n][1] / out[n][1]
 
 
-def apply_8(runs: int) -> tuple[float, float, int]:
-    """(e): median wall and CPU seconds of the apply, and its action count."""
+def apply_8(runs: int) -> tuple[float, float, int, list[str]]:
+    """(e): median wall and CPU seconds of the applies that succeeded, the action count,
+    and the last error line of each apply that failed (each run is on a fresh host)."""
     walls, cpus = [], []
+    failures: list[str] = []
     actions = 0
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "c8.yaml"
@@ -93,11 +95,18 @@ def apply_8(runs: int) -> tuple[float, float, int]:
             subprocess.run([AIHOW, "plan", str(config), "--host", f"sim:{root}", "-o",
                             str(plan)], check=True, capture_output=True, cwd=ROOT)
             actions = len(json.loads(plan.read_text())["actions"])
-            wall, cpu = _timed([AIHOW, "apply", str(plan), "--host", f"sim:{root}",
-                                "--auto-approve", "--allow-reset"])
+            try:
+                wall, cpu = _timed([AIHOW, "apply", str(plan), "--host", f"sim:{root}",
+                                    "--auto-approve", "--allow-reset"])
+            except subprocess.CalledProcessError as exc:
+                errors = [x for x in exc.stderr.decode().splitlines() if x.startswith("error")]
+                failures.append(errors[-1] if errors else f"exit {exc.returncode}")
+                continue
             walls.append(wall)
             cpus.append(cpu)
-    return statistics.median(walls), statistics.median(cpus), actions
+    if not walls:
+        return float("nan"), float("nan"), actions, failures
+    return statistics.median(walls), statistics.median(cpus), actions, failures
 
 
 def config_load(n_gpus: int, runs: int) -> tuple[float, float, float, float]:
@@ -129,11 +138,14 @@ def main(quick: bool, runs: int = 0) -> bool:
           f"1024) {'n/a (--quick)' if quick else _verdict(ok_d1)}; {n} GPUs: "
           f"{probes[n][1]:.2f} s CPU ({probes[n][0]:.2f} s wall); doubling ratio "
           f"{ratio:.2f}x (target <= {TARGET_PROBE_RATIO}x) {_verdict(ok_d2)}  [medians of {runs}]")
-    wall_e, cpu_e, actions = apply_8(runs)
-    ok_e = cpu_e < TARGET_APPLY_S
+    wall_e, cpu_e, actions, failures = apply_8(runs)
+    ok_e = cpu_e < TARGET_APPLY_S and not failures
+    failed = (f"; {len(failures)} of {runs} applies FAILED: {' | '.join(failures)}"
+              if failures else "")
     print(f"(e) aihow apply, 8 GPUs x 7 slices with their domains on the simulator "
           f"({actions} actions): {cpu_e:.2f} s CPU ({wall_e:.2f} s wall; target < "
-          f"{TARGET_APPLY_S:.0f} s) {_verdict(ok_e)}  [median of {runs}]")
+          f"{TARGET_APPLY_S:.0f} s) {_verdict(ok_e)}  [median of {runs - len(failures)}]"
+          f"{failed}")
     gpus_f = 128 if quick else 1024
     wall_f, cpu_f, wall_p, cpu_p = config_load(gpus_f, runs)
     ok_f = quick or cpu_f < TARGET_LOAD_S
