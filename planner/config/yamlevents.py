@@ -157,11 +157,42 @@ def build(text: str, file: str, sink: Any) -> Any:
         raise Fallback
     from ruamel.yaml.error import YAMLError
 
-    parser = _Parser(text)
     try:
-        return _build(parser, file, sink)
+        return _build(_Parser(text), file, sink)
     except YAMLError:
         raise Fallback from None
+    except Fallback:
+        _check_depth(text, file)  # the round-trip loader recurses: bound it the same way
+        raise
+
+
+def _check_depth(text: str, file: str) -> None:
+    """Raise Refused when the document nests deeper than MAX_DEPTH (as far as libyaml
+    reads it)."""
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.events import (
+        MappingEndEvent,
+        MappingStartEvent,
+        SequenceEndEvent,
+        SequenceStartEvent,
+    )
+
+    parser = _Parser(text)
+    depth = 0
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            kind = type(event)
+            if kind is MappingStartEvent or kind is SequenceStartEvent:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, col = _pos(event)
+                    raise Refused(Diagnostic(file, line, col, "",
+                                             f"nested deeper than {MAX_DEPTH} levels"))
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                depth -= 1
+    except YAMLError:
+        return
 
 
 class _Parser(CParser if CParser is not None else object):  # type: ignore[misc]

@@ -56,6 +56,8 @@ CONFIGS = {
     ),
     "deep flow nesting": ("a: " + "[" * 200_000 + "]" * 200_000 + "\n",
                           f"nested deeper than {MAX_DEPTH} levels"),
+    "nesting after an anchor (the round-trip loader's side)": (
+        "a: &x 1\nb: " + "[" * 300 + "]" * 300 + "\n", f"nested deeper than {MAX_DEPTH} levels"),
     "5000-digit integer": (
         _edit("cpu_cores: 4", "cpu_cores: " + "9" * 5000),
         "clusters.hpc.controller.cpu_cores: integer literal too long",
