@@ -45,11 +45,13 @@ CONFIGS = {
         f"worker_nodes.count: must be at most {MAX_TEMPLATE_COUNT}, got 1000000000",
     ),
     "layout repeat": (
-        _edit("      mig: enabled", '      mig: enabled\n      layout: "99999999999999999999*1g.5gb"'),
+        _edit("      mig: enabled",
+              '      mig: enabled\n      layout: "99999999999999999999*1g.5gb"'),
         "global.gpus[0].layout: invalid layout '99999999999999999999*1g.5gb': at column 1, "
         "expected a count from 1 to 64",
     ),
-    "flow nesting": ("a: " + "[" * 300 + "]" * 300 + "\n", f"nested deeper than {MAX_DEPTH} levels"),
+    "flow nesting": ("a: " + "[" * 300 + "]" * 300 + "\n",
+                     f"nested deeper than {MAX_DEPTH} levels"),
     "block nesting": (
         "".join(" " * i + f"k{i}:\n" for i in range(300)) + " " * 300 + "v: 1\n",
         f"nested deeper than {MAX_DEPTH} levels",
