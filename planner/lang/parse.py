@@ -148,11 +148,13 @@ def parse_layout(text: str) -> Layout:
         for tok in item.children:
             assert isinstance(tok, Token)
             if tok.type == "COUNT":
-                if len(tok) > len(str(MAX_LAYOUT_REPEAT)) or not (
-                        1 <= int(tok) <= MAX_LAYOUT_REPEAT):
+                if len(tok.lstrip("0")) > len(str(MAX_LAYOUT_REPEAT)) or (
+                        int(tok) > MAX_LAYOUT_REPEAT):
                     raise LangError("layout", text, tok.column or 1,
-                                    f"a count from 1 to {MAX_LAYOUT_REPEAT}")
+                                    f"a count of at most {MAX_LAYOUT_REPEAT}")
                 count = int(tok)
+                if count < 1:
+                    raise LangError("layout", text, tok.column or 1, "a count of at least 1")
             elif tok.type == "START":
                 start = int(tok)
             elif tok.type == "PROFILE":

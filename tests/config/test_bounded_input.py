@@ -48,7 +48,7 @@ CONFIGS = {
         _edit("      mig: enabled",
               '      mig: enabled\n      layout: "99999999999999999999*1g.5gb"'),
         "global.gpus[0].layout: invalid layout '99999999999999999999*1g.5gb': at column 1, "
-        "expected a count from 1 to 64",
+        "expected a count of at most 64",
     ),
     "flow nesting": ("a: " + "[" * 300 + "]" * 300 + "\n",
                      f"nested deeper than {MAX_DEPTH} levels"),
