@@ -29,6 +29,7 @@ from typing import Any
 
 import pynvml
 
+from planner.host.nvml import MUTATING_FUNCTIONS
 from planner.lang.pci import normalize_pci
 from planner.sim import driver, faults
 from planner.sim.codes import ERROR_STRINGS, DriverError, Nvml
@@ -90,18 +91,6 @@ _OP_OF_SYMBOL = {
     "nvmlDeviceGetComputeRunningProcesses_v2": "nvmlDeviceGetComputeRunningProcesses",
 }
 
-# The C symbols that change the host; every other symbol only reads it.
-_CHANGING_SYMBOLS = frozenset(
-    {
-        "nvmlDeviceSetMigMode",
-        "nvmlDeviceCreateGpuInstance",
-        "nvmlDeviceCreateGpuInstanceWithPlacement",
-        "nvmlGpuInstanceDestroy",
-        "nvmlGpuInstanceCreateComputeInstance",
-        "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
-        "nvmlComputeInstanceDestroy",
-    }
-)
 
 
 # ---------------------------------------------------------------- ctypes helpers
@@ -202,7 +191,7 @@ class FakeNvmlLib:
     def _call(self, symbol: str, op: str, impl: Callable[..., Any], args: tuple[Any, ...]) -> int:
         if symbol not in ("nvmlInitWithFlags",) and not self._initialized:
             return Nvml.UNINITIALIZED
-        if symbol not in _CHANGING_SYMBOLS:
+        if symbol not in MUTATING_FUNCTIONS:  # every other symbol only reads the host
             # A query reads the shared snapshot, without the lock, unless a fault armed on
             # it has to count this call (which changes the state).
             state = self.store.snapshot()
