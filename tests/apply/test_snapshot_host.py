@@ -75,13 +75,19 @@ def test_plan_from_a_snapshot_is_the_live_plan_and_applies_on_the_live_host(
     assert "No changes" in again.stdout or "no changes" in again.stdout
 
 
-def test_a_snapshot_plan_is_refused_as_stale_once_the_host_changed(tmp_path: Path) -> None:
+def _planned_on_a_snapshot(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A simulated host, its snapshot, a config and the plan made against the snapshot."""
     d = _host(tmp_path)
     snap = tmp_path / "snap.json"
     _ok("probe", "--host", f"sim:{d}", "-o", str(snap))
     cfg = write_config(tmp_path / "a.yaml", {GPU: "3g.40gb@4"})
     plan = tmp_path / "plan.json"
     _ok("plan", str(cfg), "--host", f"snapshot:{snap}", "-o", str(plan))
+    return d, snap, cfg, plan
+
+
+def test_a_snapshot_plan_is_refused_as_stale_once_the_host_changed(tmp_path: Path) -> None:
+    d, snap, cfg, plan = _planned_on_a_snapshot(tmp_path)
 
     _smi(d, "mig", "-i", "0", "-cgi", "19", "-C")  # someone takes a slice meanwhile
     before = _tree_digest(d / "libvirt") if (d / "libvirt").exists() else ""
@@ -94,12 +100,7 @@ def test_a_snapshot_plan_is_refused_as_stale_once_the_host_changed(tmp_path: Pat
 
 
 def test_commands_that_change_a_host_refuse_a_snapshot_in_one_line(tmp_path: Path) -> None:
-    d = _host(tmp_path)
-    snap = tmp_path / "snap.json"
-    _ok("probe", "--host", f"sim:{d}", "-o", str(snap))
-    cfg = write_config(tmp_path / "a.yaml", {GPU: "3g.40gb@4"})
-    plan = tmp_path / "plan.json"
-    _ok("plan", str(cfg), "--host", f"snapshot:{snap}", "-o", str(plan))
+    d, snap, cfg, plan = _planned_on_a_snapshot(tmp_path)
     saved, host_before = snap.read_bytes(), _tree_digest(d)
     for args in (
         ("apply", str(cfg), "--auto-approve"),
