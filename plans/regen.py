@@ -84,7 +84,6 @@ def _plan(s: Scenario, uri: str):  # type: ignore[no-untyped-def]
 
 
 def _apply(s: Scenario, uri: str, plan) -> None:  # type: ignore[no-untyped-def]
-    import planner.vm.handlers  # noqa: F401  registers the sriov/vgpu/hostdev/domain handlers
     from planner.apply.executor import ApplyInput, apply_plan
     from planner.apply.state_dir import resolve_state_dir
     from planner.cli.host_opts import open_environment

@@ -41,14 +41,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from planner.apply import plan_api
 from planner.apply.generations import Generation, list_generations, record_generation
-from planner.apply.handlers import (
-    ActionHandler,
-    ApplyContext,
-    Side,
-    handler_for,
-    load_handlers,
-    observe,
-)
+from planner.apply.handler_table import handler_for, observe
+from planner.apply.handlers import ActionHandler, ApplyContext, Side
 from planner.apply.journal import JournalError, JournalWriter, open_journal
 from planner.apply.lock import HostLock
 from planner.apply.steps import Step, expand, plan_steps
@@ -220,7 +214,6 @@ def apply_plan(
     on_event: EventSink = lambda e: None,
 ) -> ApplyResult:
     """Carry out a plan (see the module docstring). Raises PlanRefused when it refuses."""
-    load_handlers()
     plan = inp.plan
     plan_uri = plan_api.plan_host_uri(plan)
     if plan_uri != access.host_uri:
@@ -480,7 +473,6 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
     run again. After a power loss the driver has forgotten GPU and compute instances
     (and, on Hopper, MIG mode); the plan's no-op entries record the MIG resources the
     apply meant to keep, so those are restored too."""
-    load_handlers()
     with HostLock(state_dir, command):
         view = open_journal(state_dir)
         if view is None:
@@ -582,5 +574,4 @@ def journal_status(state_dir: Path) -> list[str]:
 
 
 def handlers_for(steps: Sequence[Step]) -> list[ActionHandler]:
-    load_handlers()
     return [handler_for(a) for a in steps]

@@ -1,5 +1,7 @@
-"""Action handlers: one per resource ``Kind``, kept in a registry so other layers
-(vGPU devices, domains, hostdevs) plug their kinds into the same executor.
+"""What an action handler is and what it acts through: the ``ActionHandler`` protocol,
+the ``ApplyContext`` and ``ActionFailed``. The handlers themselves live beside this
+module (``mig_handlers``, ``vgpu_handlers``, ``domain_handlers``); ``handler_table``
+maps each resource ``Kind`` to one of them.
 
 A handler moves one resource to one side of a step (``planner.apply.steps``):
 ``ensure(ctx, step, "after")`` carries the step out, ``ensure(ctx, step, "before")`` is
@@ -7,7 +9,7 @@ its inverse. Both are idempotent (a resource already at the wanted side is left 
 which is what lets ``recover`` re-run them after a crash without knowing whether the
 last step landed. ``matches`` says whether a probed host has the resource in a given
 state (the kind's attribute model, or None for absent): verification asks it once per
-change, for the change's ``after``; ``observe`` derives a step's side from it.
+change, for the change's ``after``; ``handler_table.observe`` derives a step's side from it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ from planner.apply.steps import Side, Step
 from planner.errors import AihowError
 from planner.host.environment import Environment
 from planner.host.state import HostState
-from planner.vocab import Address, Attrs, AttrsError, Kind, attrs_as
+from planner.vocab import Address, Attrs, AttrsError, attrs_as
 from planner.vocab.plan import Change
 
-__all__ = ["ActionFailed", "ActionHandler", "ApplyContext", "Side", "Step", "handler_for",
-           "load_handlers", "observe", "register", "step_state"]
+__all__ = ["ActionFailed", "ActionHandler", "ApplyContext", "Side", "Step", "step_state"]
 
 
 class ActionFailed(AihowError):
@@ -94,47 +95,6 @@ class ActionHandler(Protocol):
     def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         """Problems that forbid starting the apply at all (empty when none)."""
         ...
-
-
-_REGISTRY: dict[Kind, ActionHandler] = {}
-
-# Modules whose import registers handlers. The VM layer appends its module name here
-# (or calls ``register`` itself before apply runs).
-HANDLER_MODULES: list[str] = ["planner.apply.mig_handlers", "planner.vm.handlers"]
-
-
-def register(kind: Kind, handler: ActionHandler) -> None:
-    _REGISTRY[kind] = handler
-
-
-def load_handlers() -> dict[Kind, ActionHandler]:
-    import importlib
-    import importlib.util
-
-    for module in HANDLER_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
-    return dict(_REGISTRY)
-
-
-def handler_for(item: Step | Change) -> ActionHandler:
-    handler = _REGISTRY.get(item.kind)
-    if handler is None:
-        known = ", ".join(sorted(_REGISTRY)) or "none"
-        raise AihowError(
-            f"{item.address}: no apply handler for kind {item.kind!r} (known kinds: {known})"
-        )
-    return handler
-
-
-def observe(host: HostState, step: Step) -> Side | None:
-    """Which side of ``step`` the host is at ("after" when both sides look alike)."""
-    handler = handler_for(step)
-    if handler.matches(host, step.address, step.after):
-        return "after"
-    if handler.matches(host, step.address, step.before):
-        return "before"
-    return None
 
 
 A = TypeVar("A", bound=Attrs)

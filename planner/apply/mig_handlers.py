@@ -15,7 +15,6 @@ from planner.apply.handlers import (
     ApplyContext,
     Side,
     Step,
-    register,
     step_state,
 )
 from planner.hardware.catalog import get_model
@@ -27,7 +26,6 @@ from planner.vocab import (
     Attrs,
     ComputeInstanceAttrs,
     GpuInstanceAttrs,
-    Kind,
     MigModeAttrs,
     Slot,
 )
@@ -277,7 +275,3 @@ class ComputeInstanceHandler:
     def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         return []
 
-
-register(Kind.MIG_MODE, MigModeHandler())
-register(Kind.GPU_INSTANCE, GpuInstanceHandler())
-register(Kind.COMPUTE_INSTANCE, ComputeInstanceHandler())

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import planner.vm.handlers  # noqa: F401  registers hostdev/domain/sriov/vgpu handlers
 from planner.apply.allocator import GPUResourceAllocator, record_applied
 from planner.apply.executor import ApplyInput, ApplyResult, apply_plan
 from planner.apply.state_dir import resolve_state_dir

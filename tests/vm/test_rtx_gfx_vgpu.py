@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-import planner.vm.handlers  # noqa: F401  registers hostdev/domain/sriov/vgpu handlers
 from planner.apply.executor import ApplyInput, apply_plan
 from planner.apply.state_dir import resolve_state_dir
 from planner.cli.host_opts import open_environment

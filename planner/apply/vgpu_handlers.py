@@ -30,7 +30,6 @@ from planner.apply.handlers import (
     ApplyContext,
     Side,
     Step,
-    register,
     step_state,
 )
 from planner.errors import AihowError
@@ -38,7 +37,7 @@ from planner.host.mdev_persist import MdevDefinition, MdevPersistence, is_define
 from planner.host.state import HostState, VgpuParent
 from planner.host.sysfs import MDEV_DEVICES, PCI_DEVICES, Sysfs, parse_creatable_types
 from planner.lang.pci import normalize_pci
-from planner.vocab import Address, Attrs, Kind, SriovAttrs, VgpuAttrs
+from planner.vocab import Address, Attrs, SriovAttrs, VgpuAttrs
 from planner.vocab.plan import Change
 
 
@@ -228,6 +227,3 @@ class VgpuHandler:
     def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         return []
 
-
-register(Kind.SRIOV, SriovHandler())
-register(Kind.VGPU, VgpuHandler())

@@ -17,8 +17,7 @@ An existing domain is never redefined. A delete is planned only for a domain aih
 defined whose VM the config dropped; it carries the definition in ``before`` (so its undo
 defines it again) and is refused for a running domain (aihow never stops one unasked).
 
-Importing this module registers these handlers and, through ``vgpu_handlers``, the
-``sriov`` and ``vgpu`` ones; ``planner.apply.handlers.HANDLER_MODULES`` must list it.
+``planner.apply.handler_table`` maps the two kinds to these handlers.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from planner.apply.handlers import (
     ApplyContext,
     Side,
     Step,
-    register,
     step_state,
 )
 from planner.errors import AihowError
@@ -45,7 +43,7 @@ from planner.vm.vm_factory import (
     render_hostdev_xml,
     spec_from_attrs,
 )
-from planner.vocab import Address, Attrs, DomainAttrs, HostdevAttrs, Kind, VmAttrs
+from planner.vocab import Address, Attrs, DomainAttrs, HostdevAttrs, VmAttrs
 from planner.vocab.plan import Change
 
 
@@ -202,9 +200,3 @@ class DomainHandler:
                     "never stops a domain unasked)"]
         return []
 
-
-register(Kind.HOSTDEV, HostdevHandler())
-register(Kind.DOMAIN, DomainHandler())
-
-# One module for apply to load: the SR-IOV and vGPU handlers register on import too.
-from planner.vm import vgpu_handlers  # noqa: E402, F401

@@ -10,14 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from planner.apply.handlers import (
-    ActionFailed,
-    ApplyContext,
-    Step,
-    handler_for,
-    load_handlers,
-    observe,
-)
+from planner.apply.domain_handlers import HostdevHandler
+from planner.apply.handler_table import HANDLERS, handler_for, observe
+from planner.apply.handlers import ActionFailed, ApplyContext, Step
 from planner.apply.steps import expand
 from planner.cli.host_opts import open_environment
 from planner.host import libvirt_domains as ld
@@ -26,8 +21,8 @@ from planner.host.records import defined_by_aihow
 from planner.host.state import Domain, Hostdev, HostState
 from planner.host.sysfs import Sysfs
 from planner.sim.environment import SimEnvironment
-from planner.vm.handlers import HostdevHandler
 from planner.vm.vm_factory import VMFactory, VMSpec
+from planner.vocab import Kind
 from planner.vocab.plan import Change
 
 U1 = "11111111-2222-4333-8444-555555555555"
@@ -161,7 +156,6 @@ def test_observe_and_preflight_read_the_probed_host() -> None:
             ),
         ),
     )
-    load_handlers()
     assert observe(none, a) == "before"
     assert observe(mine, a) == "after"
     assert h.preflight(none, a.change, ApplyContext(open_environment("sim:x"))) == []
@@ -169,10 +163,8 @@ def test_observe_and_preflight_read_the_probed_host() -> None:
     assert "already attached to domain hpc-compute-02" in problem
 
 
-def test_registered_for_the_executor() -> None:
-    import planner.vm.handlers  # noqa: F401  (registers on import)
-
-    load_handlers()
+def test_the_handler_table_covers_every_kind() -> None:
+    assert set(HANDLERS) == set(Kind)
     assert isinstance(handler_for(action("hpc-compute-01", U1)), HostdevHandler)
 
 
@@ -186,7 +178,7 @@ def domain_action(name: str, attrs: Any, op: str = "create") -> Step:
 def test_domain_create_defines_from_the_plan_and_undo_undefines(sim: Path) -> None:
     from types import SimpleNamespace as NS
 
-    from planner.vm.handlers import DomainHandler
+    from planner.apply.domain_handlers import DomainHandler
     from planner.vm.vm_factory import domain_attrs
 
     decl = NS(
@@ -237,7 +229,7 @@ def _aihow_domain(sim: Path, name: str) -> dict[str, Any]:
 
 
 def test_domain_delete_only_of_a_stopped_domain_aihow_defined(sim: Path) -> None:
-    from planner.vm.handlers import DomainHandler
+    from planner.apply.domain_handlers import DomainHandler
 
     h = DomainHandler()
     before = _aihow_domain(sim, "hpc-compute-09")
@@ -258,7 +250,7 @@ def test_domain_delete_only_of_a_stopped_domain_aihow_defined(sim: Path) -> None
 
 
 def test_domain_handler_never_deletes_a_domain_aihow_did_not_define(sim: Path) -> None:
-    from planner.vm.handlers import DomainHandler
+    from planner.apply.domain_handlers import DomainHandler
 
     h = DomainHandler()
     # defined the way ai-how does: no aihow mark
@@ -321,7 +313,7 @@ def sysfs_ctx(root: Path) -> ApplyContext:
 
 
 def test_vfio_vf_type_found_by_name_and_released(tmp_path: Path) -> None:
-    from planner.vm.vgpu_handlers import VgpuHandler
+    from planner.apply.vgpu_handlers import VgpuHandler
 
     nv = tmp_path / "sys/bus/pci/devices/0000:65:00.4/nvidia"
     nv.mkdir(parents=True)
@@ -339,7 +331,7 @@ def test_vfio_vf_type_found_by_name_and_released(tmp_path: Path) -> None:
 
 
 def test_vgpu_errors_name_the_resource_and_the_reason(tmp_path: Path) -> None:
-    from planner.vm.vgpu_handlers import VgpuHandler
+    from planner.apply.vgpu_handlers import VgpuHandler
 
     nv = tmp_path / "sys/bus/pci/devices/0000:65:00.4/nvidia"
     nv.mkdir(parents=True)
@@ -368,8 +360,8 @@ def test_mdev_is_made_persistent_with_mdevctl_on_a_real_host(tmp_path: Path) -> 
     import json as _json
     import subprocess
 
+    from planner.apply.vgpu_handlers import VgpuHandler
     from planner.host.mdev_persist import Mdevctl
-    from planner.vm.vgpu_handlers import VgpuHandler
 
     _mdev_tree(tmp_path)
     calls: list[list[str]] = []
@@ -407,8 +399,8 @@ def test_mdev_is_made_persistent_with_mdevctl_on_a_real_host(tmp_path: Path) -> 
 
 
 def test_mdev_persistence_on_a_simulated_host_stays_in_its_directory(tmp_path: Path) -> None:
+    from planner.apply.vgpu_handlers import VgpuHandler
     from planner.sim.mdev_store import SimMdevDefinitions
-    from planner.vm.vgpu_handlers import VgpuHandler
 
     _mdev_tree(tmp_path)
 
