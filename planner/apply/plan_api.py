@@ -153,7 +153,7 @@ def _attrs(attrs: dict[str, Any] | None) -> str:
 
 def current_resources(host: HostState) -> dict[Address, dict[str, Any]]:
     """Every resource on the host at its plan address, with the plan's attributes."""
-    from planner.plan.resolve import model_of
+    from planner.plan.gpu_select import model_of
     from planner.plan.resources import actual_resources
 
     models = {g.pci: model_of(g) for g in host.gpus}

@@ -19,7 +19,7 @@ from typing import Any
 from planner.host.records import NO_RECORDS, HostRecords
 from planner.host.state import HostState
 from planner.plan.claims import gi_key
-from planner.plan.resolve import Resolution, ResolveError
+from planner.plan.resolution import Resolution, ResolveError
 from planner.plan.resources import HOST_BRANCH, Resource, gpu_domains
 from planner.vocab import (
     Action,

@@ -19,7 +19,8 @@ from planner.vocab.plan import digest
 
 
 def fingerprint_data(host: HostState, requests: Requests) -> dict[str, Any]:
-    from planner.plan.resolve import Bindings, model_of, selects
+    from planner.plan.bindings import Bindings
+    from planner.plan.gpu_select import model_of, selects
 
     bindings = Bindings(host)
     gi_place: dict[tuple[str, int], str] = {}

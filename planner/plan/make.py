@@ -11,8 +11,10 @@ from planner.host.records import NO_RECORDS, HostRecords
 from planner.host.state import HostState
 from planner.plan.diff import diff, order_actions
 from planner.plan.fingerprint import fingerprint_data
+from planner.plan.gpu_select import model_of
 from planner.plan.request import Requests, requests_from_config
-from planner.plan.resolve import Resolution, model_of, resolve
+from planner.plan.resolution import Resolution
+from planner.plan.resolve import resolve
 from planner.plan.resources import Resource, actual_resources, desired_resources
 from planner.vocab import Address
 from planner.vocab.plan import ConfigRef, HostRef, Plan, digest, summarize
