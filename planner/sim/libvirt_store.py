@@ -2,8 +2,11 @@
 
 The test driver is a complete in-process hypervisor but keeps its state in memory only,
 so a session opens it on a node file built from the domains kept in ``DIR/libvirt/`` and
-``commit()`` writes every domain back, so the next process (plan, apply, probe) sees what
-the previous one left. The store:
+``commit()`` writes back what the session changed, so the next process (plan, apply,
+probe) sees what the previous one left. Several sessions may commit at once (apply's
+branch threads share one; other processes open their own): a commit writes and deletes
+only the domains its own session changed since its last commit, under the store's lock,
+so it never undoes another session's work. The store:
 
     DIR/libvirt/domains/NAME.xml   persistent (inactive) XML of each defined domain
     DIR/libvirt/live/NAME.xml      live XML of a running domain, when it differs from
@@ -24,6 +27,7 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -80,11 +84,57 @@ def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
             if rec.autostart and rec.persistent_xml is not None:
                 conn.lookupByName(rec.name).setAutostart(1)
 
-    def persist(live: Any) -> None:
-        save_sim_domains(sim_dir, [_record_of(dom) for dom in live.listAllDomains()])
-
+    # Names kept on disk that the test driver could not hold (a transient domain that is
+    # shut off) count as this session's removals: its first commit deletes them. A
+    # read-only session's commit is refused before it gets here.
+    baseline = {} if read_only else {**{r.name: r for r in records}, **_records(conn)}
+    persist = _SessionCommit(sim_dir, baseline)
     return LibvirtSession(conn=conn, uri=f"{host_uri} (libvirt test driver)",
                           read_only=read_only, persist=persist)
+
+
+class _SessionCommit:
+    """A session's ``commit``: writes back the domains that changed in this session since
+    its last commit (or since it was opened), and nothing else.
+
+    Other sessions commit to the same store at the same time: apply's branch threads
+    share one session, and other processes (a probe, another apply with its own state
+    directory) open their own. Each compares what its test driver holds now with what it
+    held at its last commit, under the store's lock, so no commit rewrites or deletes a
+    domain it did not change from a stale view of the store.
+    """
+
+    def __init__(self, sim_dir: Path, baseline: dict[str, SimDomainRecord]) -> None:
+        self._sim_dir = sim_dir
+        self._baseline = baseline
+        self._lock = threading.Lock()  # the baseline is one per session, shared by threads
+
+    def __call__(self, conn: Any) -> None:
+        with self._lock, _locked(self._sim_dir, exclusive=True):
+            current = _records(conn)
+            changed = {name: current.get(name)
+                       for name in sorted(current.keys() | self._baseline.keys())
+                       if current.get(name) != self._baseline.get(name)}
+            if changed:
+                _write_changes(self._sim_dir, changed)
+            self._baseline = current
+
+
+def _records(conn: Any) -> dict[str, SimDomainRecord]:
+    """Every domain the test driver holds, by name. A domain another thread removes while
+    this one lists them counts as absent, which it is."""
+    import libvirt
+
+    out = {}
+    for dom in conn.listAllDomains():
+        try:
+            rec = _record_of(dom)
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            continue
+        out[rec.name] = rec
+    return out
 
 
 def _record_of(dom: Any) -> SimDomainRecord:
@@ -160,30 +210,32 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_sim_domains(sim_dir: Path, records: list[SimDomainRecord]) -> None:
+def _write_changes(sim_dir: Path, changed: dict[str, SimDomainRecord | None]) -> None:
+    """Write each changed domain's files and run state (None: remove the domain); the
+    caller holds the store's lock. Domains not named are left as they are on disk."""
     store = _store(sim_dir)
-    with _locked(sim_dir, exclusive=True):
-        keep: set[Path] = set()
-        states: dict[str, dict[str, Any]] = {}
-        for rec in sorted(records, key=lambda r: r.name):
-            if rec.persistent_xml is not None:
-                path = store / "domains" / f"{rec.name}.xml"
-                _write_atomic(path, rec.persistent_xml)
-                keep.add(path)
-            if rec.live_xml is not None:
-                path = store / "live" / f"{rec.name}.xml"
-                _write_atomic(path, rec.live_xml)
-                keep.add(path)
-            states[rec.name] = {
+    states_path = store / "runstate.json"
+    try:
+        states = json.loads(states_path.read_text()) if states_path.exists() else {}
+    except (OSError, ValueError) as err:
+        raise HostError(f"{states_path}: unreadable libvirt run state: {err}") from err
+    for name, rec in changed.items():
+        texts = (rec.persistent_xml, rec.live_xml) if rec is not None else (None, None)
+        for sub, text in zip(("domains", "live"), texts, strict=True):
+            path = store / sub / f"{name}.xml"
+            if text is not None:
+                _write_atomic(path, text)
+            else:
+                path.unlink(missing_ok=True)
+        if rec is None:
+            states.pop(name, None)
+        else:
+            states[name] = {
                 "state": rec.state,
                 "persistent": rec.persistent_xml is not None,
                 "autostart": rec.autostart,
             }
-        for sub in ("domains", "live"):
-            for path in (store / sub).glob("*.xml"):
-                if path not in keep:
-                    path.unlink()
-        _write_atomic(store / "runstate.json", json.dumps(states, indent=2, sort_keys=True) + "\n")
+    _write_atomic(states_path, json.dumps(states, indent=2, sort_keys=True) + "\n")
 
 
 def build_node_xml(records: list[SimDomainRecord]) -> str:
