@@ -119,9 +119,10 @@ def graph_command(
         GraphFormat.dot
     ),
 ) -> None:
-    """Print the resource graph (edges: must exist before) with each resource's action."""
+    """Print the plan graph: each step of the plan with its id and action, edges meaning
+    "runs before" (the graph that orders the plan)."""
     from planner.plan.diff import diff
-    from planner.plan.graph import build_graph, graph_dot, graph_json
+    from planner.plan.graph import graph_dot, graph_json, number, plan_graph
     from planner.plan.make import resources_for
     from planner.plan.request import requests_from_config
 
@@ -130,9 +131,8 @@ def graph_command(
     state = env.probe()
     records = env.records()
     r = resources_for(requests_from_config(cfg), state, records)
-    actions = {c.address: c.action
-               for c in diff(r.resolution, r.desired, r.actual, records, r.slices_only)}
-    g = build_graph(r.desired, r.actual, actions)
+    g = plan_graph(diff(r.resolution, r.desired, r.actual, records, r.slices_only))
+    number(g)
     typer.echo(graph_dot(g) if fmt is GraphFormat.dot else graph_json(g), nl=False)
 
 

@@ -4,23 +4,23 @@ Scope follows the ownership rule: on a managed GPU every actual resource is comp
 (what the config does not want is deleted); on any other GPU only the addresses the
 config wants are compared, so nothing there is ever deleted and its mode never changes.
 
-Order: every delete first, in reverse dependency order (hostdev, vGPU, CI, GI), then
-updates and creates in dependency order (mode, GI, CI, vGPU, hostdev); each GPU is its
-own branch (apply may run branches in parallel), sorted by PCI address.
+Order: the plan graph (``planner.plan.graph``, a networkx DiGraph of the steps) orders
+the changes: every delete first, in reverse dependency order (hostdev, vGPU, CI, GI),
+then updates and creates in dependency order (mode, GI, CI, vGPU, hostdev); each GPU is
+its own branch (apply may run branches in parallel), sorted by PCI address.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 from dataclasses import dataclass
-from typing import Any
 
 from planner.host.records import NO_RECORDS, HostRecords
 from planner.host.state import HostState
 from planner.plan.claims import gi_key
+from planner.plan.graph import DELETE, number, plan_graph
 from planner.plan.resolution import Resolution, ResolveError
-from planner.plan.resources import HOST_BRANCH, Resource, gpu_domains
+from planner.plan.resources import Resource, gpu_domains
 from planner.vocab import (
     Action,
     Address,
@@ -241,106 +241,37 @@ def _cascade(changes: dict[Address, _Change], scoped: dict[Address, Resource]) -
                 break
 
 
-def _topological(preds: list[set[int]], key: Any) -> list[int]:
-    succs: list[list[int]] = [[] for _ in preds]
-    waiting = [len(p) for p in preds]
-    for b, ps in enumerate(preds):
-        for a in ps:
-            succs[a].append(b)
-    # Rank every node by (key, node) once, with one sort, so that the heap compares small
-    # ints rather than nested tuples of strings on every push and pop.
-    by_rank = sorted(range(len(preds)), key=key)  # stable: equal keys keep node order
-    rank = [0] * len(preds)
-    for r, n in enumerate(by_rank):
-        rank[n] = r
-    ready = [rank[n] for n, w in enumerate(waiting) if w == 0]
-    heapq.heapify(ready)
-    out: list[int] = []
-    while ready:
-        n = by_rank[heapq.heappop(ready)]
-        out.append(n)
-        for m in succs[n]:
-            waiting[m] -= 1
-            if waiting[m] == 0:
-                heapq.heappush(ready, rank[m])
-    if len(out) != len(preds):  # a cycle: a bug in how dependencies were drawn
-        raise AssertionError("plan steps depend on each other in a cycle")
-    return out
-
-
 def order_actions(changes: list[_Change]) -> list[Change]:
-    """Number the steps in execution order and work out each one's dependencies.
+    """Number the steps in execution order and work out each one's dependencies, from
+    the plan graph (``planner.plan.graph``: networkx orders it). A replace becomes one
+    change again, numbered by its create step and carrying its delete step's id and
+    dependencies."""
+    g = plan_graph(changes)
+    ordered = number(g)
+    ids = [0] * len(ordered)
+    for n in ordered:
+        ids[n] = g.nodes[n]["id"]
+    pred = g.pred
 
-    A replace has two steps, its delete (in the delete phase) and its create; every
-    other change has one. A lexicographic topological sort over the steps (Kahn's
-    algorithm with a heap): among the steps whose dependencies are done, the smallest
-    key goes next, so every delete precedes every create and each GPU's steps stay
-    together. Plain dicts rather than networkx here: this runs over every resource of a
-    large host and must stay cheap. A replace becomes one change again, numbered by its
-    create step and carrying its delete step's id and dependencies."""
-    steps: list[tuple[str, _Change]] = []  # (phase, change): phase "del" or "make"
-    for ch in changes:
-        if ch.action in (Action.DELETE, Action.REPLACE):
-            steps.append(("del", ch))
-        if ch.action is not Action.DELETE:
-            steps.append(("make", ch))
-    index = {(phase, ch.address): n for n, (phase, ch) in enumerate(steps)}
-    preds: list[set[int]] = [set() for _ in steps]
+    def deps(n: int) -> tuple[int, ...]:
+        return tuple(sorted(ids[m] for m in pred[n]))
 
-    def edge(a: int, b: int) -> None:  # a before b
-        preds[b].add(a)
-
-    branch_deletes: dict[str, list[int]] = {}
-    for n, (phase, ch) in enumerate(steps):
-        if phase == "del":
-            branch_deletes.setdefault(ch.branch, []).append(n)
-    for n, (phase, ch) in enumerate(steps):
-        if phase == "del":
-            assert ch.before is not None
-            for dep in ch.before.deps:  # delete the dependants of a thing before the thing
-                m = index.get(("del", dep))
-                if m is not None:
-                    edge(n, m)
-            continue
-        if ch.action is Action.NO_OP:
-            continue
-        assert ch.after is not None
-        has_dep = False
-        for dep in ch.after.deps:
-            m = index.get(("make", dep))
-            if m is not None and steps[m][1].action is not Action.NO_OP:
-                edge(m, n)
-                has_dep = True
-        own = index.get(("del", ch.address))
-        if own is not None:
-            edge(own, n)
-        if not has_dep:  # a root of its branch's creations waits for its branch's deletes
-            for m in branch_deletes.get(ch.branch, []):
-                edge(m, n)
-
-    def key(n: int) -> tuple[Any, ...]:
-        phase, ch = steps[n]
-        rank = ch.kind.rank
-        branch = (ch.branch == HOST_BRANCH, ch.branch)
-        if phase == "del":
-            return (0, branch, -rank, ch.address)
-        return (1, branch, rank, ch.address)
-
-    ordered = _topological(preds, key)
-    ids = {n: i + 1 for i, n in enumerate(ordered)}
+    delete_of = {g.nodes[n]["change"].address: n for n in ordered
+                 if g.nodes[n]["phase"] == DELETE}
     out: list[Change] = []
     for n in ordered:
-        phase, ch = steps[n]
-        if phase == "del" and ch.action is Action.REPLACE:
+        node = g.nodes[n]
+        ch: _Change = node["change"]
+        if node["phase"] == DELETE and ch.action is Action.REPLACE:
             continue  # the replace's delete step rides on its change (below)
         delete_step = None
         if ch.action is Action.REPLACE:
-            d = index[("del", ch.address)]
-            delete_step = DeleteStep(id=ids[d], depends_on=tuple(sorted(ids[m] for m in preds[d])))
+            d = delete_of[ch.address]
+            delete_step = DeleteStep(id=ids[d], depends_on=deps(d))
         out.append(Change.model_construct(
             id=ids[n], address=ch.address, kind=ch.kind, action=ch.action,
             before=_attrs(ch.before), after=_attrs(ch.after),
-            depends_on=tuple(sorted(ids[m] for m in preds[n])), reason=ch.reason,
+            depends_on=deps(n), reason=ch.reason,
             reason_code=ch.code, needs_reset=ch.needs_reset, destructive=ch.destructive,
             branch=ch.branch, delete_step=delete_step,
             blocked_by=ch.blocked_by if ch.action is not Action.DELETE else (),

@@ -1,52 +1,170 @@
-"""The resource graph: a networkx DiGraph whose edges mean "must exist before".
+"""The plan graph: one networkx DiGraph whose nodes are the plan's steps and whose edges
+mean "runs before". It orders the plan (``order``) and is what ``aihow graph`` draws.
 
-Nodes are addresses (``gpu[PCI].mig`` -> ``gpu[PCI].gi[P@S]`` -> ``...ci[P@S]`` ->
-``vgpu[UUID]`` -> ``domain[NAME].hostdev[UUID]``, and ``domain[NAME]`` -> its hostdevs),
-each carrying its ``kind``, ``branch`` and the planned ``action``.
+Steps: a create, update, no-op or delete is one step, at the change's address; a replace
+is two, its delete step (drawn ``ADDRESS (delete)``) and its create step. Edges come from
+the resources' "must exist before" dependencies (MIG mode -> GPU instance -> compute
+instance -> vGPU device -> domain hostdev, and a domain -> its hostdevs):
+
+- a delete step runs after the delete steps of what depends on the resource (reverse
+  dependency order: hostdev, vGPU, CI, GI);
+- a create step runs after the create or update steps of its dependencies (a dependency
+  that is kept, a no-op, is already there and orders nothing), and after its own delete
+  step (a replace);
+- a create with no such dependency (a root of its branch's creations) runs after every
+  delete step of its branch (GPU), so a branch frees its slices before it fills them.
+
+The order is networkx's lexicographical topological sort with one key per step
+(``step_key``): among the steps whose predecessors are done, deletes go first (dependants
+first), then each GPU's branch in PCI order, the host's branch last, then rising kind
+rank and the address. The same inputs give the same order, so plans are byte-stable.
+
+networkx is imported inside the functions that need it (start-up cost: ``aihow
+validate`` and ``--help`` never load it).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-import networkx as nx
-
-from planner.plan.resources import Resource
-from planner.vocab import Action, Address
+from planner.plan.resources import HOST_BRANCH, Resource
+from planner.vocab import Action, Address, Kind
 from planner.vocab.plan import canonical_json
 
+if TYPE_CHECKING:
+    import networkx as nx
 
-def build_graph(desired: dict[Address, Resource], actual: dict[Address, Resource],
-                actions: dict[Address, Action]) -> nx.DiGraph:
-    """Desired resources plus the actual ones the plan acts on, with edges from each."""
+DELETE, MAKE = "delete", "make"  # a step's phase
+
+
+class PlannedChange(Protocol):
+    """What the graph needs of a change (``planner.plan.diff`` makes them)."""
+
+    address: Address
+    kind: Kind
+    action: Action
+    before: Resource | None
+    after: Resource | None
+
+    @property
+    def branch(self) -> str: ...
+
+
+def step_key(phase: str, change: PlannedChange) -> tuple[Any, ...]:
+    """The tie-break among ready steps: deletes first, in falling kind rank; then per
+    branch (GPUs by PCI address, the host last) in rising kind rank; then the address."""
+    branch = (change.branch == HOST_BRANCH, change.branch)
+    if phase == DELETE:
+        return (0, branch, -change.kind.rank, change.address)
+    return (1, branch, change.kind.rank, change.address)
+
+
+def plan_graph(changes: Sequence[PlannedChange]) -> nx.DiGraph:
+    """The step graph of ``changes``: node n is step n (deletes and creates in the order
+    of ``changes``), with attributes ``phase``, ``change`` and ``rank`` (its place by
+    ``step_key``); edges mean "runs before"."""
+    import networkx as nx
+
+    steps: list[tuple[str, PlannedChange]] = []
+    for ch in changes:
+        if ch.action in (Action.DELETE, Action.REPLACE):
+            steps.append((DELETE, ch))
+        if ch.action is not Action.DELETE:
+            steps.append((MAKE, ch))
+    index = {(phase, ch.address): n for n, (phase, ch) in enumerate(steps)}
+    # Rank every step by its key once, with one sort, so that the sort's heap compares
+    # small ints rather than nested tuples of strings on every push and pop.
+    by_key = sorted(range(len(steps)), key=lambda n: step_key(*steps[n]))
+    rank = [0] * len(steps)
+    for r, n in enumerate(by_key):
+        rank[n] = r
     g = nx.DiGraph()
-    wanted = set(desired) | {a for a in actions if a in actual}
-    for addr in sorted(wanted):
-        res = desired.get(addr) or actual[addr]
-        g.add_node(str(addr), kind=res.kind.value, branch=res.branch,
-                   action=actions.get(addr, Action.NO_OP).value)
-    for addr in sorted(wanted):
-        res = desired.get(addr) or actual[addr]
-        deps = set(res.deps)
-        if addr not in desired:
-            deps = set(actual[addr].deps)
-        for dep in sorted(deps):
-            if dep not in g:
-                src = desired.get(dep) or actual.get(dep)
-                if src is None:
-                    continue
-                g.add_node(str(dep), kind=src.kind.value, branch=src.branch,
-                           action=actions.get(dep, Action.NO_OP).value)
-            g.add_edge(str(dep), str(addr))
+    g.add_nodes_from((n, {"phase": phase, "change": ch, "rank": rank[n]})
+                     for n, (phase, ch) in enumerate(steps))
+    g.add_edges_from(_edges(steps, index))
     return g
 
 
+def _edges(steps: list[tuple[str, PlannedChange]], index: dict[tuple[str, Address], int]
+           ) -> list[tuple[int, int]]:
+    edges: list[tuple[int, int]] = []
+    branch_deletes: dict[str, list[int]] = {}
+    for n, (phase, ch) in enumerate(steps):
+        if phase == DELETE:
+            branch_deletes.setdefault(ch.branch, []).append(n)
+    for n, (phase, ch) in enumerate(steps):
+        if phase == DELETE:
+            assert ch.before is not None
+            for dep in ch.before.deps:  # delete the dependants of a thing before the thing
+                m = index.get((DELETE, dep))
+                if m is not None:
+                    edges.append((n, m))
+            continue
+        if ch.action is Action.NO_OP:
+            continue
+        assert ch.after is not None
+        has_dep = False
+        for dep in ch.after.deps:
+            m = index.get((MAKE, dep))
+            if m is not None and steps[m][1].action is not Action.NO_OP:
+                edges.append((m, n))
+                has_dep = True
+        own = index.get((DELETE, ch.address))
+        if own is not None:
+            edges.append((own, n))
+        if not has_dep:  # a root of its branch's creations waits for its branch's deletes
+            edges.extend((m, n) for m in branch_deletes.get(ch.branch, []))
+    return edges
+
+
+def order(g: nx.DiGraph) -> list[int]:
+    """The steps in execution order: networkx's lexicographical topological sort by each
+    step's ``rank``. A cycle is a bug in how dependencies were drawn."""
+    import networkx as nx
+
+    rank = g.nodes.data("rank")
+    try:
+        return list(nx.lexicographical_topological_sort(g, key=rank.__getitem__))
+    except nx.NetworkXUnfeasible:
+        raise AssertionError("plan steps depend on each other in a cycle") from None
+
+
+def number(g: nx.DiGraph) -> list[int]:
+    """Order the steps and give each node its plan id (``id``, from 1); returns the order."""
+    ordered = order(g)
+    for i, n in enumerate(ordered, 1):
+        g.nodes[n]["id"] = i
+    return ordered
+
+
+# --- drawing (``aihow graph``) --------------------------------------------------------
+
+
+def _name(g: nx.DiGraph, n: int) -> str:
+    """A step's name in a drawing: its address; a replace's delete step gets a suffix."""
+    node = g.nodes[n]
+    ch = node["change"]
+    if node["phase"] == DELETE and ch.action is Action.REPLACE:
+        return f"{ch.address} (delete)"
+    return str(ch.address)
+
+
+def _drawn(g: nx.DiGraph) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    nodes = []
+    for n in g.nodes:
+        node, ch = g.nodes[n], g.nodes[n]["change"]
+        nodes.append({"name": _name(g, n), "address": str(ch.address), "id": node.get("id"),
+                      "kind": ch.kind.value, "branch": ch.branch, "action": ch.action.value,
+                      "phase": node["phase"]})
+    nodes.sort(key=lambda d: d["name"])
+    edges = sorted([_name(g, u), _name(g, v)] for u, v in g.edges)
+    return nodes, edges
+
+
 def graph_json(g: nx.DiGraph) -> str:
-    data: dict[str, Any] = {
-        "nodes": [{"address": n, **g.nodes[n]} for n in sorted(g.nodes)],
-        "edges": sorted([u, v] for u, v in g.edges),
-    }
-    return canonical_json(data, indent=2)
+    nodes, edges = _drawn(g)
+    return canonical_json({"nodes": nodes, "edges": edges}, indent=2)
 
 
 _DOT_COLOUR = {"create": "darkgreen", "delete": "red3", "update": "orange3",
@@ -58,20 +176,24 @@ def _q(text: str) -> str:
 
 
 def graph_dot(g: nx.DiGraph) -> str:
-    """Graphviz DOT: one cluster per branch (GPU), colour by action."""
+    """Graphviz DOT: one cluster per branch (GPU), colour by action, each step labelled
+    with its plan id and action."""
+    nodes, edges = _drawn(g)
     lines = ["digraph aihow {", "  rankdir=LR;", '  node [shape=box, fontname="monospace"];']
-    branches: dict[str, list[str]] = {}
-    for n in sorted(g.nodes):
-        branches.setdefault(g.nodes[n]["branch"], []).append(n)
-    for i, (branch, nodes) in enumerate(sorted(branches.items())):
+    branches: dict[str, list[dict[str, Any]]] = {}
+    for node in nodes:
+        branches.setdefault(node["branch"], []).append(node)
+    for i, (branch, members) in enumerate(sorted(branches.items())):
         lines.append(f"  subgraph cluster_{i} {{")
         lines.append(f"    label={_q(branch)};")
-        for n in nodes:
-            act = g.nodes[n]["action"]
-            label = _q(n)[:-1] + "\\n" + act + '"'  # address, then the action below it
-            lines.append(f"    {_q(n)} [label={label}, color={_DOT_COLOUR.get(act, 'black')}];")
+        for node in members:
+            act = node["action"]
+            step = "" if node["id"] is None else f"#{node['id']} "
+            label = _q(node["name"])[:-1] + "\\n" + step + act + '"'  # then id and action
+            lines.append(f"    {_q(node['name'])} [label={label}, "
+                         f"color={_DOT_COLOUR.get(act, 'black')}];")
         lines.append("  }")
-    for u, v in sorted(g.edges):
+    for u, v in edges:
         lines.append(f"  {_q(u)} -> {_q(v)};")
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -193,3 +193,42 @@ def test_a_converged_host_plans_no_changes() -> None:
     again = make(done, node("n1", "3g.20gb"), policies=[manage(G17, "2*1g.5gb")])
     assert not again.has_changes, acts(again)
     assert again.summary["create"] == again.summary["delete"] == 0
+
+
+def test_the_plan_graph_orders_the_plan_and_is_what_aihow_graph_draws() -> None:
+    """One networkx graph: its topological order numbers the steps, its edges are each
+    step's depends_on (a replace's delete step included), and graph_json draws it."""
+    import json
+
+    from planner.plan.diff import diff
+    from planner.plan.graph import graph_json, number, plan_graph
+    from planner.plan.make import resources_for
+    from planner.plan.request import Requests
+
+    old = mdev_uuid("hpc/n1/gpu0")
+    state = host(
+        gpu(0x17, instances=[gi("3g.20gb", 4)]),
+        mdevs=[mdev(old, vf(0x17, 0), type_id(A100, "3g.20gb"), gi_id=2)],
+        domains=[domain("n1", old, running=False)],
+    )
+    plan = make(state, node("n1", "2g.10gb", placement=4), policies=[manage(G17)])
+    r = resources_for(Requests(policies=(manage(G17),), slices=(node("n1", "2g.10gb",
+                                                                    placement=4),)), state)
+    g = plan_graph(diff(r.resolution, r.desired, r.actual, slices_only=r.slices_only))
+    ordered = number(g)
+    assert [g.nodes[n]["id"] for n in ordered] == list(range(1, len(ordered) + 1))
+    # every step of the plan is a node, with the plan's dependencies as its in-edges
+    deps = {}
+    for a in plan.actions:
+        deps[a.id] = set(a.depends_on)
+        if a.delete_step is not None:
+            deps[a.delete_step.id] = set(a.delete_step.depends_on)
+    drawn = {g.nodes[n]["id"]: {g.nodes[m]["id"] for m in g.pred[n]} for n in g}
+    assert drawn == deps
+    data = json.loads(graph_json(g))
+    names = {n["name"]: n for n in data["nodes"]}
+    assert names[f"vgpu[{old}] (delete)"]["id"] == next(
+        a.delete_step.id for a in plan.actions if a.address == f"vgpu[{old}]"
+        and a.delete_step is not None)
+    assert [f"vgpu[{old}] (delete)", f"vgpu[{old}]"] in data["edges"]
+    assert len(data["edges"]) == sum(len(d) for d in deps.values())
