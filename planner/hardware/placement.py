@@ -164,11 +164,12 @@ def maximal_layouts(
             if _refusal(model, occ, p, s) is None:
                 _add(occ, p, s)
                 layout.append((p, s))
-                walk(i + 1)
+                walk(i + 1)  # noqa: F821 - deleted after the search, to free it
                 layout.pop()
                 _remove(occ, p, s)
 
     walk(0)
+    del walk  # break the recursive closure's reference cycle (see place_preserving)
     return sorted(set(found), key=lambda lay: [(s, n) for n, s in lay])
 
 
@@ -248,7 +249,7 @@ def place_preserving(
                 continue
             _add(occ, p, s)
             starts.append(s)
-            done = walk(i + 1, kept + (k >= 0))
+            done = walk(i + 1, kept + (k >= 0))  # noqa: F821 - deleted after the search
             starts.pop()
             _remove(occ, p, s)
             if done:
@@ -256,6 +257,8 @@ def place_preserving(
         return False
 
     walk(0, 0)
+    del walk  # a recursive closure is a reference cycle: plan-making runs without the
+    # cyclic collector, so break it (emptying the cell frees the search's state now)
     if best[0] < 0:
         return None
     keep: list[int] = []

@@ -241,6 +241,11 @@ def _cascade(changes: dict[Address, _Change], scoped: dict[Address, Resource]) -
                 break
 
 
+# Every change sets every field: one set of their names serves all of them (pydantic
+# keeps one per model; per change it would cost more memory than the change's values).
+_CHANGE_FIELDS = set(Change.model_fields)
+
+
 def order_actions(changes: list[_Change]) -> list[Change]:
     """Number the steps in execution order and work out each one's dependencies, from
     the plan graph (``planner.plan.graph``: networkx orders it). A replace becomes one
@@ -269,11 +274,15 @@ def order_actions(changes: list[_Change]) -> list[Change]:
             d = delete_of[ch.address]
             delete_step = DeleteStep(id=ids[d], depends_on=deps(d))
         out.append(Change.model_construct(
-            id=ids[n], address=ch.address, kind=ch.kind, action=ch.action,
+            _CHANGE_FIELDS, id=ids[n], address=ch.address, kind=ch.kind, action=ch.action,
             before=_attrs(ch.before), after=_attrs(ch.after),
             depends_on=deps(n), reason=ch.reason,
             reason_code=ch.code, needs_reset=ch.needs_reset, destructive=ch.destructive,
             branch=ch.branch, delete_step=delete_step,
             blocked_by=ch.blocked_by if ch.action is not Action.DELETE else (),
         ))
+    # networkx's graph refers to itself (its cached node and edge views), so with the
+    # cyclic collector off during plan-making it would keep every change and resource
+    # alive until the end: empty it now.
+    g.clear()
     return out

@@ -17,7 +17,7 @@ from planner.plan.resolution import Resolution
 from planner.plan.resolve import resolve
 from planner.plan.resources import Resource, actual_resources, desired_resources
 from planner.vocab import Address
-from planner.vocab.plan import ConfigRef, HostRef, Plan, digest, summarize
+from planner.vocab.plan import Change, ConfigRef, HostRef, Plan, digest, summarize
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,7 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        r = resources_for(requests, host, records)
-        actions = tuple(order_actions(diff(r.resolution, r.desired, r.actual, records,
-                                           r.slices_only)))
+        actions = _actions(requests, host, records)  # what made them is freed here
         snapshot = fingerprint_data(host, requests)
         plan = Plan(
             aihow_version=version,
@@ -61,6 +59,16 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _actions(requests: Requests, host: HostState, records: HostRecords
+             ) -> tuple[Change, ...]:
+    """The ordered changes. The resources, the diff and the plan graph are garbage once
+    this returns, before the plan is sealed: sealing must not hold them at its peak."""
+    r = resources_for(requests, host, records)
+    changes = diff(r.resolution, r.desired, r.actual, records, r.slices_only)
+    del r  # the resolution and the resource maps: only the changes are needed now
+    return tuple(order_actions(changes))
 
 
 def make_plan(cfg: Any, host: HostState, *, config_path: str, config_sha256: str,

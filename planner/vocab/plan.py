@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from pydantic import (
@@ -149,23 +150,79 @@ class Plan(_Frozen):
         """Everything but the digest, as plain JSON values."""
         return _without_empty_snapshot(self.model_dump(mode="json", exclude={"plan_sha256"}))
 
-    def sealed(self) -> Plan:
-        """This plan with its digest set (serialised once: the text is kept for to_json)."""
-        data = self.body()
-        lines = [canonical_json(a) for a in data["actions"]]
-        # compact canonical JSON of a list is "[" + ",".join(items) + "]": reuse the lines
-        rest = {k: v for k, v in data.items() if k != "actions"}
-        compact = canonical_json({**rest, "actions": []}).replace(
-            '"actions":[]', '"actions":[' + ",".join(lines) + "]", 1)
-        data["plan_sha256"] = hashlib.sha256(compact.encode()).hexdigest()
-        plan = self.model_copy(update={"plan_sha256": data["plan_sha256"]})
-        plan._text = plan_text(data, lines)
+    def sealed(self, action_lines: Sequence[str] | None = None) -> Plan:
+        """This plan with its digest set and its file text kept for ``to_json``.
+
+        ``action_lines``: each change's compact canonical JSON, in order, when the caller
+        made them already (plan-making writes each change's line once, from its values,
+        as it builds the change). Nothing here builds the whole plan as one dict or one
+        compact string: the digest is fed line by line and the text is joined once."""
+        lines = action_lines if action_lines is not None else [
+            canonical_json(change_json(a)) for a in self.actions]
+        rest = _without_empty_snapshot(
+            self.model_dump(mode="json", exclude={"plan_sha256", "actions"}))
+        # compact canonical JSON of the body is the rest with "actions":[LINE,LINE,...];
+        # "actions" sorts first, so its key is the first, unescaped, occurrence
+        head, tail = canonical_json({**rest, "actions": []}).split('"actions":[]', 1)
+        sha = hashlib.sha256(head.encode())
+        sha.update(b'"actions":[')
+        for n, line in enumerate(lines):
+            if n:
+                sha.update(b",")
+            sha.update(line.encode())
+        sha.update(("]" + tail).encode())
+        plan = self.model_copy(update={"plan_sha256": sha.hexdigest()})
+        rest["plan_sha256"] = plan.plan_sha256
+        plan._text = _file_text(rest, lines)
         return plan
 
     def to_json(self) -> str:
         if self._text is not None:
             return self._text
         return plan_text(_without_empty_snapshot(self.model_dump(mode="json")))
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    """A change's values in the plan file (what ``model_dump(mode="json")`` gives), built
+    straight from its fields."""
+    step = change.delete_step
+    return {
+        "action": change.action.value,
+        "address": str(change.address),
+        "after": None if change.after is None else change.after.to_json(),
+        "before": None if change.before is None else change.before.to_json(),
+        "blocked_by": list(change.blocked_by),
+        "branch": change.branch,
+        "delete_step": None if step is None else {"depends_on": list(step.depends_on),
+                                                  "id": step.id},
+        "depends_on": list(change.depends_on),
+        "destructive": change.destructive,
+        "id": change.id,
+        "kind": change.kind.value,
+        "needs_reset": change.needs_reset,
+        "reason": change.reason,
+        "reason_code": change.reason_code.value,
+    }
+
+
+def _file_text(rest: dict[str, Any], action_lines: Sequence[str]) -> str:
+    """``plan_text`` of ``rest`` plus the actions given as their lines, joined once."""
+    parts: list[str] = ["{\n"]
+    data_keys = sorted([*rest, "actions"])
+    for n, key in enumerate(data_keys):
+        comma = ",\n" if n < len(data_keys) - 1 else "\n"
+        if key == "actions" and action_lines:
+            parts.append(f"  {json.dumps(key)}: [\n    ")
+            for i, line in enumerate(action_lines):
+                if i:
+                    parts.append(",\n    ")
+                parts.append(line)
+            parts.append("\n  ]" + comma)
+        else:
+            value = rest.get(key, []) if key == "actions" else rest[key]
+            parts.append(f"  {json.dumps(key)}: {canonical_json(value)}{comma}")
+    parts.append("}\n")
+    return "".join(parts)
 
 
 def _without_empty_snapshot(data: dict[str, Any]) -> dict[str, Any]:
