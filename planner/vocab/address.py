@@ -22,6 +22,14 @@ from planner.vocab.kinds import Kind
 
 _PCI = re.compile(r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
 _SEGMENT = re.compile(r"([a-z]+)(?:\[([^\[\]]*)\])?")
+# Every well-formed address in one match (a plan file holds one per change, so reading
+# a large plan parses tens of thousands): anything else takes the general path, which
+# says what is wrong. Starts are written without leading zeros, as the builders write them.
+_V = r"([^\[\]]+)"
+_SLOT = r"([^\[\]@]+)@(0|[1-9][0-9]*)"
+_WELL_FORMED = re.compile(
+    rf"gpu\[{_V}\](?:\.(mig|vfs)|\.gi\[{_SLOT}\](?:\.ci\[{_SLOT}\])?)?"
+    rf"|vgpu\[{_V}\]|domain\[{_V}\](?:\.hostdev\[{_V}\])?")
 
 
 class AddressError(ValueError):
@@ -136,6 +144,9 @@ class Address(str):
         """The address ``text`` spells; AddressError naming it when it is malformed."""
         if not isinstance(text, str) or not text:
             raise AddressError("empty resource address")
+        fast = _parse_well_formed(text)
+        if fast is not None:
+            return fast
         parts: list[tuple[str, str | None]] = []
         for n, chunk in enumerate(_split(text), 1):
             m = _SEGMENT.fullmatch(chunk)
@@ -149,6 +160,32 @@ class Address(str):
         if str(addr) != text:  # e.g. a start written "04": one spelling per resource
             raise AddressError(f"resource address {text!r}: write it as {str(addr)!r}")
         return addr
+
+
+def _parse_well_formed(text: str) -> Address | None:
+    """The address ``text`` spells when it has one of the known shapes, exactly as the
+    builders write it; None sends it to the general path."""
+    m = _WELL_FORMED.fullmatch(text)
+    if m is None:
+        return None
+    pci, sub, gi_p, gi_s, ci_p, ci_s, vgpu_key, dom, hostdev_key = m.groups()
+    if vgpu_key is not None:
+        return Address(text, Kind.VGPU, key=vgpu_key)
+    if dom is not None:
+        if hostdev_key is None:
+            return Address(text, Kind.DOMAIN, domain_name=dom)
+        return Address(text, Kind.HOSTDEV, key=hostdev_key, domain_name=dom)
+    if not _PCI.fullmatch(pci):
+        return None
+    if sub is not None:
+        return Address(text, Kind.MIG_MODE if sub == "mig" else Kind.SRIOV, pci=pci)
+    if gi_p is None:
+        return Address(text, None, pci=pci)
+    gi = Slot(gi_p, int(gi_s))
+    if ci_p is None:
+        return Address(text, Kind.GPU_INSTANCE, pci=pci, gi_slot=gi)
+    return Address(text, Kind.COMPUTE_INSTANCE, pci=pci, gi_slot=gi,
+                   ci_slot=Slot(ci_p, int(ci_s)))
 
 
 def _value(text: str, what: str) -> str:

@@ -195,8 +195,11 @@ def _adapter(model: type[_Attrs]) -> Callable[[Any], Any]:
 def attrs_from_json(kind: Kind, value: dict[str, Any]) -> Attrs:
     """The model of ``kind`` read from a plan's JSON values; AttrsError when they fit none."""
     errors: list[str] = []
-    for model in MODELS[kind]:
-        data = {k: _tuples(v) for k, v in value.items()}
+    models = MODELS[kind]
+    if len(models) > 1:  # a model that has every field the value names goes first
+        models = tuple(sorted(models, key=lambda m: not value.keys() <= set(_names(m))))
+    data = {k: _tuples(v) for k, v in value.items()}
+    for model in models:
         try:
             got: Attrs = _adapter(model)(data)
             return got

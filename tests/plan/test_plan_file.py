@@ -60,6 +60,28 @@ def test_plan_round_trips_and_the_digest_is_checked(tmp_path: Path) -> None:
         load_plan(path)
 
 
+def test_the_digest_is_read_off_the_lines_and_survives_reformatting(tmp_path: Path) -> None:
+    """The loader reads the digest off the file's change lines (no re-encoding); a file
+    another tool reformatted keeps its meaning and still loads; an edit anywhere, in
+    either layout, is refused."""
+    from planner.vocab.plan import file_digest
+
+    plan = _busy_plan()
+    text = dump_plan(plan)
+    assert file_digest(text, json.loads(text)) == plan.plan_sha256
+    assert dump_plan(parse_plan(text)) == text
+    pretty = json.dumps(json.loads(text), indent=4)
+    assert file_digest(pretty, json.loads(pretty)) is None
+    assert dump_plan(parse_plan(pretty)) == text
+    edits = [text.replace('"reason_code":"wanted"', '"reason_code":"kept"', 1),
+             text.replace('"uri":"sim:/test"', '"uri":"sim:/other"', 1),
+             pretty.replace('"destructive": true', '"destructive": false', 1)]
+    for edited in edits:
+        assert edited not in (text, pretty)
+        with pytest.raises(PlanFileError, match="plan_sha256 does not match"):
+            parse_plan(edited)
+
+
 def test_unreadable_or_foreign_plan_files_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(PlanFileError, match=r"x\.json:1:2: not JSON"):
         parse_plan("{oops", "x.json")
