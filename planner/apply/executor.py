@@ -6,6 +6,8 @@ Order of an apply:
 2. take the host lock (a second apply fails at once naming the holder);
 3. refuse if an earlier apply left an unfinished journal (``aihow recover`` first);
 4. re-probe and refuse a stale plan (host fingerprint differs), showing what changed;
+   then refuse any change the config does not justify on this host (``apply.vet``: the
+   plan is made again from its config and must be the same);
 5. each handler's preflight (e.g. a MIG mode change that needs a GPU reset without
    ``--allow-reset``, or a GPU held by processes or domains) — still nothing changed;
 6. journal ``begin``, then run the actions in waves: a wave holds at most one action per
@@ -46,6 +48,7 @@ from planner.apply.handlers import ActionHandler, ApplyContext, Side
 from planner.apply.journal import JournalError, JournalWriter, open_journal
 from planner.apply.lock import HostLock
 from planner.apply.steps import Step, expand, plan_steps
+from planner.apply.vet import vet_plan
 from planner.errors import AihowError
 from planner.host.environment import Environment
 from planner.host.state import HostState
@@ -228,6 +231,7 @@ def apply_plan(
             )
         host = access.probe()
         check_not_stale(plan, host, inp.config)
+        vet_plan(plan, host, inp.config, access.records(state_dir))
         ctx = ApplyContext(access, allow_reset=inp.allow_reset)
         problems = preflight(plan, host, ctx)
         if problems:

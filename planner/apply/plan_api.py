@@ -52,7 +52,10 @@ def plan_from_dict(data: dict[str, Any], where: str = "journal") -> Plan:
 
 
 def plan_summary(plan: Plan) -> dict[str, int]:
-    return dict(plan.summary)
+    """Counted from the changes, never read from the plan's own summary."""
+    from planner.vocab.plan import summarize
+
+    return summarize(plan.actions)
 
 
 def drift(plan: Plan, host: HostState, config: ClusterConfig) -> list[str]:

@@ -74,6 +74,11 @@ def parse_plan(text: str, where: str = "plan") -> Plan:
     if not _digest_matches(text, data, plan.plan_sha256):
         raise PlanFileError(f"{where}: plan_sha256 does not match the plan's content "
                             f"(the file was edited or damaged)")
+    counted = summarize(plan.actions)
+    if dict(plan.summary) != counted:
+        raise PlanFileError(f"{where}: summary {canonical_json(dict(plan.summary))} does not "
+                            f"count the plan's changes ({canonical_json(counted)}); the file "
+                            "was edited")
     return plan
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.vocab import Action, Kind
-from planner.vocab.plan import Change, Plan
+from planner.vocab.plan import Change, Plan, summarize
 
 SYMBOL = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
 _COLOUR = {"create": "\x1b[32m", "delete": "\x1b[31m", "update": "\x1b[33m",
@@ -55,7 +55,7 @@ def _changed(a: Change) -> list[str]:
 
 
 def summary_line(plan: Plan) -> str:
-    s = plan.summary
+    s = summarize(plan.actions)
     return (f"Plan: {s['create']} to create, {s['update']} to update, {s['replace']} to replace, "
             f"{s['delete']} to delete.")
 
@@ -93,7 +93,7 @@ def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) 
             for change in _changed(a):
                 lines.append(f"        {change}")
         lines.append("")
-    unchanged = plan.summary.get("no-op", 0)
+    unchanged = summarize(plan.actions).get("no-op", 0)
     if unchanged:
         lines.append(f"{unchanged} resource(s) unchanged.")
     lines.append(summary_line(plan))
@@ -110,7 +110,7 @@ def render_markdown(plan: Plan) -> str:
 
 def _markdown_body(plan: Plan) -> str:
     """One plan's Markdown under its heading: host line, counts, warnings, changes."""
-    s = plan.summary
+    s = summarize(plan.actions)
     shown = _shown(plan)
     out = [f"Host `{plan.host.uri}` · fingerprint `{plan.host.fingerprint[:12]}` · "
            f"config `{plan.config.path}` · aihow {plan.aihow_version}", "",
@@ -159,7 +159,7 @@ def render_fleet_markdown(plans: list[tuple[str, Plan]]) -> str:
     table, a row per host in the order given, then each host's plan as its own section.
     Real hosts all call themselves ``local``, so hosts are named by the caller's labels."""
     keys = ("create", "update", "replace", "delete", "no-op", "needs_reset", "destructive")
-    total = {k: sum(p.summary.get(k, 0) for _, p in plans) for k in keys}
+    total = {k: sum(summarize(p.actions).get(k, 0) for _, p in plans) for k in keys}
     changing = sum(1 for _, p in plans if p.has_changes)
     out = ["## aihow fleet plan", "",
            f"{_count(len(plans), 'host')}, {changing} with changes · "
@@ -169,7 +169,7 @@ def render_fleet_markdown(plans: list[tuple[str, Plan]]) -> str:
            "| destructive | fingerprint |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for label, p in plans:
-        s = p.summary
+        s = summarize(p.actions)
         out.append(f"| {_md_escape(label)} | " + " | ".join(str(s.get(k, 0)) for k in keys)
                    + f" | `{p.host.fingerprint[:12]}` |")
     out.append("| **total** | " + " | ".join(f"**{total[k]}**" for k in keys) + " | |")
