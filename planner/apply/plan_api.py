@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,14 +163,12 @@ def current_resources(host: HostState) -> dict[Address, dict[str, Any]]:
 
 
 def config_from_text(text: str, original_path: str, state_dir: Path) -> ClusterConfig | None:
-    """Load a config kept as text (journal, generation) through the normal loader."""
+    """Load a config kept as text (journal, generation) through the normal parser, read
+    in memory (no temporary file to race for), named by the path it came from."""
+    del state_dir  # kept for callers; nothing is written any more
     if not text:
         return None
-    from planner.config import load_config
+    from planner.config.parser import ClusterConfigParser
 
-    tmp = Path(state_dir) / f".config-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
-    tmp.write_text(text)
-    try:
-        return load_config(tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+    where = original_path or "config"
+    return ClusterConfigParser().parse_text(text, where, config_path=Path(where))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import locale
 import sys
@@ -112,21 +111,35 @@ def _read(path: Path, limit: int, what: str) -> str:
         raise AihowError(f"{path}: cannot read: {reason}") from None
 
 
+def _read_config(path: Path) -> str:
+    from planner.config.digest import read_config_text
+    from planner.config.limits import InputTooLarge
+
+    try:
+        return read_config_text(path)
+    except InputTooLarge as exc:
+        raise AihowError(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise AihowError(f"{path}: cannot read config: {reason}") from None
+
+
 def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
                      libvirt_uri: str | None = None
                      ) -> tuple[Plan, str, ClusterConfig, str, str, Environment]:
     """(plan, plan text, config, config text, config path, the host's Environment) for
     PLAN (on ``host``, else the plan's host) or CONFIG (on ``host``, else local)."""
     from planner.config import load_config
-    from planner.config.limits import MAX_CONFIG_BYTES, MAX_PLAN_BYTES
+    from planner.config.digest import config_digest
+    from planner.config.limits import MAX_PLAN_BYTES
     from planner.plan.model import load_plan
 
     if _is_plan_file(path):
         plan = load_plan(path)  # verifies plan_sha256: an edited plan stops here
         plan_text = _read(path, MAX_PLAN_BYTES, "plan")
         cfg_path = Path(str(plan.config.path))
-        cfg_text = _read(cfg_path, MAX_CONFIG_BYTES, "config")
-        digest = hashlib.sha256(cfg_text.encode()).hexdigest()
+        cfg_text = _read_config(cfg_path)
+        digest = config_digest(cfg_text)
         if digest != plan.config.sha256:
             raise AihowError(
                 f"{cfg_path}: the config changed since the plan was made "
@@ -136,7 +149,7 @@ def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
         cfg = load_config(cfg_path)
         env = open_environment(host or str(plan.host.uri), libvirt_uri_for(cfg, libvirt_uri))
         return plan, plan_text, cfg, cfg_text, str(cfg_path), env
-    cfg_text = _read(path, MAX_CONFIG_BYTES, "config")
+    cfg_text = _read_config(path)
     cfg = load_config(path)
     env = open_environment(host, libvirt_uri_for(cfg, libvirt_uri))
     plan = _make_plan(cfg, cfg_text, str(path), env, state_dir)
@@ -147,11 +160,12 @@ def _make_plan(cfg: ClusterConfig, cfg_text: str, cfg_path: str, env: Environmen
                state_dir: Path | None = None) -> Plan:
     """The plan `aihow plan CFG --host URI [--libvirt-uri X]` would make (same probe, same
     host records; the ledger of ``state_dir``)."""
+    from planner.config.digest import config_digest
     from planner.plan.make import make_plan
 
     host = env.probe()
     return make_plan(cfg, host, config_path=cfg_path,
-                     config_sha256=hashlib.sha256(cfg_text.encode()).hexdigest(),
+                     config_sha256=config_digest(cfg_text),
                      host_uri=env.host_uri, records=env.records(state_dir))
 
 

@@ -7,7 +7,6 @@ with ``--detailed-exitcode`` it exits 0 when nothing changes and 2 when somethin
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -41,9 +40,10 @@ HostOpt = Annotated[
 
 def _load(config: Path) -> tuple[Any, str]:
     from planner.config import load_config
+    from planner.config.digest import config_digest, read_config_text
 
-    cfg = load_config(config)
-    return cfg, hashlib.sha256(config.read_bytes()).hexdigest()
+    cfg = load_config(config)  # a config it cannot read stops here, with its message
+    return cfg, config_digest(read_config_text(config))
 
 
 def _environment(host: str | None, cfg: Any, libvirt_uri: str | None = None) -> Environment:

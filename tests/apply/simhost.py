@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from planner.apply.executor import ApplyInput, ApplyResult, apply_plan
 from planner.apply.state_dir import resolve_state_dir
 from planner.cli.host_opts import open_environment
 from planner.config import load_config
+from planner.config.digest import config_digest
 from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.plan.model import Plan
@@ -118,7 +118,7 @@ class SimHost:
     def plan(self, config: Path) -> Plan:
         text = config.read_text()
         return make_plan(load_config(config), self.probe(), config_path=str(config),
-                         config_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                         config_sha256=config_digest(text),
                          host_uri=self.uri, records=open_environment(self.uri).records())
 
     def apply(self, plan: Plan, config: Path, *, parallel: bool = True,
