@@ -10,14 +10,19 @@ generation's config against the current host; it never restores bytes blindly.
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.apply.fsutil import canonical_json, fsync_dir, rename_durable, write_atomic
+from planner.apply.fsutil import (
+    canonical_json,
+    fsync_dir,
+    real_dir,
+    rename_durable,
+    write_atomic,
+)
 from planner.errors import AihowError
 
 GENERATIONS_DIR = "generations"
@@ -48,7 +53,12 @@ class Generation:
         return self.path / "state.json"
 
     def config_text(self) -> str:
-        return self.config_file.read_text()
+        try:
+            return self.config_file.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise AihowError(f"{self.config_file}: generation {self.number}'s config cannot "
+                             f"be read: {reason}") from None
 
     def created_text(self) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.created))
@@ -109,13 +119,9 @@ def record_generation(
     summary: dict[str, Any],
 ) -> Generation:
     """Write the next generation atomically and return it. Callers hold the host lock."""
-    root = _root(state_dir)
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = real_dir(_root(state_dir), create=True)  # never a link out of the state dir
     number = 1 + max((g.number for g in list_generations(state_dir)), default=0)
-    tmp = root / f".tmp-{number}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(mode=0o700)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=root))
     meta = {
         "number": number,
         "created": time.time(),

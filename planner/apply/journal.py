@@ -30,13 +30,22 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from planner.apply.fsutil import canonical_json, fsync_dir, rename_durable
+from planner.apply.fsutil import (
+    NOFOLLOW,
+    canonical_json,
+    create_new,
+    fsync_dir,
+    real_dir,
+    rename_durable,
+    temp_name,
+)
 from planner.errors import AihowError
 
 ACTIVE_NAME = "journal.jsonl"
@@ -44,6 +53,12 @@ ARCHIVE_DIR = "journals"
 
 Op = Literal["do", "undo", "redo"]
 Status = Literal["pending", "begun", "done", "failed", "undo-begun", "undone", "undo-failed"]
+
+
+# What to do about a journal that cannot be read (not a torn tail, which is repaired):
+# ``aihow recover --from-host`` judges the host itself against the plan's start and goal.
+DAMAGED_HINT = ("; the journal is damaged: `aihow recover --from-host` compares the host "
+                "with where the apply started and where it was going, and sets it aside")
 
 
 class JournalError(AihowError):
@@ -72,26 +87,35 @@ class JournalWriter:
     def create(cls, state_dir: Path, begin: dict[str, Any]) -> JournalWriter:
         """Start a new journal whose first record is ``begin`` (refuses if one is open)."""
         path = active_path(state_dir)
-        if path.exists():
+        if os.path.lexists(path):
             raise JournalError(
                 f"{path}: an earlier apply did not finish; run `aihow recover` first"
             )
         record = {"seq": 1, "type": "begin", **begin}
         record["crc"] = _crc(record)
-        tmp = path.with_name(f".{ACTIVE_NAME}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        os.write(fd, (canonical_json(record) + "\n").encode())
-        os.fsync(fd)
-        os.close(fd)
-        os.rename(tmp, path)
-        fsync_dir(path.parent)
+        tmp = temp_name(path)
+        try:
+            fd = create_new(tmp)
+            try:
+                os.write(fd, (canonical_json(record) + "\n").encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise JournalError(f"{path}: cannot start the journal: {exc.strerror}") from None
         return cls.reopen(path, next_seq=2)
 
     @classmethod
     def reopen(cls, path: Path, next_seq: int) -> JournalWriter:
         """Continue a journal after its last whole record (a torn tail is cut off first)."""
-        _cut_torn_tail(path)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            _cut_torn_tail(path)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | NOFOLLOW)
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot write the journal: {exc.strerror}") from None
         return cls(path, fd, next_seq)
 
     def append(self, type_: str, **fields: Any) -> dict[str, Any]:
@@ -137,8 +161,7 @@ class JournalWriter:
         """Write ``end`` and archive the journal; returns where it went."""
         self.append("end", outcome=outcome, fingerprint=fingerprint, ended=time.time())
         self.release()
-        archive = self.path.parent / ARCHIVE_DIR
-        archive.mkdir(exist_ok=True, mode=0o700)
+        archive = real_dir(self.path.parent / ARCHIVE_DIR, create=True)
         fsync_dir(self.path.parent)
         number = 1 + max((_archive_number(p) for p in archive.glob("*.jsonl")), default=0)
         target = archive / f"{number:06d}-{outcome}.jsonl"
@@ -174,7 +197,7 @@ def _cut_torn_tail(path: Path) -> None:
     if end == len(data) or any(map(_is_record, data[end:].splitlines(keepends=True))):
         return
     torn = path.with_name(path.name + ".torn")
-    fd = os.open(torn, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    fd = os.open(torn, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, 0o600)
     try:
         os.write(fd, data[end:] + (b"" if data.endswith(b"\n") else b"\n"))
         os.fsync(fd)
@@ -234,7 +257,16 @@ class JournalView:
 
 def iter_records(path: Path) -> Iterator[tuple[dict[str, Any] | None, int]]:
     """Yield (record or None if unreadable, line number)."""
-    with open(path, encoding="utf-8", errors="replace") as fh:
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read the journal: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise JournalError(f"{path}: is not a regular file; aihow keeps its journal there "
+                           "(move it away)")
+    fh = open(fd, encoding="utf-8", errors="replace")  # noqa: SIM115
+    with fh:
         for lineno, line in enumerate(fh, 1):
             try:
                 record = json.loads(line) if line.endswith("\n") else None
@@ -255,13 +287,16 @@ def read_journal(path: Path) -> JournalView:
             bad.append(lineno)
         else:
             if bad:  # a bad line followed by good ones is corruption, not a torn write
-                raise JournalError(f"{path}:{bad[0]}: journal record is corrupt")
+                raise JournalError(f"{path}:{bad[0]}: journal record is corrupt{DAMAGED_HINT}")
             records.append(record)
     if not records or records[0].get("type") != "begin":
-        raise JournalError(f"{path}:1: journal has no begin record")
+        raise JournalError(f"{path}:1: journal has no begin record{DAMAGED_HINT}")
+    if not isinstance(records[0].get("plan"), dict):
+        raise JournalError(f"{path}:1: the begin record holds no plan{DAMAGED_HINT}")
     for expected, record in enumerate(records, 1):
         if record.get("seq") != expected:
-            raise JournalError(f"{path}:{expected}: journal records out of sequence")
+            raise JournalError(f"{path}:{expected}: journal records out of sequence"
+                               f"{DAMAGED_HINT}")
     actions: dict[str, ActionRecord] = {}
     order: list[str] = []
     end = None
@@ -296,7 +331,7 @@ def read_journal(path: Path) -> JournalView:
 def open_journal(state_dir: Path) -> JournalView | None:
     """The unfinished journal of this state directory, or None if there is none."""
     path = active_path(state_dir)
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     return read_journal(path)
 

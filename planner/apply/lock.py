@@ -9,9 +9,11 @@ then says whether anything was left half-done).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +92,7 @@ class HostLock:
         return self.previous is not None and not self.previous.released
 
     def acquire(self) -> HostLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd, created = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -102,8 +104,36 @@ class HostLock:
             raise AihowError(f"{self.path}: cannot lock: {exc.strerror}") from exc
         self.previous = LockInfo.parse(_read_fd(fd))
         self._fd = fd
-        self._write(LockInfo(os.getpid(), time.time(), self.command))
+        try:
+            self._write(LockInfo(os.getpid(), time.time(), self.command))
+        except OSError as exc:  # a full or failing disk: leave things as they were
+            if created:
+                self.path.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._fd = None
+            raise AihowError(f"{self.path}: cannot write the lock: {exc.strerror}; "
+                             "nothing was changed") from None
         return self
+
+    def _open(self) -> tuple[int, bool]:
+        """The lock file's fd, and whether this call created it. Never through a
+        symbolic link (one planted at the name would have its target truncated), and
+        only a regular file."""
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            try:
+                fd, created = os.open(self.path, flags), False
+            except FileNotFoundError:
+                fd, created = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o600), True
+        except OSError as exc:
+            reason = ("is a symbolic link; aihow never follows one there (remove it)"
+                      if exc.errno == errno.ELOOP else exc.strerror)
+            raise AihowError(f"{self.path}: cannot take the host lock: {reason}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise AihowError(f"{self.path}: cannot take the host lock: not a regular file")
+        return fd, created
 
     def release(self) -> None:
         if self._fd is None:

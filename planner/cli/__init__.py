@@ -11,10 +11,12 @@ turns every registered command into a click command on each run, and a run needs
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
+import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -111,3 +113,29 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as exc:  # a file or stream the command could not write or read
+        _os_error(exc)
+
+
+def _os_error(exc: OSError) -> NoReturn:
+    """One line naming the file (or stdout) and the reason, then exit 1; stdout is
+    pointed at /dev/null so the interpreter's final flush cannot fail again."""
+    where = exc.filename
+    if where is None and _from_echo(exc):
+        where = "stdout"
+    reason = exc.strerror or type(exc).__name__
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    typer.echo(f"error: {where}: cannot write: {reason}" if where == "stdout"
+               else f"error: {where}: {reason}" if where else f"error: {reason}", err=True)
+    sys.exit(1)
+
+
+def _from_echo(exc: OSError) -> bool:
+    """Whether the error came from writing the command's output (click's echo, print):
+    such a write names no file."""
+    import traceback
+
+    return any(frame.name in ("echo", "secho", "print", "flush")
+               for frame in traceback.extract_tb(exc.__traceback__))

@@ -273,7 +273,7 @@ def _report(result: ApplyResult) -> None:
                    f"host verified.{gen}")
         return
     for address, error in result.failed:
-        typer.echo(f"error: {address}: {error}", err=True)
+        typer.echo(f"error: {_at(address, error)}", err=True)
     if result.outcome == "rolled-back":
         where = ("back at the plan's starting state" if result.back_at_start
                  else "NOT back at the plan's starting state")
@@ -285,6 +285,19 @@ def _report(result: ApplyResult) -> None:
     for line in result.resource_states:
         typer.echo(f"  {line}", err=True)
     raise typer.Exit(1)
+
+
+def _at(address: str, error: str) -> str:
+    """``ADDRESS: error``, the address once even when the error already starts with it."""
+    return _once(f"{address}: {error}")
+
+
+def _once(text: str) -> str:
+    """``X: X: rest`` as ``X: rest`` (an address that both the step and its error name)."""
+    head, sep, rest = text.partition(": ")
+    while sep and rest.startswith(head + ": "):
+        rest = rest[len(head) + 2:]
+    return f"{head}{sep}{rest}"
 
 
 def _command_line() -> str:
@@ -346,7 +359,7 @@ def _report_recover(result: RecoverResult, forward: bool) -> None:
     for step in result.steps:
         typer.echo(f"  {step}")
     if result.outcome == "failed":
-        typer.echo(f"error: recovery stopped: {result.error}", err=True)
+        typer.echo(f"error: recovery stopped: {_once(str(result.error))}", err=True)
         for line in result.resource_states:
             typer.echo(f"  {line}", err=True)
         raise typer.Exit(1)
@@ -372,7 +385,12 @@ def generations(
     """List the generations recorded by successful applies (newest last)."""
     from planner.apply.generations import list_generations
 
-    sdir = _state_dir(open_environment(host), state_dir)
+    # Listing only reads: nothing is created, and a host directory that is not there is
+    # an error rather than an empty list.
+    sdir = state_dir if state_dir is not None else open_environment(host).state_dir()
+    if not sdir.exists() and not sdir.parent.exists():
+        raise AihowError(f"{sdir.parent}: no such directory (no host or state directory "
+                         "there)")
     gens = list_generations(sdir)
     if fmt is ListFormat.json:
         typer.echo(json.dumps([_generation_record(g) for g in gens], indent=2, sort_keys=True))

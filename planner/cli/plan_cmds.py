@@ -7,6 +7,7 @@ with ``--detailed-exitcode`` it exits 0 when nothing changes and 2 when somethin
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -50,6 +51,37 @@ def _environment(host: str | None, cfg: Any, libvirt_uri: str | None = None) -> 
     return open_environment(host, libvirt_uri_for(cfg, libvirt_uri))
 
 
+def _write_plan(out: Path, text: str) -> None:
+    """Write the plan file whole or not at all: a regular file (or a new one) through a
+    temporary file renamed into place, anything else (a pipe, a device) directly. A
+    directory, a missing directory or a full disk is one line naming ``out``."""
+    import os
+    import tempfile
+
+    from planner.errors import AihowError
+
+    tmp: str | None = None
+    try:
+        if out.exists() and not out.is_file():
+            if out.is_dir():
+                raise IsADirectoryError(21, "Is a directory")
+            with open(out, "w", encoding="utf-8") as f:
+                f.write(text)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as exc:
+        raise AihowError(f"{out}: cannot write the plan: {exc.strerror}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 def _colour() -> bool:
     return sys.stdout.isatty()
 
@@ -79,7 +111,7 @@ def plan_command(
     plan = make_plan(cfg, env.probe(), config_path=str(config), config_sha256=sha,
                      host_uri=env.host_uri, records=env.records())
     if out is not None:
-        out.write_text(plan.to_json())
+        _write_plan(out, plan.to_json())
     typer.echo(render(plan, fmt.value, colour=_colour()), nl=False)
     if detailed_exitcode and plan.has_changes:
         raise typer.Exit(2)

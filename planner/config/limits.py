@@ -13,12 +13,20 @@ from pathlib import Path
 from planner.lang.parse import MAX_LAYOUT_REPEAT  # the N of ``N*PROFILE`` in a layout
 
 __all__ = ["MAX_CONFIG_BYTES", "MAX_LAYOUT_REPEAT", "MAX_PLAN_BYTES", "MAX_TEMPLATE_COUNT",
-           "InputTooLarge", "read_limited", "read_text_limited"]
+           "MAX_VM_CPU_CORES", "MAX_VM_DISK_GB", "MAX_VM_MEMORY_GB", "InputTooLarge",
+           "read_limited", "read_text_limited"]
 
 MiB = 1024 * 1024
 MAX_CONFIG_BYTES = 8 * MiB  # a config written out VM by VM: about 50,000 VMs
 MAX_PLAN_BYTES = 128 * MiB  # a plan of about 8,000 fully used GPUs
 MAX_TEMPLATE_COUNT = 10_000  # VMs one node template may make (``count``)
+# A VM's size, so a typo or an exponent (``memory_gb: 1e17``) stops at validate, not at
+# libvirt's define: KVM's vCPU limit on x86 (KVM_MAX_VCPUS, 4096 since Linux 5.15); the
+# memory and disk bounds are ASSUMED sanity limits (64 TiB of RAM, 1 PiB of disk), far
+# above any host aihow manages.
+MAX_VM_CPU_CORES = 4096
+MAX_VM_MEMORY_GB = 65_536
+MAX_VM_DISK_GB = 1_048_576
 
 
 class InputTooLarge(ValueError):

@@ -21,7 +21,12 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from planner.config.limits import MAX_TEMPLATE_COUNT
+from planner.config.limits import (
+    MAX_TEMPLATE_COUNT,
+    MAX_VM_CPU_CORES,
+    MAX_VM_DISK_GB,
+    MAX_VM_MEMORY_GB,
+)
 from planner.config.types import (
     HexId,
     ImagePath,
@@ -230,9 +235,9 @@ class KubernetesConfig(_Open):
 class ControllerNode(_Open):
     """``controller`` / ``control_plane``. ai-how has no ``pcie_passthrough`` here."""
 
-    cpu_cores: PositiveInt
-    memory_gb: PositiveInt
-    disk_gb: Annotated[int, Field(ge=10, strict=True)]
+    cpu_cores: Annotated[PositiveInt, Field(le=MAX_VM_CPU_CORES)]
+    memory_gb: Annotated[PositiveInt, Field(le=MAX_VM_MEMORY_GB)]
+    disk_gb: Annotated[int, Field(ge=10, le=MAX_VM_DISK_GB, strict=True)]
     ip_address: IPv4
     base_image_path: ImagePath | None = None
     virtio_fs_mounts: tuple[VirtioFsMount, ...] = ()
@@ -240,9 +245,9 @@ class ControllerNode(_Open):
 
 
 class VmSpec(_Open):
-    cpu_cores: PositiveInt
-    memory_gb: PositiveInt
-    disk_gb: Annotated[int, Field(ge=10, strict=True)]
+    cpu_cores: Annotated[PositiveInt, Field(le=MAX_VM_CPU_CORES)]
+    memory_gb: Annotated[PositiveInt, Field(le=MAX_VM_MEMORY_GB)]
+    disk_gb: Annotated[int, Field(ge=10, le=MAX_VM_DISK_GB, strict=True)]
     pcie_passthrough: PciePassthrough | None = None
     virtio_fs_mounts: tuple[VirtioFsMount, ...] = ()
     base_image_path: ImagePath | None = None

@@ -21,9 +21,9 @@ from planner.config.vms import VmDecl, expand_vms
 from planner.config.yamlpos import Positions, YamlLoadError, load_yaml
 from planner.errors import AihowError, ConfigError, Diagnostic
 from planner.lang import SelectorKind
+from planner.lang.names import NAME_RULE, name_ok
 
 # libvirt keeps domain names in file names; stay well under NAME_MAX.
-MAX_VM_NAME = 200
 
 
 class ClusterConfigParser:
@@ -227,6 +227,12 @@ class _Checker:
                 and clusters.hpc.name == clusters.cloud.name:
             self.error("clusters.cloud.name", f"cluster name {clusters.cloud.name!r} is also "
                        "the hpc cluster's name; their networks and pools would collide")
+        for kind in ("hpc", "cloud"):
+            cluster = getattr(clusters, kind, None)
+            bridge = getattr(getattr(cluster, "network", None), "bridge", None)
+            if bridge is not None and not name_ok(bridge):
+                self.error(f"clusters.{kind}.network.bridge",
+                           f"bridge name {str(bridge)[:60]!r} is not valid: {NAME_RULE}")
         bad_cluster: set[str] = set()
         names: dict[str, VmDecl] = {}
         ips: dict[str, VmDecl] = {}
@@ -274,12 +280,5 @@ def _distinct_nodes(vms: tuple[VmDecl, ...]) -> list[VmDecl]:
 
 
 def _bad_domain_name(name: str) -> str | None:
-    if not name:
-        return "it is empty"
-    if "/" in name:
-        return "it contains '/'"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "it contains a control character"
-    if len(name) > MAX_VM_NAME:
-        return f"it is longer than {MAX_VM_NAME} characters"
-    return None
+    """The VM layer's rule (``planner.lang.names``), so validate refuses what plan would."""
+    return None if name_ok(name) else NAME_RULE

@@ -204,10 +204,12 @@ def load_sim_domains(sim_dir: Path) -> list[SimDomainRecord]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """Through an unpredictable temporary name created exclusively (a link planted at a
+    guessable name cannot redirect the write)."""
+    from planner.sim.state import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def _write_changes(sim_dir: Path, changed: dict[str, SimDomainRecord | None]) -> None:

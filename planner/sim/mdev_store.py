@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.host.mdev_persist import MdevDefinition, MdevPersistError
+from planner.sim.state import atomic_write
 
 
 class SimMdevDefinitions:
@@ -29,9 +30,7 @@ class SimMdevDefinitions:
         path.parent.mkdir(parents=True, exist_ok=True)
         doc: dict[str, Any] = {"mdev_type": d.type_id, "start": "auto" if d.auto else "manual",
                                "attrs": []}
-        tmp = path.with_name(f".{d.uuid}.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(path)
+        atomic_write(path, json.dumps(doc, indent=2) + "\n")  # no guessable temporary name
 
     def undefine(self, mdev_uuid: str) -> None:
         wanted = str(uuidlib.UUID(mdev_uuid))

@@ -240,7 +240,8 @@ class SimStore:
     @contextmanager
     def locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / LOCK_FILE,
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -346,7 +347,8 @@ class SimStore:
     def _repair_unless_busy(self) -> bool:
         """Repair now if no one holds the lock (a holder is committing; its marker is no
         sign of a killed commit). Whether a repair ran."""
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.root / LOCK_FILE,
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -378,6 +380,7 @@ class SimStore:
         what was changed before it, e.g. a fault's call counter; any other exception discards.
         Only what the change touched is rendered again in ``sys/`` and ``proc/``.
         """
+        self.require()  # before the lock: a directory that is no host gets nothing written
         with self.locked():
             self.require()
             self._repair_locked()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from planner.errors import AihowError
 from planner.lang import LangError, MigProfile, parse_profile
+from planner.lang.names import NAME, NAME_RULE
 from planner.lang.pci import normalize_pci
 from planner.vocab import VmAttrs
 
@@ -38,7 +39,7 @@ DOMAIN_UUID_NAMESPACE = uuid.UUID("6f1d3c52-7a0b-5e1f-9c4d-2b8a6e0f4a17")
 # A name aihow accepts for a VM or a cluster. libvirt itself only forbids '/' and
 # newlines, but the name also becomes a volume file name, a network/pool name prefix and
 # the guest's hostname, so aihow accepts what is valid for all of them: a DNS label.
-_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")
+_NAME = NAME  # planner.lang.names: the one rule validate checks too
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,36}$")  # ai-how's virtioFsMount tag (virtiofs limit 36)
 _MIG_UUID = re.compile(
     r"^MIG-(?:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -54,8 +55,7 @@ def check_name(name: str, what: str = "VM name") -> str:
     """Return ``name`` if it can be a libvirt domain name here, else raise VmSpecError."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise VmSpecError(
-            f"invalid {what} {name!r}: use 1-63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit (it names the libvirt domain, "
+            f"invalid {what} {name!r}: {NAME_RULE} (it names the libvirt domain, "
             "its disk volume and the guest's hostname)"
         )
     return name
@@ -295,7 +295,7 @@ class VMSpec:
                 if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                     raise VmSpecError(f"{what} must be a positive integer, got {value!r}")
             if not self.bridge or not _NAME.match(self.bridge):
-                raise VmSpecError(f"invalid bridge name {self.bridge!r}")
+                raise VmSpecError(f"invalid bridge name {self.bridge!r}: {NAME_RULE}")
             keys = [d.key for d in self.hostdevs]
             dup = sorted({k for k in keys if keys.count(k) > 1})
             if dup:

@@ -137,6 +137,33 @@ class Plan(_Frozen):
     plan_sha256: str = ""
     _text: str | None = PrivateAttr(default=None)  # the file text, kept by sealed()
 
+    @model_validator(mode="after")
+    def _steps_form_a_graph(self) -> Plan:
+        """Step ids are unique, every ``depends_on`` names a step of the plan, and the
+        dependencies have no cycle (apply could never start such a step)."""
+        deps_of: dict[int, tuple[int, ...]] = {}
+        where: dict[int, str] = {}
+        for n, change in enumerate(self.actions):
+            steps = [(change.id, change.depends_on)]
+            if change.delete_step is not None:
+                steps.append((change.delete_step.id, change.delete_step.depends_on))
+            for step_id, deps in steps:
+                if step_id in deps_of:
+                    raise ValueError(f"actions[{n}] ({change.address}): step id {step_id} "
+                                     f"is also {where[step_id]}'s")
+                deps_of[step_id] = deps
+                where[step_id] = f"actions[{n}] ({change.address})"
+        for step_id, deps in deps_of.items():
+            for dep in deps:
+                if dep not in deps_of:
+                    raise ValueError(f"{where[step_id]}: depends_on {dep}, which is no step "
+                                     "of the plan")
+        cycle = _cycle(deps_of)
+        if cycle:
+            raise ValueError(f"{where[cycle[0]]}: depends_on forms a cycle (steps "
+                             f"{' -> '.join(map(str, cycle))})")
+        return self
+
     @property
     def has_changes(self) -> bool:
         return any(a.action is not Action.NO_OP for a in self.actions)
@@ -257,6 +284,33 @@ def _file_text(rest: dict[str, Any], action_lines: Sequence[str]) -> str:
             parts.append(f"  {json.dumps(key)}: {canonical_json(value)}{comma}")
     parts.append("}\n")
     return "".join(parts)
+
+
+def _cycle(deps_of: dict[int, tuple[int, ...]]) -> list[int]:
+    """A dependency cycle among the steps (ids, closing on the first), or []."""
+    state: dict[int, int] = {}  # 1: on the current path, 2: finished
+    for root in deps_of:
+        if state.get(root):
+            continue
+        path: list[int] = []
+        stack: list[tuple[int, int]] = [(root, 0)]
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                state[node] = 1
+                path.append(node)
+            deps = deps_of.get(node, ())
+            if i < len(deps):
+                stack.append((node, i + 1))
+                nxt = deps[i]
+                if state.get(nxt) == 1:
+                    return path[path.index(nxt):] + [nxt]
+                if not state.get(nxt):
+                    stack.append((nxt, 0))
+            else:
+                state[node] = 2
+                path.pop()
+    return []
 
 
 def _without_empty_snapshot(data: dict[str, Any]) -> dict[str, Any]:

@@ -52,6 +52,8 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --gpu | --profiles | --placements)
             [[ $# -ge 2 ]] || die 1 "$1 needs a value (see --help)"
+            # a value spanning lines would be read only up to its first newline
+            [[ "$2" != *$'\n'* && "$2" != *$'\r'* ]] || die 1 "$1: the value holds a line break; give one comma-separated line"
             case "$1" in
                 --gpu) GPU_SPEC="$2" ;;
                 --profiles) PROFILES="$2" ;;

@@ -243,14 +243,24 @@ CASES = {
         [
             "c.yaml:27:11: clusters.cloud.name: VM name 'k8s/a-control-plane' "
             "is not a valid libvirt "
-            "domain name: it contains '/'"
+            "domain name: use 1-63 letters, digits, '-', '_' or '.', starting and ending "
+            "with a letter or digit"
         ],
     ),
-    "VM name too long": (
-        edit('name: "k8s"', 'name: "' + "k" * 199 + '"'),
+    "VM name too long": (  # the VM layer's rule: libvirt domain and host names
+        edit('name: "k8s"', 'name: "' + "k" * 60 + '"'),
         [
             "c.yaml:27:11: clusters.cloud.name: VM name '" + "k" * 60 + "' is not a valid libvirt "
-            "domain name: it is longer than 200 characters"
+            "domain name: use 1-63 letters, digits, '-', '_' or '.', starting and ending "
+            "with a letter or digit"
+        ],
+    ),
+    "bridge name plan would refuse": (
+        edit('bridge: "virbr100"', 'bridge: "virbr 100"'),
+        [
+            "c.yaml:12:51: clusters.hpc.network.bridge: bridge name 'virbr 100' is not valid: "
+            "use 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter "
+            "or digit"
         ],
     ),
     "wrong types and ranges": (
