@@ -44,6 +44,30 @@ def real_dir(path: Path, *, create: bool = False) -> Path:
     return path
 
 
+# The names aihow writes in a state directory: each must be a real directory or a
+# regular file (or absent), never a symbolic link that would carry a write elsewhere.
+STATE_DIRS = ("generations", "journals")
+STATE_FILES = ("journal.jsonl", "journal.jsonl.torn", "allocations.json")
+
+
+def check_state_layout(state_dir: Path) -> None:
+    """UnsafePath naming the first entry of the state directory that is a symbolic link
+    or of the wrong type; called under the host lock, before anything is written."""
+    for name in STATE_DIRS:
+        path = Path(state_dir) / name
+        if os.path.lexists(path):
+            real_dir(path)
+    for name in STATE_FILES:
+        path = Path(state_dir) / name
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafePath(f"{path}: is a symbolic link; aihow never writes through one "
+                             "(remove the link)")
+
+
 def temp_name(path: Path) -> Path:
     """A fresh, unpredictable temporary name beside ``path``."""
     return path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")

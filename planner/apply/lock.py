@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from planner.apply.fsutil import check_state_layout
 from planner.errors import AihowError
 
 LOCK_NAME = "lock"
@@ -105,16 +106,25 @@ class HostLock:
         self.previous = LockInfo.parse(_read_fd(fd))
         self._fd = fd
         try:
+            check_state_layout(self.path.parent)  # the lock guards the whole directory
             self._write(LockInfo(os.getpid(), time.time(), self.command))
+        except AihowError:
+            self._drop(created)
+            raise
         except OSError as exc:  # a full or failing disk: leave things as they were
-            if created:
-                self.path.unlink(missing_ok=True)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-            self._fd = None
+            self._drop(created)
             raise AihowError(f"{self.path}: cannot write the lock: {exc.strerror}; "
                              "nothing was changed") from None
         return self
+
+    def _drop(self, created: bool) -> None:
+        """Give the lock up after a failed acquire, leaving the directory as it was."""
+        assert self._fd is not None
+        if created:
+            self.path.unlink(missing_ok=True)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
 
     def _open(self) -> tuple[int, bool]:
         """The lock file's fd, and whether this call created it. Never through a
