@@ -385,12 +385,9 @@ def generations(
     """List the generations recorded by successful applies (newest last)."""
     from planner.apply.generations import list_generations
 
-    # Listing only reads: nothing is created, and a host directory that is not there is
-    # an error rather than an empty list.
+    # Listing only reads: a state directory that is not there has no generations, and
+    # is not created.
     sdir = state_dir if state_dir is not None else open_environment(host).state_dir()
-    if not sdir.exists() and not sdir.parent.exists():
-        raise AihowError(f"{sdir.parent}: no such directory (no host or state directory "
-                         "there)")
     gens = list_generations(sdir)
     if fmt is ListFormat.json:
         typer.echo(json.dumps([_generation_record(g) for g in gens], indent=2, sort_keys=True))

@@ -8,6 +8,7 @@ with ``--detailed-exitcode`` it exits 0 when nothing changes and 2 when somethin
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -55,7 +56,6 @@ def _write_plan(out: Path, text: str) -> None:
     """Write the plan file whole or not at all: a regular file (or a new one) through a
     temporary file renamed into place, anything else (a pipe, a device) directly. A
     directory, a missing directory or a full disk is one line naming ``out``."""
-    import os
     import tempfile
 
     from planner.errors import AihowError
@@ -108,7 +108,8 @@ def plan_command(
 
     cfg, sha = _load(config)
     env = _environment(host, cfg, libvirt_uri)
-    plan = make_plan(cfg, env.probe(), config_path=str(config), config_sha256=sha,
+    # The absolute path: apply finds the config from any directory.
+    plan = make_plan(cfg, env.probe(), config_path=os.path.abspath(config), config_sha256=sha,
                      host_uri=env.host_uri, records=env.records())
     if out is not None:
         _write_plan(out, plan.to_json())

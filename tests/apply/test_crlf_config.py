@@ -36,3 +36,16 @@ def test_a_crlf_config_is_planned_then_applied(tmp_path: Path) -> None:
     assert "Apply complete" in res.stdout
     again = aihow("plan", str(cfg), "--host", host.uri, "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr  # no changes left
+
+
+def test_a_plan_made_with_a_relative_config_path_applies_from_elsewhere(tmp_path: Path) -> None:
+    host = SimHost.create(tmp_path / "h", [("a100-40gb", G0, False)])
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "c.yaml").write_text(config_text({G0: "3g.20gb"}))
+    res = aihow("plan", "c.yaml", "--host", host.uri, "-o", "p.json", cwd=work)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((work / "p.json").read_text())["config"]["path"] == str(work / "c.yaml")
+    res = aihow("apply", str(work / "p.json"), "--auto-approve", "--allow-reset", cwd=elsewhere)
+    assert res.returncode == 0, res.stdout + res.stderr

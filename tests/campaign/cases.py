@@ -295,13 +295,9 @@ def _profiles_newline(d: Path) -> Run:
     return Run([str(script), "--gpu", G0, "--profiles", "1g.5gb\n2g.10gb"], "--profiles")
 
 
-def _listing_creates(what: str) -> Callable[[Path], Run]:
-    def build(d: Path) -> Run:
-        missing = d / "nonexistent"
-        argv = (["generations", "--host", f"sim:{missing}"] if what == "generations"
-                else ["sim", "reboot", str(missing)])
-        return Run(argv, str(missing), must_not_exist=[missing])
-    return build
+def _sim_reboot_nowhere(d: Path) -> Run:
+    missing = d / "nonexistent"
+    return Run(["sim", "reboot", str(missing)], str(missing), must_not_exist=[missing])
 
 
 def _duplicate_key(d: Path) -> Run:
@@ -359,9 +355,7 @@ CASES: tuple[Case, ...] = (
     Case("cpu-cores-20-digits", "cpu_cores: 1e40 (as an integer)", _huge_number("cpu-int")),
     Case("memory-gb-10-to-17", "memory_gb: 1e17 (as an integer)", _huge_number("mem-int")),
     Case("profiles-newline", "a newline inside --profiles", _profiles_newline),
-    Case("generations-nonexistent-host", "generations --host sim:/nonexistent",
-         _listing_creates("generations")),
-    Case("sim-reboot-nonexistent", "sim reboot /x", _listing_creates("sim")),
+    Case("sim-reboot-nonexistent", "sim reboot /x", _sim_reboot_nowhere),
     Case("duplicate-key", "a duplicate-key error dumps the whole mapping", _duplicate_key),
     Case("plan-config-gone", "a plan whose config is gone", _plan_missing_config),
 )

@@ -24,5 +24,15 @@ def test_the_campaign_covers_the_issue_list() -> None:
                  "generations/N/config.yaml", "begin record without its plan", "truncated",
                  "empty plan", "non-JSON", "duplicate action ids", "cycles", "missing ids",
                  "VM names", "bridge name", "1e40", "1e17", "--profiles",
-                 "generations --host", "sim reboot", "duplicate-key"):
+                 "sim reboot", "duplicate-key"):
         assert item in words, item
+
+
+def test_listing_generations_of_a_missing_host_creates_nothing(tmp_path: Path) -> None:
+    """``generations --host sim:/nonexistent`` lists none and creates no directory."""
+    from tests.apply.simhost import aihow
+
+    missing = tmp_path / "nonexistent"
+    res = aihow("generations", "--host", f"sim:{missing}")
+    assert res.returncode == 0 and "No generations" in res.stdout, res.stderr
+    assert not missing.exists()
