@@ -49,6 +49,7 @@ from planner.apply.fsutil import (
 from planner.errors import AihowError
 
 ACTIVE_NAME = "journal.jsonl"
+MAX_BEGIN_BYTES = 256 * 1024 * 1024  # a begin record holds the plan (at most 128 MiB) twice
 ARCHIVE_DIR = "journals"
 
 Op = Literal["do", "undo", "redo"]
@@ -161,12 +162,39 @@ class JournalWriter:
         """Write ``end`` and archive the journal; returns where it went."""
         self.append("end", outcome=outcome, fingerprint=fingerprint, ended=time.time())
         self.release()
-        archive = real_dir(self.path.parent / ARCHIVE_DIR, create=True)
-        fsync_dir(self.path.parent)
-        number = 1 + max((_archive_number(p) for p in archive.glob("*.jsonl")), default=0)
-        target = archive / f"{number:06d}-{outcome}.jsonl"
-        rename_durable(self.path, target)
-        return target
+        return set_aside(self.path, outcome)
+
+
+def set_aside(path: Path, label: str) -> Path:
+    """Move a journal into ``journals/`` as the next ``NNNNNN-<label>.jsonl``."""
+    archive = real_dir(path.parent / ARCHIVE_DIR, create=True)
+    fsync_dir(path.parent)
+    number = 1 + max((_archive_number(p) for p in archive.glob("*.jsonl")), default=0)
+    target = archive / f"{number:06d}-{label}.jsonl"
+    rename_durable(path, target)
+    return target
+
+
+def salvage_begin(path: Path) -> dict[str, Any] | None:
+    """The begin record of a journal that cannot be read as a whole, when its first
+    line is still whole, valid and holds the plan; else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with open(fd, "rb", closefd=False) as fh:
+            line = fh.readline(MAX_BEGIN_BYTES)
+    finally:
+        os.close(fd)
+    if not _is_record(line):
+        return None
+    record: dict[str, Any] = json.loads(line)
+    if record.get("type") != "begin" or not isinstance(record.get("plan"), dict):
+        return None
+    return record
 
 
 def _is_record(line: bytes) -> bool:

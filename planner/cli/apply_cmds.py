@@ -338,12 +338,28 @@ def recover(
         typer.Option("--libvirt-uri", help="libvirt URI to use (default: the one the "
                      "interrupted apply used, else the host's)."),
     ] = None,
+    from_host: Annotated[bool, typer.Option(
+        "--from-host", help="The journal is damaged (not just torn): set it aside and "
+        "recover from the host as it is, against the plan's start (or with --forward its "
+        "goal).")] = False,
+    plan_file: Annotated[Path | None, typer.Option(
+        "--plan", help="With --from-host, when the journal lost even its begin record: "
+        "the plan file the interrupted apply ran.")] = None,
 ) -> None:
     """Bring the host back to where an interrupted apply started (or forward to its end)."""
     from planner.apply.executor import recover as run_recover
 
+    if plan_file is not None and not from_host:
+        raise AihowError("--plan: only with --from-host")
     env = open_environment(host, libvirt_uri)
     sdir = _state_dir(env, state_dir)
+    if from_host:
+        from planner.apply.from_host import rebuild_journal
+
+        kept = rebuild_journal(env, sdir, plan_file=plan_file, command=_command_line())
+        if kept is not None:
+            typer.echo(f"The damaged journal is kept at {kept}; recovering from the host "
+                       "as it is.")
     progress = _Progress(0)
     result = run_recover(env, sdir, forward=forward,
                          allow_reset=allow_reset, command=_command_line(), on_event=progress)
