@@ -315,6 +315,39 @@ def _plan_missing_config(d: Path) -> Run:
     return Run(["apply", str(plan), "--auto-approve"], str(cfg))
 
 
+def _state_symlink(name: str) -> Callable[[Path], Run]:
+    def build(d: Path) -> Run:
+        sim = sim_host(d)
+        cfg = config(d)
+        (sim / "state").mkdir()
+        victim = d / "victim"
+        if name == "lock":
+            victim.write_text("precious\n")
+        else:
+            victim.mkdir()
+        (sim / "state" / name).symlink_to(victim)
+        return Run(["apply", str(cfg), "--host", f"sim:{sim}", "--auto-approve",
+                    "--allow-reset"], str(sim / "state" / name))
+    return build
+
+
+def _journal_corrupt_middle(d: Path) -> Run:
+    from planner.apply.journal import JournalWriter
+
+    sim = sim_host(d)
+    state = sim / "state"
+    state.mkdir()
+    writer = JournalWriter.create(state, {"host_uri": f"sim:{sim}", "plan": {"actions": []}})
+    writer.note("one")
+    writer.note("two")
+    writer.release()
+    journal = state / "journal.jsonl"
+    lines = journal.read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace('"', "'")
+    journal.write_text("".join(lines))
+    return Run(["recover", "--host", f"sim:{sim}"], f"{journal}:2", ignore=LOCK_FILE)
+
+
 CASES: tuple[Case, ...] = (
     Case("yaml-nested-320-levels", "YAML nested 300+ levels", _yaml_deep),
     Case("yaml-5000-digit-integer", "a 5,000-digit integer", _long_int),
@@ -358,6 +391,12 @@ CASES: tuple[Case, ...] = (
     Case("sim-reboot-nonexistent", "sim reboot /x", _sim_reboot_nowhere),
     Case("duplicate-key", "a duplicate-key error dumps the whole mapping", _duplicate_key),
     Case("plan-config-gone", "a plan whose config is gone", _plan_missing_config),
+    Case("state-lock-symlink", "a state/lock symlink", _state_symlink("lock")),
+    Case("state-generations-symlink", "generations/ as a directory symlink",
+         _state_symlink("generations")),
+    Case("state-journals-symlink", "journals/ as a directory symlink",
+         _state_symlink("journals")),
+    Case("journal-corrupt-middle", "a truly damaged journal", _journal_corrupt_middle),
 )
 
 
