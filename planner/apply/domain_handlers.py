@@ -141,6 +141,11 @@ def domain_xml_for(address: Address, value: Attrs | None) -> str:
     delete's ``before`` keeps the definition it removes), else rendered from the VM's
     attributes, marked as defined by aihow."""
     if isinstance(value, DomainAttrs) and value.xml:
+        # Only the definition aihow itself made (a planned delete keeps it to undo with;
+        # apply's vetting checked it is the host's own), never XML from elsewhere.
+        if defined_by_aihow(value.xml) is None:
+            raise ActionFailed(f"{address}: the plan's domain XML was not defined by aihow; "
+                               "aihow defines only domains it rendered")
         return value.xml
     if not isinstance(value, VmAttrs):
         raise ActionFailed(f"{address}: the plan carries no domain definition")
@@ -160,6 +165,10 @@ class DomainHandler:
             exists = ld.domain_exists(session.conn, name)
             if want == exists:
                 return {"already": True}
+            if want and side == "after" and not isinstance(value, VmAttrs):
+                raise ActionFailed(f"{step.address}: a domain is created only from the VM's "
+                                   "attributes (aihow renders its XML), not from XML in "
+                                   "the plan")
             if want:
                 ld.define(session.conn, domain_xml_for(step.address, value))
             else:

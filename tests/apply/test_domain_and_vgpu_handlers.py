@@ -420,3 +420,24 @@ def test_mdev_persistence_on_a_simulated_host_stays_in_its_directory(tmp_path: P
     assert (d.uuid, d.parent, d.type_id, d.auto) == (U1, "0000:17:00.4", "nvidia-474", False)
     VgpuHandler().ensure(c, a, "before")
     assert not stored.exists() and SimMdevDefinitions(tmp_path).list_defined() == ()
+
+
+def test_domain_create_never_defines_xml_carried_by_the_plan(sim: Path) -> None:
+    """Defence behind apply's vetting: a create defines only what aihow renders from the
+    VM's attributes, and an undo re-defines only a definition aihow made."""
+    from planner.vm.handlers import DomainHandler
+
+    injected = ("<domain type='kvm'><name>evil</name><memory>1024</memory><os><type>hvm"
+                "</type></os><devices><disk type='file' device='disk'><source "
+                "file='/etc/shadow'/><target dev='vda'/></disk></devices></domain>")
+    h, c = DomainHandler(), ctx(sim)
+    forged = domain_action("evil", {"name": "evil", "state": "shut off", "xml": injected})
+    with pytest.raises(ActionFailed, match="only from the VM's attributes"):
+        h.ensure(c, forged, "after")
+    undo = step("domain[evil]", "domain", "delete",
+                {"name": "evil", "state": "shut off", "xml": injected}, None)
+    with pytest.raises(ActionFailed, match="was not defined by aihow"):
+        h.ensure(c, undo, "before")
+    c.close()
+    with open_environment(f"sim:{sim}").libvirt() as s:
+        assert not ld.domain_exists(s.conn, "evil")
