@@ -425,7 +425,7 @@ def test_mdev_persistence_on_a_simulated_host_stays_in_its_directory(tmp_path: P
 def test_domain_create_never_defines_xml_carried_by_the_plan(sim: Path) -> None:
     """Defence behind apply's vetting: a create defines only what aihow renders from the
     VM's attributes, and an undo re-defines only a definition aihow made."""
-    from planner.vm.handlers import DomainHandler
+    from planner.apply.domain_handlers import DomainHandler
 
     injected = ("<domain type='kvm'><name>evil</name><memory>1024</memory><os><type>hvm"
                 "</type></os><devices><disk type='file' device='disk'><source "
