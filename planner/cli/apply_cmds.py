@@ -315,10 +315,18 @@ def apply(
     allow_reset: ResetOpt = False,
     state_dir: StateDirOpt = None,
     libvirt_uri: LibvirtOpt = None,
+    key: Annotated[Path | None, typer.Option(
+        "--key", envvar="AIHOW_PLAN_KEY_FILE",
+        help="Apply a plan file only when PLAN.sig is its signature with this key file "
+        "(from `aihow plan --sign-key`).")] = None,
 ) -> None:
     """Apply a plan to the host: lock, re-check, journal, roll back on failure."""
     plan, plan_text, cfg, cfg_text, cfg_path, env = _plan_and_config(
         target, host, state_dir, libvirt_uri)
+    if key is not None and _is_plan_file(target):
+        from planner.plan.signing import read_key, verify
+
+        verify(target, plan.plan_sha256, read_key(key))  # of the plan as loaded
     sdir = _state_dir(env, state_dir)
     _show_plan(plan)
     _confirm(plan, auto_approve)

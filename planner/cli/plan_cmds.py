@@ -101,11 +101,23 @@ def plan_command(
                      help="Exit 0 when there are no changes, 2 when there are (1 on error)."),
     ] = False,
     libvirt_uri: LibvirtOpt = None,
+    sign_key: Annotated[
+        Path | None, typer.Option("--sign-key", help="Sign the plan written with -o: "
+                                  "OUT.sig, an HMAC with this key file (see plan-format.md).")
+    ] = None,
 ) -> None:
     """Probe the host and print (and with -o save) the plan that makes it match CONFIG."""
     from planner.plan import make_plan
     from planner.plan.render import render
 
+    key = None
+    if sign_key is not None:  # before anything is probed: a bad key is a usage error
+        from planner.errors import AihowError
+        from planner.plan.signing import read_key
+
+        if out is None:
+            raise AihowError("--sign-key: signs the plan file, so give -o too")
+        key = read_key(sign_key)
     cfg, sha = _load(config)
     env = _environment(host, cfg, libvirt_uri)
     # The absolute path: apply finds the config from any directory.
@@ -113,6 +125,10 @@ def plan_command(
                      host_uri=env.host_uri, records=env.records())
     if out is not None:
         _write_plan(out, plan.to_json())
+        if key is not None:
+            from planner.plan.signing import write_signature
+
+            write_signature(out, plan.plan_sha256, key)
     typer.echo(render(plan, fmt.value, colour=_colour()), nl=False)
     if detailed_exitcode and plan.has_changes:
         raise typer.Exit(2)
