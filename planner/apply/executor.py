@@ -112,6 +112,7 @@ class ApplyInput:
     command: str = "aihow apply"
     allow_reset: bool = False
     parallel: bool = True
+    lock_timeout: float = 0.0  # seconds to wait for a held host lock (0: fail at once)
 
 
 # --- waves ----------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def apply_plan(
     if plan_uri != access.host_uri:
         raise PlanRefused(f"the plan was made for host {plan_uri!r}, not {access.host_uri!r}; "
                           "nothing was changed")
-    with HostLock(state_dir, inp.command):
+    with HostLock(state_dir, inp.command, inp.lock_timeout):
         journal = open_journal(state_dir)
         if journal is not None:
             raise PlanRefused(
@@ -469,7 +470,7 @@ class RecoverResult:
 
 def recover(access: Environment, state_dir: Path, *, forward: bool = False,
             allow_reset: bool = False, command: str = "aihow recover",
-            on_event: EventSink = lambda e: None) -> RecoverResult:
+            on_event: EventSink = lambda e: None, lock_timeout: float = 0.0) -> RecoverResult:
     """Finish an interrupted apply from its journal: bring every resource of its plan
     back to its ``before`` side, or with ``forward`` to its ``after`` side (see
     ``recovery_steps`` for the order). Handlers are idempotent, so it does not matter
@@ -477,7 +478,7 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
     run again. After a power loss the driver has forgotten GPU and compute instances
     (and, on Hopper, MIG mode); the plan's no-op entries record the MIG resources the
     apply meant to keep, so those are restored too."""
-    with HostLock(state_dir, command):
+    with HostLock(state_dir, command, lock_timeout):
         view = open_journal(state_dir)
         if view is None:
             return RecoverResult("nothing")

@@ -1,8 +1,10 @@
 """The host lock: an exclusive ``flock`` on ``STATE_DIR/lock`` held for a whole apply.
 
 The file holds the holder's pid, start time and command so that a second apply can fail
-at once naming who holds it. The kernel drops a ``flock`` when its holder dies, so a lock
-file left by a killed apply is never "held": the next holder takes it and learns from
+at once naming who holds it, or, given a ``timeout``, wait up to that long for it
+(``aihow apply --lock-timeout 5m``: a boot unit and a cron job that meet wait their
+turn). The kernel drops a ``flock`` when its holder dies, so a lock file left by a
+killed apply is never "held": the next holder takes it and learns from
 :attr:`HostLock.previous` that the last holder did not release it cleanly (the journal
 then says whether anything was left half-done).
 """
@@ -28,7 +30,7 @@ LOCK_NAME = "lock"
 class LockHeld(AihowError):
     """Another process holds the host lock."""
 
-    def __init__(self, path: Path, holder: LockInfo | None) -> None:
+    def __init__(self, path: Path, holder: LockInfo | None, waited: float = 0.0) -> None:
         self.path = path
         self.holder = holder
         if holder is None:
@@ -37,7 +39,9 @@ class LockHeld(AihowError):
             who = holder.describe()
             if not pid_alive(holder.pid):
                 who += " — that pid is gone, so a process it started still holds the lock"
-        super().__init__(f"{path}: the host is locked by {who}; try again when it finishes")
+        after = f" (waited {waited:g}s)" if waited else ""
+        super().__init__(f"{path}: the host is locked by {who}{after}; try again when it "
+                         "finishes, or wait for it with --lock-timeout DURATION")
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class HostLock:
-    """``with HostLock(state_dir, "aihow apply plan.json"):`` — fails at once if held."""
+# How often a waiting apply tries the lock again: flock has no timeout of its own, and a
+# blocking flock under an alarm would not be safe beside the apply's threads.
+POLL_SECONDS = 0.1
 
-    def __init__(self, state_dir: Path, command: str) -> None:
+
+class HostLock:
+    """``with HostLock(state_dir, "aihow apply plan.json"):`` — fails at once if held, or
+    after ``timeout`` seconds of trying when one is given."""
+
+    def __init__(self, state_dir: Path, command: str, timeout: float = 0.0) -> None:
         self.path = Path(state_dir) / LOCK_NAME
         self.command = command
+        self.timeout = max(0.0, timeout)
         self.previous: LockInfo | None = None  # what the file said before we took it
         self._fd: int | None = None
 
@@ -94,15 +105,21 @@ class HostLock:
 
     def acquire(self) -> HostLock:
         fd, created = self._open()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = LockInfo.parse(_read_fd(fd))
-            os.close(fd)
-            raise LockHeld(self.path, holder) from None
-        except OSError as exc:
-            os.close(fd)
-            raise AihowError(f"{self.path}: cannot lock: {exc.strerror}") from exc
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+                    continue
+                holder = LockInfo.parse(_read_fd(fd))
+                os.close(fd)
+                raise LockHeld(self.path, holder, self.timeout) from None
+            except OSError as exc:
+                os.close(fd)
+                raise AihowError(f"{self.path}: cannot lock: {exc.strerror}") from exc
         self.previous = LockInfo.parse(_read_fd(fd))
         self._fd = fd
         try:

@@ -16,11 +16,14 @@ import gc
 import importlib
 import os
 import sys
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 
 from planner import __version__
+from planner.cli import output
 from planner.errors import AihowError
 
 _MODULES = ("config_cmds", "sim_cmds", "probe_cmds", "plan_cmds", "apply_cmds")
@@ -43,20 +46,44 @@ def _version(value: bool) -> None:
 
 
 def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    no_color: Annotated[bool, typer.Option(
+        "--no-color", help="No ANSI colour (also when NO_COLOR is set or stdout is not a "
+        "terminal).")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "-v", "--verbose", help="More detail (probe: the full listing).")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "-q", "--quiet", help="Only results and errors: no progress or notes.")] = False,
+    log_file: Annotated[Path | None, typer.Option(
+        "--log-file", metavar="FILE", help="Append a timestamped record of this run "
+        "(messages, progress events, errors) to FILE.")] = None,
 ) -> None:
     """aihow plans and applies MIG layouts, vGPU devices and libvirt domains."""
+    output.configure(no_color=no_color, verbose=verbose, quiet=quiet, log_file=log_file)
 
 
-def _build(modules: tuple[str, ...]) -> typer.Typer:
-    """The root app with the commands of ``modules`` (``planner.cli.<name>``)."""
+def _flag_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """The help's type column: nothing for a flag (a ``<bool>`` there says nothing)."""
+    if self.is_flag:
+        return None
+    return _option_type(self, ctx)
+
+
+_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
+
+
+def _build(modules: tuple[str, ...], completion: bool = True) -> typer.Typer:
+    """The root app with the commands of ``modules`` (``planner.cli.<name>``).
+    ``completion``: offer ``--install-completion``/``--show-completion`` (typer then sets
+    up its completion classes, which a run of one named command does not need)."""
     new = typer.Typer(
         name="aihow",
         help="Declarative plan/apply compiler for NVIDIA MIG slices handed to libvirt VMs.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=completion,
         pretty_exceptions_enable=False,
     )
     new.callback()(_root)
@@ -72,17 +99,27 @@ def _names(built: typer.Typer) -> set[str | None]:
 
 def _app_for(argv: list[str]) -> typer.Typer:
     """An app that runs ``argv`` exactly as ``app`` would."""
-    home = _HOME.get(argv[1]) if len(argv) > 1 else None
+    name = _command_name(argv)
+    home = _HOME.get(name) if name is not None else None
     if home is not None:
-        narrow = _build((home,))
-        if argv[1] in _names(narrow):
+        narrow = _build((home,), completion=False)
+        if name in _names(narrow):
             # only that command: the module's others would be built for nothing
             narrow.registered_commands = [
-                c for c in narrow.registered_commands if c.name == argv[1]]
+                c for c in narrow.registered_commands if c.name == name]
             narrow.registered_groups = [
-                g for g in narrow.registered_groups if g.name == argv[1]]
+                g for g in narrow.registered_groups if g.name == name]
             return narrow
     return _build(_MODULES)
+
+
+def _command_name(argv: list[str]) -> str | None:
+    """The command word of ``argv``, past the root's options (``aihow -q plan ...``)."""
+    rest = argv[1:]
+    while rest and rest[0].startswith("-"):
+        takes_value = rest[0] == "--log-file"
+        rest = rest[2:] if takes_value else rest[1:]
+    return rest[0] if rest else None
 
 
 def __getattr__(name: str) -> Any:
@@ -94,7 +131,7 @@ def __getattr__(name: str) -> Any:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    typer.echo(f"error: {message}", err=True)
+    output.error(f"error: {message}")
     return typer.Exit(code)
 
 
@@ -108,7 +145,7 @@ def main() -> None:
         _app_for(sys.argv)()
     except AihowError as exc:
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            typer.echo(line if ":" in line.split(" ", 1)[0] else f"error: {line}", err=True)
+            output.error(line if ":" in line.split(" ", 1)[0] else f"error: {line}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

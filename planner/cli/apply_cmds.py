@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from planner.cli.host_opts import LibvirtOpt, libvirt_uri_for, open_environment
+from planner.cli import json_events, output
+from planner.cli.host_opts import LibvirtOpt, LockTimeoutOpt, libvirt_uri_for, open_environment
 from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
@@ -47,19 +48,29 @@ class ListFormat(StrEnum):
     json = "json"
 
 
+EventFormatOpt = Annotated[
+    ListFormat,
+    typer.Option("--format", help="text for people, or json: JSON lines of events (plan, "
+                 "progress, one result or error; docs/reference/json-output.md)."),
+]
+
+
 F = TypeVar("F", bound=Callable[..., None])
 
 
-def _fail(exc: AihowError) -> NoReturn:
-    """One ``error:`` line, then any detail lines (a stale plan's drift) as they are."""
+def _fail(exc: AihowError, as_json: bool = False) -> NoReturn:
+    """One ``error:`` line, then any detail lines (a stale plan's drift) as they are; with
+    ``as_json`` also one ``error`` event on stdout."""
     lines = str(exc).splitlines() or [type(exc).__name__]
     if isinstance(exc, ConfigError):
         for line in lines:
-            typer.echo(line, err=True)
+            output.error(line)
     else:
-        typer.echo(f"error: {lines[0]}", err=True)
+        output.error(f"error: {lines[0]}")
         for line in lines[1:]:
-            typer.echo(line, err=True)
+            output.error(line)
+    if as_json:
+        json_events.emit(json_events.error_record(str(exc), exc.exit_code))
     raise typer.Exit(exc.exit_code)
 
 
@@ -69,7 +80,7 @@ def _user_errors(fn: F) -> F:
         try:
             fn(*args, **kwargs)
         except AihowError as exc:
-            _fail(exc)
+            _fail(exc, kwargs.get("fmt") is ListFormat.json and fn is not generations)
 
     return wrapper  # type: ignore[return-value]
 
@@ -179,16 +190,25 @@ def _state_dir(env: Environment | None, override: Path | None) -> Path:
     return resolve_state_dir(LOCAL_STATE_DIR if env is None else env.state_dir(), override)
 
 
-def _show_plan(plan: Plan) -> None:
+def _show_plan(plan: Plan, as_json: bool, command: str) -> None:
+    if as_json:
+        json_events.emit(json_events.plan_record(plan, command=command))
+        return
     from planner.plan.render import render
 
-    typer.echo(render(plan, "text", colour=sys.stdout.isatty()), nl=False)
+    text = render(plan, "text", colour=output.colour())
+    output.log(text)
+    if not output.quiet():
+        typer.echo(text, nl=False)
 
 
-def _confirm(plan: Plan, auto_approve: bool) -> None:
+def _confirm(plan: Plan, auto_approve: bool, as_json: bool = False) -> None:
     risky = [a for a in plan.actions if a.destructive or a.needs_reset]
     if auto_approve or not risky or not sys.stdin.isatty():
         return
+    if as_json:
+        raise AihowError(f"{len(risky)} action(s) are destructive or reset a GPU: "
+                         "--format json does not ask; add --auto-approve")
     typer.echo("")
     typer.echo(f"{len(risky)} action(s) are destructive or reset a GPU:")
     for a in risky:
@@ -199,17 +219,24 @@ def _confirm(plan: Plan, auto_approve: bool) -> None:
 
 
 class _Progress:
-    """A progress bar on a terminal; one line per event otherwise (deterministic)."""
+    """A progress bar on a terminal; one line per event otherwise (deterministic); JSON
+    lines with ``as_json``; nothing on the terminal with --quiet (the log file gets every
+    event in any case)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, as_json: bool = False) -> None:
         self.total = total
-        self.tty = sys.stdout.isatty() and total > 0
+        self.as_json = as_json
+        self.silent = as_json or output.quiet()
+        self.tty = sys.stdout.isatty() and total > 0 and not self.silent
         self.bar: Any = None
         if self.tty:
             self.bar = typer.progressbar(length=total, label="Applying", show_pos=True)
             self.bar.__enter__()
 
     def __call__(self, event: Event) -> None:
+        if self.as_json:
+            json_events.emit(json_events.event_record(event))
+            return
         where = f"[{event.index}/{event.total}] " if event.index else ""
         if self.tty and event.type in ("action-done", "action-failed"):
             self.bar.update(1)
@@ -229,6 +256,9 @@ class _Progress:
             self._line(f"{where}{event.address}: {labels[event.type]} {event.message}")
 
     def _line(self, text: str) -> None:
+        output.log(text)
+        if self.silent:
+            return
         if self.tty:
             typer.echo("")  # leave the bar's line
         typer.echo(text)
@@ -241,15 +271,15 @@ class _Progress:
 
 def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cfg_path: str,
                env: Environment, sdir: Path, *, allow_reset: bool,
-               command: str) -> ApplyResult:
+               command: str, lock_timeout: float = 0.0, as_json: bool = False) -> ApplyResult:
     from planner.apply.executor import ApplyInput, apply_plan
     from planner.apply.steps import plan_steps
 
-    progress = _Progress(len(plan_steps(plan)))
+    progress = _Progress(len(plan_steps(plan)), as_json)
     try:
         return apply_plan(
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
-                       allow_reset=allow_reset),
+                       allow_reset=allow_reset, lock_timeout=lock_timeout),
             env,
             sdir,
             progress,
@@ -258,32 +288,37 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
         progress.close()
 
 
-def _report(result: ApplyResult) -> None:
+def _report(result: ApplyResult, as_json: bool = False) -> None:
     """The final summary; exits 1 unless the apply succeeded."""
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        output.error(f"warning: {warning}")
+    if as_json:
+        json_events.emit(json_events.apply_result_record(result))
+        if not result.ok:
+            raise typer.Exit(1)
+        return
     if result.outcome == "no-changes":
-        typer.echo("No changes: the host already matches the plan.")
+        output.say("No changes: the host already matches the plan.")
         if result.generation is not None:
-            typer.echo(f"Generation {result.generation.number} recorded.")
+            output.say(f"Generation {result.generation.number} recorded.")
         return
     if result.outcome == "applied":
         gen = f" Generation {result.generation.number} recorded." if result.generation else ""
-        typer.echo(f"Apply complete: {len(result.done)} of {result.total} action(s) done, "
+        output.say(f"Apply complete: {len(result.done)} of {result.total} action(s) done, "
                    f"host verified.{gen}")
         return
     for address, error in result.failed:
-        typer.echo(f"error: {_at(address, error)}", err=True)
+        output.error(f"error: {_at(address, error)}")
     if result.outcome == "rolled-back":
         where = ("back at the plan's starting state" if result.back_at_start
                  else "NOT back at the plan's starting state")
-        typer.echo(f"Apply failed; rolled back {len(result.undone)} action(s); the host is "
-                   f"{where} (fingerprint {str(result.fingerprint_after)[:12]}).", err=True)
+        output.error(f"Apply failed; rolled back {len(result.undone)} action(s); the host is "
+                     f"{where} (fingerprint {str(result.fingerprint_after)[:12]}).")
     else:
-        typer.echo("Apply failed and the rollback stopped because an undo failed. "
-                   "State of each resource:", err=True)
+        output.error("Apply failed and the rollback stopped because an undo failed. "
+                     "State of each resource:")
     for line in result.resource_states:
-        typer.echo(f"  {line}", err=True)
+        output.error(f"  {line}")
     raise typer.Exit(1)
 
 
@@ -308,8 +343,9 @@ def _command_line() -> str:
 
 
 def apply(
-    target: Annotated[Path, typer.Argument(help="A plan file (from `aihow plan -o`) or a "
-                                           "config YAML (planned, shown, then applied).")],
+    target: Annotated[Path | None, typer.Argument(
+        help="A plan file (from `aihow plan -o`) or a config YAML (planned, shown, then "
+        "applied). Leave out with --last-generation.")] = None,
     host: HostOpt = None,
     auto_approve: AutoOpt = False,
     allow_reset: ResetOpt = False,
@@ -319,8 +355,23 @@ def apply(
         "--key", envvar="AIHOW_PLAN_KEY_FILE",
         help="Apply a plan file only when PLAN.sig is its signature with this key file "
         "(from `aihow plan --sign-key`).")] = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+    last_generation: Annotated[bool, typer.Option(
+        "--last-generation", help="Apply the config of the latest generation again (what "
+        "the boot unit runs): plan it against the host as it is now and apply that. "
+        "No generation yet: nothing to do, exit 0.")] = False,
+    fmt: EventFormatOpt = ListFormat.text,
 ) -> None:
     """Apply a plan to the host: lock, re-check, journal, roll back on failure."""
+    as_json = fmt is ListFormat.json
+    if last_generation:
+        if target is not None:
+            raise AihowError("give either a PLAN/CONFIG or --last-generation, not both")
+        _apply_last_generation(host, auto_approve, allow_reset, state_dir, libvirt_uri,
+                               lock_timeout, as_json)
+        return
+    if target is None:
+        raise AihowError("missing PLAN or CONFIG (or --last-generation)")
     plan, plan_text, cfg, cfg_text, cfg_path, env = _plan_and_config(
         target, host, state_dir, libvirt_uri)
     if key is not None and _is_plan_file(target):
@@ -328,11 +379,47 @@ def apply(
 
         verify(target, plan.plan_sha256, read_key(key))  # of the plan as loaded
     sdir = _state_dir(env, state_dir)
-    _show_plan(plan)
-    _confirm(plan, auto_approve)
+    _show_plan(plan, as_json, _command_line())
+    _confirm(plan, auto_approve, as_json)
     result = _run_apply(plan, plan_text, cfg, cfg_text, cfg_path, env, sdir,
-                        allow_reset=allow_reset, command=_command_line())
-    _report(result)
+                        allow_reset=allow_reset, command=_command_line(),
+                        lock_timeout=lock_timeout, as_json=as_json)
+    _report(result, as_json)
+
+
+def _apply_last_generation(host: str | None, auto_approve: bool, allow_reset: bool,
+                           state_dir: Path | None, libvirt_uri: str | None,
+                           lock_timeout: float, as_json: bool) -> None:
+    """``apply --last-generation``: the latest generation's own copy of its config, planned
+    against the host now (as NixOS boots the current system, not a file that may have
+    been edited since)."""
+    from planner.apply.generations import list_generations
+    from planner.config import load_config
+
+    env = open_environment(host) if host is not None else None
+    sdir = _state_dir(env, state_dir)
+    gens = list_generations(sdir)
+    if not gens:
+        message = f"{sdir}: no generation recorded yet; nothing to apply"
+        if as_json:
+            json_events.emit({"type": "result", "outcome": "no-generation", "ok": True,
+                              "generation": None})
+        output.note(message)
+        return
+    gen = gens[-1]
+    cfg_text = gen.config_text()
+    cfg = load_config(gen.config_file)
+    lv_uri = libvirt_uri_for(cfg, libvirt_uri)
+    env = open_environment(gen.host_uri, lv_uri) if env is None else env.with_libvirt_uri(lv_uri)
+    plan = _make_plan(cfg, cfg_text, str(gen.config_file), env, sdir)
+    output.note(f"Applying generation {gen.number} again ({gen.created_text()}, "
+                f"config {gen.config_path}).", err=as_json)
+    _show_plan(plan, as_json, _command_line())
+    _confirm(plan, auto_approve, as_json)
+    result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), env,
+                        sdir, allow_reset=allow_reset, command=_command_line(),
+                        lock_timeout=lock_timeout, as_json=as_json)
+    _report(result, as_json)
 
 
 def recover(
@@ -353,12 +440,15 @@ def recover(
     plan_file: Annotated[Path | None, typer.Option(
         "--plan", help="With --from-host, when the journal lost even its begin record: "
         "the plan file the interrupted apply ran.")] = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+    fmt: EventFormatOpt = ListFormat.text,
 ) -> None:
     """Bring the host back to where an interrupted apply started (or forward to its end)."""
     from planner.apply.executor import recover as run_recover
 
     if plan_file is not None and not from_host:
         raise AihowError("--plan: only with --from-host")
+    as_json = fmt is ListFormat.json
     env = open_environment(host, libvirt_uri)
     sdir = _state_dir(env, state_dir)
     if from_host:
@@ -366,35 +456,48 @@ def recover(
 
         kept = rebuild_journal(env, sdir, plan_file=plan_file, command=_command_line())
         if kept is not None:
-            typer.echo(f"The damaged journal is kept at {kept}; recovering from the host "
-                       "as it is.")
-    progress = _Progress(0)
+            output.note(f"The damaged journal is kept at {kept}; recovering from the host "
+                        "as it is.", err=as_json)
+    if as_json:
+        json_events.emit({"type": "recover", "command": _command_line(),
+                          "host_uri": env.host_uri,
+                          "direction": "forward" if forward else "back"})
+    progress = _Progress(0, as_json)
     result = run_recover(env, sdir, forward=forward,
-                         allow_reset=allow_reset, command=_command_line(), on_event=progress)
+                         allow_reset=allow_reset, command=_command_line(), on_event=progress,
+                         lock_timeout=lock_timeout)
+    if as_json:
+        for warning in result.warnings:
+            output.error(f"warning: {warning}")
+        record = json_events.recover_result_record(result, forward)
+        json_events.emit(record)
+        if not record["ok"]:
+            raise typer.Exit(1)
+        return
     _report_recover(result, forward)
 
 
 def _report_recover(result: RecoverResult, forward: bool) -> None:
     for warning in result.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        output.error(f"warning: {warning}")
     if result.outcome == "nothing":
-        typer.echo("Nothing to recover: no interrupted apply.")
+        output.say("Nothing to recover: no interrupted apply.")
         return
     for step in result.steps:
-        typer.echo(f"  {step}")
+        output.note(f"  {step}")
     if result.outcome == "failed":
-        typer.echo(f"error: recovery stopped: {_once(str(result.error))}", err=True)
+        output.error(f"error: recovery stopped: {_once(str(result.error))}")
         for line in result.resource_states:
-            typer.echo(f"  {line}", err=True)
+            output.error(f"  {line}")
         raise typer.Exit(1)
     target = "the plan's end state" if forward else "the state before the interrupted apply"
     if result.reached:
         gen = f" Generation {result.generation.number} recorded." if result.generation else ""
-        typer.echo(f"Recovered: the host is at {target}.{gen}")
+        output.say(f"Recovered: the host is at {target}.{gen}")
         return
-    typer.echo(f"error: recovery finished but the host is not at {target}:", err=True)
+    output.error(f"error: recovery finished but the host is not at {target}:")
     for line in result.resource_states:
-        typer.echo(f"  {line}", err=True)
+        output.error(f"  {line}")
     raise typer.Exit(1)
 
 
@@ -417,7 +520,7 @@ def generations(
         typer.echo(json.dumps([_generation_record(g) for g in gens], indent=2, sort_keys=True))
         return
     if not gens:
-        typer.echo(f"No generations in {sdir}.")
+        output.say(f"No generations in {sdir}.")
         return
     rows = []
     for g in gens:
@@ -448,6 +551,8 @@ def rollback(
     allow_reset: ResetOpt = False,
     state_dir: StateDirOpt = None,
     libvirt_uri: LibvirtOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
+    fmt: EventFormatOpt = ListFormat.text,
 ) -> None:
     """Plan from generation N's config against the current host, show it, and apply it."""
     from planner.apply.generations import list_generations, load_generation
@@ -469,10 +574,12 @@ def rollback(
     lv_uri = libvirt_uri_for(cfg, libvirt_uri)
     env = open_environment(gen.host_uri, lv_uri) if env is None else env.with_libvirt_uri(lv_uri)
     plan = _make_plan(cfg, cfg_text, str(gen.config_file), env, sdir)
-    typer.echo(f"Rolling back to generation {gen.number} ({gen.created_text()}, "
-               f"config {gen.config_path}).")
-    _show_plan(plan)
-    _confirm(plan, auto_approve)
+    as_json = fmt is ListFormat.json
+    output.note(f"Rolling back to generation {gen.number} ({gen.created_text()}, "
+                f"config {gen.config_path}).", err=as_json)
+    _show_plan(plan, as_json, _command_line())
+    _confirm(plan, auto_approve, as_json)
     result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), env,
-                        sdir, allow_reset=allow_reset, command=_command_line())
-    _report(result)
+                        sdir, allow_reset=allow_reset, command=_command_line(),
+                        lock_timeout=lock_timeout, as_json=as_json)
+    _report(result, as_json)

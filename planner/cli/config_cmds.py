@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from planner.cli import output
 from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
     from planner.config.models import ClusterConfig
     from planner.host.environment import Environment
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 def register(app: typer.Typer) -> None:
@@ -28,13 +35,18 @@ def validate(
     ],
     host: Annotated[
         str | None,
-        typer.Option("--host", help="Also check this host read-only: local or sim:DIR."),
+        typer.Option("--host", help="Also check this host read-only: local, sim:DIR or "
+                     "snapshot:FILE."),
     ] = None,
+    fmt: Annotated[OutputFormat, typer.Option(
+        "--format", help="text, or json: one object (docs/reference/json-output.md).")
+    ] = OutputFormat.text,
 ) -> None:
     """Check a cluster config; print a short summary, or every problem found (exit 1).
     With --host, also check the host read-only (one table; exit 1 when a check fails)."""
     from planner.config import expand_vms, load_config
 
+    as_json = fmt is OutputFormat.json
     env = None
     try:
         if host is not None:  # a bad URI is refused before anything is read
@@ -44,47 +56,74 @@ def validate(
         cfg = load_config(config)
     except ConfigError as exc:
         for diagnostic in exc.diagnostics:
-            typer.echo(str(diagnostic), err=True)
+            output.error(str(diagnostic))
+        if as_json:
+            _emit({"config": str(config), "valid": False, "host": None,
+                   "errors": [{"file": d.file, "line": d.line, "column": d.column,
+                               "path": d.path, "message": d.message}
+                              for d in exc.diagnostics]})
         raise typer.Exit(1) from None
     except AihowError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        output.error(f"error: {exc}")
+        if as_json:
+            _emit({"config": str(config), "valid": False, "host": None,
+                   "errors": [{"file": None, "line": None, "column": None, "path": "",
+                               "message": str(exc)}]})
         raise typer.Exit(1) from None
     vms = expand_vms(cfg)
-    clusters = [
-        f"{kind} '{c.name}' ({sum(1 for v in vms if v.cluster_type == kind)} VMs)"
-        for kind, c in (("hpc", cfg.clusters.hpc), ("cloud", cfg.clusters.cloud))
-        if c is not None
-    ]
+    clusters = [(kind, c.name, sum(1 for v in vms if v.cluster_type == kind))
+                for kind, c in (("hpc", cfg.clusters.hpc), ("cloud", cfg.clusters.cloud))
+                if c is not None]
     slices = Counter(
         str(v.gpu_config.mig_profile) if v.gpu_config.mig_profile else "by mig_uuid"
         for v in vms
         if v.gpu_config is not None and v.gpu_config.mode == "mig"
     )
     total = sum(slices.values())
+    if as_json:
+        host_part = _validate_host(cfg, env, as_json) if env is not None else None
+        _emit({"config": str(config), "valid": True, "errors": [],
+               "clusters": [{"type": k, "name": n, "vms": c} for k, n, c in clusters],
+               "vms": len(vms),
+               "mig_slices": {"total": total, "by_profile": dict(sorted(slices.items()))},
+               "managed_gpus": len(cfg.global_.managed_gpus),
+               "vgpu_backend": cfg.global_.host.vgpu_backend,
+               "host": host_part})
+        if host_part is not None and not host_part["ok"]:
+            raise typer.Exit(1)
+        return
     detail = ", ".join(f"{n} x {p}" for p, n in sorted(slices.items()))
-    typer.echo(f"OK {config}")
-    typer.echo(f"  clusters: {', '.join(clusters)}")
-    typer.echo(f"  VMs: {len(vms)}")
-    typer.echo(f"  MIG slices requested: {total}" + (f" ({detail})" if detail else ""))
-    typer.echo(f"  managed GPUs: {len(cfg.global_.managed_gpus)}"
+    output.say(f"OK {config}")
+    output.say("  clusters: " + ", ".join(f"{k} '{n}' ({c} VMs)" for k, n, c in clusters))
+    output.say(f"  VMs: {len(vms)}")
+    output.say(f"  MIG slices requested: {total}" + (f" ({detail})" if detail else ""))
+    output.say(f"  managed GPUs: {len(cfg.global_.managed_gpus)}"
                f" (vgpu_backend {cfg.global_.host.vgpu_backend})")
-    if env is not None:
-        _validate_host(cfg, env)
+    host_part = _validate_host(cfg, env, as_json) if env is not None else None
+    if host_part is not None and not host_part["ok"]:
+        raise typer.Exit(1)
 
 
-def _validate_host(cfg: ClusterConfig, env: Environment) -> None:
+def _emit(record: dict[str, Any]) -> None:
+    output.say(json.dumps({"schema": 1, **record}, indent=2, sort_keys=True))
+
+
+def _validate_host(cfg: ClusterConfig, env: Environment, as_json: bool) -> dict[str, Any]:
+    """Run the read-only host checks; print the table (text) and return the JSON part."""
     # Imported here: validate without --host must not load NVML, libvirt or networkx.
     from planner.host.validation import render_table, validate_host
 
     try:
         rows = validate_host(cfg, env)
     except AihowError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        output.error(f"error: {exc}")
         raise typer.Exit(1) from None
-    typer.echo(f"Host {env.host_uri}:")
-    typer.echo(render_table(rows))
-    if any(r.status == "fail" for r in rows):
-        raise typer.Exit(1)
+    if not as_json:
+        output.say(f"Host {env.host_uri}:")
+        output.say(render_table(rows))
+    return {"uri": env.host_uri, "ok": not any(r.status == "fail" for r in rows),
+            "checks": [{"check": r.check, "subject": r.subject, "status": str(r.status),
+                        "hint": r.hint} for r in rows]}
 
 
 def schema() -> None:

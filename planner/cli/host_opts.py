@@ -49,3 +49,29 @@ def open_environment(host: str | None, libvirt_uri: str | None = None) -> Enviro
     from planner.host.environment import LocalEnvironment
 
     return LocalEnvironment(libvirt_uri=libvirt_uri)
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds in a duration such as ``90``, ``30s``, ``500ms``, ``5m``, ``1h``, ``1m30s``
+    (a bare number is seconds), as Terraform's ``-lock-timeout`` takes them."""
+    import re
+
+    if isinstance(text, int | float):  # the default, already a number
+        return float(text)
+    spec = text.strip()
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", spec)
+    if not spec or "".join(n + u for n, u in parts) != spec or (
+            len(parts) > 1 and not all(u for _, u in parts)):
+        raise typer.BadParameter(f"{text!r} is not a duration (e.g. 30s, 5m, 1h, 1m30s)")
+    return sum(float(n) * _UNITS[u or "s"] for n, u in parts)
+
+
+LockTimeoutOpt = Annotated[
+    float,
+    typer.Option("--lock-timeout", metavar="DURATION", parser=parse_duration,
+                 help="Wait up to DURATION (30s, 5m, 1h) for another apply to release the "
+                      "host lock instead of failing at once."),
+]
