@@ -41,6 +41,10 @@ def init_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing simulated host.")
     ] = False,
+    no_vfio: Annotated[
+        bool, typer.Option("--no-vfio", help="A host whose vfio_pci and vfio_iommu_type1 "
+                           "modules are not loaded yet (the default host has them).")
+    ] = False,
 ) -> None:
     """Create a simulated host in DIRECTORY."""
     from dataclasses import replace
@@ -61,6 +65,8 @@ def init_cmd(
         host = replace(host, vgpu=vgpu)
     if driver is not None:
         host = replace(host, driver=driver)
+    if no_vfio:
+        host = replace(host, vfio=False)
     state = init_host(directory, host, force=force)
     for g in state.gpus:
         typer.echo(f"GPU {g.index}: {g.model} at {g.pci} ({g.uuid})")

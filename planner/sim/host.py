@@ -5,6 +5,7 @@ Host spec format (``config/sim-*.toml``)::
     [host]
     driver = "580.82.07"        # optional; NVIDIA driver version the host reports
     vgpu = "mdev"               # optional; "mdev" | "vfio-vf" (vGPU backend), absent = none
+    vfio = true                 # optional; false: vfio_pci and vfio_iommu_type1 not loaded
 
     [[gpu]]
     model = "a100-40gb"         # catalog id (``aihow sim models``)
@@ -59,6 +60,7 @@ class HostSpec:
     driver: str = DEFAULT_DRIVER
     vgpu: str | None = None
     holders: tuple[HolderSpec, ...] = field(default_factory=tuple)
+    vfio: bool = True
 
 
 def parse_gpu_arg(text: str) -> GpuSpec:
@@ -87,7 +89,9 @@ def load_spec(path: str | os.PathLike[str]) -> HostSpec:
         raise SimError(f"{where}: {exc}") from None
     _keys(where, doc, {"host", "gpu", "holder"})
     host = doc.get("host", {})
-    _keys(f"{where}: [host]", host, {"driver", "vgpu"})
+    _keys(f"{where}: [host]", host, {"driver", "vgpu", "vfio"})
+    if not isinstance(host.get("vfio", True), bool):
+        raise SimError(f"{where}: [host] vfio must be true or false")
     gpus = []
     for i, g in enumerate(doc.get("gpu", [])):
         at = f"{where}: gpu[{i}]"
@@ -119,6 +123,7 @@ def load_spec(path: str | os.PathLike[str]) -> HostSpec:
         driver=host.get("driver", DEFAULT_DRIVER),
         vgpu=host.get("vgpu"),
         holders=tuple(holders),
+        vfio=host.get("vfio", True),
     )
 
 
@@ -167,7 +172,8 @@ def build_state(spec: HostSpec) -> SimState:
     gpus.sort(key=lambda g: g.pci)  # NVML enumerates GPUs in PCI bus order
     for index, gpu in enumerate(gpus):
         gpu.index = index
-    state = SimState(driver_version=spec.driver, vgpu_backend=spec.vgpu, gpus=gpus)
+    state = SimState(driver_version=spec.driver, vgpu_backend=spec.vgpu, gpus=gpus,
+                     vfio_loaded=spec.vfio)
     for h in spec.holders:
         try:
             held = state.gpu(normalize_pci(h.gpu))

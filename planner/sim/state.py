@@ -109,6 +109,9 @@ class SimState(_Model):
     format: int = FORMAT
     driver_version: str
     vgpu_backend: Literal["mdev", "vfio-vf"] | None = None
+    # vfio_pci and vfio_iommu_type1 loaded, as on a host prepared for passthrough (the
+    # guide's setup); a spec's ``[host] vfio = false`` gives a host that still lacks them.
+    vfio_loaded: bool = True
     boot: int = 1
     next_serial: int = 1
     gpus: list[SimGpu] = Field(default_factory=list)

@@ -85,6 +85,10 @@ def _pci_device(tree: dict[str, Entry], bdf: str, device_id: int, group: int) ->
 def common_tree(state: SimState) -> dict[str, Entry]:
     """The entries that belong to no GPU: the driver's and the mdev bus's directories."""
     tree: dict[str, Entry] = {"bus/pci/drivers/nvidia": Entry("dir")}
+    if state.vfio_loaded:  # as /sys shows loaded modules and the vfio-pci driver
+        for module in ("vfio", "vfio_pci", "vfio_iommu_type1"):
+            tree[f"module/{module}"] = Entry("dir")
+        tree["bus/pci/drivers/vfio-pci"] = Entry("dir")
     if state.vgpu_backend == "mdev":
         tree["bus/mdev/devices"] = Entry("dir")
         tree["class/mdev_bus"] = Entry("dir")

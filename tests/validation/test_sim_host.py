@@ -68,11 +68,25 @@ def failed(rows: list[CheckRow]) -> list[tuple[str, str]]:
     return [(r.check, r.subject) for r in rows if r.status == "fail"]
 
 
-def test_fresh_host_needs_vfio_and_vfs(tmp_path: Path) -> None:
+def test_fresh_default_host_passes_with_warnings_only(tmp_path: Path) -> None:
+    """The README's first commands: a fresh simulated host fails no read-only check."""
     host = sim_init(tmp_path / "host", "--gpu", f"a100-40gb@{GPU}", "--vgpu", "mdev")
     cfg = load_config(Path(__file__).resolve().parents[2] / "config/example-mig-cluster.yaml")
     rows = validate_host(cfg, open_environment(f"sim:{host}"))
+    assert failed(rows) == []
+    res = subprocess.run([str(AIHOW), "validate", "config/example-mig-cluster.yaml",
+                          "--host", f"sim:{host}"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[2], check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_fresh_host_needs_vfio_and_vfs(tmp_path: Path) -> None:
+    host = sim_init(tmp_path / "host", "--gpu", f"a100-40gb@{GPU}", "--vgpu", "mdev",
+                    "--no-vfio")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config/example-mig-cluster.yaml")
+    rows = validate_host(cfg, open_environment(f"sim:{host}"))
     assert failed(rows) == [("vfio", "vfio_pci"), ("vfio", "vfio_iommu_type1")]
+    assert all("modprobe" in r.hint for r in rows if r.status == "fail")
     assert [(r.check, r.subject) for r in rows if r.status == "warn"] == [
         ("sriov-vfs", GPU), ("vgpu-types", GPU)]
     assert any(r.check == "profile-fit" and r.status == "ok" and r.hint.count("1g.5gb") == 7
