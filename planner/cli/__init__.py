@@ -122,6 +122,39 @@ def _command_name(argv: list[str]) -> str | None:
     return rest[0] if rest else None
 
 
+_GLOBAL_FLAGS = frozenset({"--no-color", "-v", "--verbose", "-q", "--quiet"})
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """``aihow plan X -q`` as ``aihow -q plan X``: the root's printing options are taken
+    after the command too (click only knows them before it). Stops at ``--``."""
+    head, rest = argv[:1], argv[1:]
+    lead: list[str] = []
+    while rest and rest[0].startswith("-"):  # already before the command
+        take = 2 if rest[0] == "--log-file" else 1
+        lead += rest[:take]
+        rest = rest[take:]
+    if not rest:
+        return argv
+    moved: list[str] = []
+    kept: list[str] = [rest[0]]
+    i = 1
+    while i < len(rest):
+        arg = rest[i]
+        if arg == "--":
+            kept += rest[i:]
+            break
+        if arg in _GLOBAL_FLAGS or arg.startswith("--log-file="):
+            moved.append(arg)
+        elif arg == "--log-file" and i + 1 < len(rest):
+            moved += rest[i:i + 2]
+            i += 1
+        else:
+            kept.append(arg)
+        i += 1
+    return head + lead + moved + kept
+
+
 def __getattr__(name: str) -> Any:
     if name == "app":  # built on first use: ``main`` does not need it
         built = globals()["app"] = _build(_MODULES)
@@ -141,6 +174,7 @@ def main() -> None:
     # often, instead of traversing it again and again (about 5 ms of a plan run).
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+    sys.argv = hoist_global_options(sys.argv)
     try:
         _app_for(sys.argv)()
     except AihowError as exc:

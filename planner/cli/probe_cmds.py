@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from planner.cli import output
 from planner.cli.host_opts import open_environment
 
 
@@ -21,7 +22,7 @@ class OutputFormat(StrEnum):
 def probe_command(
     host: Annotated[str, typer.Option(
         "--host", help="Host URI: local, sim:DIR or snapshot:FILE.")] = "local",
-    output: Annotated[
+    fmt: Annotated[
         OutputFormat,
         typer.Option("--format", help="text for people, json (canonical) for tools."),
     ] = OutputFormat.text,
@@ -44,8 +45,12 @@ def probe_command(
                      help="Also save the host as a snapshot FILE: plan against it later "
                      "with --host snapshot:FILE, without access to the host."),
     ] = None,
+    verbose: Annotated[bool, typer.Option(
+        "-v", "--verbose", help="The full listing (every GPU instance, vGPU parent and "
+        "type, mdev, domain) instead of the one table.")] = False,
 ) -> None:
-    """Read the host (read-only) and print its state."""
+    """Read the host (read-only) and print it: one table VM, cluster, GPU, profile,
+    placement, MIG UUID, vGPU/VF, domain state, with each GPU's free slices."""
     env = open_environment(host, libvirt_uri)
     if check_catalog:
         from planner.host.catalog_check import check_catalog as run_check
@@ -63,10 +68,14 @@ def probe_command(
         from planner.host.snapshot import snapshot_json
 
         out.write_text(snapshot_json(state, env.records()))
-    if output is OutputFormat.json:
-        typer.echo(host_state_json(state), nl=False)
+    if fmt is OutputFormat.json:
+        output.say(host_state_json(state), nl=False)
+    elif verbose or output.verbose():
+        output.say(render_host_state(state), nl=False)
     else:
-        typer.echo(render_host_state(state), nl=False)
+        from planner.host.overview import render_overview
+
+        output.say(render_overview(state, env.records()), nl=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ def host_state_json(state: HostState) -> str:
     return json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
 
 
-def _grid_size(gpu: Gpu) -> int:
+def grid_size(gpu: Gpu) -> int:
     if gpu.model is not None:
         return get_model(gpu.model).memory_slices
     ends = [gi.placement_start + gi.placement_size for gi in gpu.gpu_instances]
@@ -25,7 +25,7 @@ def _grid_size(gpu: Gpu) -> int:
 def slice_bar(gpu: Gpu) -> tuple[str, str]:
     """A ruler and a bar: each GI is a bracketed box over the memory slices it holds;
     free slices show as dots."""
-    size = _grid_size(gpu)
+    size = grid_size(gpu)
     ruler = "".join(f"{i:<{CELL}}" for i in range(size)).rstrip()
     by_start: dict[int, GpuInstance] = {gi.placement_start: gi for gi in gpu.gpu_instances}
     bar = []

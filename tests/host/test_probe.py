@@ -176,8 +176,8 @@ def test_probe_calls_only_query_functions_and_changes_nothing(
 
 def test_cli_prints_the_probe_as_text_and_json(make_host: Callable[..., Path]) -> None:
     root = busy_host(make_host)
-    text = subprocess.run([AIHOW, "probe", "--host", f"sim:{root}"], capture_output=True,
-                          text=True, check=True).stdout
+    text = subprocess.run([AIHOW, "probe", "--host", f"sim:{root}", "--verbose"],
+                          capture_output=True, text=True, check=True).stdout
     assert f"GPU 0  {A100}  NVIDIA A100-SXM4-40GB  [a100-40gb]" in text
     assert "[2g.10gb       ][1g.5gb]   .    [3g.20gb" in text
     assert "MIG      disabled" in text  # the H100
