@@ -10,7 +10,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 usage() {
     cat <<EOF
 Usage: ${PROG} --gpu INDEX|PCI --profiles LIST [--placements LIST] [--no-ci]
-       [--destroy-existing] [--dry-run] [--help]
+       [--destroy-existing] [--dry-run] [--detailed-exitcode] [--help]
 
 Make the GPU's MIG GPU instances (GIs) be exactly LIST, creating each one with an explicit
 placement ('nvidia-smi mig -cgi ID:START'), largest first, so that the creation order
@@ -24,6 +24,7 @@ never ends in "Insufficient Resources". Placements are computed here from the GP
   --no-ci               do not create the default compute instance in each new GI
   --destroy-existing    first destroy every compute instance, then every GPU instance
   --dry-run             print what would be done, change nothing (does not need root)
+  --detailed-exitcode   exit 2 when instances were created or destroyed (below)
   -h, --help            this text
 
 Instances already on the GPU that LIST asks for are kept (a re-run changes nothing);
@@ -34,9 +35,11 @@ GPU and compute instances do not survive a reboot, a GPU reset or a driver reloa
 Environment: NVIDIA_SMI (default nvidia-smi).
 
 Exit status (as enable-mig.sh):
+  0  success: the GPU has exactly these instances (made now, or already there)
+  1  error: nothing changed, or what this run created was destroyed again
+With --detailed-exitcode, success is told apart:
   0  nothing to do: the GPU already has exactly these instances
   2  changed: instances were created or destroyed (dry run: would be)
-  1  error: nothing changed, or what this run created was destroyed again
 EOF
 }
 
@@ -47,6 +50,7 @@ HAVE_PLACEMENTS=0
 WITH_CI=1
 DESTROY=0
 DRY_RUN=0
+DETAILED=0
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -74,6 +78,10 @@ while [[ $# -gt 0 ]]; do
             ;;
         --dry-run)
             DRY_RUN=1
+            shift
+            ;;
+        --detailed-exitcode)
+            DETAILED=1
             shift
             ;;
         -h | --help)
@@ -381,8 +389,9 @@ if [[ "${#CREATE[@]}" -eq 0 && "${#NEED_CI[@]}" -eq 0 ]] && { [[ "${DESTROY}" -e
     CHANGES=0
     say "${LABEL}: already has the instances asked for, nothing to do"
 fi
+# Shell convention: 0 on success, changed or not; 2 for "changed" only when asked for.
 EXIT_DONE=0
-[[ "${CHANGES}" -eq 0 ]] || EXIT_DONE=2
+[[ "${CHANGES}" -eq 0 || "${DETAILED}" -eq 0 ]] || EXIT_DONE=2
 
 if [[ "${DRY_RUN}" -eq 1 ]]; then
     if [[ "${DESTROY}" -eq 1 && "${#E_GI[@]}" -gt 0 ]]; then

@@ -14,7 +14,8 @@ PROC_ROOT="${PROC_ROOT:-/proc}"
 
 usage() {
     cat <<EOF
-Usage: ${PROG} [--gpu INDEX|PCI|all] [--disable] [--reset] [--dry-run] [--help]
+Usage: ${PROG} [--gpu INDEX|PCI|all] [--disable] [--reset] [--dry-run]
+       [--detailed-exitcode] [--help]
 
 Turn MIG mode on (or off with --disable) for the selected GPUs. GPUs that are not
 MIG-capable are skipped with a line saying so. Running it again changes nothing.
@@ -25,6 +26,8 @@ MIG-capable are skipped with a line saying so. Running it again changes nothing.
                is held, list what holds it (processes, nvidia-persistenced, DCGM, Fabric
                Manager) instead of failing vaguely
   --dry-run    only say what would be done (does not need root)
+  --detailed-exitcode
+               exit ${EXIT_CHANGED} when something changed and ${EXIT_PENDING} when a change is pending (below)
   -h, --help   this text
 
 A mode change can stay pending: on Ampere (A100, A30) the driver must reset the GPU,
@@ -37,10 +40,12 @@ Environment: NVIDIA_SMI (default nvidia-smi), PROC_ROOT (default /proc; where ho
 are looked for).
 
 Exit status:
+  ${EXIT_NOTHING}  success: the mode is in effect, was already, or is pending (the output says)
+  ${EXIT_ERROR}  error (bad arguments, not root, nvidia-smi missing or failing, reset refused)
+With --detailed-exitcode, success is told apart:
   ${EXIT_NOTHING}  nothing to do: every selected MIG-capable GPU is already in that mode
   ${EXIT_CHANGED}  changed: the mode is now in effect on at least one GPU (dry run: would change)
   ${EXIT_PENDING}  needs reset or reboot: a change is pending on at least one GPU
-  ${EXIT_ERROR}  error (bad arguments, not root, nvidia-smi missing or failing, reset refused)
 EOF
 }
 
@@ -48,6 +53,7 @@ GPU_SPEC="all"
 WANT="Enabled"
 DO_RESET=0
 DRY_RUN=0
+DETAILED=0
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -70,6 +76,10 @@ while [[ $# -gt 0 ]]; do
             ;;
         --dry-run)
             DRY_RUN=1
+            shift
+            ;;
+        --detailed-exitcode)
+            DETAILED=1
             shift
             ;;
         -h | --help)
@@ -286,4 +296,9 @@ for i in "${SELECTED[@]}"; do
     raise_status "${EXIT_PENDING}"
 done
 
+# Shell convention: 0 is success, changed or not (a `set -e` caller goes on); the
+# changed/pending distinction only when asked for.
+if [[ "${DETAILED}" -eq 0 && "${status}" -ne "${EXIT_ERROR}" ]]; then
+    exit "${EXIT_NOTHING}"
+fi
 exit "${status}"

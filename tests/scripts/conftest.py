@@ -43,9 +43,13 @@ class SimHost:
         env.update(extra)
         return env
 
-    def script(self, name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(SCRIPTS / name), *args], capture_output=True, text=True,
-                              env=self.env(**env), check=False, cwd=REPO)
+    def script(self, name: str, *args: str, detailed: bool = True,
+               **env: str) -> subprocess.CompletedProcess[str]:
+        """Run a script; ``detailed`` (the tests' default) adds --detailed-exitcode, so
+        the exit status tells changed (2) and pending (3) from nothing to do (0)."""
+        flags = ["--detailed-exitcode"] if detailed and "--help" not in args else []
+        return subprocess.run([str(SCRIPTS / name), *args, *flags], capture_output=True,
+                              text=True, env=self.env(**env), check=False, cwd=REPO)
 
     def smi(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["nvidia-smi", *args], capture_output=True, text=True,

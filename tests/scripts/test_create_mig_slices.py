@@ -296,3 +296,15 @@ def test_a_name_touching_its_id_column_still_parses(rtx_host: SimHost, tmp_path:
                              check=False).stdout
     assert "MIG 1g.24gb+me.allDevice" in listing, listing
     assert len(set(MIG_UUID.findall(r.stdout))) == 2, r.stdout
+
+
+def test_success_is_exit_0_without_detailed_exitcode(mig_host: SimHost) -> None:
+    made = mig_host.script("create-mig-slices.sh", "--gpu", A100, "--profiles", FOUR,
+                           detailed=False)
+    assert made.returncode == NOTHING and len(instances(mig_host)) == 4, made.stdout + made.stderr
+    again = mig_host.script("create-mig-slices.sh", "--gpu", A100, "--profiles", FOUR,
+                            detailed=False)
+    assert again.returncode == NOTHING and "nothing to do" in again.stdout
+    bad = mig_host.script("create-mig-slices.sh", "--gpu", A100, "--profiles", "9g.99gb",
+                          detailed=False)
+    assert bad.returncode == ERROR

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .conftest import A100, L40S, SimHost
+from .conftest import A100, L40S, SCRIPTS, SimHost
 
 NOTHING, ERROR, CHANGED, PENDING = 0, 1, 2, 3
 
@@ -161,3 +162,23 @@ exec "{host.dir}/bin/nvidia-smi" "$@"
     r = host.script("enable-mig.sh", "--gpu", A100, "--reset", NVIDIA_SMI=str(wrapper))
     assert r.returncode == ERROR
     assert "pid 28411: /usr/bin/python3 (a process on the GPU: stop it)" in r.stdout
+
+
+def test_success_is_exit_0_without_detailed_exitcode(host: SimHost) -> None:
+    """Shell convention: a `set -e` caller goes on after a run that changed something or
+    left the change pending; only errors are non-zero."""
+    host.hold("python3")
+    pending = host.script("enable-mig.sh", "--gpu", A100, detailed=False)
+    assert pending.returncode == NOTHING and "reboot" in pending.stdout, pending.stdout
+    assert host.mig_mode() == ("Disabled", "Enabled")
+    refused = host.script("enable-mig.sh", "--gpu", A100, "--reset", detailed=False)
+    assert refused.returncode == ERROR
+    host.release()
+    changed = host.script("enable-mig.sh", "--gpu", A100, "--reset", detailed=False)
+    assert changed.returncode == NOTHING and host.mig_mode() == ("Enabled", "Enabled"), \
+        changed.stdout + changed.stderr
+    assert host.script("enable-mig.sh", "--gpu", A100, detailed=False).returncode == NOTHING
+    shell = subprocess.run(
+        ["bash", "-c", f"set -e; {SCRIPTS / 'enable-mig.sh'} --gpu {L40S}; echo after"],
+        capture_output=True, text=True, env=host.env(), check=False)
+    assert shell.returncode == 0 and shell.stdout.endswith("after\n"), shell.stderr
