@@ -42,16 +42,87 @@ def _fmt(value: Any) -> str:
     return json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
 
 
+# Attributes too long to print whole: a domain's persistent XML (kept in the plan so an
+# undo can define it again) is shown as what a reviewer checks, the rest folded.
+_FOLDED = ("xml",)
+
+
 def _changed(a: Change) -> list[str]:
     before = a.before.to_json() if a.before is not None else {}
     after = a.after.to_json() if a.after is not None else {}
     keys = sorted(set(before) | set(after))
+    folded = [line for k in _FOLDED for line in
+              _fold(k, before.get(k) if a.action is not Action.CREATE else None,
+                    after.get(k) if a.action is not Action.DELETE else None)]
+    keys = [k for k in keys if k not in _FOLDED]
     if a.action in (Action.CREATE, Action.DELETE):
         side = after if a.action is Action.CREATE else before
         shown = [f"{k}={_fmt(side[k])}" for k in keys if side.get(k) is not None]
-        return [" ".join(shown)] if shown else []
+        return ([" ".join(shown)] if shown else []) + folded
     return [f"{k}: {_fmt(before.get(k))} -> {_fmt(after.get(k))}"
-            for k in keys if before.get(k) != after.get(k)]
+            for k in keys if before.get(k) != after.get(k)] + folded
+
+
+def _fold(key: str, before: Any, after: Any) -> list[str]:
+    """A long text attribute as a few lines: for domain XML, what it gives the guest."""
+    lines: list[str] = []
+    both = isinstance(before, str) and isinstance(after, str) and before != after
+    if not both and before == after:
+        return lines
+    for side, value in ((" before", before), (" after", after)):
+        if not isinstance(value, str) or not value:
+            continue
+        label = key + (side if both else "")
+        lines += [f"{label}: {line}" for line in domain_xml_summary(value)]
+        count = value.count("\n") + (not value.endswith("\n"))
+        lines.append(f"{label}: ({count} lines folded; the plan file has the whole text)")
+    return lines
+
+
+def domain_xml_summary(xml: str) -> list[str]:
+    """The parts of a libvirt domain XML a reviewer checks: identity, CPUs and memory,
+    GPU devices, disks and networks. Falls back to nothing on XML it cannot read."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return []
+    out = []
+    head = [f"name={root.findtext('name') or '?'}", f"uuid={root.findtext('uuid') or '?'}"]
+    vcpu = root.findtext("vcpu")
+    if vcpu:
+        head.append(f"vcpu={vcpu.strip()}")
+    mem = root.find("memory")
+    if mem is not None and (mem.text or "").strip().isdigit():
+        factor = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024 ** 2, "G": 1024 ** 2}
+        kib = int((mem.text or "0").strip()) * factor.get(mem.get("unit", "KiB"), 1)
+        head.append(f"memory={kib / 1024 ** 2:g}GiB")
+    out.append(" ".join(head))
+    for dev in root.iterfind("./devices/hostdev"):
+        addr = dev.find("./source/address")
+        if dev.get("type") == "mdev" and addr is not None:
+            out.append(f"hostdev mdev {addr.get('uuid')}")
+        elif addr is not None:
+            parts = [addr.get(k, "") for k in ("domain", "bus", "slot", "function")]
+            pci = "{}:{}:{}.{}".format(*(p.replace("0x", "") for p in parts))
+            out.append(f"hostdev pci {pci}")
+    for disk in root.iterfind("./devices/disk"):
+        src = disk.find("source")
+        where = None
+        if src is not None:
+            volume = f"{src.get('pool')}/{src.get('volume')}" if src.get("volume") else None
+            where = src.get("file") or src.get("dev") or src.get("name") or volume
+        target = disk.find("target")
+        out.append(f"disk {target.get('dev') if target is not None else '?'} "
+                   f"{where or '(no source)'}")
+    for nic in root.iterfind("./devices/interface"):
+        src = nic.find("source")
+        net = (src.get("bridge") or src.get("network")) if src is not None else None
+        mac = nic.find("mac")
+        out.append(f"interface {nic.get('type')} {net or '?'}"
+                   + (f" mac {mac.get('address')}" if mac is not None else ""))
+    return out
 
 
 def summary_line(plan: Plan) -> str:
