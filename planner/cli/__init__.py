@@ -174,6 +174,7 @@ def main() -> None:
     # often, instead of traversing it again and again (about 5 ms of a plan run).
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+    output.TYPED_ARGV[:] = sys.argv
     sys.argv = hoist_global_options(sys.argv)
     try:
         _app_for(sys.argv)()

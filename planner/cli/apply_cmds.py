@@ -336,7 +336,7 @@ def _once(text: str) -> str:
 
 
 def _command_line() -> str:
-    return " ".join(["aihow", *sys.argv[1:]])
+    return output.command_line()
 
 
 # --- commands -------------------------------------------------------------------------

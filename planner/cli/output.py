@@ -29,6 +29,13 @@ class Settings:
 
 
 SETTINGS = Settings()
+# The command line as typed (``main`` moves the global options before the command).
+TYPED_ARGV: list[str] = []
+
+
+def command_line() -> str:
+    """``aihow ARGS...`` as the user typed it (for the log, the lock and generations)."""
+    return " ".join(["aihow", *(TYPED_ARGV or sys.argv)[1:]])
 
 
 def configure(*, no_color: bool = False, verbose: bool = False, quiet: bool = False,
@@ -48,7 +55,7 @@ def configure(*, no_color: bool = False, verbose: bool = False, quiet: bool = Fa
         except OSError as exc:
             raise typer.BadParameter(f"{log_file}: cannot open: {exc.strerror}",
                                      param_hint="--log-file") from None
-        log("run: " + " ".join(["aihow", *sys.argv[1:]]))
+        log("run: " + command_line())
 
 
 def colour() -> bool:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from planner.cli import output
 from planner.cli.host_opts import LibvirtOpt, libvirt_uri_for, open_environment
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _write_plan(out: Path, text: str) -> None:
 
 
 def _colour() -> bool:
-    return sys.stdout.isatty()
+    return output.colour()
 
 
 def plan_command(

@@ -76,3 +76,41 @@ def test_holder_in_another_process_is_named(tmp_path: Path) -> None:
         proc.wait()
     with HostLock(tmp_path, "me"):
         pass
+
+
+def _holder(tmp_path: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding the lock for ``seconds``, once it prints 'held'."""
+    script = textwrap.dedent(
+        f"""
+        import time
+        from pathlib import Path
+        from planner.apply.lock import HostLock
+        with HostLock(Path({str(tmp_path)!r}), "aihow apply held.json"):
+            print("held", flush=True)
+            time.sleep({seconds})
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_timeout_waits_for_the_holder_to_finish(tmp_path: Path) -> None:
+    proc = _holder(tmp_path, 0.5)
+    try:
+        with HostLock(tmp_path, "waiter", timeout=30) as lock:
+            # it got the lock only once the holder had released it
+            assert lock.previous is not None and lock.previous.released
+            assert lock.previous.command == "aihow apply held.json"
+    finally:
+        proc.wait(timeout=30)
+
+
+def test_a_timeout_that_runs_out_names_the_holder_and_the_wait(tmp_path: Path) -> None:
+    proc = _holder(tmp_path, 30)
+    try:
+        with pytest.raises(LockHeld, match=r"held\.json\) \(waited 0\.3s\).*--lock-timeout"):
+            HostLock(tmp_path, "waiter", timeout=0.3).acquire()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
