@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -24,8 +25,8 @@ EXAMPLE = "config/example-mig-cluster.yaml"
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "COLUMNS": "120", **(env or {})}
-    full.pop("NO_COLOR", None) if env is None or "NO_COLOR" not in env else None
+    full = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    full.update({"COLUMNS": "120", **(env or {})})
     return subprocess.run([AIHOW, *args], capture_output=True, text=True, cwd=ROOT, env=full,
                           check=False)
 
@@ -37,7 +38,7 @@ def host(tmp_path: Path) -> Path:
     return d
 
 
-def lines(text: str) -> list[dict]:  # type: ignore[type-arg]
+def lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
