@@ -26,7 +26,8 @@ from planner import __version__
 from planner.cli import output
 from planner.errors import AihowError
 
-_MODULES = ("config_cmds", "sim_cmds", "probe_cmds", "plan_cmds", "apply_cmds")
+_MODULES = ("config_cmds", "sim_cmds", "probe_cmds", "plan_cmds", "apply_cmds",
+            "export_cmds")
 # Which module registers each top-level command or group. Only a shortcut: a name not
 # here, or no longer registered by its module, gets the app with every command.
 _HOME = {
@@ -36,6 +37,7 @@ _HOME = {
     "plan": "plan_cmds", "show": "plan_cmds", "graph": "plan_cmds",
     "apply": "apply_cmds", "recover": "apply_cmds", "generations": "apply_cmds",
     "rollback": "apply_cmds",
+    "export": "export_cmds",
 }
 
 

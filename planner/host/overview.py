@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from planner.host.records import HostRecords
 from planner.host.render import grid_size
-from planner.host.state import Domain, Gpu, HostState
+from planner.host.state import Domain, Gpu, GpuInstance, HostState
 
 HEAD = ("VM", "CLUSTER", "GPU", "PROFILE", "PLACEMENT", "MIG UUID", "VGPU/VF", "STATE")
 
@@ -45,6 +45,18 @@ def _users(state: HostState) -> dict[tuple[str, int], list[_User]]:
         if p.backend == "vfio-vf" and p.gi_id is not None and p.physfn is not None:
             out.setdefault((p.physfn, p.gi_id), []).append(
                 _User(f"vf {p.pci}", holder.get(p.pci)))
+    return out
+
+
+def slices_by_domain(state: HostState) -> dict[str, tuple[Gpu, GpuInstance]]:
+    """Domain name -> the GPU and GPU instance its vGPU device or VF is backed by."""
+    out: dict[str, tuple[Gpu, GpuInstance]] = {}
+    users = _users(state)
+    for gpu in state.gpus:
+        for gi in gpu.gpu_instances:
+            for user in users.get((gpu.pci, gi.gi_id), []):
+                if user.domain is not None:
+                    out.setdefault(user.domain.name, (gpu, gi))
     return out
 
 
