@@ -277,7 +277,7 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
 
     progress = _Progress(len(plan_steps(plan)), as_json)
     try:
-        return apply_plan(
+        result = apply_plan(
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
                        allow_reset=allow_reset, lock_timeout=lock_timeout),
             env,
@@ -286,6 +286,22 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
         )
     finally:
         progress.close()
+    _record_last_apply(sdir, result, command)
+    return result
+
+
+def _record_last_apply(sdir: Path, result: ApplyResult, command: str) -> None:
+    """For the metrics: generations say only when an apply succeeded."""
+    import time
+
+    from planner.apply.last_apply import LastApply, record_last_apply
+
+    try:
+        record_last_apply(sdir, LastApply(
+            time.time(), result.outcome, result.ok,
+            result.generation.number if result.generation else None, command))
+    except OSError as exc:
+        output.error(f"warning: {sdir}: cannot record the last apply: {exc.strerror}")
 
 
 def _report(result: ApplyResult, as_json: bool = False) -> None:
