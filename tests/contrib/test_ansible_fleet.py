@@ -277,9 +277,8 @@ def test_install_role_lays_out_tools_config_and_boot_unit(tmp_path: Path) -> Non
     unit = root / "systemd" / "aihow-apply.service"
     assert unit.read_bytes() == (ROOT / "contrib/systemd/aihow-apply.service").read_bytes()
     override = (root / "systemd" / "aihow-apply.service.d" / "override.conf").read_text()
-    assert "\nExecStart=\nExecStart=/opt/aihow-test/bin/aihow apply " \
-        f"{root}/etc-aihow/cluster.yaml --auto-approve --allow-reset\n" in override
-    assert f"ConditionPathExists={root}/etc-aihow/cluster.yaml\n" in override
+    assert "\nExecStart=\nExecStart=/opt/aihow-test/bin/aihow apply --last-generation " \
+        "--auto-approve --allow-reset --lock-timeout 5m\n" in override
 
     again = subprocess.run(
         [str(BIN / "ansible-playbook"), "-i", str(fleet.inventory), str(playbook), *args],

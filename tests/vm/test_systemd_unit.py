@@ -37,7 +37,10 @@ def test_runs_apply_once_per_boot_and_stays_active() -> None:
     assert d[("Service", "Type")] == ["oneshot"]
     assert d[("Service", "RemainAfterExit")] == ["yes"]
     (cmd,) = d[("Service", "ExecStart")]
-    assert cmd.split()[1:4] == ["apply", "/etc/aihow/cluster.yaml", "--auto-approve"]
+    # the last applied generation, not a file that may hold an unapplied edit
+    assert cmd.split()[1:4] == ["apply", "--last-generation", "--auto-approve"]
+    assert "--lock-timeout" in cmd.split()
+    assert ("Unit", "ConditionPathExists") not in d
     assert d[("Install", "WantedBy")] == ["multi-user.target"]
 
 
