@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,25 +129,39 @@ def test_lock_timeout_waits_for_a_running_apply(host: Path) -> None:
     state = host / "state"
     state.mkdir(exist_ok=True)
     script = textwrap.dedent(f"""
-        import time
+        import sys
         from pathlib import Path
         from planner.apply.lock import HostLock
         with HostLock(Path({str(state)!r}), "aihow apply other.json"):
             print("held", flush=True)
-            time.sleep(1)
+            sys.stdin.readline()
         """)
-    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    args = [AIHOW, "apply", EXAMPLE, "--host", f"sim:{host}", "--allow-reset",
+            "--auto-approve"]
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        at_once = run("apply", EXAMPLE, "--host", f"sim:{host}", "--allow-reset",
-                      "--auto-approve")
+        at_once = run(*args[1:])
         assert at_once.returncode == 1 and "locked by" in at_once.stderr
         assert "--lock-timeout" in at_once.stderr
-        waited = run("apply", EXAMPLE, "--host", f"sim:{host}", "--allow-reset",
-                     "--auto-approve", "--lock-timeout", "2m")
-        assert waited.returncode == 0, waited.stderr
+        waiter = subprocess.Popen([*args, "--lock-timeout", "2m"], cwd=ROOT, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert waiter.stdout is not None
+        for line in waiter.stdout:  # the plan is shown before the lock is taken
+            if line.startswith("Plan:"):
+                break
+        time.sleep(1)  # it is now waiting for the lock (without the timeout: failed)
+        assert waiter.poll() is None
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        rest, err = waiter.communicate(timeout=120)
+        assert waiter.returncode == 0, err
+        assert "Apply complete" in rest
     finally:
+        if holder.poll() is None:
+            holder.kill()
         holder.wait(timeout=60)
     bad = run("apply", EXAMPLE, "--host", f"sim:{host}", "--lock-timeout", "soon")
     assert bad.returncode == 2 and "not a duration" in bad.stderr

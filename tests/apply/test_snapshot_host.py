@@ -52,7 +52,7 @@ def test_plan_from_a_snapshot_is_the_live_plan_and_applies_on_the_live_host(
     _ok("apply", str(first), "--host", f"sim:{d}", "--auto-approve")  # records: domains
     snap = tmp_path / "snap.json"
     text = _ok("probe", "--host", f"sim:{d}", "-o", str(snap)).stdout
-    assert f"GPU 0  {GPU}" in text  # -o saves; the usual listing is still printed
+    assert f"GPU 0 {GPU} " in text  # -o saves; the usual table is still printed
     doc = json.loads(snap.read_text())
     assert (doc["format"], doc["format_version"], doc["host_uri"]) == (
         "aihow-host-snapshot", 1, f"sim:{d}")
