@@ -25,6 +25,7 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check planner tests benchmarks plans docs/guides contrib/ansible
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	shellcheck scripts/*.sh scripts/gpu/*.sh .ci/run
 
 pytest: setup
