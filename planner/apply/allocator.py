@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from planner.apply.fsutil import write_atomic
+from planner.config.vms import expand_vms
 from planner.host.ledger import (  # the value and file format; re-exported for callers
     KINDS,
     LEDGER_NAME,
@@ -346,8 +347,6 @@ def record_holdings(alloc: GPUResourceAllocator, clusters: Iterable[str],
 def record_applied(state_dir: str | os.PathLike[str], host: HostState, cfg: object) -> Ledger:
     """After a successful apply: record what the config's nodes hold now, read back from
     the probed ``host``, in the ledger of ``state_dir``."""
-    from planner.config.vms import expand_vms
-
     vms = expand_vms(cfg)  # type: ignore[arg-type]
     owners = {vm.name: f"{vm.cluster_name}/{vm.name}" for vm in vms}
     return record_holdings(GPUResourceAllocator.for_state_dir(state_dir),

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from planner.apply import plan_api
+from planner.apply.allocator import record_applied
 from planner.apply.generations import Generation, list_generations, record_generation
 from planner.apply.handler_table import handler_for, observe
 from planner.apply.handlers import ActionHandler, ApplyContext, Side
@@ -422,8 +423,6 @@ def _record_claims(state_dir: Path, host: HostState, config: ClusterConfig) -> l
     """Record in the ledger what each node of ``config`` holds on the verified ``host``.
     The host change is done and journaled by then, so a ledger that refuses (another
     cluster's claim) is reported as a warning, not as a failed apply."""
-    from planner.apply.allocator import record_applied
-
     try:
         record_applied(state_dir, host, config)
     except (AihowError, OSError) as exc:

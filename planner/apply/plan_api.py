@@ -7,8 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from planner.apply.drift import diff_values
+from planner.config import load_config
 from planner.errors import AihowError
 from planner.host.state import HostState
+from planner.plan.fingerprint import fingerprint as plan_fp
+from planner.plan.fingerprint import fingerprint_data
+from planner.plan.gpu_select import model_of
+from planner.plan.request import requests_from_config
+from planner.plan.resources import actual_resources
 from planner.vocab import Address, AddressError, Kind, Slot
 from planner.vocab.plan import FORMAT_VERSION, Plan
 
@@ -17,9 +24,7 @@ if TYPE_CHECKING:
 
 
 def fingerprint(host: HostState, config: ClusterConfig) -> str:
-    from planner.plan.fingerprint import fingerprint as fp
-
-    return fp(host, config)
+    return plan_fp(host, config)
 
 
 def plan_fingerprint(plan: Plan) -> str:
@@ -72,10 +77,6 @@ def drift(plan: Plan, host: HostState, config: ClusterConfig) -> list[str]:
     snapshot = getattr(plan.host, "snapshot", None)
     if snapshot is None:
         return lines
-    from planner.apply.drift import diff_values
-    from planner.plan.fingerprint import fingerprint_data
-    from planner.plan.request import requests_from_config
-
     shown = [_line_address(line) for line in lines]
     for line in diff_values(snapshot, fingerprint_data(host, requests_from_config(config)),
                             item_path=snapshot_item_path):
@@ -113,8 +114,6 @@ def _line_address(line: str) -> str:
 
 
 def _action_drift(plan: Plan, host: HostState) -> list[str]:
-    from planner.apply.drift import diff_values
-
     now = current_resources(host)
     lines: list[str] = []
     seen: set[str] = set()
@@ -155,9 +154,6 @@ def _attrs(attrs: dict[str, Any] | None) -> str:
 
 def current_resources(host: HostState) -> dict[Address, dict[str, Any]]:
     """Every resource on the host at its plan address, with the plan's attributes."""
-    from planner.plan.gpu_select import model_of
-    from planner.plan.resources import actual_resources
-
     models = {g.pci: model_of(g) for g in host.gpus}
     return {addr: r.attrs.to_json() for addr, r in actual_resources(host, models).items()}
 

@@ -21,6 +21,22 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
+from ruamel.yaml.nodes import ScalarNode
+from ruamel.yaml.resolver import BaseResolver, VersionedResolver
+from ruamel.yaml.tag import Tag
+
 from planner.errors import Diagnostic
 
 MAX_DEPTH = 64  # nesting levels of mappings and sequences
@@ -62,8 +78,6 @@ def _implicit_tag(value: str) -> str:
     """The YAML 1.2 tag of a plain scalar, as ruamel.yaml's resolver decides it."""
     global _resolvers
     if _resolvers is None:
-        from ruamel.yaml.resolver import VersionedResolver
-
         _resolvers = VersionedResolver(version=(1, 2)).versioned_resolver
     for tag, regexp in _resolvers.get(value[:1], ()):
         if regexp.match(value):
@@ -74,13 +88,7 @@ def _implicit_tag(value: str) -> str:
 def _construct(tag: str, value: str) -> Any:
     """A plain scalar of a non-string tag, built by ruamel.yaml's round-trip constructor."""
     global _constructor
-    from ruamel.yaml.nodes import ScalarNode
-    from ruamel.yaml.tag import Tag
-
     if _constructor is None:
-        from ruamel.yaml.constructor import RoundTripConstructor
-        from ruamel.yaml.resolver import VersionedResolver
-
         class _Loader:  # what the constructor asks its loader for
             pass
 
@@ -155,8 +163,6 @@ def build(text: str, file: str, sink: Any) -> Any:
     """
     if CParser is None:
         raise Fallback
-    from ruamel.yaml.error import YAMLError
-
     try:
         return _build(_Parser(text), file, sink)
     except YAMLError:
@@ -169,14 +175,6 @@ def build(text: str, file: str, sink: Any) -> Any:
 def _check_depth(text: str, file: str) -> None:
     """Raise Refused when the document nests deeper than MAX_DEPTH (as far as libyaml
     reads it)."""
-    from ruamel.yaml.error import YAMLError
-    from ruamel.yaml.events import (
-        MappingEndEvent,
-        MappingStartEvent,
-        SequenceEndEvent,
-        SequenceStartEvent,
-    )
-
     parser = _Parser(text)
     depth = 0
     try:
@@ -199,8 +197,6 @@ class _Parser(CParser if CParser is not None else object):  # type: ignore[misc]
     """libyaml's parser; the C parser asks its owner for a resolver it does not use here."""
 
     def __init__(self, text: str) -> None:
-        from ruamel.yaml.resolver import BaseResolver
-
         CParser.__init__(self, text)
         self._resolver = BaseResolver(loadumper=self)
 
@@ -212,17 +208,6 @@ class _Parser(CParser if CParser is not None else object):  # type: ignore[misc]
 
 
 def _build(parser: Any, file: str, sink: Any) -> Any:
-    from ruamel.yaml.events import (
-        AliasEvent,
-        DocumentStartEvent,
-        MappingEndEvent,
-        MappingStartEvent,
-        ScalarEvent,
-        SequenceEndEvent,
-        SequenceStartEvent,
-        StreamEndEvent,
-    )
-
     get: Callable[[], Any] = parser.get_event
     stack: list[_Frame] = []
     root: Any = None

@@ -26,15 +26,16 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from planner.host.libvirt_conn import LibvirtSession
-    from planner.host.mdev_persist import MdevPersistence
-    from planner.host.nvml import NvmlHost, ReadOnlyNvml
-    from planner.host.records import HostRecords
-    from planner.host.state import HostState
-    from planner.host.sysfs import Sysfs
+from planner.host.ledger import read_claims
+from planner.host.libvirt_conn import LOCAL_LIBVIRT_URI, LibvirtSession, open_libvirt
+from planner.host.mdev_persist import Mdevctl, MdevPersistence
+from planner.host.nvml import NvmlHost, ReadOnlyNvml, nvidia_smi_reset
+from planner.host.probe import probe as probe_host
+from planner.host.records import HostRecords, read_defined
+from planner.host.state import HostState
+from planner.host.sysfs import Sysfs
 
 LOCAL_STATE_DIR = Path("/var/lib/aihow")
 
@@ -80,21 +81,15 @@ class Environment(ABC):
 
     def nvml_readonly(self) -> ReadOnlyNvml:
         """NVML with query functions only (the probe's view)."""
-        from planner.host.nvml import ReadOnlyNvml
-
         return ReadOnlyNvml(self.nvml_module())
 
     def nvml(self) -> NvmlHost:
         """NVML opened for changes, with GPU resets through the host's nvidia-smi."""
-        from planner.host.nvml import NvmlHost, nvidia_smi_reset
-
         smi = self.tools.nvidia_smi
         reset = nvidia_smi_reset(smi) if smi is not None else None
         return NvmlHost(self.nvml_module(), reset=reset).open()
 
     def sysfs_readonly(self) -> Sysfs:
-        from planner.host.sysfs import Sysfs
-
         return Sysfs(self.root(), writable=False)
 
     @abstractmethod
@@ -113,16 +108,11 @@ class Environment(ABC):
 
     def probe(self) -> HostState:
         """The host's state, read through the read-only ports."""
-        from planner.host.probe import probe
-
-        return probe(self)
+        return probe_host(self)
 
     def records(self, state_dir: Path | None = None) -> HostRecords:
         """What aihow recorded about the host: the domains it defined (read-only libvirt)
         and the allocation ledger of ``state_dir`` (default: the host's)."""
-        from planner.host.ledger import read_claims
-        from planner.host.records import HostRecords, read_defined
-
         with self.libvirt(read_only=True) as session:
             defined = read_defined(session.conn)
         sdir = state_dir if state_dir is not None else self.state_dir()
@@ -151,23 +141,17 @@ class LocalEnvironment(Environment):
         return self.state_directory
 
     def nvml_module(self) -> Any:
-        import pynvml
+        import pynvml  # heavy: loaded when a local host's NVML is first asked for
 
         return pynvml
 
     def sysfs(self) -> Sysfs:
-        from planner.host.sysfs import Sysfs
-
         return Sysfs(self.root(), writable=True)
 
     def libvirt(self, *, read_only: bool = False) -> LibvirtSession:
-        from planner.host.libvirt_conn import LOCAL_LIBVIRT_URI, open_libvirt
-
         return open_libvirt(self.libvirt_uri or LOCAL_LIBVIRT_URI, read_only=read_only)
 
     def mdev_store(self) -> MdevPersistence:
-        from planner.host.mdev_persist import Mdevctl
-
         return Mdevctl(self.tools.mdevctl or "mdevctl")
 
     def with_libvirt_uri(self, libvirt_uri: str | None) -> LocalEnvironment:

@@ -59,7 +59,7 @@ def open_libvirt(target: str, *, read_only: bool = False) -> LibvirtSession:
 
 def connect(target: str, *, read_only: bool = False) -> Any:
     """A ``virConnect`` to ``target``; a failure is one HostError line."""
-    import libvirt
+    import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
     libvirt.registerErrorHandler(lambda *_: None, None)  # errors arrive as exceptions
     try:

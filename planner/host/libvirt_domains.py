@@ -136,7 +136,7 @@ def _xml_text(elem: ET.Element) -> str:
 
 
 def _libvirt() -> Any:
-    import libvirt
+    import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
     return libvirt
 

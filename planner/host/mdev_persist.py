@@ -147,7 +147,7 @@ class LibvirtNodedev:
         self.conn = conn
 
     def _error(self, what: str, exc: Any) -> MdevPersistError:
-        import libvirt
+        import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
         if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
             return MdevPersistError(
@@ -157,7 +157,7 @@ class LibvirtNodedev:
         return MdevPersistError(f"{what}: {exc.get_error_message()}")
 
     def define(self, d: MdevDefinition) -> None:
-        import libvirt
+        import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
         try:
             dev = self.conn.nodeDeviceDefineXML(nodedev_xml(d), 0)
@@ -166,7 +166,7 @@ class LibvirtNodedev:
             raise self._error(f"define mdev {d.uuid} on {d.parent}", exc) from None
 
     def _devices(self) -> list[Any]:
-        import libvirt
+        import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
         flags = libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_MDEV
         flags |= libvirt.VIR_CONNECT_LIST_NODE_DEVICES_INACTIVE
@@ -198,7 +198,7 @@ class LibvirtNodedev:
         return tuple(sorted(out))
 
     def undefine(self, mdev_uuid: str) -> None:
-        import libvirt
+        import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
         wanted = str(uuidlib.UUID(mdev_uuid))
         for dev in self._devices():

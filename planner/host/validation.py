@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from planner.config.vms import expand_vms
+from planner.errors import AihowError
 from planner.hardware.catalog import get_model, match_model
 from planner.hardware.model import GiProfile, GpuModel
 from planner.host.state import Gpu, GpuInstance, HostState
@@ -100,8 +102,6 @@ class HostRequirements:
 
 def requirements_from_config(cfg: ClusterConfig) -> HostRequirements:
     """What ``cfg`` needs of the host: managed GPUs, MIG slices, passthrough devices."""
-    from planner.config.vms import expand_vms
-
     managed = []
     for i, entry in enumerate(cfg.global_.gpus):
         if entry.select is None:
@@ -692,8 +692,6 @@ def render_table(rows: Sequence[CheckRow]) -> str:
 
 def validate_host(cfg: ClusterConfig, env: Environment, **kwargs: Any) -> list[CheckRow]:
     """Probe the host read-only and check it against ``cfg``."""
-    from planner.errors import AihowError
-
     root = env.root()
     host: HostState | None = None
     nvml_error = None

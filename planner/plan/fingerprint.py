@@ -13,15 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from planner.host.state import HostState
-from planner.plan.request import Requests
+from planner.plan.bindings import Bindings
+from planner.plan.gpu_select import model_of, selects
+from planner.plan.request import Requests, requests_from_config
 from planner.plan.resources import ci_name, gi_name
 from planner.vocab.plan import digest
 
 
 def fingerprint_data(host: HostState, requests: Requests) -> dict[str, Any]:
-    from planner.plan.bindings import Bindings
-    from planner.plan.gpu_select import model_of, selects
-
     bindings = Bindings(host)
     gi_place: dict[tuple[str, int], str] = {}
     gpus: list[dict[str, Any]] = []
@@ -85,6 +84,4 @@ def fingerprint_requests(host: HostState, requests: Requests) -> str:
 
 def fingerprint(host: HostState, cfg: Any) -> str:
     """Contract 5: the fingerprint of ``host`` as far as a plan for ``cfg`` depends on it."""
-    from planner.plan.request import requests_from_config
-
     return fingerprint_requests(host, requests_from_config(cfg))

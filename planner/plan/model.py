@@ -4,6 +4,7 @@ The models and the canonical JSON are the plan vocabulary's (``planner.vocab.pla
 from __future__ import annotations
 
 import json
+from importlib import resources
 from locale import getpreferredencoding
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,6 @@ def dump_plan(plan: Plan) -> str:
 
 def plan_schema() -> dict[str, Any]:
     """The JSON Schema of the plan file (shipped as planner/plan/plan.schema.json)."""
-    from importlib import resources
-
     text = resources.files("planner.plan").joinpath("plan.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema

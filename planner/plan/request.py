@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
 
+from planner.config.vms import expand_vms
 from planner.lang import GpuSelector, Layout, MigProfile
+from planner.vm.vm_factory import domain_attrs
 from planner.vocab import VmAttrs
 
 if TYPE_CHECKING:
@@ -99,8 +101,6 @@ class Requests:
 
 def requests_from_config(cfg: ClusterConfig) -> Requests:
     """Read management entries and MIG node slices from the config IR."""
-    from planner.config.vms import expand_vms
-
     glob: Any = cfg.global_
     policies: list[GpuPolicy] = []
     for i, entry in enumerate(glob.gpus):
@@ -110,8 +110,6 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
             GpuPolicy(key=f"global.gpus[{i}]", select=entry.select, mig=entry.mig,
                       layout=entry.layout)
         )
-    from planner.vm.vm_factory import domain_attrs
-
     slices: list[SliceRequest] = []
     vms: list[VmRequest] = []
     for vm in expand_vms(cfg):

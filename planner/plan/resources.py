@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from planner.hardware.model import GpuModel
 from planner.host.state import Gpu, GpuInstance, HostState
+from planner.plan.bindings import Bindings
 from planner.plan.resolution import Resolution
 from planner.plan.resolve_vgpu import vf_type_name
 from planner.vocab import (
@@ -67,8 +68,6 @@ def _running(host: HostState) -> set[str]:
 def actual_resources(host: HostState, models: dict[str, GpuModel | None]
                      ) -> dict[Address, Resource]:
     """Every resource the host has, keyed by address."""
-    from planner.plan.bindings import Bindings
-
     bindings = Bindings(host)
     running = _running(host)
     out: dict[Address, Resource] = {}

@@ -16,15 +16,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from planner.host.environment import Environment, ToolPaths
 from planner.host.errors import HostError
-
-if TYPE_CHECKING:
-    from planner.host.libvirt_conn import LibvirtSession
-    from planner.host.mdev_persist import MdevPersistence
-    from planner.host.sysfs import Sysfs
+from planner.host.libvirt_conn import LibvirtSession, open_libvirt
+from planner.host.mdev_persist import MdevPersistence
+from planner.host.sysfs import Sysfs
+from planner.sim.kernel import sysfs_write
+from planner.sim.libvirt_store import open_sim_libvirt
+from planner.sim.mdev_store import SimMdevDefinitions
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,16 @@ class SimEnvironment(Environment):
         return self.directory / "state"
 
     def nvml_module(self) -> Any:
+        # here, not at the top: the fake NVML loads pynvml (start-up), needed only once
+        # NVML is asked for
         from planner.sim.fake_nvml import FakeNvml
 
         return FakeNvml(self.host_dir())
 
     def sysfs_readonly(self) -> Sysfs:
-        from planner.host.sysfs import Sysfs
-
         return Sysfs(self.host_dir(), writable=False)
 
     def sysfs(self) -> Sysfs:
-        from planner.host.sysfs import Sysfs
-        from planner.sim.kernel import sysfs_write
-
         directory = self.host_dir()
 
         def write(rel: str, value: str) -> None:
@@ -76,16 +74,10 @@ class SimEnvironment(Environment):
 
     def libvirt(self, *, read_only: bool = False) -> LibvirtSession:
         if self.libvirt_uri is not None:
-            from planner.host.libvirt_conn import open_libvirt
-
             return open_libvirt(self.libvirt_uri, read_only=read_only)
-        from planner.sim.libvirt_store import open_sim_libvirt
-
         return open_sim_libvirt(self.host_uri, self.directory, read_only=read_only)
 
     def mdev_store(self) -> MdevPersistence:
-        from planner.sim.mdev_store import SimMdevDefinitions
-
         return SimMdevDefinitions(self.directory)
 
     def with_libvirt_uri(self, libvirt_uri: str | None) -> SimEnvironment:

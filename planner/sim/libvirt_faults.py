@@ -84,7 +84,7 @@ def _sim_classes(libvirt: Any) -> tuple[Any, Any]:
 
 def _adopt(value: Any, sim_dir: Path) -> Any:
     """Give domains returned by the connection the fault-checking class."""
-    import libvirt
+    import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
     _, dom_class = _sim_classes(libvirt)
     if isinstance(value, list):
@@ -96,7 +96,7 @@ def _adopt(value: Any, sim_dir: Path) -> Any:
 
 
 def guard_with_faults(conn: Any, sim_dir: Path) -> None:
-    import libvirt
+    import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
     conn_class, _ = _sim_classes(libvirt)
     conn.__class__ = conn_class  # the same virConnect object, with checked methods

@@ -37,6 +37,7 @@ from typing import Any
 
 from planner.host.errors import HostError
 from planner.host.libvirt_conn import LibvirtSession, connect
+from planner.sim.libvirt_faults import guard_with_faults
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 STATE_RUNNING = 1
@@ -72,8 +73,6 @@ def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
         os.unlink(node_path)  # the test driver has read it; it keeps state in memory
     if not read_only:
         if (sim_dir / "state.json").is_file():  # a whole simulated host: faults apply
-            from planner.sim.libvirt_faults import guard_with_faults
-
             guard_with_faults(conn, sim_dir)
         # A running domain whose persistent definition differs from its live one: the
         # node file carried the live XML, defining the persistent one makes it pending.
@@ -138,7 +137,7 @@ def _records(conn: Any) -> dict[str, SimDomainRecord]:
 
 
 def _record_of(dom: Any) -> SimDomainRecord:
-    import libvirt
+    import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
     state = int(dom.state()[0])
     persistent = bool(dom.isPersistent())

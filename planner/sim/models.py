@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from planner.hardware.catalog import UnknownModelError, all_models, get_model
 from planner.hardware.model import GiProfile, GpuModel
+from planner.hardware.vgpu import vgpu_type_name as catalog_name
 
 _NON_MIG: tuple[GpuModel, ...] = (
     GpuModel(
@@ -64,10 +65,6 @@ def pci_device_id(model: GpuModel) -> int:
 
 def vgpu_type_name(model: GpuModel, profile: GiProfile) -> str | None:
     """NVIDIA's MIG-backed vGPU type name ("NVIDIA A100-1-5C"), from the catalog."""
-    try:
-        from planner.hardware.vgpu import vgpu_type_name as catalog_name
-    except ImportError:  # the catalog module is optional; fall back to the profile's field
-        return f"NVIDIA {profile.vgpu_type}" if profile.vgpu_type else None
     return catalog_name(model, profile)
 
 

@@ -325,7 +325,7 @@ class SimStore:
 
     def save(self, state: SimState) -> None:
         """Replace the whole state and render every kernel view from it (``sim init``)."""
-        from planner.sim.sysfs import render_sysfs
+        from planner.sim.sysfs import render_sysfs  # here: planner.sim.sysfs imports this module
 
         self._mark_pending()
         atomic_write(self.state_path, _dump(state))
@@ -333,7 +333,7 @@ class SimStore:
         self.pending_path.unlink(missing_ok=True)
 
     def _commit(self, before: SimState, after: SimState, text: bytes) -> None:
-        from planner.sim.sysfs import render_changes
+        from planner.sim.sysfs import render_changes  # here: planner.sim.sysfs imports this module
 
         self._mark_pending()
         atomic_write(self.state_path, text)
@@ -370,7 +370,7 @@ class SimStore:
     def _repair_locked(self) -> None:
         if not self.pending_path.exists():
             return
-        from planner.sim.sysfs import render_sysfs
+        from planner.sim.sysfs import render_sysfs  # here: planner.sim.sysfs imports this module
 
         render_sysfs(self.root, self.load())
         self.pending_path.unlink(missing_ok=True)

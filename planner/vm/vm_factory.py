@@ -399,7 +399,7 @@ class VMFactory:
     """Renders VMSpecs to libvirt XML. One Jinja2 environment, templates loaded once."""
 
     def __init__(self) -> None:
-        import jinja2
+        import jinja2  # heavy: loaded when the first XML is rendered
 
         self._env: jinja2.Environment = jinja2.Environment(
             loader=jinja2.PackageLoader("planner.vm", "templates"),
