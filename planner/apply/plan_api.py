@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from planner.apply.drift import diff_values
-from planner.config import load_config
 from planner.errors import AihowError
 from planner.host.state import HostState
 from planner.plan.fingerprint import fingerprint as plan_fp

@@ -24,6 +24,7 @@ import typer.core
 
 from planner import __version__
 from planner.cli import output
+from planner.cli.errors import print_error
 from planner.errors import AihowError
 
 _MODULES = ("config_cmds", "sim_cmds", "probe_cmds", "plan_cmds", "apply_cmds",
@@ -164,12 +165,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a one-line error to stderr and return the Exit to raise."""
-    output.error(f"error: {message}")
-    return typer.Exit(code)
-
-
 def main() -> None:
     # A run is short and what it allocates while starting (modules, pydantic schemas)
     # lives to the end: move what exists to the permanent generation and collect less
@@ -181,8 +176,7 @@ def main() -> None:
     try:
         _app_for(sys.argv)()
     except AihowError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            output.error(line if ":" in line.split(" ", 1)[0] else f"error: {line}")
+        print_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import locale
 import sys
-from collections.abc import Callable
 from enum import StrEnum
-from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from planner.cli import json_events, output
+from planner.cli.errors import reports_errors
 from planner.cli.host_opts import LibvirtOpt, LockTimeoutOpt, libvirt_uri_for, open_environment
-from planner.errors import AihowError, ConfigError
+from planner.errors import AihowError
 
 if TYPE_CHECKING:
     from planner.apply.executor import ApplyResult, Event, RecoverResult
@@ -55,42 +54,13 @@ EventFormatOpt = Annotated[
 ]
 
 
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def _fail(exc: AihowError, as_json: bool = False) -> NoReturn:
-    """One ``error:`` line, then any detail lines (a stale plan's drift) as they are; with
-    ``as_json`` also one ``error`` event on stdout."""
-    lines = str(exc).splitlines() or [type(exc).__name__]
-    if isinstance(exc, ConfigError):
-        for line in lines:
-            output.error(line)
-    else:
-        output.error(f"error: {lines[0]}")
-        for line in lines[1:]:
-            output.error(line)
-    if as_json:
-        json_events.emit(json_events.error_record(str(exc), exc.exit_code))
-    raise typer.Exit(exc.exit_code)
-
-
-def _user_errors(fn: F) -> F:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            fn(*args, **kwargs)
-        except AihowError as exc:
-            _fail(exc, kwargs.get("fmt") is ListFormat.json and fn is not generations)
-
-    return wrapper  # type: ignore[return-value]
-
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
-    app.command("apply")(_user_errors(apply))
-    app.command("recover")(_user_errors(recover))
-    app.command("generations")(_user_errors(generations))
-    app.command("rollback")(_user_errors(rollback))
+    app.command("apply")(reports_errors(apply, events=True))
+    app.command("recover")(reports_errors(recover, events=True))
+    app.command("generations")(reports_errors(generations))
+    app.command("rollback")(reports_errors(rollback, events=True))
 
 
 # --- shared ---------------------------------------------------------------------------

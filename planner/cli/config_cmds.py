@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from planner.cli import output
+from planner.cli.errors import fail
 from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
@@ -54,22 +55,16 @@ def validate(
 
             env = open_environment(host)
         cfg = load_config(config)
-    except ConfigError as exc:
-        for diagnostic in exc.diagnostics:
-            output.error(str(diagnostic))
+    except AihowError as exc:
         if as_json:
+            diagnostics = exc.diagnostics if isinstance(exc, ConfigError) else []
             _emit({"config": str(config), "valid": False, "host": None,
                    "errors": [{"file": d.file, "line": d.line, "column": d.column,
                                "path": d.path, "message": d.message}
-                              for d in exc.diagnostics]})
-        raise typer.Exit(1) from None
-    except AihowError as exc:
-        output.error(f"error: {exc}")
-        if as_json:
-            _emit({"config": str(config), "valid": False, "host": None,
-                   "errors": [{"file": None, "line": None, "column": None, "path": "",
-                               "message": str(exc)}]})
-        raise typer.Exit(1) from None
+                              for d in diagnostics]
+                   or [{"file": None, "line": None, "column": None, "path": "",
+                        "message": str(exc)}]})
+        fail(exc)
     vms = expand_vms(cfg)
     clusters = [(kind, c.name, sum(1 for v in vms if v.cluster_type == kind))
                 for kind, c in (("hpc", cfg.clusters.hpc), ("cloud", cfg.clusters.cloud))
@@ -116,8 +111,7 @@ def _validate_host(cfg: ClusterConfig, env: Environment, as_json: bool) -> dict[
     try:
         rows = validate_host(cfg, env)
     except AihowError as exc:
-        output.error(f"error: {exc}")
-        raise typer.Exit(1) from None
+        fail(exc)
     if not as_json:
         output.say(f"Host {env.host_uri}:")
         output.say(render_table(rows))

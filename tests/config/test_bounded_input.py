@@ -137,4 +137,4 @@ def test_plan_without_json_suffix_starting_with_brace(tmp_path: Path) -> None:
 
 def test_plan_from_dev_zero() -> None:
     line = one_line_error(aihow("show", "/dev/zero"), "/dev/zero")
-    assert line == "/dev/zero: plan larger than 128 MiB (aihow's limit)"
+    assert line == "error: /dev/zero: plan larger than 128 MiB (aihow's limit)"
