@@ -81,6 +81,7 @@ def _is_plan_file(path: Path) -> bool:
 
 
 def _read(path: Path, limit: int, what: str) -> str:
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.config.limits import InputTooLarge, read_text_limited
 
     try:
@@ -110,6 +111,7 @@ def _plan_and_config(path: Path, host: str | None, state_dir: Path | None,
                      ) -> tuple[Plan, str, ClusterConfig, str, str, Environment]:
     """(plan, plan text, config, config text, config path, the host's Environment) for
     PLAN (on ``host``, else the plan's host) or CONFIG (on ``host``, else local)."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.config import load_config
     from planner.config.digest import config_digest
     from planner.config.limits import MAX_PLAN_BYTES
@@ -141,6 +143,7 @@ def _make_plan(cfg: ClusterConfig, cfg_text: str, cfg_path: str, env: Environmen
                state_dir: Path | None = None) -> Plan:
     """The plan `aihow plan CFG --host URI [--libvirt-uri X]` would make (same probe, same
     host records; the ledger of ``state_dir``)."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.config.digest import config_digest
     from planner.plan.make import make_plan
 
@@ -154,6 +157,7 @@ def _state_dir(env: Environment | None, override: Path | None) -> Path:
     """The state directory (created): ``--state-dir``, else the host's. ``env`` None: the
     local default (rollback looks there before it knows the generation's host). A
     snapshot has none, so apply, recover and rollback on one stop here."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.state_dir import resolve_state_dir
     from planner.host.environment import LOCAL_STATE_DIR
 
@@ -164,6 +168,7 @@ def _show_plan(plan: Plan, as_json: bool, command: str) -> None:
     if as_json:
         json_events.emit(json_events.plan_record(plan, command=command))
         return
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.plan.render import render
 
     text = render(plan, "text", colour=output.colour())
@@ -242,6 +247,7 @@ class _Progress:
 def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cfg_path: str,
                env: Environment, sdir: Path, *, allow_reset: bool,
                command: str, lock_timeout: float = 0.0, as_json: bool = False) -> ApplyResult:
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.executor import ApplyInput, apply_plan
     from planner.apply.steps import plan_steps
 
@@ -430,6 +436,7 @@ def recover(
     fmt: EventFormatOpt = ListFormat.text,
 ) -> None:
     """Bring the host back to where an interrupted apply started (or forward to its end)."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.executor import recover as run_recover
 
     if plan_file is not None and not from_host:
@@ -496,6 +503,7 @@ def generations(
     ] = ListFormat.text,
 ) -> None:
     """List the generations recorded by successful applies (newest last)."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.generations import list_generations
 
     # Listing only reads: a state directory that is not there has no generations, and
@@ -541,6 +549,7 @@ def rollback(
     fmt: EventFormatOpt = ListFormat.text,
 ) -> None:
     """Plan from generation N's config against the current host, show it, and apply it."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.generations import list_generations, load_generation
     from planner.config import load_config
 

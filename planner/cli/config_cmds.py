@@ -12,6 +12,7 @@ import typer
 
 from planner.cli import output
 from planner.cli.errors import fail
+from planner.cli.host_opts import open_environment
 from planner.errors import AihowError, ConfigError
 
 if TYPE_CHECKING:
@@ -45,14 +46,13 @@ def validate(
 ) -> None:
     """Check a cluster config; print a short summary, or every problem found (exit 1).
     With --host, also check the host read-only (one table; exit 1 when a check fails)."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.config import expand_vms, load_config
 
     as_json = fmt is OutputFormat.json
     env = None
     try:
         if host is not None:  # a bad URI is refused before anything is read
-            from planner.cli.host_opts import open_environment
-
             env = open_environment(host)
         cfg = load_config(config)
     except AihowError as exc:
@@ -122,6 +122,7 @@ def _validate_host(cfg: ClusterConfig, env: Environment, as_json: bool) -> dict[
 
 def schema() -> None:
     """Print the JSON Schema of the config format (for yaml-language-server and editors)."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.config.schema import config_json_schema
 
     typer.echo(json.dumps(config_json_schema(), indent=2))

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from planner.host.uri import parse_host_uri
+
 if TYPE_CHECKING:
     from planner.host.environment import Environment
 
@@ -33,19 +35,20 @@ def open_environment(host: str | None, libvirt_uri: str | None = None) -> Enviro
     """The Environment of the host URI ``host`` (default ``local``): built once per
     command and handed to everything that reaches the host. The simulator and the
     snapshot reader are imported only when named (start-up time)."""
-    from planner.host.uri import parse_host_uri
-
     uri = parse_host_uri(host or "local")
     if uri.kind == "sim":
         assert uri.path is not None
+        # only the CLI imports the simulator, and only for a sim: host
         from planner.sim.environment import SimEnvironment
 
         return SimEnvironment(uri.text, uri.path, libvirt_uri)
     if uri.kind == "snapshot":
         assert uri.path is not None
+        # only for a snapshot: host (start-up time)
         from planner.host.snapshot import snapshot_environment
 
         return snapshot_environment(uri.text, uri.path)
+    # the adapters load only once a command reaches a host (start-up time)
     from planner.host.environment import LocalEnvironment
 
     return LocalEnvironment(libvirt_uri=libvirt_uri)

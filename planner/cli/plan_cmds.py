@@ -41,6 +41,7 @@ HostOpt = Annotated[
 
 
 def _load(config: Path) -> tuple[Any, str]:
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.config import load_config
     from planner.config.digest import config_digest, read_config_text
 
@@ -107,6 +108,7 @@ def plan_command(
     ] = None,
 ) -> None:
     """Probe the host and print (and with -o save) the plan that makes it match CONFIG."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.plan import make_plan
     from planner.plan.render import render
 
@@ -146,6 +148,7 @@ def show_command(
     """Print saved plans (each digest is checked first). Several plans print as one
     document: Markdown gets a fleet summary table and a section per host (named by file
     stem), text a section per host, json a list of the plans."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.plan import load_plan
     from planner.plan.render import fleet_labels, render, render_fleet_markdown, render_fleet_text
 
@@ -170,6 +173,7 @@ def graph_command(
 ) -> None:
     """Print the plan graph: each step of the plan with its id and action, edges meaning
     "runs before" (the graph that orders the plan)."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.plan.diff import diff
     from planner.plan.graph import graph_dot, graph_json, number, plan_graph
     from planner.plan.make import resources_for

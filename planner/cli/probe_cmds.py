@@ -64,6 +64,7 @@ def probe_command(
     placement, MIG UUID, vGPU/VF, domain state, with each GPU's free slices."""
     env = open_environment(host, libvirt_uri)
     if check_catalog:
+        # here, not at the top: --help loads every command module (start-up time)
         from planner.host.catalog_check import check_catalog as run_check
 
         report, differences = run_check(env)
@@ -72,10 +73,12 @@ def probe_command(
             raise typer.Exit(2)
         return
 
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.host.render import host_state_json, render_host_state
 
     state = env.probe()
     if out is not None:
+        # here, not at the top: --help loads every command module (start-up time)
         from planner.host.snapshot import snapshot_json
 
         out.write_text(snapshot_json(state, env.records()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -47,8 +48,7 @@ def init_cmd(
     ] = False,
 ) -> None:
     """Create a simulated host in DIRECTORY."""
-    from dataclasses import replace
-
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.sim.host import HostSpec, init_host, load_spec, parse_gpu_arg
     from planner.sim.state import SimError
 
@@ -79,6 +79,7 @@ def init_cmd(
 @sim_app.command("models")
 def models_cmd() -> None:
     """List the GPU models a simulated host can have."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.sim.models import mig_capable, product_name, sim_models
 
     typer.echo(f"{'MODEL':<14} {'ARCH':<10} {'MIG':<4} {'MODE AFTER REBOOT':<18} NAME")
@@ -90,6 +91,7 @@ def models_cmd() -> None:
 
 
 def _gi_name(state: object, gpu: object, gi: object) -> str:
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.sim import driver
 
     return driver.profile_of(state, gpu, gi).name  # type: ignore[arg-type]
@@ -101,6 +103,7 @@ def show_cmd(
     format: str = typer.Option("text", "--format", help="text | json"),
 ) -> None:
     """Show the simulated host's state."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.sim.state import SimError, SimStore
 
     state = SimStore(directory).read()
@@ -141,6 +144,7 @@ def reboot_cmd(
     directory: Annotated[Path, typer.Argument(help="A simulated host directory.")],
 ) -> None:
     """Reboot the simulated host: instances, VFs and vGPUs vanish, pending MIG mode applies."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.sim import driver
     from planner.sim.state import SimStore
 
@@ -166,6 +170,7 @@ def hold_cmd(
     release: bool = typer.Option(False, "--release", help="Release matching holders instead."),
 ) -> None:
     """Make a process hold a GPU open (blocks reset and, on Ampere, MIG mode changes)."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.lang.pci import normalize_pci
     from planner.sim import driver
     from planner.sim.codes import DriverError
@@ -209,6 +214,7 @@ def fail_cmd(
     list_: bool = typer.Option(False, "--list", help="List armed faults and the operation names."),
 ) -> None:
     """Inject a fault: the Nth call of an operation fails with a realistic error."""
+    # here, not at the top: --help loads every command module (start-up time)
     from planner.sim import faults
     from planner.sim.state import SimError, SimStore
 
