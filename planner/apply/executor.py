@@ -516,7 +516,7 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
                                _describe(a), a.id, a.address, i + 1, len(todo)))
             host = access.probe()
             config = plan_api.config_from_text(begin.get("config_text", ""),
-                                               begin.get("config_path", ""), state_dir)
+                                               begin.get("config_path", ""))
             fp = _fingerprint(host, config) if config is not None else None
             if forward:
                 wrong = _not_at(host, changes, "after")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from planner.apply.drift import diff_values
+from planner.config import load_config_text
 from planner.errors import AihowError
 from planner.host.state import HostState
 from planner.plan.fingerprint import fingerprint as plan_fp
@@ -157,13 +157,9 @@ def current_resources(host: HostState) -> dict[Address, dict[str, Any]]:
     return {addr: r.attrs.to_json() for addr, r in actual_resources(host, models).items()}
 
 
-def config_from_text(text: str, original_path: str, state_dir: Path) -> ClusterConfig | None:
-    """Load a config kept as text (journal, generation) through the normal parser, read
-    in memory (no temporary file to race for), named by the path it came from."""
-    del state_dir  # kept for callers; nothing is written any more
+def config_from_text(text: str, original_path: str) -> ClusterConfig | None:
+    """Load a config kept as text (a journal's) through the normal loader, named by the
+    file it was read from; None when there is none."""
     if not text:
         return None
-    from planner.config.parser import ClusterConfigParser
-
-    where = original_path or "config"
-    return ClusterConfigParser().parse_text(text, where, config_path=Path(where))
+    return load_config_text(text, original_path or "config")

@@ -19,7 +19,7 @@ from planner.config.models import (
     PciePassthrough,
     VirtioFsMount,
 )
-from planner.config.parser import ClusterConfigParser, load_config
+from planner.config.parser import ClusterConfigParser, load_config, load_config_text
 from planner.config.vms import VmDecl, expand_vms
 
 __all__ = [
@@ -41,4 +41,5 @@ __all__ = [
     "VmDecl",
     "expand_vms",
     "load_config",
+    "load_config_text",
 ]

@@ -85,6 +85,12 @@ def load_config(path: str | Path, *, root: Path | None = None) -> ClusterConfig:
     return ClusterConfigParser(root=root).parse_file(path)
 
 
+def load_config_text(text: str, name: str, *, root: Path | None = None) -> ClusterConfig:
+    """``load_config`` of a config kept as text (a journal's, a generation's): ``name`` is
+    the file it was read from, named in messages and the base of ``${TOT}``."""
+    return ClusterConfigParser(root=root).parse_text(text, name, config_path=Path(name))
+
+
 class _Checker:
     """The semantic checks of issue 2, over the IR and the expanded VMs."""
 

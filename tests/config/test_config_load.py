@@ -11,8 +11,9 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from planner.config import ClusterConfigParser, expand_vms, load_config
+from planner.config import ClusterConfigParser, expand_vms, load_config, load_config_text
 from planner.config.schema import config_json_schema
+from planner.errors import ConfigError
 from planner.lang import Layout, LayoutItem, MigProfile, SelectorKind
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,17 @@ def test_valid_configs_load(path: Path) -> None:
     assert cfg.version == "1.0"
     assert cfg.source_path == str(path)
     assert expand_vms(cfg)
+
+
+def test_a_config_kept_as_text_loads_under_its_own_name() -> None:
+    """A journal's config text loads as the file it came from (no file is written)."""
+    path = ROOT / "config" / "example-mig-cluster.yaml"
+    cfg = load_config_text(path.read_text(), str(path))
+    assert cfg == load_config(path)
+    with pytest.raises(ConfigError) as err:
+        load_config_text(path.read_text().replace('version: "1.0"', 'version: "9"', 1),
+                         "kept/cluster.yaml")
+    assert str(err.value).startswith("kept/cluster.yaml:")
 
 
 @pytest.mark.parametrize("path", VALID[:3] + VALID[-2:], ids=lambda p: p.name)
