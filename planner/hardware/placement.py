@@ -2,7 +2,7 @@
 
 A GPU's memory is a row of ``model.memory_slices`` units; a GI of a profile occupies
 ``placement_size`` units from one of the profile's legal starts. The driver refuses a GI
-when (nvml.h, and mig-hardware.md section 1.3):
+when (nvml.h; docs/reference/mig-hardware.md section 2.1):
 
 - its start is not one of the profile's placements, or it overlaps an occupied unit;
 - the profile already has ``instance_count`` instances, or the GPU ``max_instances``;

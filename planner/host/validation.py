@@ -1,11 +1,11 @@
 """Read-only host checks for ``aihow validate CONFIG --host URI``.
 
 ``PCIePassthroughValidator`` keeps the name of ai-how's validator and fixes what it got
-wrong (ai-how-compat.md §2.4): exact driver names instead of substrings, 3D controllers
-(class 0302) counted as GPUs, the IOMMU judged by a populated ``/sys/kernel/iommu_groups``
-rather than the kernel command line, VFIO found when built into the kernel, cloud workers
-checked as well as compute nodes, and a GPU partitioned with MIG expected on ``nvidia``
-rather than being reported as a "conflicting driver".
+wrong (docs/reference/ai-how-pcie-validator.md): exact driver names instead of
+substrings, 3D controllers (class 0302) counted as GPUs, the IOMMU judged by a populated
+``/sys/kernel/iommu_groups`` rather than the kernel command line, VFIO found when built
+into the kernel, cloud workers checked as well as compute nodes, and a GPU partitioned
+with MIG expected on ``nvidia`` rather than being reported as a "conflicting driver".
 
 The checks never change the host. They read a ``HostState`` (NVML view, from
 ``planner.host.probe``) when there is one, and the sysfs tree under ``root`` plus

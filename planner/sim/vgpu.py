@@ -1,6 +1,6 @@
 """MIG-backed vGPU on the simulated host: type ids, availability and the backing GI.
 
-What is real and what is assumed (see mig-hardware.md section 5):
+What is real and what is assumed (docs/reference/vgpu-on-mig.md has the sources):
 
 * Real: mdev type directories named ``nvidia-<N>`` under each SR-IOV VF, with ``name``
   ("NVIDIA A100-1-5C"), ``available_instances``, ``device_api`` (vfio-pci), ``description``,

@@ -35,7 +35,8 @@ def P(model: GpuModel, name: str) -> GiProfile:
 
 
 def brute_fits(model: GpuModel, instances: list[tuple[GiProfile, int]]) -> bool:
-    """The rules of nvml.h / mig-hardware.md 1.3 checked the slow way, with slice sets."""
+    """The rules of nvml.h (docs/reference/mig-hardware.md 2.1) checked the slow way,
+    with slice sets."""
     taken: list[int] = []
     for p, s in instances:
         if s not in p.placements:
@@ -247,8 +248,8 @@ def test_impossible_requests_return_none() -> None:
 
 
 def test_driver_order_trap_is_avoided() -> None:
-    """-cgi 19,19,14,9 fails when the driver places (mig-hardware.md 1.5); the math finds
-    the one arrangement that fits."""
+    """-cgi 19,19,14,9 fails when the driver places (docs/reference/mig-hardware.md 2.2);
+    the math finds the one arrangement that fits."""
     one, two, three = P(A100, "1g.5gb"), P(A100, "2g.10gb"), P(A100, "3g.20gb")
     r = place_preserving(A100, [], [(one, None), (one, None), (two, None), (three, None)])
     assert r is not None

@@ -1,7 +1,8 @@
-"""The catalog's numbers against the tables in ../shared/reference/mig-hardware.md.
+"""The catalog's numbers against NVIDIA's published tables (docs/reference/mig-hardware.md
+names them).
 
-Expected values are copied here from the reference document (sections 1.1-1.2, 2.2), not
-from the TOML files, so a typo in a data file fails a test.
+Expected values are copied here from those tables, not from the TOML files, so a typo in a
+data file fails a test.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from planner.hardware.model import GpuModel
 SEVEN = (0, 1, 2, 3, 4, 5, 6)
 
 # (name, NVML enum, profile id, max instances, placement size, starts)
-# mig-hardware.md 1.1: the ids for A100/H100/H100 NVL/H200/GH200/B200/GB200, and 1.2's
-# placement lists ({0..6}:1, {0,2,4,6}:2, {0,2,4}:2, {0,4}:4, {0}:4, {0}:8).
+# docs/reference/mig-hardware.md 1.1: the ids for A100/H100/H100 NVL/H200/GH200/B200/GB200,
+# and 1.2's placement lists ({0..6}:1, {0,2,4,6}:2, {0,2,4}:2, {0,4}:4, {0}:4, {0}:8).
 def _eight(names: list[str]) -> list[tuple[str, int, int, int, int, tuple[int, ...]]]:
     shape = [
         (0, 19, 7, 1, SEVEN), (7, 20, 1, 1, SEVEN), (9, 15, 4, 2, (0, 2, 4, 6)),
@@ -112,7 +113,7 @@ SM: dict[str, list[int | None]] = {
     "rtx-pro-6000": [46, 46, 46, 46, 46, 94, 94, 94, 94, 188, 188],
 }
 
-# Numbers the reference marks UNCERTAIN (section 7): the catalog must say so, with a note.
+# Numbers no published output shows (UNCERTAIN): the catalog must say so, with a note.
 UNCERTAIN_MEMORY = {
     "b200-180gb": ["3g.90gb", "4g.90gb", "7g.180gb"],
     "gb200-186gb": ["3g.93gb", "4g.93gb", "7g.186gb"],
@@ -231,8 +232,8 @@ def test_model_facts(model_id: str) -> None:
 
 @pytest.mark.parametrize("model_id", sorted(PROFILES))
 def test_compute_instance_profiles_follow_the_rule(model_id: str) -> None:
-    """2.2: c <= g, and 2c <= g+1 when c < g; ids are the CI enum (1c=0, 2c=1, 3c=2, 4c=3,
-    7c=4); the full-size CI is the default."""
+    """docs/reference/mig-hardware.md 1.4: c <= g, and 2c <= g+1 when c < g; ids are the CI
+    enum (1c=0, 2c=1, 3c=2, 4c=3, 7c=4); the full-size CI is the default."""
     ci_enum = {1: 0, 2: 1, 3: 2, 4: 3, 7: 4}
     expected = {
         1: {(1, 1)}, 2: {(1, 2), (2, 1)}, 3: {(1, 3), (2, 1), (3, 1)},
@@ -250,7 +251,8 @@ def test_compute_instance_profiles_follow_the_rule(model_id: str) -> None:
 
 
 def _go_nvlib_gb(memory_mib: int, total_mib: int) -> int:
-    """go-nvlib's name rule (mig-hardware.md 0.4), with Go's round-half-away-from-zero."""
+    """go-nvlib's name rule (docs/reference/mig-hardware.md 1.3), with Go's
+    round-half-away-from-zero."""
     eighths = math.ceil(memory_mib * 8 / total_mib)
     return math.floor(eighths / 8 * math.ceil(total_mib / 1024) + 0.5)
 

@@ -44,8 +44,8 @@ def test_reads_gpus_in_pci_order_with_model_and_mode(host: NvmlHost) -> None:
 
 
 def test_the_a100_creation_order_succeeds_with_placements(host: NvmlHost) -> None:
-    # mig-hardware.md 1.5: -cgi 19,19,14,9 without placements fails on profile 9; the same
-    # profiles in the same order succeed when each gets its placement.
+    # docs/reference/mig-hardware.md 2.2: -cgi 19,19,14,9 without placements fails on
+    # profile 9; the same profiles in the same order succeed when each gets its placement.
     for profile_id, start in ((19, 0), (19, 1), (14, 2), (9, 4)):
         created = host.create_gpu_instance(A100, profile_id, start)
         assert (created.profile_id, created.placement_start) == (profile_id, start)
