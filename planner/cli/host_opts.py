@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from planner.host.uri import parse_host_uri
+from planner.host import uri as uris
 
 if TYPE_CHECKING:
     from planner.host.environment import Environment
@@ -35,7 +35,7 @@ def open_environment(host: str | None, libvirt_uri: str | None = None) -> Enviro
     """The Environment of the host URI ``host`` (default ``local``): built once per
     command and handed to everything that reaches the host. The simulator and the
     snapshot reader are imported only when named (start-up time)."""
-    uri = parse_host_uri(host or "local")
+    uri = uris.parse_host_uri(host or "local")
     if uri.kind == "sim":
         assert uri.path is not None
         # only the CLI imports the simulator, and only for a sim: host

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +15,6 @@ from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.plan.model import Plan
 from planner.sim.host import GpuSpec, HostSpec, init_host
-
-AIHOW = str(Path(sys.executable).parent / "aihow")
 
 _CONFIG_HEAD = """\
 version: "1.0"
@@ -143,11 +138,3 @@ class SimHost:
         return out
 
 
-def aihow(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-          timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess (no terminal: no prompts, no progress bar)."""
-    full_env = dict(os.environ)
-    full_env.pop("AIHOW_TEST_CRASH_AFTER", None)
-    full_env.update(env or {})
-    return subprocess.run([AIHOW, *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL, check=False)

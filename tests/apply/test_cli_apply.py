@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from planner.apply.journal import active_path
-from tests.apply.simhost import AIHOW, SimHost, aihow, write_config
+from tests.apply.simhost import SimHost, write_config
+from tests.clirun import AIHOW, aihow
 
 G0 = "0000:17:00.0"
 LAYOUT_A = "3g.40gb@4 + 2*1g.10gb"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from planner.cli.host_opts import open_environment
-from tests.apply.simhost import aihow, write_config
+from tests.apply.simhost import write_config
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "example-mig-cluster.yaml"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.apply.simhost import SimHost, aihow
+from tests.apply.simhost import SimHost
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config/example-mig-cluster.yaml"

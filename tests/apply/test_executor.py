@@ -12,7 +12,8 @@ from planner.apply.journal import active_path, archived_journals, open_journal, 
 from planner.cli.host_opts import open_environment
 from planner.sim import faults
 from planner.sim.state import SimStore
-from tests.apply.simhost import SimHost, aihow, write_config
+from tests.apply.simhost import SimHost, write_config
+from tests.clirun import aihow
 
 G0, G1 = "0000:17:00.0", "0000:31:00.0"
 

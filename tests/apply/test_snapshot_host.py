@@ -11,7 +11,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.apply.simhost import aihow, write_config
+from tests.apply.simhost import write_config
+from tests.clirun import aihow
 
 GPU = "0000:17:00.0"
 

@@ -10,7 +10,8 @@ import subprocess
 from pathlib import Path
 
 from planner.plan.model import digest, parse_plan
-from tests.apply.simhost import aihow, write_config
+from tests.apply.simhost import write_config
+from tests.clirun import aihow
 
 G0, G1 = "0000:17:00.0", "0000:65:00.0"
 

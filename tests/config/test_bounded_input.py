@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from planner.config.limits import MAX_CONFIG_BYTES, MAX_TEMPLATE_COUNT
 from planner.config.yamlevents import MAX_DEPTH
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
-AIHOW = str(Path(sys.executable).with_name("aihow"))
 EXAMPLE = (ROOT / "config" / "example-mig-cluster.yaml").read_text()
-
-
-def aihow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AIHOW, *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120, check=False)
 
 
 def one_line_error(run: subprocess.CompletedProcess[str], name: str) -> str:

@@ -3,19 +3,13 @@ as one table; exit 1 when a host check fails."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "example-mig-cluster.yaml"
-AIHOW = str(Path(sys.executable).with_name("aihow"))
 GPU = "0000:17:00.0"
-
-
-def aihow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AIHOW, *args], capture_output=True, text=True, check=False,
-                          timeout=120)
 
 
 def rows(stdout: str) -> dict[tuple[str, str], tuple[str, str]]:

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.clirun import AIHOW, aihow
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "contrib" / "ansible"
 BIN = Path(sys.executable).parent
-AIHOW = str(BIN / "aihow")
 HOSTS = ("gpu-01", "gpu-02", "gpu-03")
 # Day 2: the third Kubernetes worker goes, so its GI, CI, mdev and domain are deleted.
 LAST_WORKER = """\
@@ -34,11 +35,6 @@ LAST_WORKER = """\
         ip: "192.168.200.13"
         gpu_config: {mode: mig, mig_profile: 1g.5gb}
 """
-
-
-def aihow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AIHOW, *args], capture_output=True, text=True, timeout=120,
-                          check=False)
 
 
 @dataclass

@@ -1,21 +1,23 @@
+"""Fixtures of the host adapters' tests: libvirt's test driver on an empty host."""
+
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from planner.sim.host import GpuSpec, HostSpec, init_host
-
 
 @pytest.fixture
-def make_host(tmp_path: Path) -> Callable[..., Path]:
-    """make_host(GpuSpec(...), ..., vgpu=None) -> a fresh simulated host's DIR."""
-    counter = iter(range(1000))
+def test_conn(tmp_path: Path) -> Iterator[object]:
+    """A fresh libvirt test-driver connection with no domains (each test its own)."""
+    import libvirt
 
-    def make(*gpus: GpuSpec, vgpu: str | None = None) -> Path:
-        root = tmp_path / f"host{next(counter)}"
-        init_host(root, HostSpec(gpus=gpus, vgpu=vgpu))
-        return root
-
-    return make
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors come as exceptions
+    node = tmp_path / "node.xml"
+    node.write_text("<node/>\n")
+    conn = libvirt.open(f"test://{node}")
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -247,7 +247,7 @@ def test_an_nvml_failure_while_probing_is_one_clear_line(make_host: Callable[...
                           text=True, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"sim:{root}: reading the GPUs through NVML failed: GPU is lost"]
+        f"error: sim:{root}: reading the GPUs through NVML failed: GPU is lost"]
 
 
 def test_probing_a_fresh_host_creates_no_files(make_host: Callable[..., Path]) -> None:

@@ -5,18 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.clirun import aihow
+
 ROOT = Path(__file__).resolve().parents[2]
-AIHOW = str(Path(sys.executable).with_name("aihow"))
 CONFIG = "config/example-mig-cluster.yaml"
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AIHOW, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -41,41 +37,41 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_detailed_exitcode_is_2_with_changes_and_0_without(fresh: str, converged: str) -> None:
-    changes = run("plan", CONFIG, "--host", fresh, "--detailed-exitcode")
+    changes = aihow("plan", CONFIG, "--host", fresh, "--detailed-exitcode")
     assert changes.returncode == 2, changes.stderr
     assert changes.stdout.rstrip().endswith(
         "Plan: 38 to create, 1 to update, 0 to replace, 0 to delete.")
-    same = run("plan", CONFIG, "--host", converged, "--detailed-exitcode")
+    same = aihow("plan", CONFIG, "--host", converged, "--detailed-exitcode")
     assert same.returncode == 0, same.stderr
     assert "No changes" in same.stdout
-    assert run("plan", CONFIG, "--host", fresh).returncode == 0  # without the flag
+    assert aihow("plan", CONFIG, "--host", fresh).returncode == 0  # without the flag
 
 
 def test_plan_file_is_written_and_shown_identically(fresh: str, tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
-    made = run("plan", CONFIG, "--host", fresh, "-o", str(out), "--format", "json")
+    made = aihow("plan", CONFIG, "--host", fresh, "-o", str(out), "--format", "json")
     assert made.returncode == 0, made.stderr
     assert made.stdout == out.read_text()
     again = tmp_path / "again.json"
-    assert run("plan", CONFIG, "--host", fresh, "-o", str(again)).returncode == 0
+    assert aihow("plan", CONFIG, "--host", fresh, "-o", str(again)).returncode == 0
     assert again.read_bytes() == out.read_bytes()  # same host, config, version: same bytes
-    shown = run("show", str(out), "--format", "json")
+    shown = aihow("show", str(out), "--format", "json")
     assert shown.returncode == 0 and shown.stdout == out.read_text()
-    text = run("show", str(out))
+    text = aihow("show", str(out))
     assert "\x1b[" not in text.stdout  # colour only on a terminal
     assert "GPU 0000:17:00.0" in text.stdout and "domain hpc-compute-01" in text.stdout
     assert text.stdout.index("GPU 0000:17:00.0") < text.stdout.index("domain hpc-compute-01")
     assert "~ gpu[0000:17:00.0].mig [GPU RESET]" in text.stdout
-    md = run("show", str(out), "--format", "markdown")
+    md = aihow("show", str(out), "--format", "markdown")
     assert "| create | update | replace | delete | unchanged |" in md.stdout
     assert "<details>" in md.stdout and "[!WARNING]" in md.stdout
 
 
 def test_show_refuses_an_edited_plan_in_one_line(fresh: str, tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
-    assert run("plan", CONFIG, "--host", fresh, "-o", str(out)).returncode == 0
+    assert aihow("plan", CONFIG, "--host", fresh, "-o", str(out)).returncode == 0
     out.write_text(out.read_text().replace('"needs_reset":true', '"needs_reset":false'))
-    res = run("show", str(out))
+    res = aihow("show", str(out))
     assert res.returncode == 1
     assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
     assert "plan_sha256 does not match" in res.stderr
@@ -87,7 +83,7 @@ def test_impossible_config_is_one_line_error_exit_1(fresh: str, tmp_path: Path) 
         "gpu_config: {mode: mig, mig_profile: 1g.5gb}\n    slurm_config",
         "gpu_config: {mode: mig, mig_profile: 7g.40gb}\n    slurm_config", 1))
     assert bad.read_text() != (ROOT / CONFIG).read_text()
-    res = run("plan", str(bad), "--host", fresh, "--detailed-exitcode")
+    res = aihow("plan", str(bad), "--host", fresh, "--detailed-exitcode")
     assert res.returncode == 1
     assert "Traceback" not in res.stderr and res.stderr.strip().count("\n") == 0
     assert "hpc-compute-04 (clusters.hpc.compute_nodes[3]): cannot place 7g.40gb" in res.stderr
@@ -95,13 +91,13 @@ def test_impossible_config_is_one_line_error_exit_1(fresh: str, tmp_path: Path) 
 
 
 def test_graph_prints_dot_that_graphviz_renders_and_json(fresh: str) -> None:
-    dot = run("graph", CONFIG, "--host", fresh)
+    dot = aihow("graph", CONFIG, "--host", fresh)
     assert dot.returncode == 0, dot.stderr
     assert '"gpu[0000:17:00.0].mig" -> "gpu[0000:17:00.0].gi[1g.5gb@0]"' in dot.stdout
     if shutil.which("dot"):
         svg = subprocess.run(["dot", "-Tsvg"], input=dot.stdout, capture_output=True, text=True)
         assert svg.returncode == 0 and "<svg" in svg.stdout, svg.stderr
-    data = json.loads(run("graph", CONFIG, "--host", fresh, "--format", "json").stdout)
+    data = json.loads(aihow("graph", CONFIG, "--host", fresh, "--format", "json").stdout)
     edges = {tuple(e) for e in data["edges"]}
     ci = "gpu[0000:17:00.0].gi[1g.5gb@0].ci[1g.5gb@0]"
     vgpu = next(v for u, v in edges if u == ci)
@@ -114,24 +110,24 @@ def test_graph_prints_dot_that_graphviz_renders_and_json(fresh: str) -> None:
 def test_libvirt_uri_points_the_domain_part_of_the_probe_elsewhere(fresh: str) -> None:
     """--libvirt-uri: the sim host's GPUs with another libvirt (here the test driver's
     stock node, whose one running domain 'test' is not aihow's and is never planned)."""
-    res = run("plan", CONFIG, "--host", fresh, "--libvirt-uri", "test:///default",
+    res = aihow("plan", CONFIG, "--host", fresh, "--libvirt-uri", "test:///default",
               "--format", "json")
     assert res.returncode == 0, res.stderr
     addresses = [a["address"] for a in json.loads(res.stdout)["actions"]]
     assert "domain[hpc-controller]" in addresses
     assert not any(a.startswith("domain[test]") for a in addresses)
-    bad = run("plan", CONFIG, "--host", fresh, "--libvirt-uri", "nosuch:///x")
+    bad = aihow("plan", CONFIG, "--host", fresh, "--libvirt-uri", "nosuch:///x")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
 def test_show_of_several_plans_is_one_fleet_review(fresh: str, converged: str,
                                                    tmp_path: Path) -> None:
     web1, web2 = tmp_path / "web-01.json", tmp_path / "web-02.json"
-    assert run("plan", CONFIG, "--host", fresh, "-o", str(web1)).returncode == 0
-    assert run("plan", CONFIG, "--host", converged, "-o", str(web2)).returncode == 0
-    single = run("show", str(web1), "--format", "markdown").stdout
+    assert aihow("plan", CONFIG, "--host", fresh, "-o", str(web1)).returncode == 0
+    assert aihow("plan", CONFIG, "--host", converged, "-o", str(web2)).returncode == 0
+    single = aihow("show", str(web1), "--format", "markdown").stdout
 
-    md = run("show", str(web1), str(web2), "--format", "markdown")
+    md = aihow("show", str(web1), str(web2), "--format", "markdown")
     assert md.returncode == 0, md.stderr
     doc = md.stdout
     assert doc.startswith("## aihow fleet plan\n\n2 hosts, 1 with changes · 1 GPU reset · "
@@ -146,9 +142,9 @@ def test_show_of_several_plans_is_one_fleet_review(fresh: str, converged: str,
     assert doc[first:second] == "\n### web-01\n\n" + single.removeprefix("### aihow plan\n\n")
     assert "No changes. The host matches the config." in doc[second:]
 
-    text = run("show", str(web1), str(web2)).stdout
+    text = aihow("show", str(web1), str(web2)).stdout
     assert text.startswith("== web-01 ==\nHost ") and "\n== web-02 ==\nHost " in text
-    both = json.loads(run("show", str(web1), str(web2), "--format", "json").stdout)
+    both = json.loads(aihow("show", str(web1), str(web2), "--format", "json").stdout)
     assert [p["plan_sha256"] for p in both] == [
         json.loads(p.read_text())["plan_sha256"] for p in (web1, web2)]
 
@@ -157,7 +153,7 @@ def test_show_of_several_plans_is_one_fleet_review(fresh: str, converged: str,
     (tmp_path / "b").mkdir()
     shutil.copy(web1, tmp_path / "a" / "plan.json")
     shutil.copy(web2, tmp_path / "b" / "plan.json")
-    same = run("show", str(tmp_path / "a" / "plan.json"), str(tmp_path / "b" / "plan.json"),
+    same = aihow("show", str(tmp_path / "a" / "plan.json"), str(tmp_path / "b" / "plan.json"),
                "--format", "markdown").stdout
     assert f"\n### {tmp_path / 'a' / 'plan.json'}\n" in same
 
@@ -165,8 +161,8 @@ def test_show_of_several_plans_is_one_fleet_review(fresh: str, converged: str,
 def test_show_of_several_plans_refuses_an_edited_one_in_one_line(fresh: str,
                                                                 tmp_path: Path) -> None:
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"
-    assert run("plan", CONFIG, "--host", fresh, "-o", str(good)).returncode == 0
+    assert aihow("plan", CONFIG, "--host", fresh, "-o", str(good)).returncode == 0
     bad.write_text(good.read_text().replace('"needs_reset":true', '"needs_reset":false'))
-    res = run("show", str(good), str(bad), "--format", "markdown")
+    res = aihow("show", str(good), str(bad), "--format", "markdown")
     assert res.returncode == 1 and res.stdout == ""
     assert res.stderr.strip().count("\n") == 0 and str(bad) in res.stderr

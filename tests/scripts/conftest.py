@@ -6,35 +6,25 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from planner.sim.host import parse_gpu_arg
+from tests.clirun import aihow
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts" / "gpu"
-AIHOW = Path(sys.executable).parent / "aihow"
 A100 = "0000:17:00.0"
 L40S = "0000:65:00.0"
 
 
-def aihow(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(AIHOW), *map(str, args)], capture_output=True, text=True,
-                          check=False)
-    assert proc.returncode == 0, f"aihow {' '.join(map(str, args))}: {proc.stderr}"
-    return proc
-
-
 class SimHost:
-    def __init__(self, root: Path, *gpus: str) -> None:
-        self.dir = root / "host"
-        self.proc = root / "proc"  # the process table the scripts look at (PROC_ROOT)
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.proc = directory.with_name(directory.name + "-proc")  # PROC_ROOT of the scripts
         self.proc.mkdir()
-        args: list[str] = []
-        for gpu in gpus:
-            args += ["--gpu", gpu]
-        aihow("sim", "init", self.dir, *args)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -63,10 +53,10 @@ class SimHost:
         return m[1], m[2]
 
     def hold(self, name: str, pci: str = A100, *extra: str) -> None:
-        aihow("sim", "hold", self.dir, "--gpu", pci, "--name", name, *extra)
+        aihow("sim", "hold", self.dir, "--gpu", pci, "--name", name, *extra, ok=True)
 
     def release(self, name: str = "python3", pci: str = A100) -> None:
-        aihow("sim", "hold", self.dir, "--gpu", pci, "--name", name, "--release")
+        aihow("sim", "hold", self.dir, "--gpu", pci, "--name", name, "--release", ok=True)
 
     def process(self, pid: int, argv0: str, *devices: str) -> None:
         """A process in the fake process table (PROC_ROOT), with these files open."""
@@ -79,13 +69,15 @@ class SimHost:
 
 
 @pytest.fixture
-def make_host(tmp_path: Path) -> Callable[..., SimHost]:
+def script_host(make_host: Callable[..., Path]) -> Callable[..., SimHost]:
+    """script_host("MODEL@PCI", ...) (default: an A100 and an L40S) -> a SimHost."""
     def make(*gpus: str) -> SimHost:
-        return SimHost(tmp_path, *(gpus or (f"a100-40gb@{A100}", f"l40s@{L40S}")))
+        specs = (parse_gpu_arg(g) for g in gpus or (f"a100-40gb@{A100}", f"l40s@{L40S}"))
+        return SimHost(make_host(*specs))
 
     return make
 
 
 @pytest.fixture
-def host(make_host: Callable[..., SimHost]) -> SimHost:
-    return make_host()
+def host(script_host: Callable[..., SimHost]) -> SimHost:
+    return script_host()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.clirun import aihow
+
 from .conftest import A100, L40S, SCRIPTS, SimHost
 
 LGI_ROW = re.compile(r"^\|\s+\d+\s+MIG\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+):(\d+)", re.M)
@@ -178,10 +180,8 @@ def test_kept_instances_that_block_the_rest_are_named(mig_host: SimHost) -> None
 
 
 def test_failure_midway_destroys_what_this_run_created(mig_host: SimHost) -> None:
-    from .conftest import aihow
-
     aihow("sim", "fail", mig_host.dir, "--op", "nvmlDeviceCreateGpuInstanceWithPlacement",
-          "--at", "3")
+          "--at", "3", ok=True)
     r = mig_host.script("create-mig-slices.sh", "--gpu", "0", "--profiles", FOUR)
     assert r.returncode == 1
     assert "creating 1g.5gb at slice" in r.stderr and "Insufficient Resources" in r.stderr
@@ -250,8 +250,8 @@ RTX_LGIP_ROWS = [
 
 
 @pytest.fixture
-def rtx_host(make_host: Callable[..., SimHost]) -> SimHost:
-    h = make_host(f"rtx-pro-6000@{RTX}")
+def rtx_host(script_host: Callable[..., SimHost]) -> SimHost:
+    h = script_host(f"rtx-pro-6000@{RTX}")
     r = h.script("enable-mig.sh", "--gpu", RTX)
     assert r.returncode == CHANGED, r.stdout + r.stderr
     return h

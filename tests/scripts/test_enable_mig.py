@@ -88,8 +88,8 @@ def test_reset_applies_the_pending_mode_once_free(host: SimHost) -> None:
     assert host.mig_mode() == ("Enabled", "Enabled")
 
 
-def test_hopper_note_about_reboots(make_host: Callable[..., SimHost]) -> None:
-    h = make_host(f"h100-80gb@{A100}")
+def test_hopper_note_about_reboots(script_host: Callable[..., SimHost]) -> None:
+    h = script_host(f"h100-80gb@{A100}")
     r = h.script("enable-mig.sh")
     assert r.returncode == CHANGED, r.stdout + r.stderr
     assert "does not survive a reboot" in r.stdout

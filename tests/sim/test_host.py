@@ -14,12 +14,7 @@ from planner.sim import driver, faults
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.host import GpuSpec, load_spec
 from planner.sim.state import SimError, SimStore
-
-AIHOW = str(Path(sys.executable).with_name("aihow"))
-
-
-def aihow(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AIHOW, *args], capture_output=True, text=True, timeout=60)
+from tests.clirun import aihow
 
 
 def _nvml(root: Path) -> tuple[FakeNvml, object]:

@@ -5,8 +5,6 @@ when a vGPU step fails. The domains exist beforehand, as ai-how creates them."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +20,15 @@ from planner.host.state import HostState
 from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.vm.vm_factory import VMSpec, render_domain_xml
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
-AIHOW = str(Path(sys.executable).with_name("aihow"))
-
-
-def aihow(*args: str) -> None:
-    res = subprocess.run([AIHOW, *args], capture_output=True, text=True, check=False, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
 
 
 class Host:
     def __init__(self, path: Path) -> None:
-        aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / "sim-a100.toml"))
+        aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / "sim-a100.toml"), ok=True)
         self.dir = path
         self.uri = f"sim:{path}"
         self.cfg = load_config(CONFIG)
@@ -123,7 +116,7 @@ def test_after_a_reboot_apply_brings_the_same_slices_back_to_the_same_domains(
     applied: tuple[Host, HostState],
 ) -> None:
     host, before = applied
-    aihow("sim", "reboot", str(host.dir))
+    aihow("sim", "reboot", str(host.dir), ok=True)
     lost = host.probe()
     assert lost.mdevs == () and lost.gpus[0].gpu_instances == ()
     result = host.apply(host.plan())
@@ -148,7 +141,7 @@ def test_after_a_reboot_apply_brings_the_same_slices_back_to_the_same_domains(
 def test_a_failing_vgpu_step_rolls_back_to_the_start(tmp_path: Path, op: str, at: int) -> None:
     host = Host(tmp_path / "sim")
     start = fingerprint(host.probe(), host.cfg)
-    aihow("sim", "fail", str(host.dir), "--op", op, "--at", str(at))
+    aihow("sim", "fail", str(host.dir), "--op", op, "--at", str(at), ok=True)
     result = host.apply(host.plan())
     assert result.outcome == "rolled-back", result.outcome
     assert result.back_at_start
@@ -162,7 +155,7 @@ def test_h100_vfio_vf_backend_gives_each_node_its_own_vf(tmp_path: Path) -> None
     to the domains as PCI hostdevs."""
     config = ROOT / "config" / "example-h100-vfio.yaml"
     path = tmp_path / "sim"
-    aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / "sim-h100.toml"))
+    aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / "sim-h100.toml"), ok=True)
     uri, cfg = f"sim:{path}", load_config(config)
     with open_environment(uri).libvirt() as s:
         for decl in expand_vms(cfg):

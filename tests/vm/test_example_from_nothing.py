@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +27,19 @@ from planner.plan.make import make_plan
 from planner.plan.request import mdev_uuid
 from planner.plan.resolve import ResolveError
 from planner.sim.mdev_store import SimMdevDefinitions
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
 H100_CONFIG = ROOT / "config" / "example-h100-vfio.yaml"
-AIHOW = str(Path(sys.executable).with_name("aihow"))
 GPU = "0000:17:00.0"
-
-
-def aihow(*args: str) -> str:
-    res = subprocess.run([AIHOW, *args], capture_output=True, text=True, check=False, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res.stdout
 
 
 class Host:
     """A bare simulated host and one config (nothing defined in libvirt)."""
 
     def __init__(self, path: Path, config: Path = CONFIG, spec: str = "sim-a100.toml") -> None:
-        aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / spec))
+        aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / spec), ok=True)
         self.dir, self.uri, self.config = path, f"sim:{path}", config
         self.cfg = load_config(config)
 
@@ -204,7 +196,7 @@ def test_after_a_reboot_apply_brings_the_same_slices_back_to_the_same_domains(
     applied: tuple[Host, HostState],
 ) -> None:
     host, before = applied
-    aihow("sim", "reboot", str(host.dir))
+    aihow("sim", "reboot", str(host.dir), ok=True)
     lost = host.probe()
     assert lost.mdevs == () and lost.gpus[0].gpu_instances == ()
     assert len(lost.domains) == 9  # persistent definitions survive
@@ -248,8 +240,8 @@ def test_a_fault_at_every_step_of_the_apply_rolls_back_to_the_start(tmp_path: Pa
     for a in steps:
         op = FAULT_OP[a.kind]
         seen[op] = seen.get(op, 0) + 1
-        aihow("sim", "fail", str(host.dir), "--clear")
-        aihow("sim", "fail", str(host.dir), "--op", op, "--at", str(seen[op]))
+        aihow("sim", "fail", str(host.dir), "--clear", ok=True)
+        aihow("sim", "fail", str(host.dir), "--op", op, "--at", str(seen[op]), ok=True)
         result = host.apply(plan)
         assert result.outcome == "rolled-back", (a.address, result.outcome, result.failed)
         assert [addr for addr, _ in result.failed] == [a.address], (a.address, result.failed)
@@ -258,7 +250,7 @@ def test_a_fault_at_every_step_of_the_apply_rolls_back_to_the_start(tmp_path: Pa
         assert fingerprint(state, host.cfg) == start, a.address
         assert state.domains == () and state.mdevs == (), a.address
         assert SimMdevDefinitions(host.dir).list_defined() == (), a.address
-    aihow("sim", "fail", str(host.dir), "--clear")
+    aihow("sim", "fail", str(host.dir), "--clear", ok=True)
     assert host.apply(plan).outcome == "applied"
 
 
@@ -274,7 +266,7 @@ def test_h100_vfio_vf_from_nothing_then_replan_and_reboot(tmp_path: Path) -> Non
     assert held == sorted(assigned) and all(
         h.type == "pci" for d in state.domains for h in d.hostdevs)
     assert changes(host.plan()) == []  # VFs already holding a node's vGPU are reused
-    aihow("sim", "reboot", str(host.dir))
+    aihow("sim", "reboot", str(host.dir), ok=True)
     assert host.apply(host.plan()).outcome == "applied"
     again = host.probe()
     assert {d.name: d.hostdevs for d in again.domains} == {
