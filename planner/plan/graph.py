@@ -64,7 +64,7 @@ def plan_graph(changes: Sequence[PlannedChange]) -> nx.DiGraph:
     """The step graph of ``changes``: node n is step n (deletes and creates in the order
     of ``changes``), with attributes ``phase``, ``change`` and ``rank`` (its place by
     ``step_key``); edges mean "runs before"."""
-    import networkx as nx
+    import networkx as nx  # heavy: loaded when a plan is ordered, not by show or validate
 
     steps: list[tuple[str, PlannedChange]] = []
     for ch in changes:
@@ -121,7 +121,7 @@ def _edges(steps: list[tuple[str, PlannedChange]], index: dict[tuple[str, Addres
 def order(g: nx.DiGraph) -> list[int]:
     """The steps in execution order: networkx's lexicographical topological sort by each
     step's ``rank``. A cycle is a bug in how dependencies were drawn."""
-    import networkx as nx
+    import networkx as nx  # heavy: see plan_graph
 
     rank = g.nodes.data("rank")
     try:

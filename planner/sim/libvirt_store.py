@@ -122,7 +122,7 @@ class _SessionCommit:
 def _records(conn: Any) -> dict[str, SimDomainRecord]:
     """Every domain the test driver holds, by name. A domain another thread removes while
     this one lists them counts as absent, which it is."""
-    import libvirt
+    import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
     out = {}
     for dom in conn.listAllDomains():

@@ -12,7 +12,7 @@ from pathlib import Path
 from planner.cli.host_opts import open_environment
 from planner.host.libvirt_read import read_domains
 from planner.sim.host import GpuSpec, HostSpec, init_host
-from tests.apply.simhost import AIHOW, aihow
+from tests.clirun import AIHOW, aihow
 
 GPUS = 8
 SLICES = 7  # 1g.5gb per A100-40GB: one VM each
