@@ -6,8 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.apply.simhost import SimHost, aihow
+from tests.apply.simhost import SimHost
 from tests.campaign.cases import config
+from tests.clirun import aihow
 
 G0 = "0000:17:00.0"
 

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from planner.config.digest import config_digest, read_config_text
-from tests.apply.simhost import SimHost, aihow, config_text
+from tests.apply.simhost import SimHost, config_text
+from tests.clirun import aihow
 
 G0 = "0000:17:00.0"
 

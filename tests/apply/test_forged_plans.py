@@ -19,7 +19,8 @@ from planner.vocab import Action, Address, Kind
 from planner.vocab.attrs import DomainAttrs, HostdevAttrs
 from planner.vocab.plan import Change, Plan, summarize
 from planner.vocab.reasons import Reason
-from tests.apply.simhost import SimHost, aihow, write_config
+from tests.apply.simhost import SimHost, write_config
+from tests.clirun import aihow
 
 G0, G1 = "0000:17:00.0", "0000:65:00.0"
 ROOT = Path(__file__).resolve().parents[2]

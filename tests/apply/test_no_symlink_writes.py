@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from planner.apply.fsutil import write_atomic
-from tests.apply.simhost import SimHost, aihow
+from tests.apply.simhost import SimHost
 from tests.campaign.cases import config
+from tests.clirun import aihow
 
 G0 = "0000:17:00.0"
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from planner.apply.journal import ARCHIVE_DIR, active_path
-from tests.apply.simhost import SimHost, aihow, write_config
+from tests.apply.simhost import SimHost, write_config
+from tests.clirun import aihow
 
 G0 = "0000:17:00.0"
 LAYOUT_A = "3g.40gb@4 + 2*1g.10gb"

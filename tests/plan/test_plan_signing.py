@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from planner.plan.signing import SigningError, read_key
-from tests.apply.simhost import SimHost, aihow, write_config
+from tests.apply.simhost import SimHost, write_config
+from tests.clirun import aihow
 
 G0 = "0000:17:00.0"
 
