@@ -30,7 +30,7 @@ def test_the_campaign_covers_the_issue_list() -> None:
 
 def test_listing_generations_of_a_missing_host_creates_nothing(tmp_path: Path) -> None:
     """``generations --host sim:/nonexistent`` lists none and creates no directory."""
-    from tests.apply.simhost import aihow
+    from tests.clirun import aihow
 
     missing = tmp_path / "nonexistent"
     res = aihow("generations", "--host", f"sim:{missing}")
