@@ -17,7 +17,8 @@ from planner.cli.host_opts import LibvirtOpt, LockTimeoutOpt, libvirt_uri_for, o
 from planner.errors import AihowError
 
 if TYPE_CHECKING:
-    from planner.apply.executor import ApplyResult, Event, RecoverResult
+    from planner.apply.events import Event
+    from planner.apply.results import ApplyResult, RecoverResult
     from planner.config.models import ClusterConfig
     from planner.host.environment import Environment
     from planner.vocab.plan import Plan
@@ -437,7 +438,7 @@ def recover(
 ) -> None:
     """Bring the host back to where an interrupted apply started (or forward to its end)."""
     # here, not at the top: --help loads every command module (start-up time)
-    from planner.apply.executor import recover as run_recover
+    from planner.apply.recovery import recover as run_recover
 
     if plan_file is not None and not from_host:
         raise AihowError("--plan: only with --from-host")

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from planner.cli import output
 
 if TYPE_CHECKING:
-    from planner.apply.executor import ApplyResult, Event, RecoverResult
+    from planner.apply.events import Event
+    from planner.apply.results import ApplyResult, RecoverResult
     from planner.vocab.plan import Plan
 
 SCHEMA_VERSION = 1

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from planner.apply.executor import PlanRefused, recover
 from planner.apply.generations import list_generations
 from planner.apply.journal import active_path, archived_journals, open_journal, read_journal
+from planner.apply.recovery import recover
+from planner.apply.results import PlanRefused
 from planner.cli.host_opts import open_environment
 from planner.sim import faults
 from planner.sim.state import SimStore

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from planner.apply.executor import waves
 from planner.apply.journal import active_path, archived_journals, read_journal
+from planner.apply.schedule import waves
 from planner.apply.steps import plan_steps
 from planner.sim import faults
 from planner.sim.state import SimStore

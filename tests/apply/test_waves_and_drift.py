@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.apply.drift import diff_values
-from planner.apply.executor import waves
+from planner.apply.schedule import waves
 
 
 @dataclass

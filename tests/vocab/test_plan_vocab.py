@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.apply.executor import recovery_steps
+from planner.apply.recovery import recovery_steps
 from planner.apply.steps import expand, plan_steps
 from planner.plan.model import plan_schema
 from planner.vocab import Action, Kind, Reason, VgpuAttrs

@@ -1,0 +1,65 @@
+"""What an apply is given and what an apply or a recover ends with (values only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from planner.apply.generations import Generation
+from planner.errors import AihowError
+from planner.vocab.plan import Plan
+
+if TYPE_CHECKING:
+    from planner.config.models import ClusterConfig
+
+Outcome = Literal["applied", "no-changes", "rolled-back", "rollback-failed"]
+
+
+class PlanRefused(AihowError):
+    """The apply was refused before anything on the host changed."""
+
+
+@dataclass
+class ApplyInput:
+    plan: Plan
+    plan_text: str
+    config: ClusterConfig  # the config the plan was made from (for the fingerprint)
+    config_text: str
+    config_path: str
+    command: str = "aihow apply"
+    allow_reset: bool = False
+    parallel: bool = True
+    lock_timeout: float = 0.0  # seconds to wait for a held host lock (0: fail at once)
+
+
+@dataclass
+class ApplyResult:
+    outcome: Outcome
+    total: int
+    done: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (address, error)
+    undone: list[str] = field(default_factory=list)
+    back_at_start: bool | None = None
+    resource_states: list[str] = field(default_factory=list)
+    generation: Generation | None = None
+    journal_path: Path | None = None
+    fingerprint_after: str | None = None
+    start_fingerprint: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("applied", "no-changes")
+
+
+@dataclass
+class RecoverResult:
+    outcome: Literal["nothing", "recovered-back", "recovered-forward", "failed"]
+    steps: list[str] = field(default_factory=list)
+    reached: bool | None = None  # host at the start (back) / planned end (forward)
+    resource_states: list[str] = field(default_factory=list)
+    error: str | None = None
+    generation: Generation | None = None
+    journal_path: Path | None = None
+    warnings: list[str] = field(default_factory=list)
