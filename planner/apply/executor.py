@@ -10,15 +10,23 @@ Order of an apply:
    (``apply.vet``: the plan is made again from its config and must be the same);
 5. each handler's preflight (e.g. a MIG mode change that needs a GPU reset without
    ``--allow-reset``, or a GPU held by processes or domains) — still nothing changed;
-6. journal ``begin``, then run the steps (``run_steps``, scheduled by ``schedule``);
+6. journal ``begin``, then run the steps (``run_steps``): each starts as soon as what it
+   depends on is done, one at a time per GPU and per domain (``schedule``), each with a
+   deadline (``control``);
 7. on failure undo the completed actions in reverse (``rollback``), re-probe and say
    whether the host is back at the plan's starting fingerprint; if an undo fails, stop
    and keep the journal, describing every resource's state;
-8. on success re-probe, check every resource reached its planned state (``verify``),
-   record a generation, close the journal, and record in the allocation ledger
-   (``STATE_DIR/allocations.json``) what each node of the config holds now, read back
-   from the probed host (``bookkeeping``; a no-op apply and ``recover --forward``
-   record it too).
+8. when every step is done: re-probe (a failed read is retried), check every resource
+   reached its planned state (``verify``), close the journal, record a generation, and
+   record in the allocation ledger (``STATE_DIR/allocations.json``) what each node of
+   the config holds now, read back from the probed host (``bookkeeping``; a no-op apply
+   and ``recover --forward`` record it too). Finished work is never undone for a fault
+   after it: a host that cannot be read back ends "applied-unverified", a journal or
+   generation that cannot be written is reported in ``bookkeeping``.
+
+SIGINT and SIGTERM during the steps stop the apply (``control``): nothing new starts,
+what finished is rolled back while the stop grace lasts, the rest is left to
+``aihow recover``.
 
 Recovery from an interrupted apply is ``recovery``; the crash test hook ``crash_hook``.
 """
@@ -33,6 +41,7 @@ from pathlib import Path
 from planner.apply import plan_api
 from planner.apply.bookkeeping import maybe_generation, record_claims
 from planner.apply.checks import check_not_stale, preflight
+from planner.apply.control import RunControl
 from planner.apply.crash_hook import CrashHook
 from planner.apply.events import Event, EventSink
 from planner.apply.handlers import ApplyContext
@@ -44,7 +53,9 @@ from planner.apply.run_steps import run_forward
 from planner.apply.steps import Step, plan_steps
 from planner.apply.verify import not_at
 from planner.apply.vet import vet_plan
+from planner.errors import AihowError
 from planner.host.environment import Environment
+from planner.host.state import HostState
 
 __all__ = ["ApplyInput", "ApplyResult", "Event", "EventSink", "PlanRefused", "apply_plan"]
 
@@ -82,6 +93,8 @@ def apply_plan(
             return ApplyResult("no-changes", 0, generation=gen, fingerprint_after=start_fp,
                                start_fingerprint=start_fp,
                                warnings=record_claims(state_dir, host, inp.config))
+        control = RunControl() if inp.step_timeout is None else \
+            RunControl(step_timeout=inp.step_timeout)
         writer = JournalWriter.create(state_dir, {
             "apply_id": str(uuid.uuid4()),
             "command": inp.command,
@@ -98,7 +111,9 @@ def apply_plan(
             "started": time.time(),
         })
         try:
-            return _run(inp, access, ctx, writer, actions, start_fp, state_dir, on_event)
+            with control.stop_on_signals():
+                return _run(inp, access, ctx, writer, actions, start_fp, state_dir, on_event,
+                            control)
         finally:
             ctx.close()
             writer.release()
@@ -106,27 +121,79 @@ def apply_plan(
 
 def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: JournalWriter,
          actions: list[Step], start_fp: str, state_dir: Path,
-         on_event: EventSink) -> ApplyResult:
+         on_event: EventSink, control: RunControl) -> ApplyResult:
     result = ApplyResult("applied", len(actions), journal_path=writer.path,
                          start_fingerprint=start_fp)
     crash = CrashHook.from_env(state_dir)
-    completed, failed = run_forward(ctx, writer, actions, result, crash,
-                                    parallel=inp.parallel, on_event=on_event)
-    if not failed:
-        host = access.probe()
-        wrong = not_at(host, inp.plan.changes, "after")
-        if not wrong:
-            fp = plan_api.fingerprint(host, inp.config)
-            result.fingerprint_after = fp
-            result.generation = maybe_generation(inp, state_dir, host, fp, access.host_uri,
-                                                 force=True)
-            writer.end("applied", fp)
-            result.journal_path = None
-            result.warnings = record_claims(state_dir, host, inp.config)
-            return result
+    fwd = run_forward(ctx, writer, actions, result, crash, parallel=inp.parallel,
+                      on_event=on_event, control=control)
+    result.interrupted_by = control.signal_name
+    if len(fwd.completed) == len(actions):  # every step done: never undone for a stop
+        finished = _finish(inp, access, writer, result, state_dir, on_event)
+        if finished is not None:
+            return finished
+    return roll_back(access, ctx, writer, inp.plan, inp.config, actions, fwd.completed,
+                     fwd.failed, result, start_fp, on_event, control)
+
+
+def _finish(inp: ApplyInput, access: Environment, writer: JournalWriter, result: ApplyResult,
+            state_dir: Path, on_event: EventSink) -> ApplyResult | None:
+    """After every step is done: verify, close the journal, record the generation and
+    the ledger. None when verification found a resource not in its planned state (the
+    caller rolls back). A host that cannot be read back, or bookkeeping that fails, does
+    not undo finished work: the result says which ("applied-unverified", or
+    ``bookkeeping`` problems) and the journal is closed on the work done."""
+    try:
+        writer.note("steps finished")
+    except AihowError as exc:
+        result.bookkeeping.append(str(exc))
+    try:
+        host = _probe_with_retries(access)
+    except (AihowError, OSError) as exc:
+        result.outcome = "applied-unverified"
+        result.verify_error = str(exc)
+        on_event(Event("note", f"verification could not read the host: {exc}"))
+        _close(writer, "applied-unverified", None, result)
+        return result
+    wrong = not_at(host, inp.plan.changes, "after")
+    if wrong:
         for address in wrong:
             result.failed.append((address, "not in its planned state after the apply"))
         writer.note("verification failed", resources=wrong)
         on_event(Event("note", "verification failed: " + ", ".join(wrong)))
-    return roll_back(access, ctx, writer, inp.plan, inp.config, actions, completed, failed,
-                     result, start_fp, on_event)
+        return None
+    fp = plan_api.fingerprint(host, inp.config)
+    result.fingerprint_after = fp
+    _close(writer, "applied", fp, result)
+    try:
+        result.generation = maybe_generation(inp, state_dir, host, fp, access.host_uri,
+                                             force=True)
+    except (AihowError, OSError) as exc:
+        result.bookkeeping.append(f"the generation was not recorded: {exc}")
+    result.warnings = record_claims(state_dir, host, inp.config)
+    return result
+
+
+def _close(writer: JournalWriter, outcome: str, fp: str | None, result: ApplyResult) -> None:
+    """End the journal on finished work; if that cannot be written, say so: `aihow
+    recover` closes such a journal without undoing anything (it sees every step done
+    and the host at the plan's end)."""
+    try:
+        writer.end(outcome, fp)
+        result.journal_path = None
+    except (AihowError, OSError) as exc:
+        result.bookkeeping.append(f"the journal could not be closed: {exc}; `aihow recover` "
+                                  "closes it without undoing the apply")
+
+
+def _probe_with_retries(access: Environment, tries: int = 3, pause: float = 0.5) -> HostState:
+    """Re-probe for verification; a read that fails is tried again (a transient fault
+    must not turn a finished apply into a failed one)."""
+    for attempt in range(tries):
+        try:
+            return access.probe()
+        except (AihowError, OSError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
+    raise AssertionError("unreachable")

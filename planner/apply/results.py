@@ -13,7 +13,13 @@ from planner.vocab.plan import Plan
 if TYPE_CHECKING:
     from planner.config.models import ClusterConfig
 
-Outcome = Literal["applied", "no-changes", "rolled-back", "rollback-failed"]
+# "interrupted": a stop request (SIGINT, SIGTERM) cut the rollback short; the journal
+# stays for `aihow recover`. A stop whose rollback finished is "rolled-back" with
+# ``interrupted_by`` set.
+# "applied-unverified": every step done, but the host could not be read back to check it
+# (nothing is undone for that).
+Outcome = Literal["applied", "applied-unverified", "no-changes", "rolled-back",
+                  "rollback-failed", "interrupted"]
 
 
 class PlanRefused(AihowError):
@@ -31,6 +37,7 @@ class ApplyInput:
     allow_reset: bool = False
     parallel: bool = True
     lock_timeout: float = 0.0  # seconds to wait for a held host lock (0: fail at once)
+    step_timeout: float | None = None  # seconds; None: the default (control.py)
 
 
 @dataclass
@@ -47,6 +54,10 @@ class ApplyResult:
     fingerprint_after: str | None = None
     start_fingerprint: str | None = None
     warnings: list[str] = field(default_factory=list)
+    interrupted_by: str | None = None  # the signal that stopped the apply
+    verify_error: str | None = None  # why the host could not be read back
+    # The host change is done and verified, but recording it failed (journal, generation)
+    bookkeeping: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -3,9 +3,11 @@ in reverse; then say whether the host is back at the plan's start."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from planner.apply import plan_api
+from planner.apply.control import RunControl, run_with_deadline
 from planner.apply.events import Event, EventSink, error_text
 from planner.apply.handler_table import handler_for
 from planner.apply.handlers import ApplyContext
@@ -23,9 +25,14 @@ if TYPE_CHECKING:
 def roll_back(access: Environment, ctx: ApplyContext, writer: JournalWriter,
               plan: Plan, config: ClusterConfig, actions: list[Step],
               completed: list[int], failed: list[int], result: ApplyResult,
-              start_fp: str, on_event: EventSink) -> ApplyResult:
+              start_fp: str, on_event: EventSink,
+              control: RunControl | None = None) -> ApplyResult:
     """Undo and fill in ``result``: "rolled-back" (journal closed) or, when an undo
-    fails, "rollback-failed" (journal kept, every resource's state described)."""
+    fails, "rollback-failed" (journal kept, every resource's state described). After a
+    stop request the rollback runs only while the stop grace lasts (and not at all after
+    a second signal); cut short, it is "interrupted" and the journal stays for
+    ``aihow recover``."""
+    control = control or RunControl()
     total = len(actions)
     host = access.probe()
     to_undo = [i for i in reversed(failed) if observe_step(host, actions[i]) != "before"]
@@ -33,12 +40,17 @@ def roll_back(access: Environment, ctx: ApplyContext, writer: JournalWriter,
     writer.note("rollback started")
     on_event(Event("note", f"rolling back {len(to_undo)} action(s)"))
     undo_error = None
+    cut_short = False
     for i in to_undo:
         a = actions[i]
+        if control.stopped and (control.grace_left() <= 0 or control.stop_now.is_set()):
+            cut_short = True
+            break
         writer.intent(str(a.id), "undo", a.address)
         on_event(Event("undo-start", handler_for(a).inverse(a), a.id, a.address, i + 1, total))
         try:
-            handler_for(a).ensure(ctx, a, "before")
+            run_with_deadline(partial(handler_for(a).ensure, ctx, a, "before"),
+                              control.step_timeout, f"undo {a.address}", control.stop_now)
         except Exception as exc:  # noqa: BLE001 - any failure stops the rollback
             undo_error = error_text(exc)
             writer.failed(str(a.id), "undo", undo_error)
@@ -51,6 +63,11 @@ def roll_back(access: Environment, ctx: ApplyContext, writer: JournalWriter,
     fp = plan_api.fingerprint(host, config)
     result.fingerprint_after = fp
     result.back_at_start = fp == start_fp
+    if cut_short:
+        result.outcome = "interrupted"
+        result.resource_states = resource_states(host, plan.changes, writer.path)
+        writer.note("rollback cut short by the stop request", states=result.resource_states)
+        return result
     if undo_error is not None:
         result.outcome = "rollback-failed"
         result.resource_states = resource_states(host, plan.changes, writer.path)

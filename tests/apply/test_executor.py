@@ -78,21 +78,39 @@ def test_reset_refused_while_a_service_holds_the_gpu(tmp_path: Path) -> None:
     assert not active_path(host.state_dir).exists()
 
 
-def test_journal_is_deterministic_and_records_every_step(tmp_path: Path) -> None:
-    """Two GPUs run side by side; the journal (minus times and ids) is the same each run."""
+def test_journal_records_every_step_in_an_order_the_plan_allows(tmp_path: Path) -> None:
+    """Two GPUs run side by side, so which GPU's step the journal names first depends on
+    timing; what holds every run: each step's intent before its outcome, every
+    dependency's outcome before the dependant's intent, and each GPU's steps in plan
+    order."""
+    from planner.apply.schedule import serial_key
+    from planner.apply.steps import plan_steps
+
     bodies = []
     for run in ("one", "two"):
         host = SimHost.create(tmp_path / run, [("h100-80gb", G0, True), ("h100-80gb", G1, True)])
         cfg = write_config(tmp_path / f"{run}.yaml", {G0: "2*2g.20gb", G1: "7g.80gb"})
         events: list[object] = []
-        result = host.apply(host.plan(cfg), cfg, parallel=True, events=events)
+        plan = host.plan(cfg)
+        result = host.apply(plan, cfg, parallel=True, events=events)
         assert result.outcome == "applied"
         view = read_journal(archived_journals(host.state_dir)[-1])
-        bodies.append([(r["type"], r.get("action_id"), r.get("op"), r.get("address"))
-                       for r in view.records])
+        body = [(r["type"], r.get("action_id"), r.get("op"), r.get("address"))
+                for r in view.records]
+        bodies.append(body)
         assert all(view.actions[a].status == "done" for a in view.order)
         assert [g.number for g in list_generations(host.state_dir)] == [1]
-    assert bodies[0] == bodies[1]
+        steps = plan_steps(plan)
+        at = {(t, aid): n for n, (t, aid, _, _) in enumerate(body)}
+        assert set(view.order) == {str(s.id) for s in steps}
+        for s in steps:
+            assert at[("intent", str(s.id))] < at[("done", str(s.id))]
+            for d in s.depends_on:
+                if ("done", str(d)) in at:
+                    assert at[("done", str(d))] < at[("intent", str(s.id))]
+        for key in {serial_key(s) for s in steps}:
+            mine = [str(s.id) for s in steps if serial_key(s) == key]
+            assert [a for a in view.order if a in mine] == mine
     kinds = [b[0] for b in bodies[0]]
     assert kinds[0] == "begin" and kinds[-1] == "end"
     assert kinds.count("intent") == kinds.count("done") > 0

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from planner.apply.journal import active_path, archived_journals, read_journal
-from planner.apply.schedule import waves
 from planner.apply.steps import plan_steps
 from planner.sim import faults
 from planner.sim.state import SimStore
@@ -52,11 +51,11 @@ def _arm(host: SimHost, op: str, at: int) -> None:
 
 def _fault_points(plan: Any) -> list[tuple[Any, str, int]]:
     """(action, operation, which call of that operation) for every action, in the order
-    the executor runs them (wave by wave; plan order within a wave)."""
+    the executor runs them when not parallel (plan order)."""
     seen: Counter[str] = Counter()
     points = []
     acts = plan_steps(plan)
-    for a in (acts[i] for wave in waves(acts) for i in wave):
+    for a in acts:
         op = OP_OF[(a.kind, a.phase)]
         seen[op] += 1
         points.append((a, op, seen[op]))
