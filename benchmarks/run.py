@@ -14,7 +14,9 @@ Prints these figures, each measured in this one run:
     beside the count mig-parted's rebuild-the-whole-GPU strategy needs;
 (d)-(f) the simulator's probe and apply and the config loader at scale (``scale.py``);
 (g)-(h) plan-making's peak memory at 4,096 GPUs against the baseline code, and reading a
-    1,024-GPU plan (``aihow show``) against ``json.load`` (``plan_scale.py``).
+    1,024-GPU plan (``aihow show``) against ``json.load`` (``plan_scale.py``);
+(i) apply makespan of 8, 16 and 32 GPUs with the realistic latency model against one GPU
+    alone (target at most 1.1x; ``makespan.py``).
 
 Each figure is a median of several runs (the two commands of (a), and the two sizes of
 (b), interleaved so that a change in the machine's load hits both sides alike), printed
@@ -220,6 +222,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     ap.add_argument("--no-scale", action="store_true",
                     help="skip the simulator and config-loading figures (d)-(f) of scale.py")
+    ap.add_argument("--no-makespan", action="store_true",
+                    help="skip the apply makespan figure (i) of makespan.py")
     args = ap.parse_args()
     gpus, count = (64, 100) if args.quick else (1024, 1000)
     runs_a = args.runs or (5 if args.quick else 15)
@@ -265,6 +269,10 @@ def main() -> int:
 
         ok_scale = scale.main(args.quick, args.runs)
         ok_scale = plan_scale.main(args.quick, args.runs) and ok_scale
+    if not args.no_makespan:
+        import makespan
+
+        ok_scale = makespan.main(args.quick, args.runs) and ok_scale
     print(f"load average after: {_load()}")
     if args.json:
         print(json.dumps({"a_ratio": ratio_a, "a_plan_s": t_plan, "a_imports_s": t_imports,

@@ -119,7 +119,9 @@ class JournalWriter:
             raise JournalError(f"{path}: cannot write the journal: {exc.strerror}") from None
         return cls(path, fd, next_seq)
 
-    def append(self, type_: str, **fields: Any) -> dict[str, Any]:
+    def append(self, type_: str, *, durable: bool = True, **fields: Any) -> dict[str, Any]:
+        """Append one record; fsynced before returning unless ``durable`` is False (then
+        the caller calls ``sync`` before acting on it: one fsync for a batch)."""
         if self.closed:
             raise JournalError(f"{self.path}: journal already closed")
         record = {"seq": self._seq, "type": type_, **fields}
@@ -130,7 +132,8 @@ class JournalWriter:
             written = 0
             while written < len(data):  # os.write may write less than asked
                 written += os.write(self._fd, data[written:])
-            os.fsync(self._fd)
+            if durable:
+                os.fsync(self._fd)
         except OSError as exc:
             # Leave no torn record behind: the next append would follow it.
             with contextlib.suppress(OSError):
@@ -140,14 +143,22 @@ class JournalWriter:
         self._seq += 1
         return record
 
-    def intent(self, action_id: str, op: Op, address: str) -> None:
-        self.append("intent", action_id=action_id, op=op, address=address)
+    def intent(self, action_id: str, op: Op, address: str, *, durable: bool = True) -> None:
+        self.append("intent", durable=durable, action_id=action_id, op=op, address=address)
 
-    def done(self, action_id: str, op: Op, result: dict[str, Any] | None = None) -> None:
-        self.append("done", action_id=action_id, op=op, result=result or {})
+    def done(self, action_id: str, op: Op, result: dict[str, Any] | None = None, *,
+             durable: bool = True) -> None:
+        self.append("done", durable=durable, action_id=action_id, op=op, result=result or {})
 
-    def failed(self, action_id: str, op: Op, error: str) -> None:
-        self.append("failed", action_id=action_id, op=op, error=error)
+    def failed(self, action_id: str, op: Op, error: str, *, durable: bool = True) -> None:
+        self.append("failed", durable=durable, action_id=action_id, op=op, error=error)
+
+    def sync(self) -> None:
+        """Make the records appended so far durable (after a batch of non-durable ones)."""
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise JournalError(f"{self.path}: cannot write the journal: {exc.strerror}") from exc
 
     def note(self, message: str, **fields: Any) -> None:
         self.append("note", message=message, **fields)

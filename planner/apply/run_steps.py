@@ -58,19 +58,19 @@ def run_forward(ctx: ApplyContext, writer: JournalWriter, actions: list[Step],
             outcomes.put((i, False, {"error": error_text(exc)}))
 
     def record(i: int, ok: bool, info: dict[str, Any]) -> None:
+        """Journal an outcome (made durable by the batch's ``sync``)."""
         a = actions[i]
         sched.finish(i)
         if ok:
-            writer.done(str(a.id), "do", info)
+            writer.done(str(a.id), "do", info, durable=False)
             run.completed.append(i)
             result.done.append(a.address)
             on_event(Event("action-done", a.describe(), a.id, a.address, i + 1, total))
         else:
-            writer.failed(str(a.id), "do", str(info["error"]))
+            writer.failed(str(a.id), "do", str(info["error"]), durable=False)
             run.failed.append(i)
             result.failed.append((a.address, str(info["error"])))
             on_event(Event("action-failed", str(info["error"]), a.id, a.address, i + 1, total))
-        crash.at("outcome", len(run.completed) + len(run.failed))
 
     while True:
         if control.stopped and not run.interrupted:
@@ -79,9 +79,15 @@ def run_forward(ctx: ApplyContext, writer: JournalWriter, actions: list[Step],
             on_event(Event("note", f"{control.signal_name or 'stop'} received: no new step "
                                    "starts; waiting for the running ones"))
         if not run.failed and not run.interrupted:
-            for i in sched.ready():
+            # Every intent of the batch is durable (one fsync) before any of them starts.
+            starting = sched.ready()
+            for i in starting:
                 a = actions[i]
-                writer.intent(str(a.id), "do", a.address)
+                writer.intent(str(a.id), "do", a.address, durable=False)
+            if starting:
+                writer.sync()
+            for i in starting:
+                a = actions[i]
                 crash.seen += 1
                 crash.at("intent", crash.seen)
                 on_event(Event("action-start", a.describe(), a.id, a.address, i + 1, total))
@@ -91,18 +97,27 @@ def run_forward(ctx: ApplyContext, writer: JournalWriter, actions: list[Step],
                                  daemon=True).start()
         if not deadline:
             break
-        now = time.monotonic()
-        wait = min(min(deadline.values()) - now, 0.2)
+        wait = min(min(deadline.values()) - time.monotonic(), 0.2)
         try:
-            i, ok, info = outcomes.get(timeout=max(wait, 0.0))
+            answers = [outcomes.get(timeout=max(wait, 0.0))]
         except queue.Empty:
             _abandon_late(actions, deadline, control, run, record)
+            writer.sync()
             continue
-        if i not in deadline:
-            continue  # an abandoned step answered late; the rollback judges the host
-        del deadline[i]
+        while True:  # whatever else has finished meanwhile joins the batch
+            try:
+                answers.append(outcomes.get_nowait())
+            except queue.Empty:
+                break
+        answers = [x for x in answers if x[0] in deadline]  # an abandoned step's late
+        if not answers:                                     # answer: the rollback judges it
+            continue
         crash.at("acted", crash.seen)
-        record(i, ok, info)
+        for i, ok, info in sorted(answers):
+            del deadline[i]
+            record(i, ok, info)
+        writer.sync()
+        crash.at("outcome", len(run.completed) + len(run.failed))
     return run
 
 

@@ -46,11 +46,20 @@ def init_cmd(
         bool, typer.Option("--no-vfio", help="A host whose vfio_pci and vfio_iommu_type1 "
                            "modules are not loaded yet (the default host has them).")
     ] = False,
+    latency: Annotated[
+        str, typer.Option("--latency", help="How long changing operations take: none "
+                          "(instant) | realistic (seconds for a MIG mode change or a "
+                          "reset; the figures are in DIR/latency.json).")
+    ] = "none",
 ) -> None:
     """Create a simulated host in DIRECTORY."""
     # here, not at the top: --help loads every command module (start-up time)
     from planner.sim.host import HostSpec, init_host, load_spec, parse_gpu_arg
+    from planner.sim.latency import PROFILES, write_model
     from planner.sim.state import SimError
+
+    if latency not in PROFILES:
+        raise SimError(f"--latency {latency!r}: expected one of {', '.join(PROFILES)}")
 
     gpu = gpu or []
     if spec is not None and gpu:
@@ -68,10 +77,11 @@ def init_cmd(
     if no_vfio:
         host = replace(host, vfio=False)
     state = init_host(directory, host, force=force)
+    write_model(directory, latency)
     for g in state.gpus:
         typer.echo(f"GPU {g.index}: {g.model} at {g.pci} ({g.uuid})")
     backend = state.vgpu_backend or "none"
-    typer.echo(f"driver {state.driver_version}, vGPU backend {backend}")
+    typer.echo(f"driver {state.driver_version}, vGPU backend {backend}, latency {latency}")
     typer.echo(f"nvidia-smi: {Path(directory).absolute() / 'bin' / 'nvidia-smi'}")
     typer.echo(f"host URI:   sim:{Path(directory).absolute()}")
 

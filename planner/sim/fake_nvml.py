@@ -31,7 +31,7 @@ import pynvml
 
 from planner.host.nvml import MUTATING_FUNCTIONS
 from planner.lang.pci import normalize_pci
-from planner.sim import driver, faults
+from planner.sim import driver, faults, latency
 from planner.sim.codes import ERROR_STRINGS, DriverError, Nvml
 from planner.sim.models import pci_device_id, product_name
 from planner.sim.state import SimError, SimGi, SimGpu, SimState, SimStore
@@ -201,6 +201,8 @@ class FakeNvmlLib:
                 except DriverError as exc:
                     return exc.code
                 return Nvml.SUCCESS if ret is None else int(ret)
+        if symbol in MUTATING_FUNCTIONS:
+            latency.pause(self.store.root, op)  # outside the lock: GPUs overlap
         with self.store.transaction() as state:
             fault = faults.trip(state, op)
             if fault is not None:

@@ -28,7 +28,7 @@ import re
 import uuid as uuidlib
 from pathlib import Path
 
-from planner.sim import driver, faults, vgpu
+from planner.sim import driver, faults, latency, vgpu
 from planner.sim.state import SimMdev, SimState, SimStore, VfVgpu
 from planner.sim.sysfs import PCI_ROOT, SYS
 
@@ -68,6 +68,9 @@ def sysfs_write(sim_dir: str | os.PathLike[str], relpath: str, value: str | byte
     """Write ``value`` to the simulated attribute ``relpath``; raise OSError as write(2) would."""
     store = SimStore(sim_dir)
     text = value.decode() if isinstance(value, bytes) else str(value)
+    op = _latency_op(relpath)
+    if op is not None:
+        latency.pause(store.root, op)  # outside the lock: GPUs overlap
     with store.transaction(commit_on=(OSError,)) as state:
         shown, rel = _resolve(store.root, relpath)
         if m := _NUMVFS.match(rel):
@@ -84,6 +87,14 @@ def sysfs_write(sim_dir: str | os.PathLike[str], relpath: str, value: str | byte
             _set_vgpu_type(state, m["vf"], text, shown)
         else:
             raise _err(errno.EACCES, shown)
+
+
+def _latency_op(relpath: str) -> str | None:
+    """The operation a write is, for the latency model (judged by the file's name)."""
+    name = relpath.rstrip("/").rsplit("/", 1)[-1]
+    return {"sriov_numvfs": "sysfs.sriov_numvfs", "create": "sysfs.mdev_create",
+            "remove": "sysfs.mdev_remove",
+            "current_vgpu_type": "sysfs.current_vgpu_type"}.get(name)
 
 
 def _trip(state: SimState, op: str, shown: str) -> None:

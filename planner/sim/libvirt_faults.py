@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from planner.sim import latency
 from planner.sim.faults import check
 
 # libvirt-python method -> the simulator's operation name (planner.sim.faults.LIBVIRT_OPS).
@@ -46,6 +47,7 @@ def _fault_error(libvirt: Any, op: str, error: str) -> Exception:
 
 def _checked(libvirt: Any, method: Any, op: str) -> Any:
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        latency.pause(self._aihow_sim_dir, op)
         error = check(self._aihow_sim_dir, op)
         if error is not None:
             raise _fault_error(libvirt, op, error)

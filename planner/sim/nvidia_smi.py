@@ -26,7 +26,7 @@ from typing import Any
 
 from planner.errors import AihowError
 from planner.hardware.catalog import match_model
-from planner.sim import driver, faults
+from planner.sim import driver, faults, latency
 from planner.sim.codes import DriverError, Nvml, error_string
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.state import SimStore
@@ -321,6 +321,7 @@ def cmd_reset(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
     for _, h in sel:
         bid = smi.pci(h)
         pci = bid[4:].lower()
+        latency.pause(smi.root, "nvidia-smi.gpu-reset")
         with store.transaction() as state:
             fault = faults.trip(state, "nvidia-smi.gpu-reset")
             gpu = state.gpu(pci)

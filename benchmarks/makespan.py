@@ -1,0 +1,115 @@
+"""Apply makespan on a simulated host with the realistic latency model (issue 12, item 3).
+
+(i) ``aihow apply`` of n A100s (MIG off at the start, so each GPU's chain is a MIG mode
+    change with its reset, seven GPU and seven compute instances, the VFs, seven mdevs and
+    their hostdevs) with the 7n + 1 domains, for n = 8, 16 and 32, on hosts made with
+    ``aihow sim init --latency realistic``. The baseline, measured in the same run, is
+    the apply of one such GPU alone: its chain (every step of one GPU runs one after
+    another), plus the fixed cost of an apply. Target: makespan(n) <= 1.1 x the single
+    GPU's, i.e. the GPUs' chains overlap fully and the domains add nothing.
+
+Also printed: the chain as the latency model adds it up (the floor no scheduler can beat).
+Wall time is what counts here (the latency is sleeping, not CPU); the load average is
+printed by ``run.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from scale_inputs import cluster_config, sim_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+AIHOW = str(Path(sys.executable).with_name("aihow"))
+TARGET_RATIO = 1.1
+SIZES = (8, 16, 32)
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _apply_wall(tmp: Path, n_gpus: int) -> tuple[float, int, float]:
+    """(wall seconds of the apply, its step count, the modelled chain of one GPU)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    spec = tmp / "spec.toml"
+    spec.write_text(sim_spec(n_gpus, mig=False))
+    root = tmp / "host"
+    subprocess.run([AIHOW, "sim", "init", str(root), "--spec", str(spec), "--latency",
+                    "realistic"], check=True, capture_output=True, cwd=ROOT)
+    config = tmp / "config.yaml"
+    config.write_text(cluster_config(n_gpus))
+    plan = tmp / "plan.json"
+    subprocess.run([AIHOW, "plan", str(config), "--host", f"sim:{root}", "-o", str(plan)],
+                   check=True, capture_output=True, cwd=ROOT)
+    actions = json.loads(plan.read_text())["actions"]
+    t0 = time.perf_counter()
+    proc = subprocess.run([AIHOW, "apply", str(plan), "--host", f"sim:{root}",
+                           "--auto-approve", "--allow-reset"], capture_output=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"apply of {n_gpus} GPUs failed: {proc.stderr.decode()[-400:]}")
+    return wall, sum(a["action"] != "no-op" for a in actions), _modelled_chain(root, actions)
+
+
+# Which modelled operations one step of a kind and action performs (the reset follows
+# a MIG mode change on an A100, which keeps it pending until then).
+_OPS = {
+    ("mig_mode", "update"): ("nvmlDeviceSetMigMode",),  # an idle A100: no reset needed
+    ("gpu_instance", "create"): ("nvmlDeviceCreateGpuInstanceWithPlacement",),
+    ("compute_instance", "create"): ("nvmlGpuInstanceCreateComputeInstanceWithPlacement",),
+    ("sriov", "create"): ("sysfs.sriov_numvfs",),
+    ("vgpu", "create"): ("sysfs.mdev_create",),
+    ("hostdev", "create"): ("virDomainAttachDeviceFlags",),
+}
+
+
+def _modelled_chain(root: Path, actions: list[dict[str, object]]) -> float:
+    """The slowest GPU's chain as the latency model adds it up (GPU steps only)."""
+    model = json.loads((root / "latency.json").read_text())
+    per_gpu: dict[str, float] = {}
+    for a in actions:
+        ops = _OPS.get((str(a["kind"]), str(a["action"])), ())
+        if a["kind"] in ("hostdev", "domain"):
+            continue  # queued per domain, not per GPU
+        per_gpu[str(a["branch"])] = per_gpu.get(str(a["branch"]), 0.0) + sum(
+            model.get(op, 0.0) for op in ops)
+    return max(per_gpu.values(), default=0.0)
+
+
+def main(quick: bool = False, runs: int = 0) -> bool:
+    sizes = (8,) if quick else SIZES
+    rounds = runs or 1
+    ok_all = True
+    with tempfile.TemporaryDirectory() as tmp:
+        base_walls = []
+        chain = 0.0
+        for r in range(rounds):
+            wall, _, chain = _apply_wall(Path(tmp) / f"one-{r}", 1)
+            base_walls.append(wall)
+        base = statistics.median(base_walls)
+        print(f"(i) apply makespan, realistic latency: one A100 alone {base:.2f} s "
+              f"(modelled chain {chain:.2f} s)")
+        for n in sizes:
+            walls = []
+            steps = 0
+            for r in range(rounds):
+                wall, steps, _ = _apply_wall(Path(tmp) / f"{n}-{r}", n)
+                walls.append(wall)
+            span = statistics.median(walls)
+            ratio = span / base
+            ok = ratio <= TARGET_RATIO
+            ok_all &= ok
+            print(f"    {n} GPUs, {steps} steps, {7 * n + 1} domains: {span:.2f} s; "
+                  f"{ratio:.2f}x the single GPU (target <= {TARGET_RATIO}x) {_verdict(ok)}")
+    return ok_all
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main("--quick" in sys.argv) else 1)

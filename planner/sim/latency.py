@@ -1,0 +1,100 @@
+"""An optional latency model for the simulated host: how long each changing operation
+takes, so a benchmark can measure an apply's makespan (``aihow sim init … --latency
+realistic``).
+
+The model is ``DIR/latency.json`` (operation name → seconds, the names ``aihow sim fail
+--list`` shows); without it every operation returns at once, as before. The pause is
+taken outside the simulator's state lock, so independent GPUs overlap as they do on a
+real host, and two operations on one GPU each take their own time. No NVIDIA document
+states these durations: every figure below is ASSUMED, chosen for its order of
+magnitude (what an operator sees: seconds for anything that resets a GPU or creates
+PCI functions, tenths of a second for a MIG instance, hundredths for a libvirt
+definition). Change them by editing ``latency.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from planner.sim.state import SimError
+
+LATENCY_FILE = "latency.json"
+
+PROFILES: dict[str, dict[str, float]] = {
+    "none": {},
+    "realistic": {
+        # ASSUMED: a MIG mode change; where the driver resets the GPU itself (Hopper and
+        # later) this includes the reset, which takes seconds.
+        "nvmlDeviceSetMigMode": 2.0,
+        # ASSUMED: an explicit GPU reset (nvidia-smi -r), seconds.
+        "nvidia-smi.gpu-reset": 3.0,
+        # ASSUMED: GPU instance create/destroy, a few tenths of a second each.
+        "nvmlDeviceCreateGpuInstance": 0.3,
+        "nvmlDeviceCreateGpuInstanceWithPlacement": 0.3,
+        "nvmlGpuInstanceDestroy": 0.2,
+        # ASSUMED: compute instance create/destroy, faster than a GPU instance.
+        "nvmlGpuInstanceCreateComputeInstance": 0.15,
+        "nvmlGpuInstanceCreateComputeInstanceWithPlacement": 0.15,
+        "nvmlComputeInstanceDestroy": 0.1,
+        # ASSUMED: enabling SR-IOV VFs (the kernel probes every new PCI function).
+        "sysfs.sriov_numvfs": 1.0,
+        # ASSUMED: an mdev create/remove or a VF's vGPU type.
+        "sysfs.mdev_create": 0.2,
+        "sysfs.mdev_remove": 0.1,
+        "sysfs.current_vgpu_type": 0.2,
+        # ASSUMED: libvirt changes to a domain's persistent definition.
+        "virDomainDefineXML": 0.05,
+        "virDomainUndefine": 0.03,
+        "virDomainAttachDeviceFlags": 0.05,
+        "virDomainDetachDeviceFlags": 0.05,
+    },
+}
+
+_cache: dict[str, tuple[tuple[int, int], dict[str, float]]] = {}
+_cache_lock = threading.Lock()
+
+
+def write_model(root: str | os.PathLike[str], name: str) -> None:
+    """Install the named profile in a simulated host (``none`` removes the model)."""
+    if name not in PROFILES:
+        raise SimError(f"--latency {name!r}: expected one of {', '.join(PROFILES)}")
+    path = Path(root) / LATENCY_FILE
+    if not PROFILES[name]:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{LATENCY_FILE}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(PROFILES[name], indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def model(root: str | os.PathLike[str]) -> dict[str, float]:
+    """The host's latency model (empty: none), re-read only when the file changes."""
+    path = os.path.join(os.fspath(root), LATENCY_FILE)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _cache_lock:
+        hit = _cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    try:
+        raw = json.loads(Path(path).read_text())
+        table = {str(k): float(v) for k, v in raw.items()}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise SimError(f"{path}: not a latency model (operation -> seconds): {exc}") from None
+    with _cache_lock:
+        _cache[path] = (stamp, table)
+    return table
+
+
+def pause(root: str | os.PathLike[str], op: str) -> None:
+    """Take as long as the model says ``op`` takes (nothing without a model)."""
+    seconds = model(root).get(op, 0.0)
+    if seconds > 0:
+        time.sleep(seconds)
