@@ -41,7 +41,7 @@ from pathlib import Path
 from planner.apply import plan_api
 from planner.apply.bookkeeping import maybe_generation, record_claims
 from planner.apply.checks import check_not_stale, preflight
-from planner.apply.control import RunControl
+from planner.apply.control import RunControl, run_with_deadline
 from planner.apply.crash_hook import CrashHook
 from planner.apply.events import Event, EventSink
 from planner.apply.handlers import ApplyContext
@@ -89,10 +89,15 @@ def apply_plan(
         start_fp = plan_api.plan_fingerprint(plan)
         actions = plan_steps(plan)
         if not actions:
-            gen = maybe_generation(inp, state_dir, host, start_fp, access.host_uri, force=False)
-            return ApplyResult("no-changes", 0, generation=gen, fingerprint_after=start_fp,
-                               start_fingerprint=start_fp,
-                               warnings=record_claims(state_dir, host, inp.config))
+            result = ApplyResult("no-changes", 0, fingerprint_after=start_fp,
+                                 start_fingerprint=start_fp)
+            try:
+                result.generation = maybe_generation(inp, state_dir, host, start_fp,
+                                                     access.host_uri, force=False)
+            except (AihowError, OSError) as exc:
+                result.bookkeeping.append(f"the generation was not recorded: {exc}")
+            result.warnings = record_claims(state_dir, host, inp.config)
+            return result
         control = RunControl() if inp.step_timeout is None else \
             RunControl(step_timeout=inp.step_timeout)
         writer = JournalWriter.create(state_dir, {
@@ -129,7 +134,7 @@ def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: Journa
                       on_event=on_event, control=control)
     result.interrupted_by = control.signal_name
     if len(fwd.completed) == len(actions):  # every step done: never undone for a stop
-        finished = _finish(inp, access, writer, result, state_dir, on_event)
+        finished = _finish(inp, access, writer, result, state_dir, on_event, control)
         if finished is not None:
             return finished
     return roll_back(access, ctx, writer, inp.plan, inp.config, actions, fwd.completed,
@@ -137,7 +142,7 @@ def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: Journa
 
 
 def _finish(inp: ApplyInput, access: Environment, writer: JournalWriter, result: ApplyResult,
-            state_dir: Path, on_event: EventSink) -> ApplyResult | None:
+            state_dir: Path, on_event: EventSink, control: RunControl) -> ApplyResult | None:
     """After every step is done: verify, close the journal, record the generation and
     the ledger. None when verification found a resource not in its planned state (the
     caller rolls back). A host that cannot be read back, or bookkeeping that fails, does
@@ -148,7 +153,7 @@ def _finish(inp: ApplyInput, access: Environment, writer: JournalWriter, result:
     except AihowError as exc:
         result.bookkeeping.append(str(exc))
     try:
-        host = _probe_with_retries(access)
+        host = _probe_with_retries(access, control.step_timeout)
     except (AihowError, OSError) as exc:
         result.outcome = "applied-unverified"
         result.verify_error = str(exc)
@@ -186,12 +191,13 @@ def _close(writer: JournalWriter, outcome: str, fp: str | None, result: ApplyRes
                                   "closes it without undoing the apply")
 
 
-def _probe_with_retries(access: Environment, tries: int = 3, pause: float = 0.5) -> HostState:
-    """Re-probe for verification; a read that fails is tried again (a transient fault
-    must not turn a finished apply into a failed one)."""
+def _probe_with_retries(access: Environment, timeout: float, tries: int = 3,
+                        pause: float = 0.5) -> HostState:
+    """Re-probe for verification, each try within ``timeout``; a read that fails is tried
+    again (a transient fault must not turn a finished apply into a failed one)."""
     for attempt in range(tries):
         try:
-            return access.probe()
+            return run_with_deadline(access.probe, timeout, f"{access.host_uri}: probe")
         except (AihowError, OSError):
             if attempt == tries - 1:
                 raise

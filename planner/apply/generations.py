@@ -120,7 +120,9 @@ def record_generation(
 ) -> Generation:
     """Write the next generation atomically and return it. Callers hold the host lock."""
     root = real_dir(_root(state_dir), create=True)  # never a link out of the state dir
-    number = 1 + max((g.number for g in list_generations(state_dir)), default=0)
+    # Numbered by the directories' names, not their records: an old generation whose
+    # record is corrupt must not stop a finished apply from recording its own.
+    number = 1 + max((int(e.name) for e in root.iterdir() if e.name.isdigit()), default=0)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{number}-", dir=root))
     meta = {
         "number": number,

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from planner.apply import plan_api
 from planner.apply.bookkeeping import maybe_generation, record_claims
+from planner.apply.control import RunControl, run_with_deadline
 from planner.apply.events import Event, EventSink, error_text
 from planner.apply.handler_table import handler_for
 from planner.apply.handlers import ApplyContext
-from planner.apply.journal import JournalWriter, open_journal
+from planner.apply.journal import JournalView, JournalWriter, open_journal
 from planner.apply.lock import HostLock
 from planner.apply.results import ApplyInput, RecoverResult
-from planner.apply.steps import Side, Step, expand
+from planner.apply.steps import Side, Step, expand, plan_steps
 from planner.apply.verify import not_at, resource_states
 from planner.errors import AihowError
 from planner.host.environment import Environment
@@ -47,16 +49,23 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
         writer = JournalWriter.reopen(view.path, view.next_seq)
         writer.note("recover started", forward=forward, torn_tail=view.torn_tail)
         result = RecoverResult("failed", journal_path=view.path)
+        control = RunControl()
         side: Side = "after" if forward else "before"
         op: Literal["redo", "undo"] = "redo" if forward else "undo"
         todo = recovery_steps(plan, side)
         try:
+            if not forward and _steps_all_done(view, plan):
+                finished = _close_finished(access, state_dir, writer, plan, begin, command,
+                                           result)
+                if finished is not None:
+                    return finished
             for i, a in todo:
                 writer.intent(str(a.id), op, a.address)
                 on_event(Event("undo-start" if op == "undo" else "action-start",
                                a.describe(), a.id, a.address, i + 1, len(todo)))
                 try:
-                    info = handler_for(a).ensure(ctx, a, side)
+                    info = run_with_deadline(partial(handler_for(a).ensure, ctx, a, side),
+                                             control.step_timeout, f"{op} {a.address}")
                 except Exception as exc:  # noqa: BLE001 - stop, keep the journal
                     result.error = f"{a.address}: {error_text(exc)}"
                     writer.failed(str(a.id), op, result.error)
@@ -97,6 +106,44 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
         finally:
             ctx.close()
             writer.release()
+
+
+def _steps_all_done(view: JournalView, plan: Plan) -> bool:
+    """Whether the journal shows every step of the plan done and no rollback begun: the
+    apply had finished its work when it stopped (during verification or bookkeeping)."""
+    if "rollback started" in view.notes():
+        return False
+    return all(view.actions.get(str(s.id)) is not None
+               and view.actions[str(s.id)].status == "done" for s in plan_steps(plan))
+
+
+def _close_finished(access: Environment, state_dir: Path, writer: JournalWriter, plan: Plan,
+                    begin: dict[str, Any], command: str,
+                    result: RecoverResult) -> RecoverResult | None:
+    """Close the journal of an apply that had done every step, when the host is at the
+    plan's end: such an apply is finished and verified now, and recover never undoes it.
+    None when the host is elsewhere (then recover goes back as usual)."""
+    host = access.probe()
+    if not_at(host, plan.changes, "after"):
+        return None
+    config = plan_api.config_from_text(begin.get("config_text", ""),
+                                       begin.get("config_path", ""))
+    fp = plan_api.fingerprint(host, config) if config is not None else None
+    writer.note("the apply had finished every step and the host is at its end: closed")
+    writer.end("applied", fp)
+    result.outcome = "finished"
+    result.reached = True
+    result.journal_path = None
+    if config is not None:
+        inp = ApplyInput(plan, begin.get("plan_text", ""), config, begin.get("config_text", ""),
+                         begin.get("config_path", ""), command=command)
+        try:
+            result.generation = maybe_generation(inp, state_dir, host, str(fp),
+                                                 access.host_uri, force=True)
+        except (AihowError, OSError) as exc:
+            result.warnings.append(f"the generation was not recorded: {exc}")
+        result.warnings += record_claims(state_dir, host, config)
+    return result
 
 
 def recovery_steps(plan: Plan, side: Side) -> list[tuple[int, Step]]:

@@ -66,7 +66,9 @@ class ApplyResult:
 
 @dataclass
 class RecoverResult:
-    outcome: Literal["nothing", "recovered-back", "recovered-forward", "failed"]
+    # "finished": the interrupted apply had done every step and the host is at its end:
+    # the journal is closed as applied and nothing is undone.
+    outcome: Literal["nothing", "recovered-back", "recovered-forward", "finished", "failed"]
     steps: list[str] = field(default_factory=list)
     reached: bool | None = None  # host at the start (back) / planned end (forward)
     resource_states: list[str] = field(default_factory=list)

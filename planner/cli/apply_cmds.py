@@ -39,6 +39,11 @@ AutoOpt = Annotated[
 ResetOpt = Annotated[
     bool, typer.Option("--allow-reset", help="Allow GPU resets that MIG mode changes need.")
 ]
+StepTimeoutOpt = Annotated[
+    float | None, typer.Option("--step-timeout", min=0.1, help="Seconds one step (or its "
+                               "undo) may take before it is abandoned and the apply rolls "
+                               "back (default 600, or $AIHOW_STEP_TIMEOUT).")
+]
 
 
 
@@ -247,7 +252,8 @@ class _Progress:
 
 def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cfg_path: str,
                env: Environment, sdir: Path, *, allow_reset: bool,
-               command: str, lock_timeout: float = 0.0, as_json: bool = False) -> ApplyResult:
+               command: str, lock_timeout: float = 0.0, as_json: bool = False,
+               step_timeout: float | None = None) -> ApplyResult:
     # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.executor import ApplyInput, apply_plan
     from planner.apply.steps import plan_steps
@@ -256,7 +262,8 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
     try:
         result = apply_plan(
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
-                       allow_reset=allow_reset, lock_timeout=lock_timeout),
+                       allow_reset=allow_reset, lock_timeout=lock_timeout,
+                       step_timeout=step_timeout),
             env,
             sdir,
             progress,
@@ -281,15 +288,49 @@ def _record_last_apply(sdir: Path, result: ApplyResult, command: str) -> None:
         output.error(f"warning: {sdir}: cannot record the last apply: {exc.strerror}")
 
 
+# Exit codes of apply (and rollback) besides 0 and 1 (failed, rolled back or refused);
+# documented in docs/guides/apply-and-recover.md.
+EXIT_UNVERIFIED = 3  # every step done; the host could not be read back to verify it
+EXIT_BOOKKEEPING = 4  # done and verified; the journal or generation could not be written
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}  # stopped by a signal (128 + its number)
+
+
+def _exit_code(result: ApplyResult) -> int:
+    """Apply's exit status for ``result`` (0 when it succeeded; see EXIT_*)."""
+    if result.outcome == "applied-unverified":
+        return EXIT_UNVERIFIED
+    if result.outcome in ("applied", "no-changes") and result.bookkeeping:
+        return EXIT_BOOKKEEPING
+    if result.interrupted_by is not None and result.outcome != "applied":
+        return EXIT_SIGNAL.get(result.interrupted_by, 130)
+    return 0 if result.ok else 1
+
+
 def _report(result: ApplyResult, as_json: bool = False) -> None:
-    """The final summary; exits 1 unless the apply succeeded."""
+    """The final summary; exits non-zero unless the apply succeeded (see EXIT_*)."""
     for warning in result.warnings:
         output.error(f"warning: {warning}")
     if as_json:
         json_events.emit(json_events.apply_result_record(result))
-        if not result.ok:
-            raise typer.Exit(1)
+        if code := _exit_code(result):
+            raise typer.Exit(code)
         return
+    if result.outcome == "applied-unverified":
+        output.error(f"Apply done: all {result.total} action(s) carried out, but the host "
+                     f"could not be read back to verify them: {result.verify_error}")
+        output.error("Nothing was undone. Check the host with `aihow plan` (no changes "
+                     "means it is as planned).")
+        for problem in result.bookkeeping:
+            output.error(f"error: {problem}")
+        raise typer.Exit(EXIT_UNVERIFIED)
+    if result.outcome in ("applied", "no-changes") and result.bookkeeping:
+        output.error(f"Apply complete: {len(result.done)} of {result.total} action(s) done, "
+                     "host verified; but recording it failed:")
+        for problem in result.bookkeeping:
+            output.error(f"error: {problem}")
+        raise typer.Exit(EXIT_BOOKKEEPING)
+    if result.interrupted_by is not None and result.outcome != "applied":
+        _report_interrupted(result)
     if result.outcome == "no-changes":
         output.say("No changes: the host already matches the plan.")
         if result.generation is not None:
@@ -328,6 +369,29 @@ def _once(text: str) -> str:
     return f"{head}{sep}{rest}"
 
 
+def _report_interrupted(result: ApplyResult) -> None:
+    """An apply stopped by SIGINT or SIGTERM: what it left and what to run."""
+    sig = result.interrupted_by or "a signal"
+    code = EXIT_SIGNAL.get(sig, 130)
+    done = f"{len(result.done)} of {result.total} action(s) had finished"
+    if result.outcome == "rolled-back":
+        where = ("back at the plan's starting state" if result.back_at_start
+                 else "NOT back at the plan's starting state")
+        typer.echo(f"Apply interrupted by {sig}: {done}; rolled back {len(result.undone)}; "
+                   f"the host is {where}.", err=True)
+        if not result.back_at_start:
+            for line in result.resource_states:
+                typer.echo(f"  {line}", err=True)
+        raise typer.Exit(code)
+    typer.echo(f"Apply interrupted by {sig}: {done}; the rollback did not finish "
+               f"({len(result.undone)} undone). State of each resource:", err=True)
+    for line in result.resource_states:
+        typer.echo(f"  {line}", err=True)
+    typer.echo("Run `aihow recover` to bring the host back to where the apply started "
+               "(or `aihow recover --forward` to finish it).", err=True)
+    raise typer.Exit(code)
+
+
 def _command_line() -> str:
     return output.command_line()
 
@@ -354,6 +418,7 @@ def apply(
         "the boot unit runs): plan it against the host as it is now and apply that. "
         "No generation yet: nothing to do, exit 0.")] = False,
     fmt: EventFormatOpt = ListFormat.text,
+    step_timeout: StepTimeoutOpt = None,
 ) -> None:
     """Apply a plan to the host: lock, re-check, journal, roll back on failure."""
     as_json = fmt is ListFormat.json
@@ -376,7 +441,7 @@ def apply(
     _confirm(plan, auto_approve, as_json)
     result = _run_apply(plan, plan_text, cfg, cfg_text, cfg_path, env, sdir,
                         allow_reset=allow_reset, command=_command_line(),
-                        lock_timeout=lock_timeout, as_json=as_json)
+                        lock_timeout=lock_timeout, as_json=as_json, step_timeout=step_timeout)
     _report(result, as_json)
 
 
@@ -476,6 +541,11 @@ def _report_recover(result: RecoverResult, forward: bool) -> None:
         output.error(f"warning: {warning}")
     if result.outcome == "nothing":
         output.say("Nothing to recover: no interrupted apply.")
+        return
+    if result.outcome == "finished":
+        gen = f" Generation {result.generation.number} recorded." if result.generation else ""
+        typer.echo("The interrupted apply had finished every step and the host is at its "
+                   f"planned state: journal closed, nothing undone.{gen}")
         return
     for step in result.steps:
         output.note(f"  {step}")

@@ -623,6 +623,10 @@ def _ci_where(pci: str, gi_start: int, ci_start: int | None,
             f"instance at {gi_start})")
 
 
+# ASSUMED: a GPU reset finishes within seconds; two minutes means it is stuck.
+RESET_TIMEOUT_S = 120
+
+
 def nvidia_smi_reset(nvidia_smi: str) -> Callable[[str], None]:
     """A reset function that runs ``nvidia-smi --gpu-reset -i PCI``."""
 
@@ -630,8 +634,11 @@ def nvidia_smi_reset(nvidia_smi: str) -> Callable[[str], None]:
         try:
             proc = subprocess.run(
                 [nvidia_smi, "--gpu-reset", "-i", pci],
-                capture_output=True, text=True, check=False,
+                capture_output=True, text=True, check=False, timeout=RESET_TIMEOUT_S,
             )
+        except subprocess.TimeoutExpired:
+            raise HostError(f"{Address.gpu(pci)}: GPU reset gave no answer after "
+                            f"{RESET_TIMEOUT_S} s ({nvidia_smi} was killed)") from None
         except OSError as err:
             raise HostError(f"{Address.gpu(pci)}: cannot run {nvidia_smi}: {err.strerror}") from err
         if proc.returncode != 0:
