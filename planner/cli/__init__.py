@@ -179,7 +179,10 @@ def main() -> None:
         print_error(exc)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        # An apply handles SIGINT itself while it changes the host (and reports what it
+        # left); reaching here means the command stopped before or outside that.
+        typer.echo("interrupted; if an apply or recover was under way, `aihow recover` "
+                   "finishes it (it says \"Nothing to recover\" otherwise)", err=True)
         sys.exit(130)
     except OSError as exc:  # a file or stream the command could not write or read
         _os_error(exc)
