@@ -18,7 +18,8 @@ from planner.apply.recovery import recover
 from planner.cli.host_opts import open_environment
 from planner.sim import faults
 from planner.sim.state import SimStore
-from tests.apply.simhost import SimHost, aihow, write_config
+from tests.apply.simhost import SimHost, write_config
+from tests.clirun import aihow
 
 G0 = "0000:17:00.0"
 

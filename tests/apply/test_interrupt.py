@@ -16,7 +16,8 @@ import pytest
 
 from planner.apply.journal import active_path
 from planner.sim.latency import write_model
-from tests.apply.simhost import AIHOW, SimHost, aihow, write_config
+from tests.apply.simhost import SimHost, write_config
+from tests.clirun import AIHOW, aihow
 
 G0, G1 = "0000:17:00.0", "0000:31:00.0"
 
