@@ -72,12 +72,17 @@ QUERY_FUNCTIONS = frozenset(
         "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
         "nvmlDeviceGetComputeRunningProcesses",
         "nvmlDeviceGetComputeRunningProcesses_v3",
-        "nvmlDeviceGetActiveVgpus",
-        "nvmlVgpuInstanceGetMdevUUID",
-        "nvmlVgpuInstanceGetGpuInstanceId",
-        "nvmlVgpuInstanceGetType",
+        "nvmlDeviceGetSupportedVgpus",
+        "nvmlDeviceGetCreatableVgpus",
         "nvmlVgpuTypeGetName",
+        "nvmlVgpuTypeGetClass",
         "nvmlVgpuTypeGetGpuInstanceProfileId",
+        "nvmlDeviceGetActiveVgpus",
+        "nvmlVgpuInstanceGetType",
+        "nvmlVgpuInstanceGetUUID",
+        "nvmlVgpuInstanceGetMdevUUID",
+        "nvmlVgpuInstanceGetVmID",
+        "nvmlVgpuInstanceGetGpuInstanceId",
     }
 )
 
@@ -99,6 +104,30 @@ MUTATING_FUNCTIONS = frozenset(
 # mig-parted do (docs/reference/vgpu-on-mig.md section 7). Fallbacks: nvml.h's counts.
 _GI_PROFILE_COUNT = 0x12
 _CI_PROFILE_COUNT = 0x9
+
+# nvml.h: INVALID_GPU_INSTANCE_PROFILE_ID (a time-sliced vGPU type) and
+# INVALID_GPU_INSTANCE_ID (a vGPU no GI backs); pynvml names neither.
+NO_GI = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class VgpuTypeInfo:
+    """What the driver says of a vGPU type id (docs/reference/vgpu-on-mig.md section 1)."""
+
+    type_id: int
+    name: str  # for display only: "GRID A100-1-5C", "NVIDIA RTX Pro 6000 Blackwell DC-1-24Q"
+    gi_profile_id: int | None  # the GI profile id a MIG-backed type needs; None: time-sliced
+
+
+@dataclass(frozen=True)
+class ActiveVgpu:
+    """A vGPU whose VM runs, as NVML reports it (section 2.4): only these tell their GI."""
+
+    type_id: int
+    vm_uuid: str | None  # the VM's UUID on KVM (libvirt's domain UUID)
+    mdev_uuid: str | None  # mdev backend only
+    gi_id: int | None
+
 
 # nvidia-smi's wording for the NVML codes a MIG operation returns.
 _NVML_MESSAGES = {
@@ -463,22 +492,53 @@ class NvmlHost:
             found[pid] = GpuProcess(pid=pid, name=name)
         return tuple(found[pid] for pid in sorted(found))
 
-    def vgpu_gpu_instances(self, handle: Any) -> dict[str, int]:
-        """``mdev uuid -> GI id`` for the MIG-backed vGPUs running on a GPU, read back
-        through NVML's vGPU calls; empty where the driver has no vGPU support."""
+    def _no_vgpu(self) -> tuple[type[BaseException], ...]:
+        """The answers of a driver without vGPU host support (bare metal, old NVML)."""
+        n = self.nvml
+        return (n.NVMLError_NotSupported, n.NVMLError_FunctionNotFound)
+
+    def vgpu_types(self, handle: Any) -> dict[int, VgpuTypeInfo]:
+        """The vGPU types the GPU supports, by type id, with the GI profile each needs as
+        the driver maps it (``nvmlVgpuTypeGetGpuInstanceProfileId``); empty where the
+        driver is no vGPU host driver. Type ids are the ``N`` of mdev's ``nvidia-N`` and
+        the ids of vendor VFIO's files (section 1.3), so sysfs is matched by id."""
+        n = self.nvml
+        try:
+            ids = n.nvmlDeviceGetSupportedVgpus(handle)
+        except self._no_vgpu():
+            return {}
+        out: dict[int, VgpuTypeInfo] = {}
+        for raw in ids:
+            tid = int(raw)
+            profile = int(n.nvmlVgpuTypeGetGpuInstanceProfileId(tid))
+            out[tid] = VgpuTypeInfo(tid, _text(n.nvmlVgpuTypeGetName(tid)).strip(),
+                                    None if profile == NO_GI else profile)
+        return out
+
+    def active_vgpus(self, handle: Any) -> tuple[ActiveVgpu, ...]:
+        """The vGPUs of the GPU whose VMs run, each with its backing GI id; empty where
+        the driver has no vGPU support. A vGPU that stopped being active between the
+        listing and the question (its VM stopped) is left out."""
         n = self.nvml
         try:
             instances = n.nvmlDeviceGetActiveVgpus(handle)
-        except (n.NVMLError, AttributeError):
-            return {}
-        found: dict[str, int] = {}
-        for vgpu in instances:
+        except self._no_vgpu():
+            return ()
+        found = []
+        for inst in instances:
             try:
-                uuid = _text(n.nvmlVgpuInstanceGetMdevUUID(vgpu)).lower()
-                found[uuid] = int(n.nvmlVgpuInstanceGetGpuInstanceId(vgpu))
-            except (n.NVMLError, AttributeError):
+                type_id = int(n.nvmlVgpuInstanceGetType(inst))
+                gi = int(n.nvmlVgpuInstanceGetGpuInstanceId(inst))
+                vm_id, _ = n.nvmlVgpuInstanceGetVmID(inst)
+                try:
+                    mdev: str | None = _text(n.nvmlVgpuInstanceGetMdevUUID(inst)).lower()
+                except n.NVMLError_NotSupported:
+                    mdev = None  # vendor VFIO: no mdev behind the vGPU
+            except n.NVMLError_NotFound:
                 continue
-        return found
+            found.append(ActiveVgpu(type_id, _text(vm_id).lower() or None, mdev or None,
+                                    None if gi == NO_GI else gi))
+        return tuple(found)
 
     # --- changing (apply only) ---------------------------------------------------------
 

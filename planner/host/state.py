@@ -61,6 +61,11 @@ class Gpu(_Frozen):
         return self.mig_current != self.mig_pending
 
 
+# How the GI behind a vGPU is known: NVML's vGPU instance (its VM runs), or the binding
+# apply recorded when it created the vGPU (planner.host.vgpu_bindings).
+GiSource = Literal["nvml", "recorded"]
+
+
 class VgpuType(_Frozen):
     type_id: str  # mdev: "nvidia-474"; vfio-vf: the numeric id as a string, "1414"
     name: str  # "NVIDIA A100-1-5C"
@@ -76,14 +81,16 @@ class VgpuParent(_Frozen):
     backend: Literal["mdev", "vfio-vf"]
     types: tuple[VgpuType, ...] = ()
     current_type: str | None = None  # vfio-vf only: the assigned type id, None when free
-    gi_id: int | None = None  # vfio-vf only: the GI backing the assigned type, read back
+    gi_id: int | None = None  # vfio-vf only: the GI backing the assigned type
+    gi_from: GiSource | None = None  # how gi_id is known
 
 
 class Mdev(_Frozen):
     uuid: str
     parent: str  # the parent device's PCI address
     type_id: str
-    gi_id: int | None = None  # the GI backing it, read back from the host
+    gi_id: int | None = None  # the GI backing it
+    gi_from: GiSource | None = None  # how gi_id is known
     persistent: bool = False  # defined (mdevctl / libvirt node device), survives reboot
 
 

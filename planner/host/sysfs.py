@@ -171,17 +171,9 @@ def read_vfio_vf_parents(sysfs: Sysfs) -> tuple[VgpuParent, ...]:
                 backend="vfio-vf",
                 types=parse_creatable_types(creatable),
                 current_type=None if current in ("", "0") else current,
-                gi_id=_gi_id(sysfs, base),
             )
         )
     return tuple(sorted(parents, key=lambda p: p.pci))
-
-
-def _gi_id(sysfs: Sysfs, nvidia_dir: str) -> int | None:
-    """The GI backing a vGPU where sysfs tells it (``nvidia/gpu_instance_id``: the
-    simulator's stand-in; on real hosts the probe reads it through NVML instead)."""
-    text = sysfs.read_optional(f"{nvidia_dir}/gpu_instance_id")
-    return int(text) if text and text.strip().isdigit() else None
 
 
 def read_mdevs(sysfs: Sysfs) -> tuple[Mdev, ...]:
@@ -198,7 +190,6 @@ def read_mdevs(sysfs: Sysfs) -> tuple[Mdev, ...]:
                 uuid=uuid.lower(),
                 parent=parent_pci,
                 type_id=type_id,
-                gi_id=_gi_id(sysfs, f"{rel}/nvidia"),
                 persistent=sysfs.exists(f"{MDEVCTL_CONFIG}/{parent}/{uuid}"),
             )
         )

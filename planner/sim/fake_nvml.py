@@ -33,6 +33,8 @@ from planner.host.nvml import MUTATING_FUNCTIONS
 from planner.lang.pci import normalize_pci
 from planner.sim import driver, faults, latency
 from planner.sim.codes import ERROR_STRINGS, DriverError, Nvml
+from planner.sim.ctypes_io import _array, _bytes, _deref, _in_struct, _int, _write_string
+from planner.sim.fake_nvml_vgpu import VGPU_SYMBOLS, VgpuSymbols
 from planner.sim.models import pci_device_id, product_name
 from planner.sim.state import SimError, SimGi, SimGpu, SimState, SimStore
 
@@ -96,61 +98,6 @@ _OP_OF_SYMBOL = {
 # ---------------------------------------------------------------- ctypes helpers
 
 
-def _deref(ref: Any) -> Any:
-    """The object behind an out-parameter: ``byref(x)`` or ``pointer(x)`` -> x."""
-    if type(ref).__name__ == "CArgObject":
-        return ref._obj
-    if isinstance(ref, ctypes._Pointer):
-        return ref.contents
-    raise TypeError(
-        f"expected byref(...) or a pointer for an NVML out-parameter, got {type(ref).__name__}"
-    )
-
-
-def _in_struct(ref: Any) -> Any:
-    """An input struct passed by reference (C: ``const T *``); by value would crash real NVML."""
-    if isinstance(ref, ctypes.Structure):
-        raise TypeError(
-            f"{type(ref).__name__} passed by value where NVML takes a pointer; pass byref(...)"
-        )
-    return _deref(ref)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, int):
-        return value
-    if hasattr(value, "value"):
-        return int(value.value)
-    raise TypeError(f"expected an integer argument, got {type(value).__name__}")
-
-
-def _bytes(value: Any) -> str:
-    raw = value.value if hasattr(value, "value") else value
-    if raw is None:
-        raise DriverError(Nvml.INVALID_ARGUMENT, "NULL string")
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _write_string(buf: Any, length: Any, text: str) -> None:
-    data = text.encode()
-    if len(data) + 1 > _int(length):
-        raise DriverError(Nvml.INSUFFICIENT_SIZE, f"buffer of {_int(length)} for {text!r}")
-    buf.value = data
-
-
-def _array(ref: Any) -> tuple[Any, int | None]:
-    """A caller-allocated array (or pointer to its first element) and its length if known."""
-    if ref is None:
-        return None, 0
-    if type(ref).__name__ == "CArgObject":
-        ref = ref._obj
-    if isinstance(ref, ctypes.Array):
-        return ref, len(ref)
-    if isinstance(ref, ctypes._Pointer):
-        return ref, None
-    raise TypeError(f"expected a ctypes array for an NVML list output, got {type(ref).__name__}")
-
-
 class _CFunc:
     """One C symbol. pynvml sets ``restype`` on some, as on a ctypes function pointer."""
 
@@ -166,10 +113,11 @@ class _CFunc:
 # ---------------------------------------------------------------- the library
 
 
-class FakeNvmlLib:
+class FakeNvmlLib(VgpuSymbols):
     """Stands in for ``libnvidia-ml.so.1``: C symbols as Python callables."""
 
     def __init__(self, root: str) -> None:
+        self.root = root
         self.store = SimStore(root)
         self._initialized = 0
         self._buffers: dict[_Key, ctypes.Array[ctypes.c_char]] = {}
@@ -182,7 +130,7 @@ class FakeNvmlLib:
             raise AttributeError(name)
         if name == "nvmlErrorString":
             return _CFunc(lambda code: ERROR_STRINGS.get(_int(code), "Unknown Error").encode())
-        op = _OP_OF_SYMBOL.get(name)
+        op = _OP_OF_SYMBOL.get(name) or VGPU_SYMBOLS.get(name)
         impl = getattr(type(self), "_c_" + name, None)
         if op is None or impl is None:
             raise AttributeError(name)

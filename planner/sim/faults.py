@@ -66,6 +66,17 @@ NVML_OPS: tuple[str, ...] = (
     "nvmlDeviceGetMigDeviceHandleByIndex",
     "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
     "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetSupportedVgpus",
+    "nvmlDeviceGetCreatableVgpus",
+    "nvmlVgpuTypeGetName",
+    "nvmlVgpuTypeGetClass",
+    "nvmlVgpuTypeGetGpuInstanceProfileId",
+    "nvmlDeviceGetActiveVgpus",
+    "nvmlVgpuInstanceGetType",
+    "nvmlVgpuInstanceGetUUID",
+    "nvmlVgpuInstanceGetMdevUUID",
+    "nvmlVgpuInstanceGetVmID",
+    "nvmlVgpuInstanceGetGpuInstanceId",
 )
 SMI_OPS: tuple[str, ...] = ("nvidia-smi.gpu-reset",)
 SYSFS_OPS: tuple[str, ...] = (

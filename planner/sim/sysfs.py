@@ -11,15 +11,16 @@ missing tree. Layout, relative to ``DIR/sys`` (all links relative, so DIR can mo
       mdev:        <vf>/mdev_supported_types/nvidia-N/{name,available_instances,device_api,
                    description,create,devices/<uuid> -> ../../../<uuid>}
                    <vf>/<uuid>/{remove,mdev_type -> ../mdev_supported_types/nvidia-N,
-                   iommu_group, nvidia/{vgpu_params,gpu_instance_id}}
+                   iommu_group, nvidia/vgpu_params}
                    bus/mdev/devices/<uuid> -> ../../../devices/pci0000:00/<vf>/<uuid>
                    class/mdev_bus/<vf> -> ../../devices/pci0000:00/<vf>
-      vendor VFIO: <vf>/nvidia/{creatable_vgpu_types,current_vgpu_type,gpu_instance_id}
+      vendor VFIO: <vf>/nvidia/{creatable_vgpu_types,current_vgpu_type,vgpu_params}
     bus/pci/devices/<bdf> -> ../../../devices/pci0000:00/<bdf>
     bus/pci/drivers/nvidia/<bdf> -> ../../../../devices/pci0000:00/<bdf>
     kernel/iommu_groups/<n>/devices/<bdf> -> ../../../../devices/pci0000:00/<bdf>
 
-``nvidia/gpu_instance_id`` is a simulator stand-in (see ``planner.sim.vgpu``).
+The files under ``nvidia/`` are the ones the vGPU 17 user guide documents (section 2.10.8);
+which GI backs a vGPU is not among them: NVML tells it (``planner.sim.vgpu``).
 """
 
 from __future__ import annotations
@@ -148,13 +149,7 @@ def gpu_tree(state: SimState, gpu: SimGpu, mdevs: list[SimMdev]) -> dict[str, En
             tree[f"{d}/nvidia/current_vgpu_type"] = _file(
                 str(current.type_id if current else 0), 0o644
             )
-            gi = (
-                driver.find_gi_serial(gpu, current.gi_serial)
-                if current and current.gi_serial
-                else None
-            )
-            if gi is not None:
-                tree[f"{d}/nvidia/gpu_instance_id"] = _file(str(gi.gi_id))
+            tree[f"{d}/nvidia/vgpu_params"] = Entry("file", "", 0o644)
     if backend == "mdev":
         for m in mdevs:
             d = f"{PCI_ROOT}/{m.parent}/{m.uuid}"
@@ -165,9 +160,6 @@ def gpu_tree(state: SimState, gpu: SimGpu, mdevs: list[SimMdev]) -> dict[str, En
             tree[f"{d}/iommu_group"] = _link(f"../../../../kernel/iommu_groups/{group}")
             tree[f"kernel/iommu_groups/{group}/devices/{m.uuid}"] = _link(f"../../../../{d}")
             tree[f"{d}/nvidia/vgpu_params"] = Entry("file", "", 0o644)
-            backing = driver.find_gi_serial(gpu, m.gi_serial) if m.gi_serial is not None else None
-            if backing is not None:
-                tree[f"{d}/nvidia/gpu_instance_id"] = _file(str(backing.gi_id))
             tree[f"bus/mdev/devices/{m.uuid}"] = _link(f"../../../{d}")
             if mtype is not None:
                 tree[f"{PCI_ROOT}/{m.parent}/mdev_supported_types/{m.type_id}/devices/{m.uuid}"] = (

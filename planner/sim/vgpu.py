@@ -10,12 +10,17 @@ What is real and what is assumed (docs/reference/vgpu-on-mig.md has the sources)
 * Assumed: the type numbers (board-specific on real hosts; here derived from the model id,
   one per MIG profile, so never hard-code them); the ``description`` text; the header line of
   ``creatable_vgpu_types``; that ``available_instances`` is 0 with MIG disabled.
-* The driver's choice of backing GI is not documented. The simulator takes the free GI
-  (no vGPU on it) of the type's profile with the LOWEST GI ID, which, GI ids being permuted
-  per GPU, is not always the lowest placement. Callers must read it back: the simulator
-  writes it to ``nvidia/gpu_instance_id`` under the mdev (mdev) or the VF (vendor VFIO).
-  That file is a simulator stand-in (ASSUMED) for ``nvmlVgpuInstanceGetGpuInstanceId`` /
-  ``nvidia-smi vgpu -q``, which real hosts use.
+* The driver's choice of backing GI (docs/reference/vgpu-on-mig.md section 2.3, from the
+  open kernel driver's ``kvgpumgrGetSwizzId`` in releases 550 and 595): at create time (mdev
+  ``create`` or a ``current_vgpu_type`` write) the GI of the type's profile with the LOWEST
+  GI ID that no vGPU holds yet; GI ids being permuted per GPU, not always the lowest
+  placement. The binding lasts until the vGPU is removed.
+* Reading it back: only through NVML's vGPU instance calls (``nvmlDeviceGetActiveVgpus`` ->
+  ``nvmlVgpuInstanceGetGpuInstanceId``), and only for an *active* vGPU, i.e. one whose VM
+  is running (section 2.4: strongly indicated by the header, the driver source and the
+  guides; ASSUMED until seen on hardware). No sysfs file tells it.
+* vGPU instance ids (``nvmlVgpuInstance_t``) are driver-assigned handles; here a stable
+  hash of the device key (ASSUMED; callers never keep them).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ def total_vfs(model: GpuModel) -> int:
 
 def vgpu_types(state: SimState, gpu: SimGpu) -> list[VgpuTypeDef]:
     model = driver.model_of(gpu)
-    base = 400 + zlib.crc32(model.id.encode()) % 600
+    base = _base(model)
     offered = {p.id for p in driver.offered_gi_profiles(state, gpu)}
     out = []
     for i, p in enumerate(model.gi_profiles):
@@ -55,6 +60,28 @@ def vgpu_types(state: SimState, gpu: SimGpu) -> list[VgpuTypeDef]:
         if name and p.id in offered:
             out.append(VgpuTypeDef(base + i, name, p))
     return out
+
+
+def supported_types(gpu: SimGpu) -> list[VgpuTypeDef]:
+    """Every MIG-backed type the board supports, MIG on or off (``nvmlDeviceGetSupportedVgpus``
+    lists them with MIG mode off: vgpu-on-mig.md section 1.2)."""
+    model = driver.model_of(gpu)
+    base = _base(model)
+    return [VgpuTypeDef(base + i, name, p) for i, p in enumerate(model.gi_profiles)
+            if (name := vgpu_type_name(model, p))]
+
+
+def type_by_number(state: SimState, number: int) -> VgpuTypeDef | None:
+    """A type id is global to the driver (it takes no device handle)."""
+    for gpu in state.gpus:
+        for t in supported_types(gpu):
+            if t.number == number:
+                return t
+    return None
+
+
+def _base(model: GpuModel) -> int:
+    return 400 + zlib.crc32(model.id.encode()) % 600
 
 
 def find_type(state: SimState, gpu: SimGpu, type_id: str | int) -> VgpuTypeDef | None:
@@ -98,3 +125,39 @@ def backing_gi(state: SimState, gpu: SimGpu, t: VgpuTypeDef) -> SimGi | None:
     """The driver's choice (simulator rule, see the module doc): lowest free GI id."""
     gis = free_gis(state, gpu, t.profile)
     return gis[0] if gis else None
+
+
+@dataclass(frozen=True)
+class ActiveVgpu:
+    """A vGPU whose VM runs, as NVML reports it."""
+
+    instance: int  # nvmlVgpuInstance_t
+    key: str  # the mdev UUID, or the VF's address
+    mdev_uuid: str | None
+    type_number: int
+    gi: SimGi | None
+    vm_uuid: str
+
+
+def instance_id(key: str) -> int:
+    """A stable, non-zero vGPU instance handle for a device key (ASSUMED numbering)."""
+    return (zlib.crc32(key.encode()) & 0x7FFFFFFF) or 1
+
+
+def active_vgpus(state: SimState, gpu: SimGpu, running: dict[str, str]) -> list[ActiveVgpu]:
+    """The vGPUs of ``gpu`` that a running VM uses; ``running``: device key -> VM UUID."""
+    out = []
+    for m in state.mdevs:
+        if m.gpu == gpu.pci and m.uuid in running:
+            t = find_type(state, gpu, m.type_id)
+            out.append(ActiveVgpu(instance_id(m.uuid), m.uuid, m.uuid,
+                                  t.number if t else 0, _gi(gpu, m.gi_serial), running[m.uuid]))
+    for vf, v in sorted(gpu.vf_vgpus.items()):
+        if vf in running:
+            out.append(ActiveVgpu(instance_id(vf), vf, None, v.type_id,
+                                  _gi(gpu, v.gi_serial), running[vf]))
+    return sorted(out, key=lambda a: a.instance)
+
+
+def _gi(gpu: SimGpu, serial: int | None) -> SimGi | None:
+    return driver.find_gi_serial(gpu, serial) if serial is not None else None

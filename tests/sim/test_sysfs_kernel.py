@@ -13,6 +13,7 @@ import pytest
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.host import GpuSpec
 from planner.sim.kernel import sysfs_write
+from planner.sim.libvirt_store import STATE_RUNNING, SimDomainRecord, save_sim_domains
 
 U1 = "2f0c6a3e-1b6f-4c5e-9a8b-0d1e2f3a4b5c"
 U2 = "7a9d1c2e-3b4f-4a6b-8c9d-0e1f2a3b4c5d"
@@ -32,6 +33,38 @@ def create_gis(root: Path, *placements: tuple[int, int, int]) -> list[int]:
         gi = n.nvmlDeviceCreateGpuInstanceWithPlacement(h, profile, ctypes.byref(p))
         ids.append(n.nvmlGpuInstanceGetInfo(gi).id)
     return ids
+
+
+def run_vm(root: Path, name: str, uuid: str, hostdev: str) -> None:
+    """A running domain of the simulated libvirt using the mdev ``hostdev`` (or a VF)."""
+    if ":" in hostdev:
+        dom, bus, rest = hostdev.split(":")
+        slot, fn = rest.split(".")
+        src = (f"<hostdev mode='subsystem' type='pci' managed='no'><source><address "
+               f"domain='0x{dom}' bus='0x{bus}' slot='0x{slot}' function='0x{fn}'/></source>"
+               "</hostdev>")
+    else:
+        src = (f"<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source>"
+               f"<address uuid='{hostdev}'/></source></hostdev>")
+    xml = (f"<domain type='test'><name>{name}</name><uuid>{uuid}</uuid><memory>1024</memory>"
+           f"<os><type>hvm</type></os><devices>{src}</devices></domain>")
+    save_sim_domains(root, [SimDomainRecord(name, xml, state=STATE_RUNNING)])
+
+
+def active_gis(root: Path) -> list[tuple[int, int, str, str | None]]:
+    """(type id, GI id, VM uuid, mdev uuid) of every active vGPU, through pynvml."""
+    n = FakeNvml(root)
+    n.nvmlInit()
+    h = n.nvmlDeviceGetHandleByIndex(0)
+    out = []
+    for inst in n.nvmlDeviceGetActiveVgpus(h):
+        try:
+            mdev = n.nvmlVgpuInstanceGetMdevUUID(inst)
+        except pynvml.NVMLError_NotSupported:
+            mdev = None
+        out.append((n.nvmlVgpuInstanceGetType(inst), n.nvmlVgpuInstanceGetGpuInstanceId(inst),
+                    n.nvmlVgpuInstanceGetVmID(inst)[0].decode(), mdev))
+    return out
 
 
 def test_pci_layout(make_host) -> None:
@@ -86,7 +119,11 @@ def test_mdev_types_follow_gis_and_backing_gi_is_read_back(make_host) -> None:
     sysfs_write(root, f"{vf0}/mdev_supported_types/{t3g}/create", U1)
     assert read(root, avail) == "0"  # one vGPU per VF
     mdev = f"bus/mdev/devices/{U1}"
-    assert read(root, f"{mdev}/nvidia/gpu_instance_id") == "1"  # the driver's pick, read back
+    assert not (root / "sys" / mdev / "nvidia" / "gpu_instance_id").exists()  # undocumented
+    assert active_gis(root) == []  # NVML lists a vGPU only while its VM runs
+    run_vm(root, "vm1", U2, U1)
+    number = int(t3g.removeprefix("nvidia-"))
+    assert active_gis(root) == [(number, 1, U2, U1)]  # the driver's pick: the lowest GI id
     assert os.path.basename(os.readlink(root / "sys" / mdev / "mdev_type")) == t3g
     with pytest.raises(OSError) as err:
         sysfs_write(root, f"bus/pci/devices/0000:41:00.5/mdev_supported_types/{t3g}/create", U1)
@@ -121,7 +158,9 @@ def test_vendor_vfio_vgpu_types(make_host) -> None:
     assert err.value.errno == errno.EINVAL and read(root, f"{vf}/current_vgpu_type") == "0"
     sysfs_write(root, f"{vf}/current_vgpu_type", type_id)
     assert read(root, f"{vf}/current_vgpu_type") == type_id
-    assert read(root, f"{vf}/gpu_instance_id") == "10"
+    assert not (root / "sys" / "bus/pci/devices/0000:65:00.4/nvidia/gpu_instance_id").exists()
+    run_vm(root, "vm1", U2, "0000:65:00.4")
+    assert active_gis(root) == [(int(type_id), 10, U2, None)]  # no mdev behind a VF
     other = "bus/pci/devices/0000:65:00.5/nvidia/creatable_vgpu_types"
     assert read(root, other).splitlines() == ["ID    : vGPU Name"]  # the only 1g GI is taken
     with pytest.raises(OSError) as err:
