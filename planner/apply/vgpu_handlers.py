@@ -6,18 +6,19 @@ driver checks) and disabled by writing 0.
 
 ``vgpu[KEY]`` (kind ``vgpu``), two backends:
 
-- ``mdev``: KEY is the mdev UUID. Created by writing it to the ``create`` file of the type
-  on the parent VF whose ``name`` is the planned type name (type ids are board-specific,
-  so the plan names the type and apply finds its id), then made persistent (``mdevctl
-  define``, manual start; on ``sim:DIR`` a simulated definition under DIR/etc/mdevctl.d);
-  removed by undefining it and writing 1 to ``bus/mdev/devices/UUID/remove``.
-- ``vfio-vf``: KEY is the VF's PCI address. The type id is looked up by name in the VF's
-  ``nvidia/creatable_vgpu_types`` and written to ``nvidia/current_vgpu_type``, then read
-  back (a non-creatable type reads back as 0); released by writing 0.
+- ``mdev``: KEY is the mdev UUID, written to the ``create`` file of the type
+  ``nvidia-N`` on the parent VF; removed by writing 1 to ``bus/mdev/devices/UUID/remove``.
+  Never defined with mdevctl (it cannot keep a MIG-backed mdev: see the create path); an
+  old definition is undefined on delete.
+- ``vfio-vf``: KEY is the VF's PCI address; the type id is written to
+  ``nvidia/current_vgpu_type`` and read back (a non-creatable type reads back as 0);
+  released by writing 0.
 
-Which GPU instance backs the new vGPU is the driver's choice; it is read back by the next
-probe and never assumed here. All writes go through ``Sysfs.write``, which on a ``sim:``
-host is the simulated kernel.
+The type is chosen by id: the plan's, or, before the VFs existed, one the driver maps to
+the target GPU instance's profile through NVML (names are for display). The driver picks
+the GPU instance behind a new vGPU; ``planner.apply.vgpu_placement`` makes its pick the
+plan's and the binding is recorded (``planner.host.vgpu_bindings``). All writes go through
+``Sysfs.write``, which on a ``sim:`` host is the simulated kernel.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from planner.apply.handlers import (
     Step,
     step_state,
 )
+from planner.apply.vgpu_placement import PlacementError, parse_gi, target_of, with_placeholders
 from planner.errors import AihowError
-from planner.host.mdev_persist import MdevDefinition, MdevPersistence, is_defined
-from planner.host.state import HostState, VgpuParent
+from planner.host.mdev_persist import MdevPersistence, is_defined
+from planner.host.nvml import NvmlHost
+from planner.host.state import HostState
 from planner.host.sysfs import MDEV_DEVICES, PCI_DEVICES, Sysfs, parse_creatable_types
+from planner.host.vgpu_bindings import Binding, record_binding
 from planner.lang.pci import normalize_pci
 from planner.vocab import Address, Attrs, SriovAttrs, VgpuAttrs
 from planner.vocab.plan import Change
@@ -106,39 +110,55 @@ def _key(address: Address) -> str:
     return address.key
 
 
-def _type_matches(parent: VgpuParent | None, type_id: str, want: VgpuAttrs) -> bool:
-    """Whether the type ``type_id`` on ``parent`` is the planned one: by id when the plan
-    knows it, else by name (the plan names the type before its VFs exist)."""
+def _short(name: str | None) -> str:
+    """A type name as NVIDIA's tools compare it: its last word, so "GRID A100-1-5C",
+    "NVIDIA A100-1-5C" and "A100-1-5C" are one name (vgpu-on-mig.md section 1.4)."""
+    words = (name or "").split()
+    return words[-1] if words else ""
+
+
+def _pick_type(offered: dict[str, str], want: VgpuAttrs, profile_id: int,
+               by_profile: dict[int, int | None], where: str) -> str:
+    """The type id to create among ``offered`` (id -> name): the plan's id when it has
+    one, else one that the driver maps to the target GI's profile (NVML's
+    ``nvmlVgpuTypeGetGpuInstanceProfileId``; the plan's name only breaks ties). Where the
+    driver answers no type query (``by_profile`` empty), by the name's last word."""
     if want.type_id is not None:
-        return type_id == want.type_id
-    names = {t.type_id: t.name for t in parent.types} if parent is not None else {}
-    if type_id not in names:  # an assigned VF stops listing its type: presence must do
-        return True
-    return names[type_id] == want.type_name
+        if want.type_id not in offered:
+            raise AihowError(f"{where} offers no vGPU type {want.type_id} now "
+                             f"(no free GPU instance?)")
+        return want.type_id
+    if by_profile:
+        fits = [t for t in offered if by_profile.get(_number(t)) == profile_id]
+        fits.sort(key=lambda t: (_short(offered[t]) != _short(want.type_name), t))
+        if fits:
+            return fits[0]
+        raise AihowError(f"{where} offers no vGPU type for GPU instance profile {profile_id} "
+                         f"now (no free GPU instance?)")
+    for t, name in offered.items():
+        if _short(name) == _short(want.type_name):
+            return t
+    raise AihowError(f"{where} offers no type {want.type_name} now (no free GPU instance?)")
 
 
-def _mdev_type_dir(sysfs: Sysfs, parent: str, type_id: str | None, type_name: str | None) -> str:
+def _number(type_id: str) -> int:
+    text = type_id.removeprefix("nvidia-")
+    return int(text) if text.isdigit() else -1
+
+
+def _mdev_types(sysfs: Sysfs, parent: str) -> dict[str, str]:
     types = f"{PCI_DEVICES}/{parent}/mdev_supported_types"
     names = sysfs.list(types)
     if not names:
         raise AihowError(f"vGPU parent {parent} has no mdev types (are its VFs enabled?)")
-    for tid in names:
-        name = sysfs.read_optional(f"{types}/{tid}/name")
-        if (type_id is not None and tid == type_id) or (
-            type_name is not None and name == type_name
-        ):
-            return f"{types}/{tid}"
-    raise AihowError(f"vGPU parent {parent} offers no type {type_name or type_id}")
+    return {tid: sysfs.read_optional(f"{types}/{tid}/name") or tid for tid in names}
 
 
-def _vf_type_id(sysfs: Sysfs, vf: str, type_id: str | None, type_name: str | None) -> str:
+def _vf_types(sysfs: Sysfs, vf: str) -> dict[str, str]:
     text = sysfs.read_optional(f"{PCI_DEVICES}/{vf}/nvidia/creatable_vgpu_types")
     if text is None:
         raise AihowError(f"VF {vf} has no nvidia/creatable_vgpu_types (not a vGPU VF?)")
-    for t in parse_creatable_types(text):
-        if (type_id is not None and t.type_id == type_id) or t.name == type_name:
-            return t.type_id
-    raise AihowError(f"VF {vf} cannot create {type_name or type_id} now (no free GPU instance?)")
+    return {t.type_id: t.name for t in parse_creatable_types(text)}
 
 
 def _persistence(ctx: ApplyContext) -> MdevPersistence:
@@ -148,53 +168,105 @@ def _persistence(ctx: ApplyContext) -> MdevPersistence:
     return store
 
 
+class _Creator:
+    """Creates the vGPU of a step, and placeholders of the same type, through sysfs."""
+
+    def __init__(self, ctx: ApplyContext, attrs: VgpuAttrs, key: str, profile_id: int) -> None:
+        self.sysfs: Sysfs = ctx.adapter("sysfs")
+        nvml: NvmlHost = ctx.adapter("nvml")
+        self.by_profile = {n: t.gi_profile_id
+                           for n, t in nvml.vgpu_types(nvml.handle(attrs.gpu)).items()}
+        self.attrs, self.key, self.profile_id = attrs, key, profile_id
+        self.type_id: str | None = None
+
+    def _type(self, parent: str) -> str:
+        if self.type_id is None:
+            offered = (_mdev_types(self.sysfs, parent) if self.attrs.backend == "mdev"
+                       else _vf_types(self.sysfs, parent))
+            where = f"vGPU parent {parent}" if self.attrs.backend == "mdev" else f"VF {parent}"
+            self.type_id = _pick_type(offered, self.attrs, self.profile_id, self.by_profile,
+                                      where)
+        return self.type_id
+
+    def create(self, parent: str, token: str | None) -> None:
+        tid = self._type(parent)
+        if self.attrs.backend == "mdev":
+            types = f"{PCI_DEVICES}/{parent}/mdev_supported_types"
+            self.sysfs.write(f"{types}/{tid}/create", token or str(uuid.UUID(self.key)))
+            return
+        cur_path = f"{PCI_DEVICES}/{parent}/nvidia/current_vgpu_type"
+        self.sysfs.write(cur_path, tid)
+        got = (self.sysfs.read_optional(cur_path) or "0").strip()
+        if got != tid:
+            raise AihowError(f"VF {parent} reads back type {got} after writing {tid}")
+
+    def remove(self, parent: str, token: str | None) -> None:
+        if self.attrs.backend == "mdev":
+            self.sysfs.write(f"{MDEV_DEVICES}/{token}/remove", "1")
+        else:
+            self.sysfs.write(f"{PCI_DEVICES}/{parent}/nvidia/current_vgpu_type", "0")
+
+
+def _create_on_target(ctx: ApplyContext, attrs: VgpuAttrs, key: str) -> dict[str, Any]:
+    """Create the vGPU so that the driver backs it with the planned GI, record the
+    binding, and check it against NVML where NVML can tell already."""
+    host = ctx.env.probe()
+    target = target_of(host, attrs)
+    creator = _Creator(ctx, attrs, key, target.gi.profile_id)
+    placeholders = with_placeholders(host, target, attrs, key, creator.create, creator.remove)
+    record_binding(ctx.env.state_dir(), key, Binding(target.gpu.pci, target.gi.gi_id,
+                                                     target.gi.profile_id,
+                                                     target.gi.placement_start))
+    after = ctx.env.probe()
+    found = next((m.gi_id for m in after.mdevs if m.uuid == key.lower() and m.gi_from == "nvml"),
+                 None) or next((p.gi_id for p in after.vgpu_parents
+                                if p.pci == key.lower() and p.gi_from == "nvml"), None)
+    if found is not None and found != target.gi.gi_id:
+        record_binding(ctx.env.state_dir(), key, None)
+        raise PlacementError(f"the driver backed it with GPU instance {found}, not "
+                             f"{attrs.gi} (GI {target.gi.gi_id})")
+    facts: dict[str, Any] = {"type_id": creator.type_id, "gi_id": target.gi.gi_id}
+    if placeholders:
+        facts["placeholders_on_gi_ids"] = placeholders
+    return facts
+
+
 class VgpuHandler:
     def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
         key = _key(step.address)
         attrs = _vgpu_attrs(step)
         want = step.state(side) is not None
         sysfs: Sysfs = ctx.adapter("sysfs")
-        type_id, type_name = attrs.type_id, attrs.type_name
         try:
             if attrs.backend == "vfio-vf":
                 vf = normalize_pci(key)
                 cur_path = f"{PCI_DEVICES}/{vf}/nvidia/current_vgpu_type"
                 current = (sysfs.read_optional(cur_path) or "0").strip()
                 if want and current in ("", "0"):
-                    tid = _vf_type_id(sysfs, vf, type_id, type_name)
-                    sysfs.write(cur_path, tid)
-                    got = (sysfs.read_optional(cur_path) or "0").strip()
-                    if got != tid:
-                        raise ActionFailed(
-                            f"{step.address}: VF {vf} reads back type {got} after writing {tid}"
-                        )
-                    return {"type_id": tid}
+                    return _create_on_target(ctx, attrs, vf)
                 if not want and current not in ("", "0"):
                     sysfs.write(cur_path, "0")
+                    record_binding(ctx.env.state_dir(), vf, None)
                     return {"released_type_id": current}
                 return {"already": True}
             mdev = str(uuid.UUID(key))
             exists = sysfs.exists(f"{MDEV_DEVICES}/{mdev}")
-            store = _persistence(ctx)
-            defined = is_defined(store, mdev)
             if want:
-                parent = normalize_pci(attrs.parent)
-                type_dir = _mdev_type_dir(sysfs, parent, type_id, type_name)
-                tid = type_dir.rsplit("/", 1)[1]
-                facts: dict[str, Any] = {}
-                if not exists:
-                    sysfs.write(f"{type_dir}/create", mdev)
-                    facts.update(type_id=tid, parent=parent)
-                if not defined:  # survives a reboot as a definition; aihow starts it
-                    store.define(MdevDefinition(mdev, parent, tid))
-                    facts["persistent"] = store.label
-                return facts or {"already": True}
-            facts = {}
-            if defined:
+                # MIG-backed: never ``mdevctl define``d. mdevctl cannot make such an mdev
+                # persistent (its GPU instance is gone at boot, and mdevctl's udev start runs
+                # before GIs exist); the boot-time ``aihow apply`` makes it again
+                # (docs/reference/vgpu-on-mig.md section 5).
+                if exists:
+                    return {"already": True}
+                return {**_create_on_target(ctx, attrs, mdev), "parent": attrs.parent}
+            facts: dict[str, Any] = {}
+            store = _persistence(ctx)
+            if is_defined(store, mdev):  # a definition an older aihow (or a person) made
                 store.undefine(mdev)
                 facts["undefined"] = mdev
             if exists:
                 sysfs.write(f"{MDEV_DEVICES}/{mdev}/remove", "1")
+                record_binding(ctx.env.state_dir(), mdev, None)
                 facts["removed"] = mdev
             return facts or {"already": True}
         except ActionFailed:
@@ -206,7 +278,6 @@ class VgpuHandler:
         """Absent, or present with the planned backend, parent and type (a replace keeps
         the address and changes the type, so presence alone says nothing)."""
         key = _key(address)
-        parents = {p.pci: p for p in host.vgpu_parents}
         vf = next((p for p in host.vgpu_parents if p.current_type and p.pci == key.lower()),
                   None)
         mdev = next((m for m in host.mdevs if m.uuid == key.lower()), None)
@@ -215,10 +286,9 @@ class VgpuHandler:
         if not isinstance(state, VgpuAttrs):
             return False
         if state.backend == "vfio-vf":
-            return vf is not None and vf.current_type is not None and \
-                _type_matches(vf, vf.current_type, state)
+            return vf is not None and _on_planned_gi(host, state, vf.gi_id)
         return mdev is not None and mdev.parent == state.parent and \
-            _type_matches(parents.get(mdev.parent), mdev.type_id, state)
+            _on_planned_gi(host, state, mdev.gi_id)
 
     def inverse(self, step: Step) -> str:
         verb = "create" if step.before is not None else "remove"
@@ -227,3 +297,11 @@ class VgpuHandler:
     def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
         return []
 
+
+def _on_planned_gi(host: HostState, state: VgpuAttrs, gi_id: int | None) -> bool:
+    """Whether the GI known to back the vGPU is the planned one (by placement)."""
+    if state.gi is None:
+        return True
+    gpu = host.gpu(state.gpu)
+    gi = next((g for g in gpu.gpu_instances if g.gi_id == gi_id), None) if gpu else None
+    return gi is not None and gi.placement_start == parse_gi(state.gi)[1]

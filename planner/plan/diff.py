@@ -96,7 +96,8 @@ def _wanted_by(res: Resource) -> str:
 def _create_reason(res: Resource, actual: dict[Address, Resource]) -> tuple[str, Reason]:
     a = res.attrs
     if isinstance(a, VgpuAttrs):
-        return f"{a.type_name} on {a.parent} for {res.owner}", Reason.VGPU_FOR_NODE
+        on = f" backed by gi[{a.gi}]" if a.gi else ""
+        return f"{a.type_name} on {a.parent}{on} for {res.owner}", Reason.VGPU_FOR_NODE
     if isinstance(a, SriovAttrs):
         return (f"enable the SR-IOV virtual functions of {res.branch} (sriov-manage -e): "
                 f"they are the parents of its vGPU devices"), Reason.VFS_FOR_VGPU

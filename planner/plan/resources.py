@@ -72,6 +72,7 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]
     running = _running(host)
     out: dict[Address, Resource] = {}
     gi_addr_by_id: dict[tuple[str, int], Address] = {}
+    gi_text_by_id: dict[tuple[str, int], str] = {}  # GI -> "PROFILE@START"
     dep_by_id: dict[tuple[str, int], Address] = {}
     for gpu in host.gpus:
         model = models.get(gpu.pci)
@@ -87,6 +88,7 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]
                                GpuInstanceAttrs(name, gi.placement_start, gi.placement_size),
                                deps=(mig,), branch=gpu.pci, users=users)
             gi_addr_by_id[(gpu.pci, gi.gi_id)] = ga
+            gi_text_by_id[(gpu.pci, gi.gi_id)] = f"{name}@{gi.placement_start}"
             dep_by_id[(gpu.pci, gi.gi_id)] = ga
             for ci in sorted(gi.compute_instances, key=lambda c: c.placement_start):
                 cname = ci_name(model, gi, ci.profile_id)
@@ -121,7 +123,8 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]
         dep = dep_by_id.get((gpu_pci, mdev.gi_id)) if mdev.gi_id is not None else None
         out[va] = Resource(va, Kind.VGPU,
                            VgpuAttrs("mdev", gpu_pci, mdev.parent, mdev.type_id,
-                                     type_name(mdev.parent, mdev.type_id)),
+                                     type_name(mdev.parent, mdev.type_id),
+                                     gi_text_by_id.get((gpu_pci, mdev.gi_id or -1))),
                            deps=(dep,) if dep else (), branch=gpu_pci,
                            users=tuple(sorted(set(attached.get(mdev.uuid, [])) & running)),
                            extra={"gi": gi_addr_by_id.get((gpu_pci, mdev.gi_id or -1))})
@@ -137,7 +140,8 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]
         vf_type = vf_type_name(p, on.gpu_instances if on else (), models.get(gpu_pci), known)
         out[va] = Resource(va, Kind.VGPU,
                            VgpuAttrs("vfio-vf", gpu_pci, p.pci, p.current_type,
-                                     vf_type or p.current_type),
+                                     vf_type or p.current_type,
+                                     gi_text_by_id.get((gpu_pci, p.gi_id or -1))),
                            deps=(dep,) if dep else (), branch=gpu_pci,
                            users=tuple(sorted(set(attached.get(p.pci, [])) & running)))
         vgpu_keys[p.pci] = va
@@ -213,7 +217,7 @@ def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Add
         va = Address.vgpu(v.key)
         out[va] = Resource(va, Kind.VGPU,
                            VgpuAttrs(vgpu_backend(v.backend), v.gi.gpu, v.parent, v.type_id,
-                                     v.type_name),
+                                     v.type_name, f"{v.gi.profile.name}@{v.gi.start}"),
                            deps=(ci_of[id(v.gi)], sa), branch=v.gi.gpu, owner=v.node,
                            key=v.gi.owner.key)
         da = Address.domain(v.node)

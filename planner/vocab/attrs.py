@@ -113,14 +113,19 @@ class SriovAttrs(_Attrs):
 @dataclass(frozen=True, slots=True)
 class VgpuAttrs(_Attrs):
     """``vgpu[KEY]``: an mdev (KEY its UUID) or a VF with a vGPU type (KEY the VF).
-    ``type_id`` is None while the VFs that will offer the type do not exist yet."""
+    ``type_id`` is None while the VFs that will offer the type do not exist yet.
+    ``gi`` is the GPU instance that backs it, ``PROFILE@START`` (None: not known); a vGPU
+    on another instance than the plan's is a change. ``type_name`` is for display only:
+    the type is identified by its id, or by ``gi``'s profile before the VFs exist."""
 
-    COMPARED = ("backend", "parent", "type_name")
+    COMPARED = ("backend", "parent", "gi")
+    OPTIONAL = ("gi",)
     backend: Literal["mdev", "vfio-vf"]
     gpu: str
     parent: str
     type_id: str | None
     type_name: str
+    gi: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

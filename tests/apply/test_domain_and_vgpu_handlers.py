@@ -20,7 +20,6 @@ from planner.host.environment import LocalEnvironment
 from planner.host.records import defined_by_aihow
 from planner.host.state import Domain, Hostdev, HostState
 from planner.host.sysfs import Sysfs
-from planner.sim.environment import SimEnvironment
 from planner.vm.vm_factory import VMFactory, VMSpec
 from planner.vocab import Kind
 from planner.vocab.plan import Change
@@ -272,15 +271,40 @@ def test_domain_handler_never_deletes_a_domain_aihow_did_not_define(sim: Path) -
         assert ld.domain_exists(s.conn, "hpc-compute-01")
 
 
-def vgpu_action(key: str, backend: str, parent: str, type_name: str) -> Step:
+def vgpu_action(key: str, backend: str, parent: str, type_name: str, gi: str | None,
+                gpu: str = "0000:65:00.0", op: str = "create") -> Step:
     attrs = {
         "backend": backend,
-        "gpu": "0000:65:00.0",
+        "gpu": gpu,
         "parent": parent,
         "type_id": None,
         "type_name": type_name,
+        "gi": gi,
     }
+    if op == "delete":
+        return step(f"vgpu[{key}]", "vgpu", "delete", attrs, None)
     return step(f"vgpu[{key}]", "vgpu", "create", None, attrs)
+
+
+def vgpu_host(tmp_path: Path, model: str, pci: str, backend: str, *gis: tuple[int, int],
+              gi_ids: str = "identity") -> tuple[Path, list[int]]:
+    """A simulated host with MIG on, the GIs ``(profile id, start)`` made through NVML
+    and the VFs enabled; returns its DIR and the GI ids the driver gave."""
+    from planner.host.nvml import NvmlHost
+    from planner.sim.fake_nvml import FakeNvml
+    from planner.sim.host import GpuSpec, HostSpec, init_host
+    from planner.sim.kernel import sysfs_write
+
+    root = tmp_path / "host"
+    init_host(root, HostSpec(gpus=(GpuSpec(model, pci, mig=True, gi_ids=gi_ids),), vgpu=backend))
+    with NvmlHost(FakeNvml(root)) as host:
+        ids = [host.create_gpu_instance(pci, profile, start).gi_id for profile, start in gis]
+    sysfs_write(root, f"bus/pci/devices/{pci}/sriov_numvfs", "4")
+    return root, ids
+
+
+def sim_ctx(root: Path) -> ApplyContext:
+    return ApplyContext(open_environment(f"sim:{root}"))
 
 
 @dataclass(frozen=True)
@@ -298,82 +322,126 @@ class TreeEnvironment(LocalEnvironment):
         return self.store if self.store is not None else super().mdev_store()
 
 
-@dataclass(frozen=True)
-class BareSimEnvironment(SimEnvironment):
-    """A simulated host's directory holding only a sysfs tree; ``writer`` plays the kernel."""
-
-    writer: Callable[[str, str], None] | None = None
-
-    def sysfs(self) -> Sysfs:
-        return Sysfs(self.directory, writer=self.writer, writable=True)
-
-
-def sysfs_ctx(root: Path) -> ApplyContext:
-    return ApplyContext(TreeEnvironment(fs_root=root))
-
-
-def test_vfio_vf_type_found_by_name_and_released(tmp_path: Path) -> None:
+def test_vfio_vf_type_found_by_profile_and_released(tmp_path: Path) -> None:
+    """Before the VFs existed the plan could only guess a name; apply picks the type the
+    driver maps (through NVML) to the target GI's profile, whatever the name says."""
     from planner.apply.vgpu_handlers import VgpuHandler
+    from planner.host.vgpu_bindings import read_bindings
 
-    nv = tmp_path / "sys/bus/pci/devices/0000:65:00.4/nvidia"
-    nv.mkdir(parents=True)
-    (nv / "creatable_vgpu_types").write_text(
-        "ID    : vGPU Name\n1414  : NVIDIA H100XM-1-10C\n1415  : NVIDIA H100XM-2-20C\n"
-    )
-    (nv / "current_vgpu_type").write_text("0\n")
-    a = vgpu_action("0000:65:00.4", "vfio-vf", "0000:65:00.4", "NVIDIA H100XM-2-20C")
-    h, c = VgpuHandler(), sysfs_ctx(tmp_path)
-    assert h.ensure(c, a, "after") == {"type_id": "1415"}
-    assert (nv / "current_vgpu_type").read_text() == "1415"
+    root, (gi_id,) = vgpu_host(tmp_path, "h100-80gb", "0000:65:00.0", "vfio-vf", (14, 0))
+    nv = root / "sys/bus/pci/devices/0000:65:00.4/nvidia"
+    line = next(x for x in (nv / "creatable_vgpu_types").read_text().splitlines()
+                if x.endswith("H100XM-2-20C"))
+    want = line.split(":")[0].strip()
+    a = vgpu_action("0000:65:00.4", "vfio-vf", "0000:65:00.4", "GRID H100-2-20C", "2g.20gb@0")
+    h, c = VgpuHandler(), sim_ctx(root)
+    assert h.ensure(c, a, "after") == {"type_id": want, "gi_id": gi_id}
+    assert (nv / "current_vgpu_type").read_text().strip() == want
+    assert read_bindings(root / "state")["0000:65:00.4"].gi_id == gi_id
     assert h.ensure(c, a, "after") == {"already": True}
-    assert h.ensure(c, a, "before") == {"released_type_id": "1415"}
-    assert (nv / "current_vgpu_type").read_text() == "0"
+    assert h.ensure(c, a, "before") == {"released_type_id": want}
+    assert (nv / "current_vgpu_type").read_text().strip() == "0"
+    assert read_bindings(root / "state") == {}
+
+
+def test_vgpu_lands_on_the_planned_gi_through_placeholders(tmp_path: Path) -> None:
+    """Three 1g.5gb GIs; the driver gives a new vGPU the free one with the lowest GI id.
+    Asked for the one with the highest id, apply first parks placeholders on the two
+    lower ones, then removes them: the vGPU sits where the plan says, and a VM running it
+    shows that GI through NVML."""
+    from planner.apply.vgpu_handlers import VgpuHandler
+    from planner.sim.libvirt_store import STATE_RUNNING, SimDomainRecord, save_sim_domains
+
+    pci = "0000:17:00.0"
+    root, ids = vgpu_host(tmp_path, "a100-40gb", pci, "mdev", (19, 0), (19, 1), (19, 2))
+    top = max(range(3), key=lambda i: ids[i])  # the start whose GI has the highest id
+    a = vgpu_action(U1, "mdev", "0000:17:00.5", "NVIDIA A100-1-5C", f"1g.5gb@{top}", gpu=pci)
+    facts = VgpuHandler().ensure(sim_ctx(root), a, "after")
+    assert facts["gi_id"] == ids[top] and len(facts["placeholders_on_gi_ids"]) == 2
+    state = open_environment(f"sim:{root}").probe()
+    assert [m.uuid for m in state.mdevs] == [U1]  # the placeholders are gone
+    assert (state.mdevs[0].gi_id, state.mdevs[0].gi_from) == (ids[top], "recorded")
+    xml = ("<domain type='test'><name>vm</name><uuid>2f0c6a3e-1b6f-4c5e-9a8b-0d1e2f3a4b5c"
+           "</uuid><memory>1024</memory><os><type>hvm</type></os><devices>"
+           "<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source>"
+           f"<address uuid='{U1}'/></source></hostdev></devices></domain>")
+    save_sim_domains(root, [SimDomainRecord("vm", xml, state=STATE_RUNNING)])
+    (m,) = open_environment(f"sim:{root}").probe().mdevs
+    assert (m.gi_id, m.gi_from) == (ids[top], "nvml")  # the driver agrees
 
 
 def test_vgpu_errors_name_the_resource_and_the_reason(tmp_path: Path) -> None:
     from planner.apply.vgpu_handlers import VgpuHandler
 
-    nv = tmp_path / "sys/bus/pci/devices/0000:65:00.4/nvidia"
-    nv.mkdir(parents=True)
-    (nv / "creatable_vgpu_types").write_text("ID    : vGPU Name\n")  # a full card
-    (nv / "current_vgpu_type").write_text("0\n")
-    a = vgpu_action("0000:65:00.4", "vfio-vf", "0000:65:00.4", "NVIDIA H100XM-1-10C")
-    with pytest.raises(ActionFailed, match=r"^vgpu\[0000:65:00.4\]: VF 0000:65:00.4 cannot create"):
-        VgpuHandler().ensure(sysfs_ctx(tmp_path), a, "after")
-    m = vgpu_action(U1, "mdev", "0000:65:00.5", "NVIDIA A100-1-5C")
-    with pytest.raises(ActionFailed, match=r"0000:65:00.5 has no mdev types \(are its VFs enabled"):
-        VgpuHandler().ensure(sysfs_ctx(tmp_path), m, "after")
+    root, _ = vgpu_host(tmp_path, "h100-80gb", "0000:65:00.0", "vfio-vf", (19, 0))
+    a = vgpu_action("0000:65:00.4", "vfio-vf", "0000:65:00.4", "NVIDIA H100XM-1-10C",
+                    "1g.10gb@3")
+    with pytest.raises(ActionFailed, match=r"^vgpu\[0000:65:00.4\]: GPU instance 1g.10gb@3 "
+                                           r"does not exist on 0000:65:00.0"):
+        VgpuHandler().ensure(sim_ctx(root), a, "after")
+    a = vgpu_action("0000:65:00.5", "vfio-vf", "0000:65:00.5", "NVIDIA H100XM-1-10C",
+                    "1g.10gb@0")
+    VgpuHandler().ensure(sim_ctx(root), a, "after")
+    b = vgpu_action("0000:65:00.6", "vfio-vf", "0000:65:00.6", "NVIDIA H100XM-1-10C",
+                    "1g.10gb@0")
+    with pytest.raises(ActionFailed, match=r"1g.10gb@0 already backs vGPU 0000:65:00.5"):
+        VgpuHandler().ensure(sim_ctx(root), b, "after")
 
 
-def _mdev_tree(root: Path, parent: str = "0000:17:00.4") -> None:
-    """A parent VF offering one mdev type, and the mdev bus (what the kernel shows)."""
-    t = root / f"sys/bus/pci/devices/{parent}/mdev_supported_types/nvidia-474"
-    t.mkdir(parents=True)
-    (t / "name").write_text("NVIDIA A100-1-5C\n")
-    (root / "sys/bus/mdev/devices").mkdir(parents=True)
+def test_a_vgpu_of_unknown_binding_blocks_the_prediction(tmp_path: Path) -> None:
+    """A vGPU made by hand whose VM does not run may hold any GI of its profile: apply
+    cannot foresee the driver's pick and says so instead of guessing."""
+    from planner.apply.vgpu_handlers import VgpuHandler
+    from planner.sim.kernel import sysfs_write
+
+    root, _ = vgpu_host(tmp_path, "h100-80gb", "0000:65:00.0", "vfio-vf", (19, 0), (19, 1))
+    nv = root / "sys/bus/pci/devices/0000:65:00.7/nvidia"
+    tid = (nv / "creatable_vgpu_types").read_text().splitlines()[1].split(":")[0].strip()
+    sysfs_write(root, "bus/pci/devices/0000:65:00.7/nvidia/current_vgpu_type", tid)
+    a = vgpu_action("0000:65:00.4", "vfio-vf", "0000:65:00.4", "NVIDIA H100XM-1-10C",
+                    "1g.10gb@1")
+    with pytest.raises(ActionFailed, match=r"cannot tell which GPU instance vGPU 0000:65:00.7"):
+        VgpuHandler().ensure(sim_ctx(root), a, "after")
 
 
-def test_mdev_is_made_persistent_with_mdevctl_on_a_real_host(tmp_path: Path) -> None:
-    """On ``local`` the handler runs ``mdevctl define`` (manual start) after creating the
-    mdev, and ``mdevctl undefine`` before removing it (mdevctl itself is faked here: its
-    real run is tests/vm/test_mdev_persist.py, which needs root)."""
+def test_mig_backed_mdevs_are_not_defined_and_old_definitions_go(tmp_path: Path) -> None:
+    """mdevctl cannot keep a MIG-backed mdev (vgpu-on-mig.md section 5): apply creates it
+    without a definition; deleting it also undefines one an older aihow made."""
+    from planner.apply.vgpu_handlers import VgpuHandler
+    from planner.host.mdev_persist import MdevDefinition
+    from planner.sim.mdev_store import SimMdevDefinitions
+
+    pci = "0000:17:00.0"
+    root, _ = vgpu_host(tmp_path, "a100-40gb", pci, "mdev", (19, 0))
+    a = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C", "1g.5gb@0", gpu=pci)
+    facts = VgpuHandler().ensure(sim_ctx(root), a, "after")
+    assert "persistent" not in facts and SimMdevDefinitions(root).list_defined() == ()
+    SimMdevDefinitions(root).define(MdevDefinition(U1, "0000:17:00.4", facts["type_id"]))
+    gone = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C", "1g.5gb@0", gpu=pci,
+                       op="delete")
+    assert VgpuHandler().ensure(sim_ctx(root), gone, "after") == {"undefined": U1,
+                                                                  "removed": U1}
+    assert SimMdevDefinitions(root).list_defined() == ()
+
+
+def test_old_mdevctl_definition_is_undefined_on_a_real_host(tmp_path: Path) -> None:
+    """On ``local`` the delete runs ``mdevctl undefine`` for a definition that exists, then
+    removes the mdev (mdevctl itself is faked here)."""
     import json as _json
     import subprocess
 
     from planner.apply.vgpu_handlers import VgpuHandler
     from planner.host.mdev_persist import Mdevctl
 
-    _mdev_tree(tmp_path)
+    (tmp_path / f"sys/bus/mdev/devices/{U1}").mkdir(parents=True)
     calls: list[list[str]] = []
-    defined: dict[str, dict[str, Any]] = {}
+    defined = {U1: {"parent": "0000:17:00.4", "mdev_type": "nvidia-474"}}
 
     def fake_mdevctl(argv: Any) -> subprocess.CompletedProcess[str]:
         argv = list(argv)
         calls.append(argv)
         out = ""
-        if argv[1] == "define":
-            defined[argv[3]] = {"parent": argv[5], "mdev_type": argv[7]}
-        elif argv[1] == "undefine":
+        if argv[1] == "undefine":
             defined.pop(argv[3])
         elif argv[1] == "list":
             out = _json.dumps([{d["parent"]: [{u: {"mdev_type": d["mdev_type"],
@@ -381,45 +449,16 @@ def test_mdev_is_made_persistent_with_mdevctl_on_a_real_host(tmp_path: Path) -> 
                                for u, d in defined.items()])
         return subprocess.CompletedProcess(argv, 0, out, "")
 
-    def write(rel: str, value: str) -> None:  # the kernel's reaction to create/remove
-        if rel.endswith("/create"):
-            (tmp_path / "sys/bus/mdev/devices" / value).mkdir()
-        elif rel.endswith("/remove"):
-            (tmp_path / rel).parent.rmdir()
+    def write(rel: str, value: str) -> None:  # the kernel's reaction to remove
+        (tmp_path / rel).parent.rmdir()
 
-    tool = Mdevctl(run=fake_mdevctl)
-    c = ApplyContext(TreeEnvironment(fs_root=tmp_path, writer=write, store=tool))
-    a = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C")
-    facts = VgpuHandler().ensure(c, a, "after")
-    assert facts["persistent"] == "mdevctl"
-    assert ["mdevctl", "define", "-u", U1, "-p", "0000:17:00.4", "-t", "nvidia-474"] in calls
-    assert VgpuHandler().ensure(c, a, "after") == {"already": True}
-    assert VgpuHandler().ensure(c, a, "before") == {"undefined": U1, "removed": U1}
+    c = ApplyContext(TreeEnvironment(fs_root=tmp_path, writer=write,
+                                     store=Mdevctl(run=fake_mdevctl)))
+    a = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C", "1g.5gb@0",
+                    gpu="0000:17:00.0", op="delete")
+    assert VgpuHandler().ensure(c, a, "after") == {"undefined": U1, "removed": U1}
     assert ["mdevctl", "undefine", "-u", U1] in calls and defined == {}
 
-
-def test_mdev_persistence_on_a_simulated_host_stays_in_its_directory(tmp_path: Path) -> None:
-    from planner.apply.vgpu_handlers import VgpuHandler
-    from planner.sim.mdev_store import SimMdevDefinitions
-
-    _mdev_tree(tmp_path)
-
-    def write(rel: str, value: str) -> None:
-        if rel.endswith("/create"):
-            (tmp_path / "sys/bus/mdev/devices" / value).mkdir()
-        elif rel.endswith("/remove"):
-            (tmp_path / rel).parent.rmdir()
-
-    c = ApplyContext(BareSimEnvironment(f"sim:{tmp_path}", tmp_path, writer=write))
-    a = vgpu_action(U1, "mdev", "0000:17:00.4", "NVIDIA A100-1-5C")
-    facts = VgpuHandler().ensure(c, a, "after")
-    assert facts["persistent"].startswith("simulated")
-    stored = tmp_path / "etc/mdevctl.d/0000:17:00.4" / U1
-    assert '"mdev_type": "nvidia-474"' in stored.read_text()
-    (d,) = SimMdevDefinitions(tmp_path).list_defined()
-    assert (d.uuid, d.parent, d.type_id, d.auto) == (U1, "0000:17:00.4", "nvidia-474", False)
-    VgpuHandler().ensure(c, a, "before")
-    assert not stored.exists() and SimMdevDefinitions(tmp_path).list_defined() == ()
 
 
 def test_domain_create_never_defines_xml_carried_by_the_plan(sim: Path) -> None:

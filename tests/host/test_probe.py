@@ -107,6 +107,7 @@ def test_probe_reads_gpus_instances_vgpus_and_domains(make_host: Callable[..., P
     (mdev,) = state.mdevs
     one_g_gi = next(g for g in a100.gpu_instances if g.profile_id == 19)
     assert (mdev.uuid, mdev.parent, mdev.type_id, mdev.gi_id) == (MDEV, vf, one_g, one_g_gi.gi_id)
+    assert mdev.gi_from == "nvml"  # its VM runs: NVML's vGPU instance tells the GI
     (dom,) = state.domains
     assert (dom.name, dom.state, [h.key for h in dom.hostdevs]) == ("vm1", "running", [MDEV])
 
@@ -121,9 +122,24 @@ def test_vfio_vf_backend_is_read(make_host: Callable[..., Path]) -> None:
     state = open_environment(f"sim:{root}").probe()
     assert state.vgpu_backend == "vfio-vf"
     held = next(p for p in state.vgpu_parents if p.pci == vf)
-    three_g = next(g for g in state.gpus[0].gpu_instances if g.profile_id == 9)
-    assert (held.backend, held.current_type, held.gi_id) == ("vfio-vf", type_id, three_g.gi_id)
+    # No VM runs it and aihow did not create it: nothing tells its GPU instance.
+    assert (held.backend, held.current_type, held.gi_id, held.gi_from) == (
+        "vfio-vf", type_id, None, None)
     assert held.types == ()  # a VF holding a vGPU offers nothing more
+    with open_environment(f"sim:{root}").libvirt() as session:
+        session.conn.defineXML(
+            "<domain type='kvm'><name>vm1</name><memory>524288</memory>"
+            "<os><type>hvm</type></os><devices>"
+            "<hostdev mode='subsystem' type='pci' managed='no'><source>"
+            "<address domain='0x0000' bus='0x17' slot='0x00' function='0x5'/></source>"
+            "</hostdev></devices></domain>"
+        ).create()
+        session.commit()
+    state = open_environment(f"sim:{root}").probe()
+    held = next(p for p in state.vgpu_parents if p.pci == vf)
+    three_g = next(g for g in state.gpus[0].gpu_instances if g.profile_id == 9)
+    # Its VM runs: NVML names the VM (by UUID) and the GI; the probe joins them by the VF.
+    assert (held.gi_id, held.gi_from) == (three_g.gi_id, "nvml")
 
 
 class Recording:

@@ -189,7 +189,7 @@ def test_sriov_off_plans_enabling_the_vfs_before_the_vgpu_devices() -> None:
                      ("compute_instance", "create"), ("sriov", "create"), ("vgpu", "create"),
                      ("hostdev", "create")]
     vgpu = next(a for a in plan.actions if a.kind == "vgpu")
-    assert vgpu.after == VgpuAttrs("mdev", G17, vf(0x17, 0), None, "NVIDIA A100-1-5C")
+    assert vgpu.after == VgpuAttrs("mdev", G17, vf(0x17, 0), None, "NVIDIA A100-1-5C", "1g.5gb@0")
     sriov = next(a for a in plan.actions if a.kind == "sriov")
     assert sriov.address == f"gpu[{G17}].vfs" and sriov.id in vgpu.depends_on
 

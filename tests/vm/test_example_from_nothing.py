@@ -7,6 +7,7 @@ fault at every step of the apply rolled back to the starting fingerprint."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from planner.apply.allocator import GPUResourceAllocator, record_applied
 from planner.apply.executor import ApplyInput, ApplyResult, apply_plan
+from planner.apply.journal import archived_journals
 from planner.apply.state_dir import resolve_state_dir
 from planner.cli.host_opts import open_environment
 from planner.config import load_config
@@ -89,7 +91,10 @@ def test_apply_from_nothing_defines_nine_domains_on_seven_gis_and_seven_vgpus(
     (gpu,) = state.gpus
     assert gpu.mig_current
     assert sorted(gi.profile_name for gi in gpu.gpu_instances) == ["1g.5gb"] * 7
-    assert len(state.mdevs) == 7 and all(m.persistent for m in state.mdevs)
+    # MIG-backed mdevs are never mdevctl-defined (boot-time apply makes them again), and
+    # apply knows the GI behind each by construction.
+    assert len(state.mdevs) == 7 and not any(m.persistent for m in state.mdevs)
+    assert all(m.gi_from == "recorded" for m in state.mdevs)
     by_name = {d.name: d for d in state.domains}
     assert sorted(by_name) == sorted(vm.name for vm in expand_vms(host.cfg))
     assert len(by_name) == 9
@@ -103,10 +108,28 @@ def test_apply_from_nothing_defines_nine_domains_on_seven_gis_and_seven_vgpus(
     with open_environment(host.uri).libvirt() as s:
         for name in by_name:
             assert defined_by_aihow(ld.persistent_xml(s.conn, name)) == owner_of(name)
-    # persistence is simulated inside the host's directory, in mdevctl's layout
-    defs = SimMdevDefinitions(host.dir).list_defined()
-    assert {(d.uuid, d.parent, d.type_id) for d in defs} == {
-        (m.uuid, m.parent, m.type_id) for m in state.mdevs}
+    assert SimMdevDefinitions(host.dir).list_defined() == ()
+
+
+def test_every_vm_sits_on_the_gpu_instance_its_plan_named(tmp_path: Path) -> None:
+    """Issue 10 defect 2: the GI the plan binds each VM to is the GI the driver backs its
+    vGPU with, as NVML reports it once the VMs run (GI ids permuted on this GPU, so the
+    driver's lowest-id pick is not the lowest placement)."""
+    host = Host(tmp_path / "sim")
+    plan = host.plan()
+    planned = {a.address.removeprefix("vgpu[").rstrip("]"): a.after.gi
+               for a in changes(plan) if a.kind == "vgpu"}
+    assert host.apply(plan).outcome == "applied"
+    with open_environment(host.uri).libvirt() as s:
+        for dom in s.conn.listAllDomains():
+            if "hostdev" in dom.XMLDesc(0):
+                dom.create()
+        s.commit()
+    state = host.probe()
+    gis = {gi.gi_id: f"{gi.profile_name}@{gi.placement_start}"
+           for gi in state.gpus[0].gpu_instances}
+    assert {m.uuid: gis[m.gi_id] for m in state.mdevs if m.gi_from == "nvml"} == planned
+    assert changes(host.plan()) == []
 
 
 def test_replan_shows_no_changes(applied: tuple[Host, HostState]) -> None:
@@ -226,30 +249,54 @@ FAULT_OP = {
 }
 
 
-# Every counted operation a step calls, when it is not just its first: libvirt's test
-# driver cannot attach an mdev hostdev, so the handler redefines the domain instead.
-CALLS = {"hostdev": ("virDomainAttachDeviceFlags", "virDomainDefineXML")}
+# Counted operations a step calls besides its FAULT_OP: libvirt's test driver cannot
+# attach an mdev hostdev, so the handler redefines the domain too.
+EXTRA_CALLS = {"hostdev": ("virDomainDefineXML",)}
+
+
+def ops_per_step(host: Host) -> dict[str, int]:
+    """How many calls of its FAULT_OP each step of a clean apply made: one, plus, for a
+    vGPU, one per placeholder it needed so that the driver picked the planned GI (the
+    journal's ``placeholders_on_gi_ids``)."""
+    result = host.apply(host.plan())
+    assert result.outcome == "applied", result.failed
+    address_of: dict[str, str] = {}
+    out: dict[str, int] = {}
+    for path in archived_journals(host.state_dir()):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("type") == "intent" and rec.get("op") == "do":
+                address_of[rec["action_id"]] = rec["address"]
+            elif rec.get("type") == "done" and rec.get("op") == "do":
+                extra = len((rec.get("result") or {}).get("placeholders_on_gi_ids", []))
+                out[address_of[rec["action_id"]]] = 1 + extra
+    return out
 
 
 def test_a_fault_at_every_step_of_the_apply_rolls_back_to_the_start(tmp_path: Path) -> None:
     """One host, one plan: for every action position, arm a fault on the operation that
-    action performs (counted among the actions of the same operation before it), apply,
-    and check the failure hit that very step and the rollback reached the starting
-    fingerprint. The host is back at the start after each round, so it is reused."""
+    action performs (counted among the calls of the same operation before it, placeholders
+    included), apply, and check the failure hit that very step and the rollback reached the
+    starting fingerprint. The host is back at the start after each round, so it is reused."""
+    calls = ops_per_step(Host(tmp_path / "twin"))
     host = Host(tmp_path / "sim")
     start = fingerprint(host.probe(), host.cfg)
     plan = host.plan()
     steps = changes(plan)
     assert {a.kind for a in steps} == set(FAULT_OP)
+    assert any(n > 1 for n in calls.values())  # the example needs placeholders somewhere
     seen: dict[str, int] = {}
     for a in steps:
         op = FAULT_OP[a.kind]
-        aihow("sim", "fail", str(host.dir), "--clear", ok=True)
-        aihow("sim", "fail", str(host.dir), "--op", op, "--at", str(seen.get(op, 0) + 1), ok=True)
-        for called in CALLS.get(a.kind, (op,)):  # what this step calls, in plan order
-            seen[called] = seen.get(called, 0) + 1
-        # In plan order, so the Nth call of an operation is the Nth such step of the plan
+        # The step's last call of its operation (a vGPU's placeholders come first), in
+        # plan order, so the Nth call of an operation is the Nth such step of the plan
         # (in parallel, steps of different domains run in whichever order they get to).
+        at = seen.get(op, 0) + calls[a.address]
+        aihow("sim", "fail", str(host.dir), "--clear", ok=True)
+        aihow("sim", "fail", str(host.dir), "--op", op, "--at", str(at), ok=True)
+        seen[op] = at
+        for called in EXTRA_CALLS.get(a.kind, ()):
+            seen[called] = seen.get(called, 0) + 1
         result = host.apply(plan, parallel=False)
         assert result.outcome == "rolled-back", (a.address, result.outcome, result.failed)
         assert [addr for addr, _ in result.failed] == [a.address], (a.address, result.failed)
