@@ -95,6 +95,8 @@ def render_host_state(state: HostState) -> str:
         for parent in state.vgpu_parents:
             vf = f" (VF of {parent.physfn})" if parent.physfn else ""
             current = f"  holds type {parent.current_type}" if parent.current_type else ""
+            if parent.current_type:
+                current += _backing(state, parent.physfn, parent.gi_id, parent.gi_from)
             lines.append(f"  {parent.pci}{vf}  {parent.backend}{current}")
             for t in parent.types:
                 gi = f"  GI profile {t.gi_profile_id}" if t.gi_profile_id is not None else ""
@@ -104,7 +106,8 @@ def render_host_state(state: HostState) -> str:
     if state.mdevs:
         lines += ["", "mdevs"]
         for m in state.mdevs:
-            gi = f"  GI {m.gi_id}" if m.gi_id is not None else ""
+            pf = next((p.physfn for p in state.vgpu_parents if p.pci == m.parent), None)
+            gi = _backing(state, pf, m.gi_id, m.gi_from)
             kept = "  persistent" if m.persistent else ""
             lines.append(f"  {m.uuid}  {m.parent}  {m.type_id}{gi}{kept}")
     lines += ["", "domains" if state.domains else "no domains"]
@@ -113,3 +116,13 @@ def render_host_state(state: HostState) -> str:
         kind = "" if d.persistent else "  transient"
         lines.append(f"  {d.name:<24} {d.state:<10} {devs}{kind}")
     return "\n".join(lines) + "\n"
+
+
+def _backing(state: HostState, pf: str | None, gi_id: int | None, source: str | None) -> str:
+    """"  on GI 3 (1g.5gb@2, nvml)": the GPU instance behind a vGPU and how it is known."""
+    if gi_id is None:
+        return "  on an unknown GPU instance (its VM is not running)"
+    gpu = state.gpu(pf) if pf else None
+    gi = next((g for g in gpu.gpu_instances if g.gi_id == gi_id), None) if gpu else None
+    where = f"{gi.profile_name}@{gi.placement_start}, " if gi else ""
+    return f"  on GI {gi_id} ({where}{source})"

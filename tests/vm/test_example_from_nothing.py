@@ -28,6 +28,7 @@ from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.plan.request import mdev_uuid
 from planner.plan.resolve import ResolveError
+from planner.sim.kernel import sysfs_write
 from planner.sim.mdev_store import SimMdevDefinitions
 from tests.clirun import aihow
 
@@ -327,3 +328,34 @@ def test_h100_vfio_vf_from_nothing_then_replan_and_reboot(tmp_path: Path) -> Non
     assert {d.name: d.hostdevs for d in again.domains} == {
         d.name: d.hostdevs for d in state.domains}
     assert changes(host.plan()) == []
+
+
+def test_a_vm_on_the_wrong_gpu_instance_is_drift_the_plan_repairs(tmp_path: Path) -> None:
+    """Two vGPUs of placement-pinned VMs, re-made by hand in the other order, land on each
+    other's GI (the driver takes the lowest free GI id). With their VMs running NVML shows
+    it, and the plan replaces both vGPUs to put each VM back on its pinned GI."""
+    text = CONFIG.read_text()
+    for k in range(7):  # pin every node: placement k
+        text = text.replace("gpu_config: {mode: mig, mig_profile: 1g.5gb}",
+                            f"gpu_config: {{mode: mig, mig_profile: 1g.5gb, placement: {k}}}", 1)
+    pinned = tmp_path / "pinned.yaml"
+    pinned.write_text(text)
+    host = Host(tmp_path / "sim", pinned)
+    assert host.apply(host.plan()).outcome == "applied"
+    a, b = sorted(host.probe().mdevs, key=lambda m: m.gi_id or 0)[:2]  # a has the lower GI id
+    for m in (a, b):
+        sysfs_write(host.dir, f"bus/mdev/devices/{m.uuid}/remove", "1")
+    for m in (b, a):  # b first: it takes a's GI, a gets b's
+        sysfs_write(host.dir, f"bus/pci/devices/{m.parent}/mdev_supported_types/{m.type_id}/"
+                    "create", m.uuid)
+    with open_environment(host.uri).libvirt() as s:
+        for dom in s.conn.listAllDomains():
+            if a.uuid in dom.XMLDesc(0) or b.uuid in dom.XMLDesc(0):
+                dom.create()
+        s.commit()
+    seen = {m.uuid: (m.gi_id, m.gi_from) for m in host.probe().mdevs}
+    assert seen[a.uuid] == (b.gi_id, "nvml") and seen[b.uuid] == (a.gi_id, "nvml")
+    replaced = {c.address: (c.before.gi, c.after.gi) for c in changes(host.plan())
+                if c.kind == "vgpu"}
+    assert set(replaced) == {f"vgpu[{a.uuid}]", f"vgpu[{b.uuid}]"}
+    assert all(before != after for before, after in replaced.values())
