@@ -125,9 +125,16 @@ class MigModeHandler:
         return []
 
 
+# NVIDIA Fabric Manager is never a holder to stop: on an HGX A100 the reset needs it running
+# (without it, every NVLink peer must be reset together), and on later boards the reset does
+# not depend on it (nvidia-smi(1) -r; docs/reference/vgpu-on-mig.md section 6).
+FABRIC_MANAGER = frozenset({"nvidia-fabricmanager", "nv-fabricmanager"})
+
+
 def describe_holders(gpu: Gpu, host: HostState | None) -> str:
     """Processes, services and domains holding a GPU, in words ("" when none)."""
-    parts = [f"process {p.name or '?'} (pid {p.pid})" for p in gpu.processes]
+    parts = [f"process {p.name or '?'} (pid {p.pid})" for p in gpu.processes
+             if p.name not in FABRIC_MANAGER]
     if host is not None:
         parts += [f"domain {d}" for d in domains_using_gpu(host, gpu.pci)]
     return ", ".join(parts)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -230,6 +231,7 @@ class NvmlHost:
         self.nvml = nvml
         self._reset = reset
         self._opened = False
+        self._session_lock = threading.Lock()
 
     # --- session -------------------------------------------------------------------
 
@@ -661,12 +663,23 @@ class NvmlHost:
         raise HostError(f"{where}: no compute instance at placement {ci_start}")
 
     def reset_gpu(self, pci: str) -> None:
-        """Reset the GPU (pynvml has no reset call; nvidia-smi does it)."""
+        """Reset the GPU (pynvml has no reset call; nvidia-smi does it). Our own NVML
+        session is closed meanwhile and opened again after: an open session is a client
+        that keeps the GPU from resetting (nvidia-smi(1); mig-parted shuts NVML down before
+        its reset too: docs/reference/vgpu-on-mig.md section 6). Handles taken before are
+        stale afterwards; every NvmlHost method looks its handles up again."""
         pci = normalize_pci(pci)
         self.handle(pci)  # fail early, with a clear message, on an unknown GPU
         if self._reset is None:
             raise HostError(f"{Address.gpu(pci)}: no way to reset GPUs on this host")
-        self._reset(pci)
+        with self._session_lock:
+            was_open = self._opened
+            self.close()
+            try:
+                self._reset(pci)
+            finally:
+                if was_open:
+                    self.open()
 
 
 def _gi_where(pci: str, profile_id: int, start: int) -> str:
@@ -687,23 +700,26 @@ def _ci_where(pci: str, gi_start: int, ci_start: int | None,
 RESET_TIMEOUT_S = 120
 
 
-def nvidia_smi_reset(nvidia_smi: str) -> Callable[[str], None]:
-    """A reset function that runs ``nvidia-smi --gpu-reset -i PCI``."""
+def nvidia_smi_reset(nvidia_smi: str, timeout: float = RESET_TIMEOUT_S) -> Callable[[str], None]:
+    """A reset function that runs ``nvidia-smi --gpu-reset -i PCI`` (with a timeout)."""
 
     def reset(pci: str) -> None:
         try:
             proc = subprocess.run(
                 [nvidia_smi, "--gpu-reset", "-i", pci],
-                capture_output=True, text=True, check=False, timeout=RESET_TIMEOUT_S,
+                capture_output=True, text=True, check=False, timeout=timeout,
             )
         except subprocess.TimeoutExpired:
-            raise HostError(f"{Address.gpu(pci)}: GPU reset gave no answer after "
-                            f"{RESET_TIMEOUT_S} s ({nvidia_smi} was killed)") from None
+            raise HostError(f"{Address.gpu(pci)}: GPU reset did not finish within "
+                            f"{timeout:g} s ({nvidia_smi} --gpu-reset)") from None
         except OSError as err:
             raise HostError(f"{Address.gpu(pci)}: cannot run {nvidia_smi}: {err.strerror}") from err
         if proc.returncode != 0:
-            lines = (proc.stdout + proc.stderr).strip().splitlines()
-            detail = lines[0] if lines else f"exit status {proc.returncode}"
+            lines = [x.strip() for x in (proc.stdout + proc.stderr).strip().splitlines()]
+            # The first line says that it failed, the GPU's own line says why (in use, or the
+            # NVLink peers that must be reset with it on an HGX A100 without Fabric Manager).
+            why = next((x for x in lines if x.startswith("GPU ") and ":" in x[4:]), None)
+            detail = why or (lines[0] if lines else f"exit status {proc.returncode}")
             raise HostError(f"{Address.gpu(pci)}: GPU reset failed: {detail}")
 
     return reset

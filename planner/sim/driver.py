@@ -424,8 +424,32 @@ def set_mig_mode(state: SimState, gpu: SimGpu, enable: int) -> int:
     return Nvml.SUCCESS
 
 
+FABRIC_MANAGER = frozenset({"nvidia-fabricmanager", "nv-fabricmanager"})
+
+
+def fabric_manager_running(state: SimState) -> bool:
+    return any(h.name in FABRIC_MANAGER for g in state.gpus for h in g.holders)
+
+
+def reset_peers_missing(state: SimState, gpu: SimGpu, chosen: set[str]) -> list[str]:
+    """The NVLink peers that must be reset in the same command as ``gpu`` but are not in
+    ``chosen`` (nvidia-smi(1), -r: on an NVSwitch system a single GPU resets alone only
+    from Ampere on and, on Ampere, only while Fabric Manager runs; otherwise every GPU
+    NVLink-connected to it goes with it). Docs: vgpu-on-mig.md section 6."""
+    if not state.nvswitch:
+        return []
+    if model_of(gpu).architecture != "ampere":
+        return []  # Hopper and later: no Fabric Manager dependency
+    if fabric_manager_running(state):
+        return []
+    return sorted(g.pci for g in state.gpus if g.pci not in chosen)
+
+
 def reset_blockers(state: SimState, gpu: SimGpu) -> list[str]:
-    blockers = [f"{h.name} (pid {h.pid})" for h in gpu.holders]
+    # Fabric Manager is a service every HGX board runs; it does not hold a GPU against a
+    # reset there (on Ampere the reset needs it: reset_peers_missing).
+    blockers = [f"{h.name} (pid {h.pid})" for h in gpu.holders
+                if not (state.nvswitch and h.name in FABRIC_MANAGER)]
     blockers += [f"vGPU {m.uuid}" for m in state.mdevs if m.gpu == gpu.pci]
     blockers += [f"vGPU on VF {vf}" for vf in gpu.vf_vgpus]
     return blockers

@@ -21,6 +21,7 @@ raises ``NVMLError_FunctionNotFound``, exactly as with an old driver.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import threading
 import types
@@ -113,6 +114,30 @@ class _CFunc:
 # ---------------------------------------------------------------- the library
 
 
+def nvml_session(root: str) -> int:
+    """Mark an open NVML session: a shared flock on DIR, held until nvmlShutdown brings the
+    count to zero (or the process ends). A GPU reset fails while any other session is open
+    (nvidia-smi(1) counts monitoring clients; mig-parted closes NVML first; whether an idle
+    session alone blocks is ASSUMED: vgpu-on-mig.md section 6). Opening a directory
+    creates nothing, so reading a host still leaves it byte-identical."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def other_sessions_open(root: str) -> bool:
+    """Whether an NVML session other than the caller's (closed first) is open."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+
 class FakeNvmlLib(VgpuSymbols):
     """Stands in for ``libnvidia-ml.so.1``: C symbols as Python callables."""
 
@@ -120,6 +145,7 @@ class FakeNvmlLib(VgpuSymbols):
         self.root = root
         self.store = SimStore(root)
         self._initialized = 0
+        self._session: int | None = None
         self._buffers: dict[_Key, ctypes.Array[ctypes.c_char]] = {}
         self._keys: dict[int, _Key] = {}
         self._handles_lock = threading.Lock()
@@ -235,10 +261,15 @@ class FakeNvmlLib(VgpuSymbols):
 
     # -- init, system
     def _c_nvmlInitWithFlags(self, state: SimState, flags: Any) -> None:
+        if not self._initialized:
+            self._session = nvml_session(self.root)
         self._initialized += 1
 
     def _c_nvmlShutdown(self, state: SimState) -> None:
         self._initialized -= 1
+        if not self._initialized and self._session is not None:
+            os.close(self._session)  # the library lets go of the GPUs
+            self._session = None
 
     def _c_nvmlSystemGetDriverVersion(self, state: SimState, buf: Any, length: Any) -> None:
         _write_string(buf, length, state.driver_version)

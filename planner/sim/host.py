@@ -61,6 +61,7 @@ class HostSpec:
     vgpu: str | None = None
     holders: tuple[HolderSpec, ...] = field(default_factory=tuple)
     vfio: bool = True
+    nvswitch: bool = False  # HGX: GPUs joined by NVSwitch (Fabric Manager matters for reset)
 
 
 def parse_gpu_arg(text: str) -> GpuSpec:
@@ -89,7 +90,7 @@ def load_spec(path: str | os.PathLike[str]) -> HostSpec:
         raise SimError(f"{where}: {exc}") from None
     _keys(where, doc, {"host", "gpu", "holder"})
     host = doc.get("host", {})
-    _keys(f"{where}: [host]", host, {"driver", "vgpu", "vfio"})
+    _keys(f"{where}: [host]", host, {"driver", "vgpu", "vfio", "nvswitch"})
     if not isinstance(host.get("vfio", True), bool):
         raise SimError(f"{where}: [host] vfio must be true or false")
     gpus = []
@@ -124,6 +125,7 @@ def load_spec(path: str | os.PathLike[str]) -> HostSpec:
         vgpu=host.get("vgpu"),
         holders=tuple(holders),
         vfio=host.get("vfio", True),
+        nvswitch=bool(host.get("nvswitch", False)),
     )
 
 
@@ -173,7 +175,7 @@ def build_state(spec: HostSpec) -> SimState:
     for index, gpu in enumerate(gpus):
         gpu.index = index
     state = SimState(driver_version=spec.driver, vgpu_backend=spec.vgpu, gpus=gpus,
-                     vfio_loaded=spec.vfio)
+                     vfio_loaded=spec.vfio, nvswitch=spec.nvswitch)
     for h in spec.holders:
         try:
             held = state.gpu(normalize_pci(h.gpu))

@@ -28,7 +28,7 @@ from planner.errors import AihowError
 from planner.hardware.catalog import match_model
 from planner.sim import driver, faults, latency
 from planner.sim.codes import DriverError, Nvml, error_string
-from planner.sim.fake_nvml import FakeNvml
+from planner.sim.fake_nvml import FakeNvml, other_sessions_open
 from planner.sim.state import SimStore
 
 INVALID_ARGS = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help."
@@ -315,20 +315,37 @@ def cmd_mig_mode(smi: Smi, out: Out, sel: list[tuple[int, Any]], value: str) -> 
 
 
 def cmd_reset(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
+    """Reset the selected GPUs in one command. nvidia-smi(1): no other NVML client may be
+    open; on an NVSwitch board an Ampere GPU resets alone only while Fabric Manager runs,
+    otherwise all its NVLink peers must be in the same command (vgpu-on-mig.md section 6)."""
     store = SimStore(smi.root)
     failed: list[tuple[str, str]] = []
     done: list[str] = []
-    for _, h in sel:
-        bid = smi.pci(h)
+    bids = [smi.pci(h) for _, h in sel]
+    smi.nvml.nvmlShutdown()  # our own session is not a holder of what we reset
+    try:
+        busy = other_sessions_open(smi.root)
+    finally:
+        smi.nvml.nvmlInit()  # (after the check: NVML comes back for the output)
+    chosen = {bid[4:].lower() for bid in bids}
+    for bid in bids:
         pci = bid[4:].lower()
         latency.pause(smi.root, "nvidia-smi.gpu-reset")
         with store.transaction() as state:
             fault = faults.trip(state, "nvidia-smi.gpu-reset")
             gpu = state.gpu(pci)
             assert gpu is not None
+            missing = driver.reset_peers_missing(state, gpu, chosen)
             try:
                 if fault is not None:
                     raise DriverError(faults.nvml_code(fault))
+                if missing:
+                    peers = ", ".join(f"00000000:{p[5:].upper()}" for p in missing)
+                    failed.append((bid, "Fabric Manager is not running, so its NVLink peers "
+                                        f"must be reset with it: {peers}"))
+                    continue
+                if busy:
+                    raise DriverError(Nvml.IN_USE)
                 driver.reset_gpu(state, gpu)
             except DriverError as exc:
                 failed.append((bid, error_string(exc.code)))

@@ -112,6 +112,7 @@ class SimState(_Model):
     # vfio_pci and vfio_iommu_type1 loaded, as on a host prepared for passthrough (the
     # guide's setup); a spec's ``[host] vfio = false`` gives a host that still lacks them.
     vfio_loaded: bool = True
+    nvswitch: bool = False  # an HGX board: every GPU an NVLink peer of every other, via NVSwitch
     boot: int = 1
     next_serial: int = 1
     gpus: list[SimGpu] = Field(default_factory=list)

@@ -119,7 +119,7 @@ esac
 smi() {
     # smi ARGS...: run nvidia-smi, output in SMI_OUT, status returned.
     local rc=0
-    SMI_OUT="$("${NVIDIA_SMI}" "$@" 2>&1)" || rc=$?
+    SMI_OUT="$(smi "$@" 2>&1)" || rc=$?
     return "${rc}"
 }
 

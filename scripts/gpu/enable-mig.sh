@@ -23,8 +23,9 @@ MIG-capable are skipped with a line saying so. Running it again changes nothing.
   --gpu SPEC   GPU index (0), PCI address (0000:17:00.0, 17:00.0) or 'all' (default: all)
   --disable    turn MIG mode off instead of on
   --reset      when a mode change is pending, try 'nvidia-smi -r' on that GPU; if the GPU
-               is held, list what holds it (processes, nvidia-persistenced, DCGM, Fabric
-               Manager) instead of failing vaguely
+               is held, list what holds it (processes, nvidia-persistenced, DCGM; never
+               Fabric Manager, which an HGX A100 needs for the reset) instead of failing
+               vaguely
   --dry-run    only say what would be done (does not need root)
   --detailed-exitcode
                exit ${EXIT_CHANGED} when something changed and ${EXIT_PENDING} when a change is pending (below)
@@ -101,7 +102,7 @@ check_prerequisites "${DRY_RUN}"
 list_holders() {
     local pci="$1" out line pid="" name found=0 dir argv0 comm what fd target devs
     local -A listed=()
-    if out="$("${NVIDIA_SMI}" -q -i "${pci}" 2>/dev/null)"; then
+    if out="$(smi -q -i "${pci}" 2>/dev/null)"; then
         local re_pid='^[[:space:]]+Process ID[[:space:]]*:[[:space:]]*([0-9]+)'
         local re_name='^[[:space:]]+Name[[:space:]]*:[[:space:]]*(.*[^[:space:]])'
         while IFS= read -r line; do
@@ -136,7 +137,9 @@ list_holders() {
             nvidia-persistenced) what="nvidia-persistenced (systemctl stop nvidia-persistenced, or nvidia-smi -pm 0)" ;;
             nv-hostengine) what="DCGM nv-hostengine (systemctl stop nvidia-dcgm)" ;;
             dcgm-exporter) what="dcgm-exporter (systemctl stop dcgm-exporter)" ;;
-            nv-fabricmanager | nvidia-fabricmanager) what="NVIDIA Fabric Manager (systemctl stop nvidia-fabricmanager)" ;;
+            # Fabric Manager must keep running: on an HGX A100 the reset needs it (without it
+            # every NVLink peer must be reset together); later boards reset without it.
+            nv-fabricmanager | nvidia-fabricmanager) continue ;;
             nvsm*) what="NVSM ${comm} (systemctl stop nvsm)" ;;
             *) what="" ;;
         esac
@@ -162,7 +165,7 @@ list_holders() {
     # On the real process table, systemd can name the units to stop as well.
     if [[ "${PROC_ROOT}" == "/proc" ]] && command -v systemctl >/dev/null 2>&1; then
         local unit
-        for unit in nvidia-persistenced nvidia-dcgm dcgm dcgm-exporter nvidia-fabricmanager nvsm; do
+        for unit in nvidia-persistenced nvidia-dcgm dcgm dcgm-exporter nvsm; do
             if timeout 5 systemctl is-active --quiet "${unit}.service" 2>/dev/null; then
                 say "    systemd unit ${unit}.service is active (systemctl stop ${unit})"
                 found=1
@@ -185,7 +188,7 @@ try_reset() {
         say "GPU ${GPU_INDEX[${i}]} (${pci}): would run: ${NVIDIA_SMI} -r -i ${pci}"
         return 0
     fi
-    if out="$("${NVIDIA_SMI}" -r -i "${pci}" 2>&1)"; then
+    if out="$(smi -r -i "${pci}" 2>&1)"; then
         say "GPU ${GPU_INDEX[${i}]} (${pci}): reset done"
         return 0
     fi
@@ -249,7 +252,7 @@ for i in "${SELECTED[@]}"; do
             continue
         fi
         rc=0
-        out="$("${NVIDIA_SMI}" -i "${pci}" -mig "${flag}" 2>&1)" || rc=$?
+        out="$(smi -i "${pci}" -mig "${flag}" 2>&1)" || rc=$?
         if [[ "${rc}" -ne 0 || "${out}" == *"Unable to"* ]]; then
             say "${PROG}: error: ${label}: nvidia-smi -mig ${flag} failed: ${out//$'\n'/ }" >&2
             if [[ "${WANT}" == "Disabled" && "${out}" == *"In use"* ]]; then

@@ -8,6 +8,13 @@ if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); 
 fi
 
 NVIDIA_SMI="${NVIDIA_SMI:-nvidia-smi}"
+SMI_TIMEOUT="${SMI_TIMEOUT:-120}"
+
+smi() {
+    # smi ARGS...: nvidia-smi with a time limit (a wedged driver must not hang the script;
+    # exit 124 when it ran out).
+    timeout "${SMI_TIMEOUT}" "${NVIDIA_SMI}" "$@"
+}
 
 die() {
     # die CODE MESSAGE...: one line on stderr, then exit CODE.
@@ -74,7 +81,7 @@ load_gpus() {
     GPU_MIG_CUR=()
     GPU_MIG_PEND=()
     local out line key value pci section="" n=-1
-    if ! out="$("${NVIDIA_SMI}" -q 2>&1)"; then
+    if ! out="$(smi -q 2>&1)"; then
         die 1 "nvidia-smi -q failed: ${out//$'\n'/ }"
     fi
     local re_gpu='^GPU[[:space:]]+([0-9A-Fa-f:.]+)[[:space:]]*$'

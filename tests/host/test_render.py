@@ -11,6 +11,7 @@ from planner.host.state import (
     Hostdev,
     HostState,
     Mdev,
+    VgpuParent,
 )
 
 
@@ -47,7 +48,10 @@ def test_text_shows_mode_pending_instances_and_domains() -> None:
         gpus=(_gpu(gpu_instances=GIS),
               _gpu(index=1, pci="0000:31:00.0", uuid="GPU-2", mig_current=False,
                    mig_pending=True)),
-        mdevs=(Mdev(uuid="u1", parent="0000:41:00.4", type_id="nvidia-474", gi_id=13),),
+        vgpu_parents=(VgpuParent(pci="0000:17:00.4", physfn="0000:17:00.0", backend="mdev"),),
+        mdevs=(Mdev(uuid="u1", parent="0000:17:00.4", type_id="nvidia-474", gi_id=13,
+                    gi_from="nvml"),
+               Mdev(uuid="u2", parent="0000:17:00.4", type_id="nvidia-474")),
         domains=(Domain(name="vm1", uuid="d1", state="running",
                         hostdevs=(Hostdev(type="mdev", uuid="u1"),)),),
     )
@@ -56,7 +60,9 @@ def test_text_shows_mode_pending_instances_and_domains() -> None:
     assert "MIG      disabled (pending: enabled after a GPU reset)" in text
     assert "GI 13  1g.5gb       profile 19  placement 6:1" in text
     assert "CI 0   profile 3   placement 0:4  MIG-a" in text
-    assert "u1  0000:41:00.4  nvidia-474  GI 13" in text
+    # each vGPU's backing GI, where it sits and how aihow knows it
+    assert "u1  0000:17:00.4  nvidia-474  on GI 13 (1g.5gb@6, nvml)" in text
+    assert "u2  0000:17:00.4  nvidia-474  on an unknown GPU instance" in text
     assert "vm1" in text and "mdev u1" in text
 
 

@@ -188,3 +188,52 @@ def test_bad_arguments(a100: Path) -> None:
     assert r.returncode == 2 and r.stdout.startswith("Invalid combination of input arguments")
     r = smi(a100, "-i", "7", "-q")
     assert (r.returncode, r.stdout.strip()) == (6, "No devices were found")
+
+
+def test_reset_waits_for_every_other_nvml_session_to_close(make_host) -> None:
+    """An open NVML session is a client that keeps a GPU from resetting (nvidia-smi(1);
+    ASSUMED for an idle one): aihow must close its own before it runs the reset."""
+    root = make_host(GpuSpec("a100-40gb", "0000:17:00.0"))
+    n = FakeNvml(root)
+    n.nvmlInit()
+    busy = smi(root, "--gpu-reset", "-i", "0000:17:00.0")
+    assert busy.returncode == 255 and "In use by another client" in busy.stdout
+    n.nvmlShutdown()
+    done = smi(root, "--gpu-reset", "-i", "0000:17:00.0")
+    assert done.returncode == 0, done.stdout
+
+
+def _hgx(make_host, model: str) -> Path:
+    from planner.sim.host import HostSpec, init_host
+
+    root = make_host(GpuSpec(model, "0000:07:00.0"))  # a directory to replace
+    import shutil
+
+    shutil.rmtree(root)
+    init_host(root, HostSpec(gpus=(GpuSpec(model, "0000:07:00.0"),
+                                   GpuSpec(model, "0000:0f:00.0")), nvswitch=True))
+    return root
+
+
+def test_hgx_a100_reset_needs_fabric_manager_or_all_nvlink_peers(make_host) -> None:
+    """nvidia-smi(1): on an NVSwitch board an Ampere GPU resets alone only while Fabric
+    Manager runs; without it every NVLink peer must be in the same command. Fabric Manager
+    itself never counts as a holder there (it must keep running)."""
+    root = _hgx(make_host, "a100-40gb")
+    alone = smi(root, "--gpu-reset", "-i", "0000:07:00.0")
+    assert alone.returncode == 255
+    assert "NVLink peers must be reset with it: 00000000:0F:00.0" in alone.stdout
+    together = smi(root, "--gpu-reset", "-i", "0000:07:00.0,0000:0f:00.0")
+    assert together.returncode == 0, together.stdout
+    held = subprocess.run([AIHOW, "sim", "hold", str(root), "--gpu", "0000:07:00.0",
+                           "--name", "nvidia-fabricmanager"], capture_output=True, text=True,
+                          timeout=60)
+    assert held.returncode == 0, held.stderr
+    fm = smi(root, "--gpu-reset", "-i", "0000:07:00.0")
+    assert fm.returncode == 0, fm.stdout
+
+
+def test_hgx_h100_resets_one_gpu_without_fabric_manager(make_host) -> None:
+    root = _hgx(make_host, "h100-80gb")
+    r = smi(root, "--gpu-reset", "-i", "0000:07:00.0")
+    assert r.returncode == 0, r.stdout
