@@ -350,7 +350,6 @@ def test_vgpu_lands_on_the_planned_gi_through_placeholders(tmp_path: Path) -> No
     lower ones, then removes them: the vGPU sits where the plan says, and a VM running it
     shows that GI through NVML."""
     from planner.apply.vgpu_handlers import VgpuHandler
-    from planner.sim.libvirt_store import STATE_RUNNING, SimDomainRecord, save_sim_domains
 
     pci = "0000:17:00.0"
     root, ids = vgpu_host(tmp_path, "a100-40gb", pci, "mdev", (19, 0), (19, 1), (19, 2))
@@ -365,7 +364,9 @@ def test_vgpu_lands_on_the_planned_gi_through_placeholders(tmp_path: Path) -> No
            "</uuid><memory>1024</memory><os><type>hvm</type></os><devices>"
            "<hostdev mode='subsystem' type='mdev' model='vfio-pci'><source>"
            f"<address uuid='{U1}'/></source></hostdev></devices></domain>")
-    save_sim_domains(root, [SimDomainRecord("vm", xml, state=STATE_RUNNING)])
+    with open_environment(f"sim:{root}").libvirt() as session:
+        session.conn.defineXML(xml).create()
+        session.commit()
     (m,) = open_environment(f"sim:{root}").probe().mdevs
     assert (m.gi_id, m.gi_from) == (ids[top], "nvml")  # the driver agrees
 

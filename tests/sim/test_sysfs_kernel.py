@@ -10,10 +10,10 @@ from pathlib import Path
 import pynvml
 import pytest
 
+from planner.cli.host_opts import open_environment
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.host import GpuSpec
 from planner.sim.kernel import sysfs_write
-from planner.sim.libvirt_store import STATE_RUNNING, SimDomainRecord, save_sim_domains
 
 U1 = "2f0c6a3e-1b6f-4c5e-9a8b-0d1e2f3a4b5c"
 U2 = "7a9d1c2e-3b4f-4a6b-8c9d-0e1f2a3b4c5d"
@@ -48,7 +48,9 @@ def run_vm(root: Path, name: str, uuid: str, hostdev: str) -> None:
                f"<address uuid='{hostdev}'/></source></hostdev>")
     xml = (f"<domain type='test'><name>{name}</name><uuid>{uuid}</uuid><memory>1024</memory>"
            f"<os><type>hvm</type></os><devices>{src}</devices></domain>")
-    save_sim_domains(root, [SimDomainRecord(name, xml, state=STATE_RUNNING)])
+    with open_environment(f"sim:{root}").libvirt() as session:
+        session.conn.defineXML(xml).create()
+        session.commit()
 
 
 def active_gis(root: Path) -> list[tuple[int, int, str, str | None]]:
