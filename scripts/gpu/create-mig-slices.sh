@@ -117,9 +117,10 @@ case "${GPU_MIG_CUR[${G}]}" in
 esac
 
 smi() {
-    # smi ARGS...: run nvidia-smi, output in SMI_OUT, status returned.
+    # smi ARGS...: nvidia-smi under the time limit of mig-common.sh, output in SMI_OUT, status
+    # returned. (It replaces the common smi(), so it must not call smi itself.)
     local rc=0
-    SMI_OUT="$(smi "$@" 2>&1)" || rc=$?
+    SMI_OUT="$(timeout "${SMI_TIMEOUT}" "${NVIDIA_SMI}" "$@" 2>&1)" || rc=$?
     return "${rc}"
 }
 
