@@ -64,11 +64,13 @@ def test_the_json_is_the_plan_files_since_format_1() -> None:
 
 
 def test_compared_attributes_decide_a_change() -> None:
-    a = VgpuAttrs("mdev", "g", "0000:17:00.4", "nvidia-778", "NVIDIA A100-1-5C")
-    b = VgpuAttrs("mdev", "g", "0000:17:00.4", "nvidia-779", "NVIDIA A100-1-5C")
+    a = VgpuAttrs("mdev", "g", "0000:17:00.4", "nvidia-778", "NVIDIA A100-1-5C", "1g.5gb@0")
+    b = VgpuAttrs("mdev", "g", "0000:17:00.4", "nvidia-779", "NVIDIA A100-1-5C", "1g.5gb@0")
     assert a.compared() == b.compared()  # a type id alone is not a change (ids differ by board)
-    c = VgpuAttrs("mdev", "g", "0000:17:00.4", None, "NVIDIA A100-1-5CME")
-    assert a.compared() != c.compared()
+    named = VgpuAttrs("mdev", "g", "0000:17:00.4", None, "GRID A100-1-5C", "1g.5gb@0")
+    assert a.compared() == named.compared()  # the type name is for display only
+    c = VgpuAttrs("mdev", "g", "0000:17:00.4", None, "NVIDIA A100-1-5CME", "1g.5gb+me@0")
+    assert a.compared() != c.compared()  # the backing instance decides
     assert DomainAttrs("x", "running").compared() == DomainAttrs("x", "shut off").compared()
 
 
