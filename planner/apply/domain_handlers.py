@@ -204,7 +204,7 @@ class DomainHandler:
             return [f"{change.address}: domain {name} was not defined by aihow; aihow never "
                     "deletes it"]
         dom = next((d for d in host.domains if d.name == name), None)
-        if dom is not None and dom.running:
+        if dom is not None and dom.running and not ctx.restart_running_vms:
             return [f"{change.address}: domain {name} is {dom.state}; stop it first (aihow "
                     "never stops a domain unasked)"]
         return []

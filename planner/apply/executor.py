@@ -50,6 +50,7 @@ from planner.apply.lock import HostLock
 from planner.apply.results import ApplyInput, ApplyResult, PlanRefused
 from planner.apply.rollback import roll_back
 from planner.apply.run_steps import run_forward
+from planner.apply.running import affected_domains, refusal, shut_down, start_again
 from planner.apply.steps import Step, plan_steps
 from planner.apply.verify import not_at
 from planner.apply.vet import vet_plan
@@ -82,7 +83,11 @@ def apply_plan(
         host = access.probe()
         check_not_stale(plan, host, inp.config)
         vet_plan(plan, host, inp.config, access.records(state_dir))
-        ctx = ApplyContext(access, allow_reset=inp.allow_reset)
+        affected = affected_domains(plan, host)
+        if affected and not inp.restart_running_vms:
+            raise PlanRefused(refusal(affected))
+        ctx = ApplyContext(access, allow_reset=inp.allow_reset,
+                           restart_running_vms=inp.restart_running_vms)
         problems = preflight(plan, host, ctx)
         if problems:
             raise PlanRefused("\n".join([*problems, "nothing was changed"]))
@@ -112,13 +117,14 @@ def apply_plan(
             "config_path": inp.config_path,
             "start_fingerprint": start_fp,
             "allow_reset": inp.allow_reset,
+            "restart_domains": sorted(affected),
             "pid": os.getpid(),
             "started": time.time(),
         })
         try:
             with control.stop_on_signals():
                 return _run(inp, access, ctx, writer, actions, start_fp, state_dir, on_event,
-                            control)
+                            control, sorted(affected))
         finally:
             ctx.close()
             writer.release()
@@ -126,19 +132,43 @@ def apply_plan(
 
 def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: JournalWriter,
          actions: list[Step], start_fp: str, state_dir: Path,
-         on_event: EventSink, control: RunControl) -> ApplyResult:
+         on_event: EventSink, control: RunControl,
+         restart: list[str] | None = None) -> ApplyResult:
     result = ApplyResult("applied", len(actions), journal_path=writer.path,
                          start_fingerprint=start_fp)
+    stopped: list[str] = []
+    if restart:  # running VMs whose slices change: shut down first (--restart-running-vms)
+        on_event(Event("note", f"shutting down {', '.join(restart)} (up to "
+                               f"{inp.shutdown_timeout:g}s each)"))
+        try:
+            stopped = shut_down(ctx.adapter("libvirt"), restart, inp.shutdown_timeout)
+        except AihowError as exc:
+            writer.note("shutdown failed", error=str(exc))
+            result.outcome = "rolled-back"
+            result.failed.append(("shutdown", str(exc)))
+            result.fingerprint_after = plan_api.fingerprint(access.probe(), inp.config)
+            result.back_at_start = result.fingerprint_after == start_fp
+            writer.end("rolled-back", result.fingerprint_after)
+            result.journal_path = None
+            return result
+        writer.note("domains shut down", domains=stopped)
+
+    def restart_stopped() -> None:
+        if stopped:
+            result.warnings += start_again(ctx.adapter("libvirt"), stopped)
+
     crash = CrashHook.from_env(state_dir)
     fwd = run_forward(ctx, writer, actions, result, crash, parallel=inp.parallel,
                       on_event=on_event, control=control)
     result.interrupted_by = control.signal_name
     if len(fwd.completed) == len(actions):  # every step done: never undone for a stop
+        restart_stopped()
         finished = _finish(inp, access, writer, result, state_dir, on_event, control)
         if finished is not None:
             return finished
     return roll_back(access, ctx, writer, inp.plan, inp.config, actions, fwd.completed,
-                     fwd.failed, result, start_fp, on_event, control)
+                     fwd.failed, result, start_fp, on_event, control,
+                     after_undo=restart_stopped)
 
 
 def _finish(inp: ApplyInput, access: Environment, writer: JournalWriter, result: ApplyResult,

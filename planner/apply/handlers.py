@@ -40,6 +40,7 @@ class ApplyContext:
 
     env: Environment
     allow_reset: bool = False
+    restart_running_vms: bool = False  # running domains are shut down before the steps
     _opened: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -118,7 +118,8 @@ class MigModeHandler:
         if not ctx.allow_reset:
             return [f"{change.address}: {what} MIG mode needs a GPU reset on this model; "
                     "rerun with --allow-reset"]
-        holders = describe_holders(gpu, host)
+        # With --restart-running-vms the domains are shut down before the reset.
+        holders = describe_holders(gpu, None if ctx.restart_running_vms else host)
         if holders:
             return [f"{change.address}: {what} MIG mode needs a GPU reset, but the GPU is "
                     f"held by {holders}; stop them first"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from planner.apply.generations import Generation
+from planner.apply.running import DEFAULT_SHUTDOWN_TIMEOUT
 from planner.errors import AihowError
 from planner.vocab.plan import Plan
 
@@ -38,6 +39,9 @@ class ApplyInput:
     parallel: bool = True
     lock_timeout: float = 0.0  # seconds to wait for a held host lock (0: fail at once)
     step_timeout: float | None = None  # seconds; None: the default (control.py)
+    # Shut down the running VMs whose slices the plan takes, and start them again after.
+    restart_running_vms: bool = False
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
 
 
 @dataclass

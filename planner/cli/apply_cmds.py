@@ -34,7 +34,9 @@ StateDirOpt = Annotated[
                  "DIR/state for sim:DIR)."),
 ]
 AutoOpt = Annotated[
-    bool, typer.Option("--auto-approve", help="Do not ask before destructive actions.")
+    bool, typer.Option("--auto-approve", help="Apply without asking. Needed when stdin is "
+                       "not a terminal (scripts, CI, ssh without -t); on a terminal a plan "
+                       "that deletes, replaces or resets asks first.")
 ]
 ResetOpt = Annotated[
     bool, typer.Option("--allow-reset", help="Allow GPU resets that MIG mode changes need.")
@@ -43,6 +45,16 @@ StepTimeoutOpt = Annotated[
     float | None, typer.Option("--step-timeout", min=0.1, help="Seconds one step (or its "
                                "undo) may take before it is abandoned and the apply rolls "
                                "back (default 600, or $AIHOW_STEP_TIMEOUT).")
+]
+RestartOpt = Annotated[
+    bool, typer.Option("--restart-running-vms", help="Allow deleting or replacing slices "
+                       "that running VMs use: each such VM is shut down gracefully first "
+                       "and started again after the apply (without it such a plan is "
+                       "refused).")
+]
+ShutdownTimeoutOpt = Annotated[
+    float, typer.Option("--shutdown-timeout", min=1, help="Seconds to wait for each VM to "
+                        "shut down (with --restart-running-vms).")
 ]
 
 
@@ -184,16 +196,32 @@ def _show_plan(plan: Plan, as_json: bool, command: str) -> None:
 
 
 def _confirm(plan: Plan, auto_approve: bool, as_json: bool = False) -> None:
-    risky = [a for a in plan.actions if a.destructive or a.needs_reset]
-    if auto_approve or not risky or not sys.stdin.isatty():
+    """Terraform's rule: without --auto-approve, a plan with changes needs a terminal to
+    answer on; there, one that deletes, replaces, undefines or resets asks, after a
+    summary of exactly those changes."""
+    from planner.vocab import Action, Kind
+
+    if auto_approve or not plan.has_changes:
+        return
+    if not sys.stdin.isatty():
+        raise AihowError("stdin is not a terminal, so there is no one to approve this plan; "
+                         "review the plan shown above and rerun with --auto-approve; "
+                         "nothing was changed")
+    risky = [a for a in plan.changes
+             if a.action in (Action.DELETE, Action.REPLACE) or a.destructive or a.needs_reset]
+    if not risky:
         return
     if as_json:
         raise AihowError(f"{len(risky)} action(s) are destructive or reset a GPU: "
                          "--format json does not ask; add --auto-approve")
     typer.echo("")
-    typer.echo(f"{len(risky)} action(s) are destructive or reset a GPU:")
+    typer.echo(f"{len(risky)} change(s) delete, replace, undefine or reset:")
     for a in risky:
-        typer.echo(f"  {a.action} {a.address}" + (" (GPU reset)" if a.needs_reset else ""))
+        verb = "undefine" if a.kind is Kind.DOMAIN and a.action is Action.DELETE \
+            else str(a.action)
+        notes = [n for n, on in (("GPU reset", a.needs_reset),
+                                 ("used by a running VM", a.destructive)) if on]
+        typer.echo(f"  {verb} {a.address}" + (f" ({', '.join(notes)})" if notes else ""))
     if not typer.confirm("Apply this plan?", default=False):
         typer.echo("Apply cancelled; nothing was changed.", err=True)
         raise typer.Exit(1)
@@ -253,7 +281,8 @@ class _Progress:
 def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cfg_path: str,
                env: Environment, sdir: Path, *, allow_reset: bool,
                command: str, lock_timeout: float = 0.0, as_json: bool = False,
-               step_timeout: float | None = None) -> ApplyResult:
+               step_timeout: float | None = None, restart_running_vms: bool = False,
+               shutdown_timeout: float = 120.0) -> ApplyResult:
     # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.executor import ApplyInput, apply_plan
     from planner.apply.steps import plan_steps
@@ -263,7 +292,8 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
         result = apply_plan(
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
                        allow_reset=allow_reset, lock_timeout=lock_timeout,
-                       step_timeout=step_timeout),
+                       step_timeout=step_timeout, restart_running_vms=restart_running_vms,
+                       shutdown_timeout=shutdown_timeout),
             env,
             sdir,
             progress,
@@ -406,6 +436,8 @@ def apply(
     host: HostOpt = None,
     auto_approve: AutoOpt = False,
     allow_reset: ResetOpt = False,
+    restart_running_vms: RestartOpt = False,
+    shutdown_timeout: ShutdownTimeoutOpt = 120.0,
     state_dir: StateDirOpt = None,
     libvirt_uri: LibvirtOpt = None,
     key: Annotated[Path | None, typer.Option(
@@ -441,7 +473,9 @@ def apply(
     _confirm(plan, auto_approve, as_json)
     result = _run_apply(plan, plan_text, cfg, cfg_text, cfg_path, env, sdir,
                         allow_reset=allow_reset, command=_command_line(),
-                        lock_timeout=lock_timeout, as_json=as_json, step_timeout=step_timeout)
+                        lock_timeout=lock_timeout, as_json=as_json, step_timeout=step_timeout,
+                        restart_running_vms=restart_running_vms,
+                        shutdown_timeout=shutdown_timeout)
     _report(result, as_json)
 
 

@@ -82,8 +82,8 @@ class GpuEntry(_Closed):
     name: str | None = None
     bus_address: str | None = None
     memory_mib: StrictInt | None = None
-    vendor_id: str | None = None
-    device_id: str | None = None
+    vendor_id: HexId | None = None
+    device_id: HexId | None = None
     iommu_group: StrictInt | str | None = None
     mig_capable: bool | None = None
     mig_mode: str | None = None

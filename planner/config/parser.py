@@ -220,10 +220,16 @@ class _Checker:
                                    f"{mig_use[dev.pci_address]}")
                     continue
                 first = whole.setdefault(dev.pci_address, (vm, path))
-                if first[0] is not vm and (first[0].key_path != vm.key_path
-                                           or first[0].index + 1 == vm.index):
+                if first[0] is vm or first[0].cluster_type != vm.cluster_type:
+                    # ai-how's semantics (its example-multi-gpu-clusters.yaml): one device
+                    # may be defined into VMs of both clusters, which run one at a time;
+                    # apply refuses to start a second while another holds it.
+                    continue
+                if first[0].key_path != vm.key_path or first[0].index + 1 == vm.index:
                     self.error(path, f"PCI device {dev.pci_address} is passed through to "
-                               f"{vm.name} here and to {first[0].name} at {first[1]}")
+                               f"{vm.name} here and to {first[0].name} at {first[1]} in the "
+                               "same cluster (VMs of two clusters may share a device, one "
+                               "running at a time)")
 
     # -- VM names, cluster names, addresses -----------------------------------------------
 

@@ -140,7 +140,26 @@ def _string(schema: dict[str, Any]) -> WithJsonSchema:
 
 StrictInt = Annotated[int, Strict()]
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
-HexId = Annotated[str, Field(pattern=HEX4)]
+
+
+def _hex_id(value: Any) -> str:
+    """A PCI vendor or device id: four hex digits. ai-how's ``gpu_inventory.sh`` writes
+    ids such as ``device_id: 2330`` unquoted, which YAML reads as the integer 2330; its
+    four decimal digits are the id as written, so it is taken back as that text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = str(value)
+        if not re.fullmatch(r"[0-9]{4}", text):
+            raise ValueError(f"{value} is not a 4-digit hex id; write it quoted, as 4 hex "
+                             "digits (e.g. \"10de\")")
+        return text
+    if not isinstance(value, str):
+        raise ValueError(f"a PCI id must be 4 hex digits, got {type(value).__name__}")
+    if not re.fullmatch(HEX4, value):
+        raise ValueError(f"{value!r} is not 4 hex digits (e.g. 10de)")
+    return value
+
+
+HexId = Annotated[str, PlainValidator(_hex_id), _string({"pattern": HEX4})]
 
 ProfileField = Annotated[
     MigProfile,

@@ -313,11 +313,35 @@ def detach_hostdev(conn: libvirt.virConnect, name: str, hostdev_xml: str) -> Dom
     return DomainOp("attach_hostdev", name, current)
 
 
+def holders_of(conn: libvirt.virConnect, name: str) -> list[tuple[str, str]]:
+    """(other running domain, device key) for every hostdev of ``name``'s persistent
+    definition that a running domain holds now. ai-how lets one passed-through device be
+    defined into VMs of two clusters that run one at a time; only one may hold it."""
+    wanted = {h.key for h in persistent_hostdevs(conn, name)}
+    out: list[tuple[str, str]] = []
+    if not wanted:
+        return out
+    for other in conn.listAllDomains():
+        if other.name() == name or not other.isActive():
+            continue
+        for h in hostdevs_in_xml(other.XMLDesc(0)):
+            if h.key in wanted:
+                out.append((other.name(), h.key))
+    return sorted(out)
+
+
 def start(conn: libvirt.virConnect, name: str) -> DomainOp:
+    """Start a defined domain; refused while another running domain holds one of its
+    devices (a device shared by the VMs of two clusters)."""
     lv = _libvirt()
     dom = _require(conn, name)
     if dom.isActive():
         raise DomainError(f"domain {name} is already running")
+    held = holders_of(conn, name)
+    if held:
+        who = ", ".join(f"{key} by {other}" for other, key in held)
+        raise DomainError(f"domain {name} cannot start: its device is held ({who}); stop "
+                          f"{held[0][0]} first")
     try:
         dom.create()
     except lv.libvirtError as exc:
@@ -337,6 +361,29 @@ def stop(conn: libvirt.virConnect, name: str, *, allow_stop: bool = False) -> Do
         dom.destroy()
     except lv.libvirtError as exc:
         raise _fail("stop", name, exc) from None
+    return DomainOp("start", name)
+
+
+def shutdown(conn: libvirt.virConnect, name: str, *, timeout: float) -> DomainOp:
+    """Ask a running domain's guest to shut down (ACPI) and wait up to ``timeout``
+    seconds for it to be off; DomainError (the domain left running) when it is not."""
+    import time
+
+    lv = _libvirt()
+    dom = _require(conn, name)
+    if not dom.isActive():
+        return DomainOp("stop", name)
+    try:
+        dom.shutdown()
+    except lv.libvirtError as exc:
+        raise _fail("shut down", name, exc) from None
+    deadline = time.monotonic() + timeout
+    while dom.isActive():
+        if time.monotonic() >= deadline:
+            raise DomainError(f"domain {name} did not shut down within {timeout:g}s; it "
+                              "is still running (shut it down yourself, or raise "
+                              "--shutdown-timeout)")
+        time.sleep(0.2)
     return DomainOp("start", name)
 
 

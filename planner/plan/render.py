@@ -150,7 +150,9 @@ def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) 
         lines.append("No changes. The host matches the config.")
     destructive = [a for a in plan.actions if a.destructive]
     if destructive:
-        warn = f"Warning: {len(destructive)} step(s) take a device from a running domain."
+        warn = (f"Warning: {len(destructive)} step(s) take a device from a running domain; "
+                "apply refuses them unless given --restart-running-vms (which shuts the "
+                "domain down first and starts it again after).")
         lines += [f"{_BOLD}{warn}{_RESET}" if colour else warn, ""]
     for title, actions in _groups(shown):
         lines.append(f"{_BOLD}{title}{_RESET}" if colour else title)

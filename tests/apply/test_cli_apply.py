@@ -41,13 +41,13 @@ def test_apply_then_plan_reports_no_changes(tmp_path: Path) -> None:
     cfg = write_config(tmp_path / "a.yaml", {G0: "3g.20gb@4 + 2*1g.5gb"})
     plan = _plan(host, cfg, tmp_path / "plan.json")
 
-    refused = aihow("apply", str(plan))  # A100 needs a GPU reset to enable MIG
+    refused = aihow("apply", str(plan), "--auto-approve")  # A100 needs a GPU reset to enable MIG
     assert refused.returncode == 1
     assert "needs a GPU reset" in refused.stderr and "--allow-reset" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert host.layout()[G0][0] is False  # nothing changed
 
-    done = aihow("apply", str(plan), "--allow-reset")
+    done = aihow("apply", str(plan), "--auto-approve", "--allow-reset")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Apply complete" in done.stdout and "Generation 1 recorded" in done.stdout
     again = aihow("plan", str(cfg), "--host", host.uri, "--detailed-exitcode")
