@@ -79,8 +79,13 @@ def roll_back(access: Environment, ctx: ApplyContext, writer: JournalWriter,
         writer.note("rollback stopped: an undo failed", states=result.resource_states)
         return result
     result.outcome = "rolled-back"
-    if not result.back_at_start:
-        result.resource_states = resource_states(host, plan.changes, writer.path)
-    writer.end("rolled-back", fp)
+    archived = writer.end("rolled-back", fp)
     result.journal_path = None
+    if not result.back_at_start:
+        # The journal is closed and archived: nothing is left for `aihow recover`.
+        result.resource_states = [
+            *resource_states(host, plan.changes, None),
+            f"the journal is archived at {archived} (nothing is left to recover); make a "
+            "new plan with `aihow plan` to bring the host to the config",
+        ]
     return result

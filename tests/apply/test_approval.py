@@ -107,7 +107,8 @@ def test_a_running_vms_slice_needs_the_flag_then_the_vm_is_restarted(tmp_path: P
     assert again.returncode == 0, again.stdout + again.stderr
 
 
-@pytest.mark.parametrize("op", ["virDomainShutdown", "nvmlDeviceCreateGpuInstanceWithPlacement", "sysfs.mdev_create"])
+@pytest.mark.parametrize("op", ["virDomainShutdown", "nvmlDeviceCreateGpuInstanceWithPlacement",
+                                "sysfs.mdev_create"])
 def test_a_failure_leaves_the_running_vm_running(tmp_path: Path, op: str) -> None:
     host = _applied(tmp_path)
     _start(host, "hpc-compute-01")
