@@ -344,10 +344,13 @@ def record_holdings(alloc: GPUResourceAllocator, clusters: Iterable[str],
     return alloc.transact(lambda _view: None, write)[1]
 
 
-def record_applied(state_dir: str | os.PathLike[str], host: HostState, cfg: object) -> Ledger:
+def record_applied(state_dir: str | os.PathLike[str], host: HostState, cfg: object,
+                   released: Iterable[str] = ()) -> Ledger:
     """After a successful apply: record what the config's nodes hold now, read back from
-    the probed ``host``, in the ledger of ``state_dir``."""
+    the probed ``host``, in the ledger of ``state_dir``. ``released``: clusters the config
+    dropped (the apply undefined their domains): their claims go too."""
     vms = expand_vms(cfg)  # type: ignore[arg-type]
     owners = {vm.name: f"{vm.cluster_name}/{vm.name}" for vm in vms}
     return record_holdings(GPUResourceAllocator.for_state_dir(state_dir),
-                           {vm.cluster_name for vm in vms}, holdings(host, owners))
+                           {vm.cluster_name for vm in vms} | set(released),
+                           holdings(host, owners))

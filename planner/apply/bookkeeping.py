@@ -11,17 +11,24 @@ from planner.apply.generations import Generation, list_generations, record_gener
 from planner.apply.results import ApplyInput
 from planner.errors import AihowError
 from planner.host.state import HostState
+from planner.vocab import Action, DomainAttrs, Kind
+from planner.vocab.plan import Plan
 
 if TYPE_CHECKING:
     from planner.config.models import ClusterConfig
 
 
-def record_claims(state_dir: Path, host: HostState, config: ClusterConfig) -> list[str]:
-    """Record in the ledger what each node of ``config`` holds on the verified ``host``.
+def record_claims(state_dir: Path, host: HostState, config: ClusterConfig,
+                  plan: Plan | None = None) -> list[str]:
+    """Record in the ledger what each node of ``config`` holds on the verified ``host``,
+    releasing the claims of the clusters whose domains the plan undefined as dropped.
     The host change is done and journaled by then, so a ledger that refuses (another
     cluster's claim) is reported as a warning, not as a failed apply."""
+    released = {c.before.cluster for c in (plan.changes if plan else ())
+                if c.kind is Kind.DOMAIN and c.action is Action.DELETE
+                and isinstance(c.before, DomainAttrs) and c.before.cluster}
     try:
-        record_applied(state_dir, host, config)
+        record_applied(state_dir, host, config, released)
     except (AihowError, OSError) as exc:
         return [f"the allocation ledger was not updated: {exc}"]
     return []

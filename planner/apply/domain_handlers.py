@@ -58,6 +58,18 @@ def _target(address: Address, attrs: HostdevAttrs | None) -> tuple[str, HostDevi
     return domain, device
 
 
+def _attachment_metadata(state: Attrs | None, device: HostDevice) -> dict[str, str | None]:
+    """The ``<aihow:vm>`` fields that say which slice the domain holds: the side's
+    attachment when it holds one, else none (the device was detached)."""
+    attrs = state if isinstance(state, HostdevAttrs) and state.mig_profile else None
+    return {
+        "mig-profile": attrs.mig_profile if attrs else None,
+        "mig-uuid": attrs.mig_uuid if attrs else None,
+        "gpu-instance": attrs.gpu_instance if attrs else None,
+        "vgpu": device.key if attrs else None,
+    }
+
+
 def _hostdev_attrs(step: Step) -> HostdevAttrs | None:
     return step_state(step, "after", HostdevAttrs) or step_state(step, "before", HostdevAttrs)
 
@@ -84,6 +96,7 @@ class HostdevHandler:
                 ld.attach_hostdev(conn, domain, xml)
             else:
                 ld.detach_hostdev(conn, domain, xml)
+            ld.set_vm_metadata(conn, domain, _attachment_metadata(step.state(side), device))
             session.commit()
         except ActionFailed:
             raise

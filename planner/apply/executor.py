@@ -101,7 +101,7 @@ def apply_plan(
                                                      access.host_uri, force=False)
             except (AihowError, OSError) as exc:
                 result.bookkeeping.append(f"the generation was not recorded: {exc}")
-            result.warnings = record_claims(state_dir, host, inp.config)
+            result.warnings = record_claims(state_dir, host, inp.config, inp.plan)
             return result
         control = RunControl() if inp.step_timeout is None else \
             RunControl(step_timeout=inp.step_timeout)
@@ -205,7 +205,7 @@ def _finish(inp: ApplyInput, access: Environment, writer: JournalWriter, result:
                                              force=True)
     except (AihowError, OSError) as exc:
         result.bookkeeping.append(f"the generation was not recorded: {exc}")
-    result.warnings = record_claims(state_dir, host, inp.config)
+    result.warnings = record_claims(state_dir, host, inp.config, inp.plan)
     return result
 
 

@@ -15,6 +15,7 @@ from planner.apply.handlers import ApplyContext
 from planner.apply.journal import JournalView, JournalWriter, open_journal
 from planner.apply.lock import HostLock
 from planner.apply.results import ApplyInput, RecoverResult
+from planner.apply.running import start_again
 from planner.apply.steps import Side, Step, expand, plan_steps
 from planner.apply.verify import not_at, resource_states
 from planner.errors import AihowError
@@ -77,6 +78,9 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
                     result.steps.append(f"{'undid' if op == 'undo' else 'did'} {a.describe()}")
                 on_event(Event("undo-done" if op == "undo" else "action-done",
                                a.describe(), a.id, a.address, i + 1, len(todo)))
+            # The domains the apply shut down (--restart-running-vms) run again.
+            restart = [str(n) for n in begin.get("restart_domains", [])]
+            restart_warnings = start_again(ctx.adapter("libvirt"), restart) if restart else []
             host = access.probe()
             config = plan_api.config_from_text(begin.get("config_text", ""),
                                                begin.get("config_path", ""))
@@ -93,13 +97,14 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
                                      command=command)
                     result.generation = maybe_generation(inp, state_dir, host, str(fp),
                                                          access.host_uri, force=True)
-                    result.warnings = record_claims(state_dir, host, config)
+                    result.warnings = record_claims(state_dir, host, config, plan)
             else:
                 result.reached = (fp == begin.get("start_fingerprint")) if fp else \
                     not not_at(host, changes, "before")
                 if not result.reached:
                     result.resource_states = resource_states(host, changes, None)
                 result.outcome = "recovered-back"
+            result.warnings = restart_warnings + result.warnings
             writer.end(result.outcome, fp)
             result.journal_path = None
             return result
@@ -142,7 +147,7 @@ def _close_finished(access: Environment, state_dir: Path, writer: JournalWriter,
                                                  access.host_uri, force=True)
         except (AihowError, OSError) as exc:
             result.warnings.append(f"the generation was not recorded: {exc}")
-        result.warnings += record_claims(state_dir, host, config)
+        result.warnings += record_claims(state_dir, host, config, plan)
     return result
 
 

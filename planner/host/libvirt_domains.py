@@ -263,6 +263,38 @@ def _redefine(conn: libvirt.virConnect, xml: str, name: str, what: str) -> None:
         raise _fail(what, name, exc) from None
 
 
+_VM_NS = "https://aihow.invalid/schemas/vm/1"  # planner.host.records.AIHOW_VM_NS
+
+
+def set_vm_metadata(conn: libvirt.virConnect, name: str, fields: dict[str, str | None]
+                    ) -> None:
+    """Set (or, for None, remove) child elements of the domain's persistent ``<aihow:vm>``
+    metadata, creating the element if the domain has none (a domain ai-how defined)."""
+    lv = _libvirt()
+    dom = _require(conn, name)
+    root = ET.fromstring(persistent_xml(conn, name))
+    vm = root.find(f"./metadata/{{{_VM_NS}}}vm")
+    if vm is None:
+        vm = ET.Element(f"{{{_VM_NS}}}vm")
+    for key, value in fields.items():
+        old = vm.find(f"{{{_VM_NS}}}{key}")
+        if old is not None:
+            vm.remove(old)
+        if value is not None:
+            ET.SubElement(vm, f"{{{_VM_NS}}}{key}").text = value
+    # libvirt puts the element into the namespace itself (under the key "aihow"): it
+    # is given without one.
+    plain = ET.Element("vm")
+    for child in vm:
+        ET.SubElement(plain, child.tag.rpartition("}")[2]).text = child.text
+    text = ET.tostring(plain, encoding="unicode")
+    try:
+        dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, text, "aihow", _VM_NS,
+                        lv.VIR_DOMAIN_AFFECT_CONFIG)
+    except lv.libvirtError as exc:
+        raise _fail("set the aihow metadata of", name, exc) from None
+
+
 def attach_hostdev(conn: libvirt.virConnect, name: str, hostdev_xml: str) -> DomainOp:
     """Add a ``<hostdev>`` to the persistent config of domain ``name``; returns the
     detach that undoes it. A running domain keeps running and sees it at next boot."""

@@ -33,6 +33,21 @@ class DefinedDomain:
     cluster: str  # the cluster the domain was defined for (its <aihow:cluster>)
     xml: str  # its persistent definition as libvirt returns it
 
+    def mark(self, field_name: str) -> str | None:
+        """One element of the domain's ``<aihow:vm>`` metadata (``config``, ``role``,
+        ``ip``, ``key-path``, ...); None when absent (a domain defined by an older aihow)."""
+        return metadata_field(self.xml, field_name)
+
+    @property
+    def config(self) -> str | None:
+        """The ``metadata.name`` of the config that defined it."""
+        return self.mark("config")
+
+    @property
+    def identity(self) -> tuple[str, str | None, str | None]:
+        """(cluster, role, ip): which node of the config the domain was defined as."""
+        return (self.cluster, self.mark("role"), self.mark("ip"))
+
 
 @dataclass(frozen=True)
 class HostRecords:
@@ -53,6 +68,15 @@ def defined_by_aihow(xml_text: str) -> str | None:
     if vm is None or (vm.findtext(DEFINED_BY_TAG) or "").strip() != "aihow":
         return None
     return (vm.findtext(CLUSTER_TAG) or "").strip() or None
+
+
+def metadata_field(xml_text: str, field_name: str) -> str | None:
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError:
+        return None
+    text = root.findtext(f"./metadata/{{{AIHOW_VM_NS}}}vm/{{{AIHOW_VM_NS}}}{field_name}")
+    return text.strip() if text and text.strip() else None
 
 
 def read_defined(conn: Any) -> dict[str, DefinedDomain]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from planner.host.records import NO_RECORDS, HostRecords
+from planner.host.records import NO_RECORDS, DefinedDomain, HostRecords
 from planner.host.state import HostState
 from planner.plan.claims import gi_key
 from planner.plan.graph import DELETE, number, plan_graph
@@ -62,12 +62,23 @@ def _attrs(res: Resource | None) -> Attrs | None:
     return None if res is None else res.attrs
 
 
+def owned_by_config(rec: DefinedDomain | None, clusters: set[str],
+                    config_name: str | None) -> bool:
+    """Whether a domain is this config's to delete: aihow defined it, for one of the
+    config's clusters or under the config's name (a cluster the config dropped)."""
+    if rec is None:
+        return False
+    return rec.cluster in clusters or (config_name is not None and rec.config == config_name)
+
+
 def _scope(actual: dict[Address, Resource], desired: set[Address],
-           managed: set[str], records: HostRecords, clusters: set[str]
-           ) -> dict[Address, Resource]:
+           managed: set[str], records: HostRecords, clusters: set[str],
+           config_name: str | None = None) -> dict[Address, Resource]:
     """The actual resources the plan may act on. A domain is in scope when the config
-    declares it, or when aihow itself defined it for one of the config's clusters (so a VM
-    dropped from the config is deleted); a domain aihow did not define is never touched."""
+    declares it, or when aihow itself defined it for this config (so a VM or a cluster
+    dropped from the config is deleted); a domain aihow did not define is never undefined
+    (on a GPU the config manages, its vGPU hostdevs go with the devices, so it is not left
+    pointing at a device that no longer exists)."""
     scoped: dict[Address, Resource] = {}
     for addr, res in actual.items():
         if isinstance(res.attrs, DomainAttrs):
@@ -75,16 +86,34 @@ def _scope(actual: dict[Address, Resource], desired: set[Address],
                 scoped[addr] = res
                 continue
             rec = records.defined.get(res.attrs.name)
-            if rec is not None and rec.cluster in clusters:
+            if rec is not None and owned_by_config(rec, clusters, config_name):
                 attrs = dataclasses.replace(res.attrs, cluster=rec.cluster, xml=rec.xml)
                 scoped[addr] = Resource(addr, Kind.DOMAIN, attrs, branch=res.branch,
                                         users=res.users)
+    for addr, res in actual.items():
+        if isinstance(res.attrs, DomainAttrs):
             continue
         if res.kind is Kind.SRIOV and addr not in desired:
             continue  # VFs are enabled when needed and never switched off
         if addr in desired or res.branch in managed:
             scoped[addr] = res
     return scoped
+
+
+def untouched_domains(actual: dict[Address, Resource], desired: set[Address],
+                      scoped: dict[Address, Resource]) -> list[tuple[str, list[str]]]:
+    """Domains outside the config (not declared, not aihow's to delete) that hold a vGPU
+    device on a GPU the config manages: (name, those devices), for the plan's notes."""
+    out: dict[str, list[str]] = {}
+    for addr, res in actual.items():
+        if not isinstance(res.attrs, HostdevAttrs) or addr in desired:
+            continue
+        dom = Address.domain(res.attrs.domain)
+        if dom in scoped or dom in desired:
+            continue
+        if addr in scoped:
+            out.setdefault(res.attrs.domain, []).append(res.attrs.device)
+    return sorted((name, sorted(devs)) for name, devs in out.items())
 
 
 def _wanted_by(res: Resource) -> str:
@@ -112,7 +141,8 @@ def _create_reason(res: Resource, actual: dict[Address, Resource]) -> tuple[str,
     return _wanted_by(res), Reason.WANTED
 
 
-def _delete_reason(res: Resource, managed: dict[str, str]) -> tuple[str, Reason]:
+def _delete_reason(res: Resource, managed: dict[str, str],
+                   clusters: tuple[str, ...] = ()) -> tuple[str, Reason]:
     entry = managed.get(res.branch, "the config")
     a = res.attrs
     if isinstance(a, HostdevAttrs):
@@ -121,8 +151,10 @@ def _delete_reason(res: Resource, managed: dict[str, str]) -> tuple[str, Reason]
     if isinstance(a, DomainAttrs):
         text = (f"aihow defined {a.name} for cluster {a.cluster}, and the config no longer "
                 f"declares it")
+        if a.cluster not in clusters:
+            text += f" (nor cluster {a.cluster})"
         if res.users:
-            text += "; it is running: stop it first (aihow never stops a domain unasked)"
+            text += "; it is running: apply shuts it down first only with --restart-running-vms"
         return text, Reason.VM_DROPPED
     return f"not wanted on GPU {res.branch}, which {entry} manages", Reason.NOT_WANTED
 
@@ -146,7 +178,7 @@ def diff(res: Resolution, desired: dict[Address, Resource], actual: dict[Address
     host: HostState = res.host
     managed = {d.gpu.pci: d.policy.key for d in res.gpus if d.policy is not None}
     scoped = _scope(actual, set(desired) | slices_only, set(managed), records,
-                    set(res.requests.clusters))
+                    set(res.requests.clusters), res.requests.config_name)
     changes: dict[Address, _Change] = {}
     for addr in sorted(set(desired) | set(scoped)):
         want, have = desired.get(addr), scoped.get(addr)
@@ -161,7 +193,7 @@ def diff(res: Resolution, desired: dict[Address, Resource], actual: dict[Address
             _check_release(have, res, managed)
             blocked = (f"domain {have.attrs.name} (running)",) \
                 if isinstance(have.attrs, DomainAttrs) and have.users else ()
-            text, code = _delete_reason(have, managed)
+            text, code = _delete_reason(have, managed, res.requests.clusters)
             changes[addr] = _Change(addr, have.kind, Action.DELETE, have, None, text, code,
                                     destructive=bool(have.users), blocked_by=blocked)
         elif want.compared() == have.compared():

@@ -12,12 +12,13 @@ from planner.host.state import HostState
 from planner.plan.diff import diff, order_actions
 from planner.plan.fingerprint import fingerprint_data
 from planner.plan.gpu_select import model_of
+from planner.plan.notes import plan_notes
 from planner.plan.request import Requests, requests_from_config
 from planner.plan.resolution import Resolution
 from planner.plan.resolve import resolve
 from planner.plan.resources import Resource, actual_resources, desired_resources
 from planner.vocab import Address
-from planner.vocab.plan import Change, ConfigRef, HostRef, Plan, digest, summarize
+from planner.vocab.plan import Change, ConfigRef, HostRef, Note, Plan, digest, summarize
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,21 @@ class Resources:
     slices_only: frozenset[Address]  # domains named by requests without their VMs
 
 
+def dropped_clusters(requests: Requests, records: HostRecords) -> frozenset[str]:
+    """Clusters that aihow defined domains for under this config's name and that the
+    config no longer declares: what they hold is the config's to release."""
+    if requests.config_name is None:
+        return frozenset()
+    return frozenset(rec.cluster for rec in records.defined.values()
+                     if rec.config == requests.config_name
+                     and rec.cluster not in requests.clusters)
+
+
 def resources_for(requests: Requests, host: HostState, records: HostRecords = NO_RECORDS
                   ) -> Resources:
-    res = resolve(requests, host, records.claims)
+    dropped = dropped_clusters(requests, records)
+    claims = {k: o for k, o in records.claims.items() if o.split("/", 1)[0] not in dropped}
+    res = resolve(requests, host, claims)
     models = {g.pci: model_of(g) for g in host.gpus}
     desired, slices_only = desired_resources(res)
     return Resources(res, desired, actual_resources(host, models), frozenset(slices_only))
@@ -46,7 +59,7 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        actions = _actions(requests, host, records)  # what made them is freed here
+        actions, notes = _actions(requests, host, records)  # what made them is freed here
         snapshot = fingerprint_data(host, requests)
         plan = Plan(
             aihow_version=version,
@@ -54,6 +67,7 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
             config=ConfigRef(path=config_path, sha256=config_sha256),
             actions=actions,
             summary=summarize(actions),
+            notes=notes,
         )
         return plan.sealed()
     finally:
@@ -62,13 +76,15 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
 
 
 def _actions(requests: Requests, host: HostState, records: HostRecords
-             ) -> tuple[Change, ...]:
-    """The ordered changes. The resources, the diff and the plan graph are garbage once
-    this returns, before the plan is sealed: sealing must not hold them at its peak."""
+             ) -> tuple[tuple[Change, ...], tuple[Note, ...]]:
+    """The ordered changes and the plan's notes. The resources, the diff and the plan
+    graph are garbage once this returns, before the plan is sealed: sealing must not hold
+    them at its peak."""
     r = resources_for(requests, host, records)
     changes = diff(r.resolution, r.desired, r.actual, records, r.slices_only)
+    notes = tuple(plan_notes(r.resolution, r.desired, r.actual, r.slices_only, records))
     del r  # the resolution and the resource maps: only the changes are needed now
-    return tuple(order_actions(changes))
+    return tuple(order_actions(changes)), notes
 
 
 def make_plan(cfg: Any, host: HostState, *, config_path: str, config_sha256: str,

@@ -154,6 +154,11 @@ def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) 
                 "apply refuses them unless given --restart-running-vms (which shuts the "
                 "domain down first and starts it again after).")
         lines += [f"{_BOLD}{warn}{_RESET}" if colour else warn, ""]
+    for note in plan.notes:
+        text = f"Note [{note.code}] {note.subject}: {note.message}"
+        lines += [f"{_BOLD}{text}{_RESET}" if colour else text]
+    if plan.notes:
+        lines.append("")
     for title, actions in _groups(shown):
         lines.append(f"{_BOLD}{title}{_RESET}" if colour else title)
         for a in actions:
@@ -201,6 +206,10 @@ def _markdown_body(plan: Plan) -> str:
     if resets:
         out.append(f"> [!WARNING]\n> **{len(resets)} GPU reset(s)** needed for a MIG mode change.")
         out += [f"> - `{a.address}`: {_md_escape(a.reason)}" for a in resets]
+        out.append("")
+    if plan.notes:
+        out.append(f"> [!NOTE]\n> **{len(plan.notes)} note(s)**: facts the plan does not act on.")
+        out += [f"> - `{n.code}` `{n.subject}`: {_md_escape(n.message)}" for n in plan.notes]
         out.append("")
     if not shown:
         out += ["No changes. The host matches the config.", ""]

@@ -92,6 +92,9 @@ class Requests:
     named_mig_uuids: tuple[str, ...] = ()
     vms: tuple[VmRequest, ...] = ()  # empty: the caller plans no domains (slices only)
     clusters: tuple[str, ...] = ()  # the config's cluster names: it is the truth for them
+    # The config's metadata.name: the domains aihow defined for it (their <aihow:config>)
+    # are its own, even those of a cluster it no longer declares.
+    config_name: str | None = None
 
     def __post_init__(self) -> None:
         if not self.named_mig_uuids:
@@ -110,11 +113,13 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
             GpuPolicy(key=f"global.gpus[{i}]", select=entry.select, mig=entry.mig,
                       layout=entry.layout)
         )
+    config_name = str(cfg.metadata.name)
+
     slices: list[SliceRequest] = []
     vms: list[VmRequest] = []
     for vm in expand_vms(cfg):
         vms.append(VmRequest(name=vm.name, cluster=vm.cluster_name, key=vm.key_path,
-                             attrs=domain_attrs(vm)))
+                             attrs=domain_attrs(vm, config_name)))
         gc = vm.gpu_config
         if gc is None or gc.mode != "mig":
             continue
@@ -132,4 +137,4 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
     backend: Literal["mdev", "vfio-vf"] = glob.host.vgpu_backend
     clusters = tuple(sorted({vm.cluster for vm in vms}))
     return Requests(policies=tuple(policies), slices=tuple(slices), vgpu_backend=backend,
-                    vms=tuple(vms), clusters=clusters)
+                    vms=tuple(vms), clusters=clusters, config_name=config_name)

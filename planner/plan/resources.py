@@ -7,6 +7,7 @@ assigns anew at each creation (GI/CI ids), so equal layouts compare equal.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,6 +27,7 @@ from planner.vocab import (
     MigModeAttrs,
     SriovAttrs,
     VgpuAttrs,
+    VmAttrs,
 )
 
 HOST_BRANCH = "host"
@@ -209,6 +211,15 @@ def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Add
                                deps=(ga,), branch=pci, owner=gi.owner.node, key=gi.owner.key)
             ci_of[id(gi)] = ca
     for v in res.vgpus:
+        ga = Address.gpu(v.gi.gpu).gi(v.gi.profile.name, v.gi.start)
+        mig_uuid = v.gi.owner.mig_uuid
+        da = Address.domain(v.node)
+        vm_res = out.get(da)
+        if vm_res is not None and isinstance(vm_res.attrs, VmAttrs):
+            out[da] = dataclasses.replace(vm_res, attrs=dataclasses.replace(
+                vm_res.attrs, mig_profile=v.gi.profile.name, mig_uuid=mig_uuid,
+                gpu_instance=str(ga), vgpu=v.key,
+                vgpu_type="mdev" if v.backend == "mdev" else "pci"))
         sa = Address.gpu(v.gi.gpu).vfs()
         if sa not in out:
             out[sa] = Resource(sa, Kind.SRIOV, SriovAttrs(True),
@@ -223,7 +234,9 @@ def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Add
         da = Address.domain(v.node)
         ha = da.hostdev(v.key)
         out[ha] = Resource(ha, Kind.HOSTDEV,
-                           HostdevAttrs(v.node, "mdev" if v.backend == "mdev" else "pci", v.key),
+                           HostdevAttrs(v.node, "mdev" if v.backend == "mdev" else "pci", v.key,
+                                        mig_profile=v.gi.profile.name, mig_uuid=mig_uuid,
+                                        gpu_instance=str(ga)),
                            deps=(va, da), branch=v.gi.gpu, owner=v.node, key=v.gi.owner.key)
         if da not in out:
             slices_only.add(da)

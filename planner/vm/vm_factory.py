@@ -16,6 +16,7 @@ bridge is the cluster's ``network.bridge``) with the MAC ai-how derives from the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import uuid
@@ -161,6 +162,7 @@ class GpuAttachment:
     device: HostDevice
     mig_profile: str | None = None  # canonical profile name, e.g. "1g.5gb"
     mig_uuid: str | None = None
+    gpu_instance: str | None = None  # the backing GPU instance's plan address
 
     def __post_init__(self) -> None:
         if isinstance(self.mig_profile, MigProfile):
@@ -281,6 +283,8 @@ class VMSpec:
     virtio_fs: tuple[VirtioFsMount, ...] = ()
     key_path: str = ""
     virt_type: Literal["kvm", "qemu"] = "kvm"
+    config_name: str | None = None  # the config's metadata.name (domain metadata)
+    ip: str | None = None  # the node's address in the config (domain metadata)
     # Derived, never passed: computed from the fields above.
     mac: str = field(init=False)
     uuid: str = field(init=False)
@@ -344,6 +348,7 @@ class VMSpec:
             passthrough=passthrough,
             virtio_fs=mounts,
             key_path=where,
+            ip=getattr(decl, "ip", None),
         )
 
     # Names ai-how gives the cluster's libvirt objects.
@@ -422,10 +427,15 @@ class VMFactory:
     def _volume(self) -> jinja2.Template:
         return self._env.get_template("volume.xml.j2")
 
-    def domain_xml(self, spec: VMSpec, *, defined_by_aihow: bool = False) -> str:
+    def domain_xml(self, spec: VMSpec, *, defined_by_aihow: bool = False,
+                   gpu_device: bool = True) -> str:
         """The complete persistent domain definition; ``defined_by_aihow`` adds the metadata
-        mark that lets a later plan delete the domain once the config drops the VM."""
-        return self._domain.render(spec=spec, defined_by_aihow=defined_by_aihow)
+        mark that lets a later plan delete the domain once the config drops the VM.
+        ``gpu_device`` False leaves the vGPU's ``<hostdev>`` out (apply attaches it in its
+        own step) while the metadata and the display still follow ``spec.gpu``."""
+        devices = spec.hostdevs if gpu_device or spec.gpu is None else spec.passthrough
+        return self._domain.render(spec=spec, defined_by_aihow=defined_by_aihow,
+                                   devices=devices)
 
     def hostdev_xml(self, device: HostDevice) -> str:
         """One ``<hostdev>`` element, for attaching to or detaching from an existing domain.
@@ -461,6 +471,9 @@ def render_hostdev_xml(device: HostDevice) -> str:
 def spec_attrs(spec: VMSpec) -> VmAttrs:
     """What a plan's ``domain[NAME]`` change carries: everything the domain XML is
     rendered from, and nothing else (so the plan shows the VM, not a wall of XML)."""
+    gpu = spec.gpu  # a vGPU (mdev or VF); a whole GPU is not a slice
+    if gpu is not None and isinstance(gpu.device, PciDevice) and gpu.device.role == "gpu":
+        gpu = None
     return VmAttrs(
         name=spec.name,
         cluster=spec.cluster_name,
@@ -473,14 +486,25 @@ def spec_attrs(spec: VMSpec) -> VmAttrs:
         passthrough=tuple((d.address, d.role) for d in spec.passthrough),
         virtio_fs=tuple((m.tag, m.host_path, m.readonly) for m in spec.virtio_fs),
         key_path=spec.key_path,
+        config=spec.config_name,
+        ip=spec.ip,
+        mig_profile=gpu.mig_profile if gpu else None,
+        mig_uuid=gpu.mig_uuid if gpu else None,
+        gpu_instance=gpu.gpu_instance if gpu else None,
+        vgpu=gpu.device.key if gpu else None,
+        vgpu_type=gpu.device.kind if gpu else None,
     )
 
 
-def domain_attrs(decl: VmDeclLike) -> VmAttrs:
+def domain_attrs(decl: VmDeclLike, config_name: str | None = None) -> VmAttrs:
     """What a plan's ``domain[NAME]`` create action carries for a VM libvirt lacks: the
-    values its domain XML is rendered from, without the vGPU (the ``hostdev`` action
-    attaches that once the device exists)."""
-    return spec_attrs(VMSpec.from_decl(decl))
+    values its domain XML is rendered from. Plan-making adds the vGPU attachment it
+    resolved (``with_vgpu``); the domain is defined without the vGPU's ``<hostdev>`` (the
+    ``hostdev`` action attaches that once the device exists)."""
+    spec = VMSpec.from_decl(decl)
+    if config_name is not None:
+        spec = dataclasses.replace(spec, config_name=config_name)
+    return spec_attrs(spec)
 
 
 def spec_from_attrs(attrs: VmAttrs) -> VMSpec:
@@ -498,11 +522,24 @@ def spec_from_attrs(attrs: VmAttrs) -> VMSpec:
             passthrough=tuple(PciDevice(a, r) for a, r in attrs.passthrough),  # type: ignore[arg-type]
             virtio_fs=tuple(VirtioFsMount(t, h, bool(ro)) for t, h, ro in attrs.virtio_fs),
             key_path=attrs.key_path,
+            config_name=attrs.config,
+            ip=attrs.ip,
+            gpu=_attachment(attrs),
         )
     except (TypeError, ValueError) as exc:
         raise VmSpecError(f"domain attributes are incomplete or malformed: {exc}") from None
 
 
+def _attachment(attrs: VmAttrs) -> GpuAttachment | None:
+    if attrs.vgpu is None:
+        return None
+    device: HostDevice = MdevDevice(attrs.vgpu) if attrs.vgpu_type == "mdev" \
+        else PciDevice(attrs.vgpu, "vf")
+    return GpuAttachment(device, attrs.mig_profile, attrs.mig_uuid, attrs.gpu_instance)
+
+
 def render_defined_domain_xml(spec: VMSpec) -> str:
-    """The domain XML aihow defines: the spec's XML marked as defined by aihow."""
-    return default_factory().domain_xml(spec, defined_by_aihow=True)
+    """The domain XML aihow defines: the spec's XML marked as defined by aihow, with its
+    vGPU attachment in the metadata (and hence no emulated display) but without the
+    vGPU's ``<hostdev>``, which the plan's hostdev step attaches."""
+    return default_factory().domain_xml(spec, defined_by_aihow=True, gpu_device=False)

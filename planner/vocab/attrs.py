@@ -133,9 +133,15 @@ class HostdevAttrs(_Attrs):
     """``domain[NAME].hostdev[KEY]``: a device in the domain's persistent definition."""
 
     COMPARED = ("domain", "type", "device")
+    OPTIONAL = ("mig_profile", "mig_uuid", "gpu_instance")
     domain: str
     type: Literal["mdev", "pci"]
     device: str
+    # The MIG slice behind the device, as the plan binds it (shown, never compared): the
+    # hostdev step records it in the domain's <aihow:vm> metadata.
+    mig_profile: str | None = None
+    mig_uuid: str | None = None  # the MIG UUID the config pins, if it pins one
+    gpu_instance: str | None = None  # the backing GPU instance's address
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +172,18 @@ class VmAttrs(_Attrs):
     passthrough: tuple[tuple[str, str], ...]  # (PCI address, role)
     virtio_fs: tuple[tuple[str, str, bool], ...]  # (tag, host path, read-only)
     key_path: str
+    # The config's identity of the node (recorded in the domain's metadata, so a later
+    # plan can tell when a positional name now means another node) and whether a vGPU
+    # slice is attached (a GPU VM has no emulated display).
+    OPTIONAL = ("config", "ip", "mig_profile", "mig_uuid", "gpu_instance", "vgpu",
+                "vgpu_type")
+    config: str | None = None  # the config's metadata.name
+    ip: str | None = None
+    mig_profile: str | None = None  # the MIG slice the plan binds the node to ...
+    mig_uuid: str | None = None  # ... the MIG UUID the config pins, if any ...
+    gpu_instance: str | None = None  # ... the backing GPU instance's address ...
+    vgpu: str | None = None  # ... and the vGPU device: an mdev UUID or a VF address
+    vgpu_type: Literal["mdev", "pci"] | None = None
 
 
 Attrs = (MigModeAttrs | GpuInstanceAttrs | ComputeInstanceAttrs | SriovAttrs | VgpuAttrs

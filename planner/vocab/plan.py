@@ -127,6 +127,15 @@ class Change(_Frozen):
         return (self.id,)
 
 
+class Note(_Frozen):
+    """A fact the plan does not act on but its reviewer must see (a VM name that now means
+    another node; a domain aihow leaves alone), with a code a program can match on."""
+
+    code: Reason
+    subject: str  # the address it is about, e.g. "domain[hpc-compute-02]"
+    message: str
+
+
 class Plan(_Frozen):
     format_version: str = FORMAT_VERSION
     aihow_version: str
@@ -134,6 +143,7 @@ class Plan(_Frozen):
     config: ConfigRef
     actions: tuple[Change, ...]
     summary: dict[str, int]
+    notes: tuple[Note, ...] = ()  # left out of the file when empty
     plan_sha256: str = ""
     _text: str | None = PrivateAttr(default=None)  # the file text, kept by sealed()
 
@@ -317,6 +327,8 @@ def _without_empty_snapshot(data: dict[str, Any]) -> dict[str, Any]:
     host = data.get("host")
     if isinstance(host, dict) and host.get("snapshot", ...) is None:
         del data["host"]["snapshot"]
+    if "notes" in data and not data["notes"]:
+        del data["notes"]
     return data
 
 

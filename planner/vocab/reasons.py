@@ -27,3 +27,6 @@ class Reason(StrEnum):
     KEPT = "kept"  # an instance the config still wants
     DOMAIN_KEPT = "domain-kept"  # an existing domain: never redefined
     UNCHANGED = "unchanged"
+    # plan notes (``Plan.notes``): facts the plan does not act on but a reviewer must see
+    NAME_REUSED = "name-reused"  # a positional VM name now means another node of the config
+    DOMAIN_LEFT_ALONE = "domain-left-alone"  # not aihow's, not in the config: never touched
