@@ -107,9 +107,15 @@ def _validate_host(cfg: ClusterConfig, env: Environment, as_json: bool) -> dict[
     """Run the read-only host checks; print the table (text) and return the JSON part."""
     # Imported here: validate without --host must not load NVML, libvirt or networkx.
     from planner.host.validation import render_table, validate_host
+    from planner.plan.fit import fit_rows
+    from planner.plan.request import requests_from_config
 
+    requests = requests_from_config(cfg)
     try:
-        rows = validate_host(cfg, env)
+        # Fit and MIG UUID rows come from the planner's own resolve, with the host's
+        # records (ledger, domains aihow defined): exactly what `aihow plan` decides.
+        records = env.records()
+        rows = validate_host(cfg, env, fit=lambda host: fit_rows(requests, host, records))
     except AihowError as exc:
         fail(exc)
     if not as_json:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,7 +28,7 @@ from planner.config.vms import expand_vms
 from planner.errors import AihowError
 from planner.hardware.catalog import get_model, match_model
 from planner.hardware.model import GiProfile, GpuModel
-from planner.host.state import Gpu, GpuInstance, HostState
+from planner.host.state import Gpu, HostState
 from planner.host.sysfs import PCI_DEVICES, Sysfs
 from planner.lang.pci import normalize_pci
 from planner.lang.values import GpuSelector
@@ -138,67 +138,11 @@ def requirements_from_config(cfg: ClusterConfig) -> HostRequirements:
     )
 
 
-# --- GPU instance packing (pure) -------------------------------------------------------
-
-
-def pack(
-    model: GpuModel,
-    fixed: Sequence[tuple[GiProfile, int]],
-    wanted: Sequence[tuple[GiProfile, int | None]],
-) -> list[tuple[GiProfile, int]] | None:
-    """Starts for ``wanted`` (pins honoured) around ``fixed``, largest first, or None."""
-    used: set[int] = set()
-    counts: dict[int, int] = {}
-
-    def take(p: GiProfile, start: int) -> bool:
-        span = set(p.span(start))
-        if start not in p.placements or used & span or counts.get(p.id, 0) >= p.instance_count:
-            return False
-        used.update(span)
-        counts[p.id] = counts.get(p.id, 0) + 1
-        return True
-
-    def give_back(p: GiProfile, start: int) -> None:
-        used.difference_update(p.span(start))
-        counts[p.id] -= 1
-
-    for p, start in fixed:
-        used.update(p.span(start))
-        counts[p.id] = counts.get(p.id, 0) + 1
-    out: list[tuple[GiProfile, int]] = []
-    for p, pin in wanted:
-        if pin is not None:
-            if not take(p, pin):
-                return None
-            out.append((p, pin))
-    free = sorted((p for p, pin in wanted if pin is None), key=lambda p: -p.placement_size)
-
-    def search(k: int) -> bool:
-        if k == len(free):
-            return True
-        p = free[k]
-        for start in p.placements:
-            if take(p, start):
-                out.append((p, start))
-                if search(k + 1):
-                    return True
-                out.pop()
-                give_back(p, start)
-        return False
-
-    return out if search(0) else None
-
-
 # --- the validator ---------------------------------------------------------------------
 
 
-@dataclass
-class _GpuPlan:
-    gpu: Gpu
-    model: GpuModel
-    managed: bool
-    wanted: list[tuple[GiProfile, int | None, str]] = field(default_factory=list)  # + who
-    fixed: list[tuple[GiProfile, int, str]] = field(default_factory=list)  # + why
+# HostState -> (check, subject, status, hint) rows: the planner's fit check.
+FitCheck = Callable[[HostState], Sequence[tuple[str, str, str, str]]]
 
 
 class PCIePassthroughValidator:
@@ -211,8 +155,10 @@ class PCIePassthroughValidator:
         *,
         proc_root: str | os.PathLike[str] | None = None,
         nvml_error: str | None = None,
+        fit: FitCheck | None = None,
     ) -> None:
         self.host = host
+        self.fit = fit
         self.sysfs = Sysfs(root, writable=False)
         self.proc_root = Path(proc_root) if proc_root is not None else Path(root) / "proc"
         self.nvml_error = nvml_error  # why there is no HostState, for the hints
@@ -229,10 +175,8 @@ class PCIePassthroughValidator:
             rows.append(self._check_driver(gpu.pci, "nvidia", "gpu-driver"))
         if req.mig:
             rows += self.check_vgpu(req, mig_gpus)
-            rows += self.check_mig_uuids(req)
-            rows += self.check_fit(req, mig_gpus)
-        elif req.gpus:
-            rows += self.check_fit(req, mig_gpus)
+        if req.mig or req.gpus:
+            rows += self.check_fit()
         passed = {d.pci for d in req.passthrough if d.pci}
         for dev in req.passthrough:
             rows += self.check_passthrough(dev, mig_gpus, passed)
@@ -472,190 +416,16 @@ class PCIePassthroughValidator:
                                      f"{len(mine)} parent(s)"))
         return rows
 
-    # -- MIG UUIDs and capacity --
+    # -- fit and MIG UUIDs: the planner's own resolve --
 
-    def _claims(self, req: HostRequirements) -> dict[tuple[str, int], str]:
-        """(GPU pci, GI id) -> the domain outside this config whose vGPU sits on that GI."""
-        if self.host is None:
-            return {}
-        host = self.host
-        parent_gpu = {p.pci: (p.physfn or p.pci) for p in host.vgpu_parents}
-        by_key: dict[str, tuple[str, int]] = {}
-        for m in host.mdevs:
-            if m.gi_id is not None:
-                by_key[m.uuid] = (parent_gpu.get(m.parent, m.parent), m.gi_id)
-        for p in host.vgpu_parents:
-            if p.gi_id is not None:
-                by_key[p.pci] = (p.physfn or p.pci, p.gi_id)
-        claims = {}
-        for d in host.domains:
-            if d.name in req.vm_names:
-                continue
-            for h in d.hostdevs:
-                if h.key in by_key:
-                    claims[by_key[h.key]] = d.name
-        return claims
-
-    def _find_uuid(self, mig_uuid: str) -> tuple[Gpu, GpuInstance] | None:
-        if self.host is None:
-            return None
-        for g in self.host.gpus:
-            for gi in g.gpu_instances:
-                for ci in gi.compute_instances:
-                    if ci.mig_uuid and ci.mig_uuid.lower() == mig_uuid.lower():
-                        return g, gi
-        return None
-
-    def check_mig_uuids(self, req: HostRequirements) -> list[CheckRow]:
-        rows = []
-        claims = self._claims(req)
-        seen: dict[str, str] = {}
-        for r in req.mig:
-            if r.mig_uuid is None:
-                continue
-            subject = f"{r.vm}:{r.mig_uuid}"
-            if r.mig_uuid.lower() in seen:
-                rows.append(CheckRow("mig-uuid", subject, "fail",
-                                     f"also given to {seen[r.mig_uuid.lower()]}: a MIG device "
-                                     "goes to one VM"))
-                continue
-            seen[r.mig_uuid.lower()] = r.vm
-            hit = self._find_uuid(r.mig_uuid)
-            if hit is None:
-                rows.append(CheckRow("mig-uuid", subject, "fail",
-                                     "no MIG device with this UUID (nvidia-smi -L lists them; "
-                                     "UUIDs change when instances are re-created)"))
-                continue
-            g, gi = hit
-            owner = claims.get((g.pci, gi.gi_id))
-            if owner is not None:
-                rows.append(CheckRow("mig-uuid", subject, "fail",
-                                     f"GI {gi.gi_id} ({gi.profile_name}@{gi.placement_start}) on "
-                                     f"{g.pci} is already used by domain {owner}"))
-            elif r.profile is not None and r.profile != gi.profile_name:
-                rows.append(CheckRow("mig-uuid", subject, "fail",
-                                     f"is a {gi.profile_name} but mig_profile says {r.profile}"))
-            else:
-                rows.append(CheckRow("mig-uuid", subject, "ok",
-                                     f"{gi.profile_name}@{gi.placement_start} on {g.pci}, free"))
-        return rows
-
-    def check_fit(self, req: HostRequirements, gpus: Sequence[Gpu]) -> list[CheckRow]:
-        rows: list[CheckRow] = []
-        claims = self._claims(req)
-        plans: dict[str, _GpuPlan] = {}
-        for g in gpus:
-            model = self._model(g)
-            if model is None:
-                continue
-            managed = any(g in self._resolve(m.selector) for m in req.gpus)
-            plan = _GpuPlan(g, model, managed)
-            for gi in g.gpu_instances:
-                prof = model.profile_by_id(gi.profile_id)
-                owner = claims.get((g.pci, gi.gi_id))
-                if prof is not None and (owner is not None or not managed):
-                    why = f"used by domain {owner}" if owner else "exists (GPU not managed)"
-                    plan.fixed.append((prof, gi.placement_start, why))
-            plans[g.pci] = plan
-
-        def profile_of(plan: _GpuPlan, name: str, who: str) -> GiProfile | None:
-            prof = plan.model.profile(name)
-            if prof is None:
-                offered = ", ".join(p.name for p in plan.model.gi_profiles)
-                rows.append(CheckRow("profile-fit", who, "fail",
-                                     f"{plan.model.id} ({plan.gpu.pci}) has no profile {name}; "
-                                     f"it offers {offered}"))
-            return prof
-
-        for m in req.gpus:
-            for g in self._resolve(m.selector):
-                gplan = plans.get(g.pci)
-                if gplan is None:
-                    continue
-                for name, start in m.layout:
-                    prof = profile_of(gplan, name, m.where)
-                    if prof is not None:
-                        gplan.wanted.append((prof, start, m.where))
-        unplaced: list[MigRequest] = []
-        for r in req.mig:
-            if r.mig_uuid is not None:
-                hit = self._find_uuid(r.mig_uuid)
-                if hit is not None and hit[0].pci in plans:
-                    plan = plans[hit[0].pci]
-                    prof = plan.model.profile_by_id(hit[1].profile_id)
-                    if prof is not None and not any(
-                        f[0] == prof and f[1] == hit[1].placement_start for f in plan.fixed
-                    ):
-                        plan.fixed.append((prof, hit[1].placement_start, f"mig_uuid of {r.vm}"))
-                continue
-            if r.profile is None:
-                continue
-            targets = self._resolve(r.selector) if r.selector is not None else []
-            if targets:
-                tplan = plans.get(targets[0].pci)
-                if tplan is not None:
-                    prof = profile_of(tplan, r.profile, r.vm)
-                    if prof is not None:
-                        tplan.wanted.append((prof, r.placement, r.vm))
-            elif r.selector is None:
-                unplaced.append(r)
-
-        for pci, plan in sorted(plans.items()):
-            if not self._fits(plan):
-                rows.append(CheckRow("profile-fit", pci, "fail", self._misfit_hint(plan)))
-        # Slices with no GPU named go to the first GPU (by PCI address) with room.
-        for r in unplaced:
-            placed = False
-            for _pci, plan in sorted(plans.items()):
-                prof = plan.model.profile(r.profile or "")
-                if prof is None:
-                    continue
-                plan.wanted.append((prof, r.placement, r.vm))
-                if self._fits(plan):
-                    placed = True
-                    break
-                plan.wanted.pop()
-            if not placed:
-                rows.append(CheckRow("profile-fit", r.vm, "fail",
-                                     f"no GPU has room for a {r.profile}"
-                                     + (f" at slice {r.placement}" if r.placement is not None
-                                        else "")
-                                     + "; free capacity: " + self._free_text(plans)))
-        for pci, plan in sorted(plans.items()):
-            if plan.wanted and self._fits(plan):
-                layout = " + ".join(f"{p.name}@{s}" for p, s in self._packed(plan) or [])
-                rows.append(CheckRow("profile-fit", pci, "ok", f"fits: {layout}"))
-        return rows
-
-    @staticmethod
-    def _packed(plan: _GpuPlan) -> list[tuple[GiProfile, int]] | None:
-        return pack(plan.model, [(p, s) for p, s, _ in plan.fixed],
-                    [(p, s) for p, s, _ in plan.wanted])
-
-    def _fits(self, plan: _GpuPlan) -> bool:
-        return self._packed(plan) is not None
-
-    @staticmethod
-    def _misfit_hint(plan: _GpuPlan) -> str:
-        wanted = " + ".join(f"{p.name}" + (f"@{s}" if s is not None else "")
-                            for p, s, _ in plan.wanted)
-        fixed = ", ".join(f"{p.name}@{s} ({why})" for p, s, why in plan.fixed)
-        text = f"{wanted} do not fit on {plan.model.id} ({plan.model.memory_slices} slices)"
-        if fixed:
-            text += f" beside {fixed}"
-        return text + "; use smaller profiles, fewer slices, or free the instances in use"
-
-    @staticmethod
-    def _free_text(plans: dict[str, _GpuPlan]) -> str:
-        parts = []
-        for pci, plan in sorted(plans.items()):
-            used: set[int] = set()
-            for p, s in PCIePassthroughValidator._packed(plan) or []:
-                used.update(p.span(s))
-            for p, s, _ in plan.fixed:
-                used.update(p.span(s))
-            parts.append(f"{pci} {plan.model.memory_slices - len(used)} free slice(s)")
-        return ", ".join(parts) or "no MIG GPU"
+    def check_fit(self) -> list[CheckRow]:
+        """Whether the slices fit and pinned MIG UUIDs are free, as ``aihow plan`` decides
+        it: the rows come from the planner (``fit``, given by the caller, since the host
+        layer does not import the planner), never from a second implementation here."""
+        if self.fit is None or self.host is None:
+            return []
+        return [CheckRow(check, subject, status, hint)  # type: ignore[arg-type]
+                for check, subject, status, hint in self.fit(self.host)]
 
     # -- helpers --
 
@@ -691,7 +461,8 @@ def render_table(rows: Sequence[CheckRow]) -> str:
 
 
 def validate_host(cfg: ClusterConfig, env: Environment, **kwargs: Any) -> list[CheckRow]:
-    """Probe the host read-only and check it against ``cfg``."""
+    """Probe the host read-only and check it against ``cfg``. ``fit`` (HostState -> rows)
+    supplies the fit and MIG UUID rows: the CLI passes the planner's."""
     root = env.root()
     host: HostState | None = None
     nvml_error = None

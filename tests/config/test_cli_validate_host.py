@@ -64,7 +64,8 @@ def test_gpu_without_mig_fails_with_a_hint(tmp_path: Path) -> None:
     assert status == "FAIL"
     assert "NVIDIA L40S: NVML reports no MIG support" in hint
     assert "Use a MIG-capable GPU" in hint and "global.gpus[0]" in hint
-    assert rows(res.stdout)[("profile-fit", "hpc-compute-01")][0] == "FAIL"
+    assert rows(res.stdout)[("profile-fit", "global.gpus[0]")] == (
+        "FAIL", "GPU 0000:17:00.0 (NVIDIA L40S) is not MIG-capable")  # what plan says
 
 
 def test_bad_host_uri_is_one_line_and_nothing_is_checked(tmp_path: Path) -> None:

@@ -9,15 +9,24 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from planner.cli.host_opts import open_environment
 from planner.config import load_config
 from planner.host.validation import CheckRow, validate_host
+from planner.plan.fit import fit_rows
+from planner.plan.request import requests_from_config
 
 AIHOW = Path(sys.executable).parent / "aihow"
 GPU = "0000:17:00.0"
+
+
+def check_host(cfg: Any, env: Any) -> list[CheckRow]:
+    """validate_host with the planner's fit rows, as `aihow validate --host` runs it."""
+    requests = requests_from_config(cfg)
+    return validate_host(cfg, env, fit=lambda host: fit_rows(requests, host, env.records()))
 
 
 def sim_init(d: Path, *args: str) -> Path:
@@ -36,7 +45,7 @@ def ready(d: Path) -> None:
     """What an operator does before aihow apply: modprobe vfio-pci, enable the VFs."""
     from planner.sim.kernel import sysfs_write
 
-    sysfs_write(d, f"sys/bus/pci/devices/{GPU}/sriov_numvfs", "4")
+    sysfs_write(d, f"sys/bus/pci/devices/{GPU}/sriov_numvfs", "16")  # sriov-manage -e: all
     for module in ("vfio_pci", "vfio_iommu_type1"):
         os.makedirs(d / "sys" / "module" / module, exist_ok=True)
 
@@ -72,7 +81,7 @@ def test_fresh_default_host_passes_with_warnings_only(tmp_path: Path) -> None:
     """The README's first commands: a fresh simulated host fails no read-only check."""
     host = sim_init(tmp_path / "host", "--gpu", f"a100-40gb@{GPU}", "--vgpu", "mdev")
     cfg = load_config(Path(__file__).resolve().parents[2] / "config/example-mig-cluster.yaml")
-    rows = validate_host(cfg, open_environment(f"sim:{host}"))
+    rows = check_host(cfg, open_environment(f"sim:{host}"))
     assert failed(rows) == []
     res = subprocess.run([str(AIHOW), "validate", "config/example-mig-cluster.yaml",
                           "--host", f"sim:{host}"], capture_output=True, text=True,
@@ -84,7 +93,7 @@ def test_fresh_host_needs_vfio_and_vfs(tmp_path: Path) -> None:
     host = sim_init(tmp_path / "host", "--gpu", f"a100-40gb@{GPU}", "--vgpu", "mdev",
                     "--no-vfio")
     cfg = load_config(Path(__file__).resolve().parents[2] / "config/example-mig-cluster.yaml")
-    rows = validate_host(cfg, open_environment(f"sim:{host}"))
+    rows = check_host(cfg, open_environment(f"sim:{host}"))
     assert failed(rows) == [("vfio", "vfio_pci"), ("vfio", "vfio_iommu_type1")]
     assert all("modprobe" in r.hint for r in rows if r.status == "fail")
     assert [(r.check, r.subject) for r in rows if r.status == "warn"] == [
@@ -92,7 +101,7 @@ def test_fresh_host_needs_vfio_and_vfs(tmp_path: Path) -> None:
     assert any(r.check == "profile-fit" and r.status == "ok" and r.hint.count("1g.5gb") == 7
                for r in rows)
     ready(host)
-    rows = validate_host(cfg, open_environment(f"sim:{host}"))
+    rows = check_host(cfg, open_environment(f"sim:{host}"))
     assert {r.status for r in rows} == {"ok"}
 
 
@@ -103,19 +112,19 @@ def test_mig_uuid_on_a_simulated_host(tmp_path: Path) -> None:
     ready(host)  # after the changes: the simulator rewrites its sys/ tree (no modules in it)
     (uuid,) = re.findall(r"MIG-[0-9a-f-]{36}", smi(host, "-L"))
     ok = load_config(config(tmp_path, f"{{mode: mig, mig_uuid: {uuid}}}"))
-    rows = validate_host(ok, open_environment(f"sim:{host}"))
+    rows = check_host(ok, open_environment(f"sim:{host}"))
     assert failed(rows) == []
     assert any(r.check == "mig-uuid" and r.status == "ok" and "3g.20gb@4" in r.hint for r in rows)
     gone = "MIG-00000000-1111-2222-3333-444444444444"
     bad = load_config(config(tmp_path, f"{{mode: mig, mig_uuid: {gone}}}"))
-    rows = validate_host(bad, open_environment(f"sim:{host}"))
+    rows = check_host(bad, open_environment(f"sim:{host}"))
     assert failed(rows) == [("mig-uuid", f"hpc-compute-01:{gone}")]
 
 
 def test_non_mig_gpu_on_a_simulated_host(tmp_path: Path) -> None:
     host = sim_init(tmp_path / "host", "--gpu", f"l40s@{GPU}")
     cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.5gb}"))
-    rows = validate_host(cfg, open_environment(f"sim:{host}"))
+    rows = check_host(cfg, open_environment(f"sim:{host}"))
     row = next(r for r in rows if r.check == "mig-capable")
     assert row.status == "fail" and "NVIDIA L40S" in row.hint
 
@@ -127,13 +136,14 @@ def test_backend_mismatch(tmp_path: Path, host_backend: str, config_backend: str
     ready(host)
     cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.10gb}",
                              backend=config_backend))
-    rows = validate_host(cfg, open_environment(f"sim:{host}"))
-    assert failed(rows) == [("vgpu-types", GPU)]
+    rows = check_host(cfg, open_environment(f"sim:{host}"))
+    # the host's check, and the planner's own refusal (what `aihow plan` would say)
+    assert failed(rows) == [("vgpu-types", GPU), ("profile-fit", "global.host.vgpu_backend")]
     assert f"vgpu_backend: {host_backend}" in next(r.hint for r in rows if r.status == "fail")
 
 
 def test_missing_simulated_host_is_a_row_not_a_crash(tmp_path: Path) -> None:
     cfg = load_config(config(tmp_path, "{mode: mig, mig_profile: 1g.5gb}"))
-    rows = validate_host(cfg, open_environment(f"sim:{tmp_path / 'nothing'}"))
+    rows = check_host(cfg, open_environment(f"sim:{tmp_path / 'nothing'}"))
     row = next(r for r in rows if r.check == "gpu-present")
     assert row.status == "fail" and "aihow sim init" in row.hint
