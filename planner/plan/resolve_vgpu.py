@@ -173,6 +173,21 @@ def plan_vgpus(requests: Requests, host: HostState, gpus: Sequence[GpuDecision],
                 used.add(parent.pci)
                 break
         else:
+            # On vendor-specific VFIO a free VF lists a MIG-backed type as creatable only
+            # while a free GPU instance of its profile exists (NVIDIA vGPU user guide), so
+            # for an instance this plan creates no VF offers it yet: take a free VF and
+            # name the type from the catalog; apply looks its id up once the GI exists.
+            free_vf = next((p for p in parents if p.current_type is None
+                            and not busy(p, own)), None) if backend == "vfio-vf" else None
+            model = models.get(gi.gpu)
+            name = vgpu_type_name(model, gi.profile) if model else None
+            if free_vf is not None and name is not None and gi.existing is None:
+                chosen[n] = (free_vf, VgpuType(type_id="", name=name, available_instances=1,
+                                               gi_profile_id=gi.profile.id),
+                             key_for(gi, free_vf))
+                used.add(free_vf.pci)
+                predicted.add(n)
+                continue
             what = "SR-IOV VF" if parents or backend == "vfio-vf" else "vGPU parent device"
             hint = _gfx_hint(models.get(gi.gpu), gi.profile)
             raise ResolveError(

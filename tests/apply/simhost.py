@@ -117,11 +117,13 @@ class SimHost:
                          host_uri=self.uri, records=open_environment(self.uri).records())
 
     def apply(self, plan: Plan, config: Path, *, parallel: bool = True,
-              allow_reset: bool = True, events: list[Any] | None = None) -> ApplyResult:
+              allow_reset: bool = True, events: list[Any] | None = None,
+              restart_running_vms: bool = False) -> ApplyResult:
         sink = events.append if events is not None else (lambda e: None)
         return apply_plan(
             ApplyInput(plan, plan.to_json(), load_config(config), config.read_text(),
-                       str(config), allow_reset=allow_reset, parallel=parallel),
+                       str(config), allow_reset=allow_reset, parallel=parallel,
+                       restart_running_vms=restart_running_vms),
             open_environment(self.uri),
             resolve_state_dir(open_environment(self.uri).state_dir()),
             sink,
