@@ -22,7 +22,7 @@ def fit_rows(requests: Requests, host: HostState, records: HostRecords = NO_RECO
     own error (its subject the request or entry the error names)."""
     from planner.plan.diff import diff
     from planner.plan.make import resources_for
-    from planner.plan.resolve import ResolveError
+    from planner.plan.resolution import ResolveError
 
     if not requests.slices and not requests.policies:
         return []

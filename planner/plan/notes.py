@@ -21,7 +21,7 @@ from planner.vocab.plan import Note
 
 def plan_notes(res: object, desired: dict[Address, Resource], actual: dict[Address, Resource],
                slices_only: frozenset[Address], records: HostRecords) -> list[Note]:
-    from planner.plan.resolve import Resolution
+    from planner.plan.resolution import Resolution
 
     assert isinstance(res, Resolution)
     notes: list[Note] = []

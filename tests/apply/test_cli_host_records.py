@@ -66,7 +66,9 @@ def test_plan_refuses_another_cluster_pinned_onto_a_held_slice(example_applied: 
                                                                 tmp_path: Path) -> None:
     holder = _ledger(example_applied)[("gi_placement", f"{G0}/0")]
     text = EXAMPLE.read_text()
+    # another config: its own metadata.name (a config's domains are known by it)
     pinned = (text.replace('name: "hpc"', 'name: "lab"').replace('name: "k8s"', 'name: "k8s2"')
+              .replace('name: "mig-workstation"', 'name: "lab-workstation"')
               .replace("  gpus:\n    - select: \"0000:17:00.0\"    # the A100; GPUs not "
                        "listed here are never touched\n      mig: enabled\n", "  gpus: []\n")
               .replace("gpu_config: {mode: mig, mig_profile: 1g.5gb}",

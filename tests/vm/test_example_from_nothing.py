@@ -194,8 +194,10 @@ def test_a_second_config_claiming_held_slices_is_refused_naming_both_owners(
     ledger = GPUResourceAllocator.for_state_dir(host.state_dir()).read()
     assert ledger.owner_of("gi_placement", f"{GPU}/0") is not None
     assert len(set(ledger.claims.values())) == 7
-    # another HPC cluster managing the same GPU would take (delete and re-make) the slices
-    other = _variant(tmp_path, CONFIG, lambda t: t.replace('name: "hpc"', 'name: "lab"'))
+    # another config (its own metadata.name: a config is identified by it) with an HPC
+    # cluster managing the same GPU would take (delete and re-make) the slices
+    other = _variant(tmp_path, CONFIG, lambda t: t.replace('name: "hpc"', 'name: "lab"')
+                     .replace('name: "mig-workstation"', 'name: "lab-workstation"'))
     with pytest.raises(ResolveError) as err:
         host.plan(other)
     text = str(err.value)
@@ -203,6 +205,7 @@ def test_a_second_config_claiming_held_slices_is_refused_naming_both_owners(
     assert re.search(r"lab/lab-compute-0\d", text), text
     # and a node pinned onto one held slice of a GPU it does not manage
     pinned = _variant(tmp_path, CONFIG, lambda t: t.replace('name: "hpc"', 'name: "lab"')
+                      .replace('name: "mig-workstation"', 'name: "lab-workstation"')
                       .replace('name: "k8s"', 'name: "k8s2"')
                       .replace("  gpus:\n    - select: \"0000:17:00.0\"    # the A100; GPUs not "
                                "listed here are never touched\n      mig: enabled\n",
