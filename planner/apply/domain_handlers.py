@@ -218,7 +218,7 @@ class DomainHandler:
                     "deletes it"]
         dom = next((d for d in host.domains if d.name == name), None)
         if dom is not None and dom.running and not ctx.restart_running_vms:
-            return [f"{change.address}: domain {name} is {dom.state}; stop it first (aihow "
-                    "never stops a domain unasked)"]
+            return [f"{change.address}: domain {name} is {dom.state}; stop it first, or "
+                    "rerun with --restart-running-vms"]
         return []
 
