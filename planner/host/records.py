@@ -70,6 +70,25 @@ def defined_by_aihow(xml_text: str) -> str | None:
     return (vm.findtext(CLUSTER_TAG) or "").strip() or None
 
 
+def attachment_metadata(xml_text: str) -> dict[str, str]:
+    """The slice the domain's ``<aihow:vm>`` metadata says it holds (``mig-profile``,
+    ``mig-uuid``, ``gpu-instance``, ``vgpu``: what the hostdev step wrote), the fields
+    present only."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError:
+        return {}
+    vm = root.find(f"./metadata/{{{AIHOW_VM_NS}}}vm")
+    if vm is None:
+        return {}
+    out = {}
+    for key in ("mig-profile", "mig-uuid", "gpu-instance", "vgpu"):
+        text = (vm.findtext(f"{{{AIHOW_VM_NS}}}{key}") or "").strip()
+        if text:
+            out[key] = text
+    return out
+
+
 def metadata_field(xml_text: str, field_name: str) -> str | None:
     try:
         root = ET.fromstring(xml_text)

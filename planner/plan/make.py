@@ -48,7 +48,7 @@ def resources_for(requests: Requests, host: HostState, records: HostRecords = NO
     res = resolve(requests, host, claims)
     models = {g.pci: model_of(g) for g in host.gpus}
     desired, slices_only = desired_resources(res)
-    return Resources(res, desired, actual_resources(host, models), frozenset(slices_only))
+    return Resources(res, desired, actual_resources(host, models, records), frozenset(slices_only))
 
 
 def plan_requests(requests: Requests, host: HostState, *, config_path: str, config_sha256: str,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from planner.hardware.model import GpuModel
+from planner.host.records import HostRecords, attachment_metadata
 from planner.host.state import Gpu, GpuInstance, HostState
 from planner.plan.bindings import Bindings
 from planner.plan.resolution import Resolution
@@ -67,9 +68,11 @@ def _running(host: HostState) -> set[str]:
     return {d.name for d in host.domains if d.running}
 
 
-def actual_resources(host: HostState, models: dict[str, GpuModel | None]
-                     ) -> dict[Address, Resource]:
-    """Every resource the host has, keyed by address."""
+def actual_resources(host: HostState, models: dict[str, GpuModel | None],
+                     records: HostRecords | None = None) -> dict[Address, Resource]:
+    """Every resource the host has, keyed by address. With ``records``, a hostdev of a
+    domain aihow defined carries the slice its metadata records (so undoing its detach
+    writes that metadata back)."""
     bindings = Bindings(host)
     running = _running(host)
     out: dict[Address, Resource] = {}
@@ -147,6 +150,8 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]
                            deps=(dep,) if dep else (), branch=gpu_pci,
                            users=tuple(sorted(set(attached.get(p.pci, [])) & running)))
         vgpu_keys[p.pci] = va
+    attachments = {name: attachment_metadata(d.xml)
+                   for name, d in (records.defined.items() if records else ())}
     for dom in host.domains:
         da = Address.domain(dom.name)
         out[da] = Resource(da, Kind.DOMAIN, DomainAttrs(dom.name, dom.state),
@@ -154,6 +159,11 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None]
         for hd in dom.hostdevs:
             ha = da.hostdev(hd.key)
             attached_as = HostdevAttrs(dom.name, hostdev_type(hd.type), hd.key)
+            meta = attachments.get(dom.name, {})
+            if meta.get("vgpu") == hd.key:
+                attached_as = dataclasses.replace(
+                    attached_as, mig_profile=meta.get("mig-profile"),
+                    mig_uuid=meta.get("mig-uuid"), gpu_instance=meta.get("gpu-instance"))
             found = vgpu_keys.get(hd.key)
             if found is None:
                 # No such vGPU device now (after a reboot, before apply re-creates it), or

@@ -14,8 +14,9 @@ import pytest
 
 from planner.cli.host_opts import open_environment
 from planner.host import libvirt_domains as ld
-from tests.apply.simhost import SimHost, aihow
+from tests.apply.simhost import SimHost
 from tests.apply.test_cli_apply import _run_on_terminal
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config/example-mig-cluster.yaml"

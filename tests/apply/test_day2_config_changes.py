@@ -19,7 +19,8 @@ from pathlib import Path
 from planner.cli.host_opts import open_environment
 from planner.host import libvirt_domains as ld
 from planner.host.records import AIHOW_VM_NS
-from tests.apply.simhost import SimHost, aihow
+from tests.apply.simhost import SimHost
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config/example-mig-cluster.yaml"

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from planner.apply.journal import active_path
-from tests.apply.simhost import AIHOW, SimHost, aihow, write_config
+from tests.apply.simhost import SimHost, write_config
+from tests.clirun import AIHOW, aihow
 
 G0 = "0000:17:00.0"
 

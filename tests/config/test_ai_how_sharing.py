@@ -16,7 +16,7 @@ from planner.config import load_config
 from planner.config.vms import expand_vms
 from planner.host import libvirt_domains as ld
 from planner.host.libvirt_domains import DomainError
-from tests.apply.simhost import aihow
+from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(__file__).parent / "data/ai-how/multi-gpu-clusters.yaml"

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.apply.simhost import aihow
+from tests.clirun import aihow
 from tests.config.test_cli_validate_host import rows
 
 ROOT = Path(__file__).resolve().parents[2]
