@@ -81,7 +81,7 @@ def test_on_a_terminal_a_replace_asks_after_a_summary(tmp_path: Path) -> None:
     code, out = _run_on_terminal(["apply", str(plan)], "n")
     assert code == 1, out
     assert "change(s) delete, replace, undefine or reset:" in out
-    assert "delete gpu[0000:17:00.0].gi[1g.5gb@3]" in out
+    assert "delete gpu[0000:17:00.0].gi[1g.5gb@0]" in out  # hpc-compute-01 sits on @0
     assert "replace vgpu[" in out and "Apply cancelled; nothing was changed." in out
     assert host.layout() == before
 
@@ -96,7 +96,7 @@ def test_a_running_vms_slice_needs_the_flag_then_the_vm_is_restarted(tmp_path: P
     before = host.fingerprint(EXAMPLE)
     refused = aihow("apply", str(plan), "--auto-approve")
     assert refused.returncode == 1
-    assert "hpc-compute-01: gpu[0000:17:00.0].gi[1g.5gb@3].ci[1g.5gb@0]" in refused.stderr
+    assert "hpc-compute-01: gpu[0000:17:00.0].gi[1g.5gb@0].ci[1g.5gb@0]" in refused.stderr
     assert "--restart-running-vms" in refused.stderr
     assert host.fingerprint(EXAMPLE) == before and _states(host)["hpc-compute-01"] == "running"
 
