@@ -70,11 +70,12 @@ class Sysfs:
             raise HostError(f"cannot list /{rel.lstrip('/')}: {err.strerror}") from err
 
     def link_name(self, rel: str) -> str | None:
-        """The last component of a symlink's target (``driver`` -> ``nvidia``)."""
-        p = self.path(rel)
-        if p.is_symlink():
-            return os.path.basename(os.readlink(p).rstrip("/"))
-        return None
+        """The last component of a symlink's target (``driver`` -> ``nvidia``); None when
+        there is no such link, or it went while we read it (an mdev removed meanwhile)."""
+        try:
+            return os.path.basename(os.readlink(self.path(rel)).rstrip("/"))
+        except OSError:  # not a link (EINVAL), or gone (ENOENT)
+            return None
 
     def resolve_parent_name(self, rel: str) -> str | None:
         """The name of the directory a symlinked device really lives in."""
