@@ -18,6 +18,7 @@ from planner.errors import AihowError
 
 if TYPE_CHECKING:
     from planner.apply.events import Event
+    from planner.apply.generations import Generation
     from planner.apply.results import ApplyResult, RecoverResult
     from planner.config.models import ClusterConfig
     from planner.host.environment import Environment
@@ -486,7 +487,6 @@ def _apply_last_generation(host: str | None, auto_approve: bool, allow_reset: bo
     against the host now (as NixOS boots the current system, not a file that may have
     been edited since)."""
     from planner.apply.generations import list_generations
-    from planner.config import load_config
 
     env = open_environment(host) if host is not None else None
     sdir = _state_dir(env, state_dir)
@@ -499,13 +499,24 @@ def _apply_last_generation(host: str | None, auto_approve: bool, allow_reset: bo
         output.note(message)
         return
     gen = gens[-1]
+    _apply_generation(gen, f"Applying generation {gen.number} again", env, sdir, libvirt_uri,
+                      auto_approve, allow_reset, lock_timeout, as_json)
+
+
+def _apply_generation(gen: Generation, doing: str, env: Environment | None, sdir: Path,
+                      libvirt_uri: str | None, auto_approve: bool, allow_reset: bool,
+                      lock_timeout: float, as_json: bool) -> None:
+    """Plan generation ``gen``'s own config against its host (``env``, else the one it was
+    applied to), show it, ask, apply it and report: ``apply --last-generation`` and
+    ``rollback``."""
+    from planner.config import load_config
+
     cfg_text = gen.config_text()
     cfg = load_config(gen.config_file)
     lv_uri = libvirt_uri_for(cfg, libvirt_uri)
     env = open_environment(gen.host_uri, lv_uri) if env is None else env.with_libvirt_uri(lv_uri)
     plan = _make_plan(cfg, cfg_text, str(gen.config_file), env, sdir)
-    output.note(f"Applying generation {gen.number} again ({gen.created_text()}, "
-                f"config {gen.config_path}).", err=as_json)
+    output.note(f"{doing} ({gen.created_text()}, config {gen.config_path}).", err=as_json)
     _show_plan(plan, as_json, _command_line())
     _confirm(plan, auto_approve, as_json)
     result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), env,
@@ -656,7 +667,6 @@ def rollback(
     """Plan from generation N's config against the current host, show it, and apply it."""
     # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.generations import list_generations, load_generation
-    from planner.config import load_config
 
     # Without --host the generations are looked up on this machine and the rollback goes
     # to the host the generation was applied to.
@@ -669,17 +679,5 @@ def rollback(
                              f"({len(gens)} recorded); use --to N")
         to = gens[-2].number
     gen = load_generation(sdir, to)
-    cfg_text = gen.config_text()
-    cfg = load_config(gen.config_file)
-    lv_uri = libvirt_uri_for(cfg, libvirt_uri)
-    env = open_environment(gen.host_uri, lv_uri) if env is None else env.with_libvirt_uri(lv_uri)
-    plan = _make_plan(cfg, cfg_text, str(gen.config_file), env, sdir)
-    as_json = fmt is ListFormat.json
-    output.note(f"Rolling back to generation {gen.number} ({gen.created_text()}, "
-                f"config {gen.config_path}).", err=as_json)
-    _show_plan(plan, as_json, _command_line())
-    _confirm(plan, auto_approve, as_json)
-    result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), env,
-                        sdir, allow_reset=allow_reset, command=_command_line(),
-                        lock_timeout=lock_timeout, as_json=as_json)
-    _report(result, as_json)
+    _apply_generation(gen, f"Rolling back to generation {gen.number}", env, sdir, libvirt_uri,
+                      auto_approve, allow_reset, lock_timeout, fmt is ListFormat.json)
