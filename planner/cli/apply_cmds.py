@@ -258,6 +258,11 @@ class _Progress:
         }
         if event.type == "note":
             self._line(f"-- {event.message}")
+        elif event.type == "hook-start":
+            self._line(f"-- running {event.message}")
+        elif event.type in ("hook-done", "hook-failed"):
+            self._line(f"-- {'' if event.type == 'hook-done' else 'HOOK FAILED: '}"
+                       f"{event.message}")
         elif event.type == "action-start":
             self._line(f"{where}{event.message} ...")
         elif event.type in ("action-done",):
@@ -283,7 +288,7 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
                env: Environment, sdir: Path, *, allow_reset: bool,
                command: str, lock_timeout: float = 0.0, as_json: bool = False,
                step_timeout: float | None = None, restart_running_vms: bool = False,
-               shutdown_timeout: float = 120.0) -> ApplyResult:
+               shutdown_timeout: float = 120.0, plan_path: str = "") -> ApplyResult:
     # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.executor import ApplyInput, apply_plan
     from planner.apply.steps import plan_steps
@@ -294,7 +299,7 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
                        allow_reset=allow_reset, lock_timeout=lock_timeout,
                        step_timeout=step_timeout, restart_running_vms=restart_running_vms,
-                       shutdown_timeout=shutdown_timeout),
+                       shutdown_timeout=shutdown_timeout, plan_path=plan_path),
             env,
             sdir,
             progress,
@@ -476,7 +481,8 @@ def apply(
                         allow_reset=allow_reset, command=_command_line(),
                         lock_timeout=lock_timeout, as_json=as_json, step_timeout=step_timeout,
                         restart_running_vms=restart_running_vms,
-                        shutdown_timeout=shutdown_timeout)
+                        shutdown_timeout=shutdown_timeout,
+                        plan_path=str(target.absolute()) if _is_plan_file(target) else "")
     _report(result, as_json)
 
 
