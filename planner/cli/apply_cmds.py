@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from planner.apply.results import ApplyResult, RecoverResult
     from planner.config.models import ClusterConfig
     from planner.host.environment import Environment
-    from planner.vocab.plan import Plan
+    from planner.vocab.plan import Change, Plan
 
 HostOpt = Annotated[
     str | None,
@@ -196,20 +196,36 @@ def _show_plan(plan: Plan, as_json: bool, command: str) -> None:
         typer.echo(text, nl=False)
 
 
+def needs_approval(plan: Plan) -> list[tuple[str, Change]]:
+    """The changes apply asks about on a terminal (and the Ansible module refuses without
+    auto_approve): deletes, replaces, destructive steps and GPU resets; each with how the
+    prompt words it ("undefine" for a domain's delete, and its notes)."""
+    from planner.vocab import Action, Kind
+
+    out = []
+    for a in plan.changes:
+        if a.action not in (Action.DELETE, Action.REPLACE) and not a.destructive \
+                and not a.needs_reset:
+            continue
+        verb = "undefine" if a.kind is Kind.DOMAIN and a.action is Action.DELETE \
+            else str(a.action)
+        notes = [n for n, on in (("GPU reset", a.needs_reset),
+                                 ("used by a running VM", a.destructive)) if on]
+        out.append((f"{verb} {a.address}" + (f" ({', '.join(notes)})" if notes else ""), a))
+    return out
+
+
 def _confirm(plan: Plan, auto_approve: bool, as_json: bool = False) -> None:
     """Terraform's rule: without --auto-approve, a plan with changes needs a terminal to
     answer on; there, one that deletes, replaces, undefines or resets asks, after a
-    summary of exactly those changes."""
-    from planner.vocab import Action, Kind
-
+    summary of exactly those changes (``needs_approval``)."""
     if auto_approve or not plan.has_changes:
         return
     if not sys.stdin.isatty():
         raise AihowError("stdin is not a terminal, so there is no one to approve this plan; "
                          "review the plan shown above and rerun with --auto-approve; "
                          "nothing was changed")
-    risky = [a for a in plan.changes
-             if a.action in (Action.DELETE, Action.REPLACE) or a.destructive or a.needs_reset]
+    risky = needs_approval(plan)
     if not risky:
         return
     if as_json:
@@ -217,12 +233,8 @@ def _confirm(plan: Plan, auto_approve: bool, as_json: bool = False) -> None:
                          "--format json does not ask; add --auto-approve")
     typer.echo("")
     typer.echo(f"{len(risky)} change(s) delete, replace, undefine or reset:")
-    for a in risky:
-        verb = "undefine" if a.kind is Kind.DOMAIN and a.action is Action.DELETE \
-            else str(a.action)
-        notes = [n for n, on in (("GPU reset", a.needs_reset),
-                                 ("used by a running VM", a.destructive)) if on]
-        typer.echo(f"  {verb} {a.address}" + (f" ({', '.join(notes)})" if notes else ""))
+    for line, _ in risky:
+        typer.echo(f"  {line}")
     if not typer.confirm("Apply this plan?", default=False):
         typer.echo("Apply cancelled; nothing was changed.", err=True)
         raise typer.Exit(1)
