@@ -10,6 +10,9 @@ Order of an apply:
    (``apply.vet``: the plan is made again from its config and must be the same);
 5. each handler's preflight (e.g. a MIG mode change that needs a GPU reset without
    ``--allow-reset``, or a GPU held by processes or domains) — still nothing changed;
+   with hooks (``global.hooks``, ``hooks``) the journal ``begin`` comes first, then the
+   ``pre_apply`` and ``pre_reset`` hooks, then the preflight on the host as they left it
+   (a failure of either refuses the apply, after ``post_reset`` and ``on_failure``);
 6. journal ``begin``, then run the steps (``run_steps``): each starts as soon as what it
    depends on is done, one at a time per GPU and per domain (``schedule``), each with a
    deadline (``control``);
@@ -22,7 +25,9 @@ Order of an apply:
    the config holds now, read back from the probed host (``bookkeeping``; a no-op apply
    and ``recover --forward`` record it too). Finished work is never undone for a fault
    after it: a host that cannot be read back ends "applied-unverified", a journal or
-   generation that cannot be written is reported in ``bookkeeping``.
+   generation that cannot be written is reported in ``bookkeeping``;
+9. with hooks: ``post_reset`` once the outcome is settled (before the journal closes, or
+   after the rollback's undos), then ``post_apply`` or ``on_failure``.
 
 SIGINT and SIGTERM during the steps stop the apply (``control``): nothing new starts,
 what finished is rolled back while the stop grace lasts, the rest is left to
