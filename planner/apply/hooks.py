@@ -107,6 +107,9 @@ def run_hook(hook: Hook, env: Mapping[str, str], phase: str, index: int) -> Hook
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             code, status = proc.returncode, "timed-out"
+        except BaseException:  # Ctrl-C while waiting: its session does not get the signal
+            _kill_group(proc)
+            raise
         seconds = time.monotonic() - start
         out.seek(0, os.SEEK_END)
         size = out.tell()

@@ -42,6 +42,7 @@ def plan_record(plan: Plan, *, command: str) -> dict[str, Any]:
         "actions": [{"id": a.id, "action": str(a.action), "address": str(a.address),
                      "destructive": a.destructive, "needs_reset": a.needs_reset}
                     for a in plan.actions],
+        **({} if plan.hooks.empty else {"hooks": plan.hooks.model_dump(mode="json")}),
     }
 
 

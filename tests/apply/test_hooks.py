@@ -236,6 +236,9 @@ def test_json_events_carry_each_hook(held: SimHost, tmp_path: Path) -> None:
                 "--format", "json")
     assert res.returncode == 0, res.stdout + res.stderr
     lines = [json.loads(ln) for ln in res.stdout.splitlines()]
+    assert lines[0]["type"] == "plan"
+    assert lines[0]["hooks"]["pre_apply"] == [{"command": _record(log, "pre-apply"),
+                                               "timeout": 60.0}]
     hooks = [ln for ln in lines if ln["type"].startswith("hook-")]
     assert [(h["type"], h["hook"]["phase"], h["hook"]["index"]) for h in hooks[:2]] == [
         ("hook-start", "pre-apply", 0), ("hook-done", "pre-apply", 0)]
