@@ -312,3 +312,21 @@ def test_a_plan_with_hooks_validates_against_the_shipped_schema(held: SimHost,
     data["hooks"]["pre_reset"][0]["shell"] = "systemctl stop dcgm"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(data, plan_schema())
+
+
+def test_reset_hooks_run_only_for_a_reset_and_no_hook_for_no_changes(tmp_path: Path) -> None:
+    host = SimHost.create(tmp_path / "host", [("a100-40gb", G0, True)])  # MIG already on
+    log = tmp_path / "hooks.log"
+    cfg = _config(tmp_path / "c.yaml", _usual(host, log))
+    plan = host.plan(cfg)
+    assert plan.summary["needs_reset"] == 0 and plan.has_changes
+    assert "pre-reset (not run: the plan resets no GPU):" in render(plan, "text")
+    result = host.apply(plan, cfg)
+    assert result.outcome == "applied", result
+    assert _phases(log) == ["pre-apply", "post-apply"]
+    assert _env(log, "pre-apply")["AIHOW_RESET_GPUS"] == ""
+    again = host.plan(cfg)
+    assert not again.has_changes
+    assert "pre-apply (not run: the plan has no changes):" in render(again, "text")
+    assert host.apply(again, cfg).outcome == "no-changes"
+    assert _phases(log) == ["pre-apply", "post-apply"]  # nothing ran for no changes
