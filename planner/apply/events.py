@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from planner.errors import AihowError
 
@@ -14,12 +14,14 @@ class Event:
     """One progress report; always in plan order."""
 
     type: Literal["action-start", "action-done", "action-failed",
-                  "undo-start", "undo-done", "undo-failed", "note"]
+                  "undo-start", "undo-done", "undo-failed", "note",
+                  "hook-start", "hook-done", "hook-failed"]
     message: str
     action_id: int | None = None
     address: str | None = None
     index: int = 0  # 1-based position of the action in the plan
     total: int = 0
+    hook: dict[str, Any] | None = None  # hook events: phase, index, command, status, ...
 
 
 EventSink = Callable[[Event], None]

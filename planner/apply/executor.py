@@ -10,6 +10,9 @@ Order of an apply:
    (``apply.vet``: the plan is made again from its config and must be the same);
 5. each handler's preflight (e.g. a MIG mode change that needs a GPU reset without
    ``--allow-reset``, or a GPU held by processes or domains) — still nothing changed;
+   with hooks (``global.hooks``, ``hooks``) the journal ``begin`` comes first, then the
+   ``pre_apply`` and ``pre_reset`` hooks, then the preflight on the host as they left it
+   (a failure of either refuses the apply, after ``post_reset`` and ``on_failure``);
 6. journal ``begin``, then run the steps (``run_steps``): each starts as soon as what it
    depends on is done, one at a time per GPU and per domain (``schedule``), each with a
    deadline (``control``);
@@ -22,7 +25,9 @@ Order of an apply:
    the config holds now, read back from the probed host (``bookkeeping``; a no-op apply
    and ``recover --forward`` record it too). Finished work is never undone for a fault
    after it: a host that cannot be read back ends "applied-unverified", a journal or
-   generation that cannot be written is reported in ``bookkeeping``.
+   generation that cannot be written is reported in ``bookkeeping``;
+9. with hooks: ``post_reset`` once the outcome is settled (before the journal closes, or
+   after the rollback's undos), then ``post_apply`` or ``on_failure``.
 
 SIGINT and SIGTERM during the steps stop the apply (``control``): nothing new starts,
 what finished is rolled back while the stop grace lasts, the rest is left to
@@ -36,6 +41,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from planner.apply import plan_api
@@ -45,6 +51,7 @@ from planner.apply.control import RunControl, run_with_deadline
 from planner.apply.crash_hook import CrashHook
 from planner.apply.events import Event, EventSink
 from planner.apply.handlers import ApplyContext
+from planner.apply.hooks import HookRunner, plan_env, reset_gpus
 from planner.apply.journal import JournalWriter, open_journal
 from planner.apply.lock import HostLock
 from planner.apply.results import ApplyInput, ApplyResult, PlanRefused
@@ -57,6 +64,7 @@ from planner.apply.vet import vet_plan
 from planner.errors import AihowError
 from planner.host.environment import Environment
 from planner.host.state import HostState
+from planner.vocab.plan import Plan
 
 __all__ = ["ApplyInput", "ApplyResult", "Event", "EventSink", "PlanRefused", "apply_plan"]
 
@@ -88,11 +96,14 @@ def apply_plan(
             raise PlanRefused(refusal(affected))
         ctx = ApplyContext(access, allow_reset=inp.allow_reset,
                            restart_running_vms=inp.restart_running_vms)
-        problems = preflight(plan, host, ctx)
-        if problems:
-            raise PlanRefused("\n".join([*problems, "nothing was changed"]))
-        start_fp = plan_api.plan_fingerprint(plan)
         actions = plan_steps(plan)
+        # With hooks, the preflight runs after the pre hooks: they stop what holds a GPU.
+        with_hooks = bool(actions) and not plan.hooks.empty
+        if not with_hooks:
+            problems = preflight(plan, host, ctx)
+            if problems:
+                raise PlanRefused("\n".join([*problems, "nothing was changed"]))
+        start_fp = plan_api.plan_fingerprint(plan)
         if not actions:
             result = ApplyResult("no-changes", 0, fingerprint_after=start_fp,
                                  start_fingerprint=start_fp)
@@ -105,13 +116,15 @@ def apply_plan(
             return result
         control = RunControl() if inp.step_timeout is None else \
             RunControl(step_timeout=inp.step_timeout)
+        apply_id = str(uuid.uuid4())
         writer = JournalWriter.create(state_dir, {
-            "apply_id": str(uuid.uuid4()),
+            "apply_id": apply_id,
             "command": inp.command,
             "host_uri": access.host_uri,
             "libvirt_uri": access.libvirt_uri,
             "plan": plan_api.plan_to_dict(plan),
             "plan_text": inp.plan_text,
+            "plan_path": inp.plan_path,
             "plan_sha256": plan.plan_sha256,
             "config_text": inp.config_text,
             "config_path": inp.config_path,
@@ -121,22 +134,69 @@ def apply_plan(
             "pid": os.getpid(),
             "started": time.time(),
         })
+        hooks = HookRunner(plan.hooks, plan_env(plan, plan_file=inp.plan_path,
+                                                config_path=inp.config_path,
+                                                host_uri=access.host_uri,
+                                                state_dir=str(state_dir), apply_id=apply_id),
+                           writer.append, on_event, resets=bool(reset_gpus(plan)))
         try:
+            if with_hooks:
+                _before_changes(plan, access, ctx, writer, hooks)
             with control.stop_on_signals():
-                return _run(inp, access, ctx, writer, actions, start_fp, state_dir, on_event,
-                            control, sorted(affected))
+                result = _run(inp, access, ctx, writer, actions, start_fp, state_dir, on_event,
+                              control, sorted(affected), hooks)
+        except BaseException:
+            # Whatever went wrong, what pre_reset stopped starts again and on_failure runs
+            # (both at most once: a refusal by a hook has run them already).
+            hooks.finish_reset("failed")
+            hooks.after("failed", ok=False)
+            raise
         finally:
             ctx.close()
             writer.release()
+        hooks.finish_reset(result.outcome)  # when _run returned before the reset phase
+        ok = result.outcome in ("applied", "applied-unverified")
+        generation = str(result.generation.number) if result.generation else ""
+        hooks.after(result.outcome, ok, AIHOW_GENERATION=generation)
+        result.hooks = list(hooks.runs)
+        result.warnings += hooks.warnings
+        return result
+
+
+def _before_changes(plan: Plan, access: Environment, ctx: ApplyContext, writer: JournalWriter,
+                    hooks: HookRunner) -> None:
+    """The pre hooks, then the preflight on the host as they left it. A failing hook or
+    preflight refuses the apply before any change: post_reset restarts what pre_reset
+    stopped, on_failure runs, the journal ends "refused", and PlanRefused names the hook."""
+    failed = hooks.run_phase("pre_apply", stop_at_failure=True)
+    if failed is None:
+        failed = hooks.run_phase("pre_reset", stop_at_failure=True)
+    problems = [failed.describe()] if failed is not None else \
+        preflight(plan, access.probe(), ctx)
+    if not problems:
+        return
+    hooks.finish_reset("refused")
+    hooks.after("refused", False,
+                **({"AIHOW_FAILED_HOOK": failed.name} if failed is not None else {}))
+    writer.note("refused before any change", problems=problems)
+    writer.end("refused", None)
+    if failed is not None:
+        raise PlanRefused("; ".join([problems[0], "nothing was changed", *hooks.warnings]))
+    raise PlanRefused("\n".join([*problems, *hooks.warnings, "nothing was changed"]))
 
 
 def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: JournalWriter,
          actions: list[Step], start_fp: str, state_dir: Path,
          on_event: EventSink, control: RunControl,
-         restart: list[str] | None = None) -> ApplyResult:
+         restart: list[str] | None = None, hooks: HookRunner | None = None) -> ApplyResult:
     result = ApplyResult("applied", len(actions), journal_path=writer.path,
                          start_fingerprint=start_fp)
     stopped: list[str] = []
+
+    def reset_done(outcome: str) -> None:  # what pre_reset stopped starts again
+        if hooks is not None:
+            hooks.finish_reset(outcome)
+
     if restart:  # running VMs whose slices change: shut down first (--restart-running-vms)
         on_event(Event("note", f"shutting down {', '.join(restart)} (up to "
                                f"{inp.shutdown_timeout:g}s each)"))
@@ -146,6 +206,7 @@ def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: Journa
             writer.note("shutdown failed", error=str(exc))
             result.outcome = "rolled-back"
             result.failed.append(("shutdown", str(exc)))
+            reset_done("rolled-back")
             result.fingerprint_after = plan_api.fingerprint(access.probe(), inp.config)
             result.back_at_start = result.fingerprint_after == start_fp
             writer.end("rolled-back", result.fingerprint_after)
@@ -163,16 +224,20 @@ def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: Journa
     result.interrupted_by = control.signal_name
     if len(fwd.completed) == len(actions):  # every step done: never undone for a stop
         restart_stopped()
-        finished = _finish(inp, access, writer, result, state_dir, on_event, control)
+        finished = _finish(inp, access, writer, result, state_dir, on_event, control,
+                           before_close=reset_done)
         if finished is not None:
             return finished
+    # post_reset waits for the rollback: undoing a MIG mode change resets the GPU again
     return roll_back(access, ctx, writer, inp.plan, inp.config, actions, fwd.completed,
                      fwd.failed, result, start_fp, on_event, control,
-                     after_undo=restart_stopped)
+                     after_undo=restart_stopped,
+                     before_readback=lambda: reset_done("failed"))
 
 
 def _finish(inp: ApplyInput, access: Environment, writer: JournalWriter, result: ApplyResult,
-            state_dir: Path, on_event: EventSink, control: RunControl) -> ApplyResult | None:
+            state_dir: Path, on_event: EventSink, control: RunControl,
+            before_close: Callable[[str], None] = lambda outcome: None) -> ApplyResult | None:
     """After every step is done: verify, close the journal, record the generation and
     the ledger. None when verification found a resource not in its planned state (the
     caller rolls back). A host that cannot be read back, or bookkeeping that fails, does
@@ -188,6 +253,7 @@ def _finish(inp: ApplyInput, access: Environment, writer: JournalWriter, result:
         result.outcome = "applied-unverified"
         result.verify_error = str(exc)
         on_event(Event("note", f"verification could not read the host: {exc}"))
+        before_close("applied-unverified")
         _close(writer, "applied-unverified", None, result)
         return result
     wrong = not_at(host, inp.plan.changes, "after")
@@ -199,6 +265,7 @@ def _finish(inp: ApplyInput, access: Environment, writer: JournalWriter, result:
         return None
     fp = plan_api.fingerprint(host, inp.config)
     result.fingerprint_after = fp
+    before_close("applied")
     _close(writer, "applied", fp, result)
     try:
         result.generation = maybe_generation(inp, state_dir, host, fp, access.host_uri,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +13,7 @@ from planner.apply.control import RunControl, run_with_deadline
 from planner.apply.events import Event, EventSink, error_text
 from planner.apply.handler_table import handler_for
 from planner.apply.handlers import ApplyContext
+from planner.apply.hooks import HookRunner, plan_env
 from planner.apply.journal import JournalView, JournalWriter, open_journal
 from planner.apply.lock import HostLock
 from planner.apply.results import ApplyInput, RecoverResult
@@ -54,10 +56,19 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
         side: Side = "after" if forward else "before"
         op: Literal["redo", "undo"] = "redo" if forward else "undo"
         todo = recovery_steps(plan, side)
+        hooks = _owed_hooks(view, plan, state_dir, writer, on_event)
+
+        def restart_held(outcome: str) -> None:
+            """post_reset, when the apply ran pre_reset and not post_reset: before the
+            host is read back, so what pre_reset stopped counts as running again."""
+            if hooks is not None:
+                hooks.finish_reset(outcome)
+                result.hooks = list(hooks.runs)
+
         try:
             if not forward and _steps_all_done(view, plan):
                 finished = _close_finished(access, state_dir, writer, plan, begin, command,
-                                           result)
+                                           result, restart_held)
                 if finished is not None:
                     return finished
             for i, a in todo:
@@ -70,6 +81,7 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
                 except Exception as exc:  # noqa: BLE001 - stop, keep the journal
                     result.error = f"{a.address}: {error_text(exc)}"
                     writer.failed(str(a.id), op, result.error)
+                    restart_held("failed")
                     host = access.probe()
                     result.resource_states = resource_states(host, changes, view.path)
                     return result
@@ -81,6 +93,7 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
             # The domains the apply shut down (--restart-running-vms) run again.
             restart = [str(n) for n in begin.get("restart_domains", [])]
             restart_warnings = start_again(ctx.adapter("libvirt"), restart) if restart else []
+            restart_held("recovered-forward" if forward else "recovered-back")
             host = access.probe()
             config = plan_api.config_from_text(begin.get("config_text", ""),
                                                begin.get("config_path", ""))
@@ -109,8 +122,30 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
             result.journal_path = None
             return result
         finally:
+            if hooks is not None:  # a post_reset that failed is reported, whatever the path
+                result.warnings += hooks.warnings
             ctx.close()
             writer.release()
+
+
+def _owed_hooks(view: JournalView, plan: Plan, state_dir: Path, writer: JournalWriter,
+                on_event: EventSink) -> HookRunner | None:
+    """A runner owing the plan's post_reset hooks when the journal shows pre_reset begun
+    and post_reset not run to its end (the apply stopped between them); else None.
+    Recover runs no other hook: pre_apply and pre_reset belong to an apply starting,
+    post_apply and on_failure to its end, which the operator sees in recover's report."""
+    hook_records = [r for r in view.records if r.get("type") == "hook"]
+    began = any(r.get("phase") == "pre-reset" for r in hook_records)
+    finished = sum(1 for r in hook_records
+                   if r.get("phase") == "post-reset" and r.get("status") != "started")
+    if not began or finished >= len(plan.hooks.post_reset):
+        return None
+    begin = view.begin
+    env = plan_env(plan, plan_file=str(begin.get("plan_path", "")),
+                   config_path=str(begin.get("config_path", "")),
+                   host_uri=str(begin.get("host_uri", "")), state_dir=str(state_dir),
+                   apply_id=str(begin.get("apply_id", "")))
+    return HookRunner(plan.hooks, env, writer.append, on_event, resets=True, reset_owed=True)
 
 
 def _steps_all_done(view: JournalView, plan: Plan) -> bool:
@@ -123,14 +158,15 @@ def _steps_all_done(view: JournalView, plan: Plan) -> bool:
 
 
 def _close_finished(access: Environment, state_dir: Path, writer: JournalWriter, plan: Plan,
-                    begin: dict[str, Any], command: str,
-                    result: RecoverResult) -> RecoverResult | None:
+                    begin: dict[str, Any], command: str, result: RecoverResult,
+                    restart_held: Callable[[str], None]) -> RecoverResult | None:
     """Close the journal of an apply that had done every step, when the host is at the
     plan's end: such an apply is finished and verified now, and recover never undoes it.
     None when the host is elsewhere (then recover goes back as usual)."""
     host = access.probe()
     if not_at(host, plan.changes, "after"):
         return None
+    restart_held("finished")
     config = plan_api.config_from_text(begin.get("config_text", ""),
                                        begin.get("config_path", ""))
     fp = plan_api.fingerprint(host, config) if config is not None else None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from planner.apply.generations import Generation
+from planner.apply.hooks import HookRun
 from planner.apply.running import DEFAULT_SHUTDOWN_TIMEOUT
 from planner.errors import AihowError
 from planner.vocab.plan import Plan
@@ -35,6 +36,7 @@ class ApplyInput:
     config_text: str
     config_path: str
     command: str = "aihow apply"
+    plan_path: str = ""  # the plan file applied ("" for a config planned on the spot)
     allow_reset: bool = False
     parallel: bool = True
     lock_timeout: float = 0.0  # seconds to wait for a held host lock (0: fail at once)
@@ -62,6 +64,7 @@ class ApplyResult:
     verify_error: str | None = None  # why the host could not be read back
     # The host change is done and verified, but recording it failed (journal, generation)
     bookkeeping: list[str] = field(default_factory=list)
+    hooks: list[HookRun] = field(default_factory=list)  # the hook commands that ran
 
     @property
     def ok(self) -> bool:
@@ -80,3 +83,4 @@ class RecoverResult:
     generation: Generation | None = None
     journal_path: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    hooks: list[HookRun] = field(default_factory=list)  # post_reset owed by the apply

@@ -10,8 +10,9 @@ that is not in the re-made plan is named, with the ownership rule it breaks wher
 does (a GPU the config does not select, a domain aihow did not define).
 
 What vetting guarantees is what review saw: the plan's summary is recounted from its
-changes (``show`` does the same), and every attribute apply reads (domain XML included)
-is the one the re-made plan has.
+changes (``show`` does the same), every attribute apply reads (domain XML included)
+is the one the re-made plan has, and the hooks apply runs (``global.hooks``) are the
+config's, argv and timeout alike.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from planner.errors import AihowError
 from planner.host.records import HostRecords
 from planner.host.state import HostState
 from planner.vocab import Address, Kind
-from planner.vocab.plan import Change, Plan, canonical_json, summarize
+from planner.vocab.plan import HOOK_PHASES, Change, Hooks, Plan, canonical_json, summarize
 
 if TYPE_CHECKING:
     from planner.config.models import ClusterConfig
@@ -48,7 +49,7 @@ def vet_plan(plan: Plan, host: HostState, config: ClusterConfig, records: HostRe
     except AihowError as exc:
         raise PlanNotJustified(f"{plan.config.path}: the config no longer plans on this "
                                f"host ({exc}); nothing was changed") from None
-    problems = summary_problems(plan)
+    problems = summary_problems(plan) + hook_problems(plan, requests.hooks)
     wanted = {_key(c): c for c in again.actions}
     have = {_key(c): c for c in plan.actions}
     why = _Explainer(requests.vms, records, resources_for(requests, host, records))
@@ -83,6 +84,19 @@ def summary_problems(plan: Plan) -> list[str]:
         return []
     return [f"summary: {canonical_json(dict(plan.summary))} does not count the plan's "
             f"changes ({canonical_json(counted)})"]
+
+
+def hook_problems(plan: Plan, hooks: Hooks) -> list[str]:
+    """Hooks that are not the config's: apply runs commands as root, so only the ones
+    review saw, which are the config's, may run."""
+    problems = []
+    for phase in HOOK_PHASES:
+        have = [h.model_dump(mode="json") for h in plan.hooks.phase(phase)]
+        want = [h.model_dump(mode="json") for h in hooks.phase(phase)]
+        if have != want:
+            problems.append(f"hooks.{phase}: the plan runs {canonical_json(have)}, the "
+                            f"config {canonical_json(want)}")
+    return problems
 
 
 def _key(change: Change) -> str:

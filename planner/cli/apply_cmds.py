@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from planner.apply.results import ApplyResult, RecoverResult
     from planner.config.models import ClusterConfig
     from planner.host.environment import Environment
-    from planner.vocab.plan import Plan
+    from planner.vocab.plan import Change, Plan
 
 HostOpt = Annotated[
     str | None,
@@ -196,20 +196,36 @@ def _show_plan(plan: Plan, as_json: bool, command: str) -> None:
         typer.echo(text, nl=False)
 
 
+def needs_approval(plan: Plan) -> list[tuple[str, Change]]:
+    """The changes apply asks about on a terminal (and the Ansible module refuses without
+    auto_approve): deletes, replaces, destructive steps and GPU resets; each with how the
+    prompt words it ("undefine" for a domain's delete, and its notes)."""
+    from planner.vocab import Action, Kind
+
+    out = []
+    for a in plan.changes:
+        if a.action not in (Action.DELETE, Action.REPLACE) and not a.destructive \
+                and not a.needs_reset:
+            continue
+        verb = "undefine" if a.kind is Kind.DOMAIN and a.action is Action.DELETE \
+            else str(a.action)
+        notes = [n for n, on in (("GPU reset", a.needs_reset),
+                                 ("used by a running VM", a.destructive)) if on]
+        out.append((f"{verb} {a.address}" + (f" ({', '.join(notes)})" if notes else ""), a))
+    return out
+
+
 def _confirm(plan: Plan, auto_approve: bool, as_json: bool = False) -> None:
     """Terraform's rule: without --auto-approve, a plan with changes needs a terminal to
     answer on; there, one that deletes, replaces, undefines or resets asks, after a
-    summary of exactly those changes."""
-    from planner.vocab import Action, Kind
-
+    summary of exactly those changes (``needs_approval``)."""
     if auto_approve or not plan.has_changes:
         return
     if not sys.stdin.isatty():
         raise AihowError("stdin is not a terminal, so there is no one to approve this plan; "
                          "review the plan shown above and rerun with --auto-approve; "
                          "nothing was changed")
-    risky = [a for a in plan.changes
-             if a.action in (Action.DELETE, Action.REPLACE) or a.destructive or a.needs_reset]
+    risky = needs_approval(plan)
     if not risky:
         return
     if as_json:
@@ -217,12 +233,8 @@ def _confirm(plan: Plan, auto_approve: bool, as_json: bool = False) -> None:
                          "--format json does not ask; add --auto-approve")
     typer.echo("")
     typer.echo(f"{len(risky)} change(s) delete, replace, undefine or reset:")
-    for a in risky:
-        verb = "undefine" if a.kind is Kind.DOMAIN and a.action is Action.DELETE \
-            else str(a.action)
-        notes = [n for n, on in (("GPU reset", a.needs_reset),
-                                 ("used by a running VM", a.destructive)) if on]
-        typer.echo(f"  {verb} {a.address}" + (f" ({', '.join(notes)})" if notes else ""))
+    for line, _ in risky:
+        typer.echo(f"  {line}")
     if not typer.confirm("Apply this plan?", default=False):
         typer.echo("Apply cancelled; nothing was changed.", err=True)
         raise typer.Exit(1)
@@ -258,6 +270,11 @@ class _Progress:
         }
         if event.type == "note":
             self._line(f"-- {event.message}")
+        elif event.type == "hook-start":
+            self._line(f"-- running {event.message}")
+        elif event.type in ("hook-done", "hook-failed"):
+            self._line(f"-- {'' if event.type == 'hook-done' else 'HOOK FAILED: '}"
+                       f"{event.message}")
         elif event.type == "action-start":
             self._line(f"{where}{event.message} ...")
         elif event.type in ("action-done",):
@@ -283,7 +300,7 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
                env: Environment, sdir: Path, *, allow_reset: bool,
                command: str, lock_timeout: float = 0.0, as_json: bool = False,
                step_timeout: float | None = None, restart_running_vms: bool = False,
-               shutdown_timeout: float = 120.0) -> ApplyResult:
+               shutdown_timeout: float = 120.0, plan_path: str = "") -> ApplyResult:
     # here, not at the top: --help loads every command module (start-up time)
     from planner.apply.executor import ApplyInput, apply_plan
     from planner.apply.steps import plan_steps
@@ -294,7 +311,7 @@ def _run_apply(plan: Plan, plan_text: str, cfg: ClusterConfig, cfg_text: str, cf
             ApplyInput(plan, plan_text, cfg, cfg_text, cfg_path, command=command,
                        allow_reset=allow_reset, lock_timeout=lock_timeout,
                        step_timeout=step_timeout, restart_running_vms=restart_running_vms,
-                       shutdown_timeout=shutdown_timeout),
+                       shutdown_timeout=shutdown_timeout, plan_path=plan_path),
             env,
             sdir,
             progress,
@@ -476,7 +493,8 @@ def apply(
                         allow_reset=allow_reset, command=_command_line(),
                         lock_timeout=lock_timeout, as_json=as_json, step_timeout=step_timeout,
                         restart_running_vms=restart_running_vms,
-                        shutdown_timeout=shutdown_timeout)
+                        shutdown_timeout=shutdown_timeout,
+                        plan_path=str(target.absolute()) if _is_plan_file(target) else "")
     _report(result, as_json)
 
 

@@ -42,12 +42,17 @@ def plan_record(plan: Plan, *, command: str) -> dict[str, Any]:
         "actions": [{"id": a.id, "action": str(a.action), "address": str(a.address),
                      "destructive": a.destructive, "needs_reset": a.needs_reset}
                     for a in plan.actions],
+        **({} if plan.hooks.empty else {"hooks": plan.hooks.model_dump(mode="json")}),
     }
 
 
 def event_record(event: Event) -> dict[str, Any]:
-    return {"type": event.type, "message": event.message, "action_id": event.action_id,
-            "address": event.address, "index": event.index, "total": event.total}
+    record: dict[str, Any] = {
+        "type": event.type, "message": event.message, "action_id": event.action_id,
+        "address": event.address, "index": event.index, "total": event.total}
+    if event.hook is not None:
+        record["hook"] = event.hook
+    return record
 
 
 def apply_result_record(result: ApplyResult) -> dict[str, Any]:
@@ -64,6 +69,7 @@ def apply_result_record(result: ApplyResult) -> dict[str, Any]:
         "generation": result.generation.number if result.generation else None,
         "resource_states": list(result.resource_states),
         "warnings": list(result.warnings),
+        "hooks": [run.record() for run in result.hooks],
     }
 
 
@@ -80,6 +86,7 @@ def recover_result_record(result: RecoverResult, forward: bool) -> dict[str, Any
         "generation": result.generation.number if result.generation else None,
         "resource_states": list(result.resource_states),
         "warnings": list(result.warnings),
+        "hooks": [run.record() for run in result.hooks],
     }
 
 

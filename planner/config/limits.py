@@ -12,7 +12,8 @@ from pathlib import Path
 
 from planner.lang.parse import MAX_LAYOUT_REPEAT  # the N of ``N*PROFILE`` in a layout
 
-__all__ = ["MAX_CONFIG_BYTES", "MAX_LAYOUT_REPEAT", "MAX_PLAN_BYTES", "MAX_TEMPLATE_COUNT",
+__all__ = ["MAX_CONFIG_BYTES", "MAX_HOOKS_PER_PHASE", "MAX_HOOK_TIMEOUT", "MAX_LAYOUT_REPEAT",
+           "MAX_PLAN_BYTES", "MAX_TEMPLATE_COUNT",
            "MAX_VM_CPU_CORES", "MAX_VM_DISK_GB", "MAX_VM_MEMORY_GB", "InputTooLarge",
            "read_limited", "read_text_limited"]
 
@@ -27,6 +28,10 @@ MAX_TEMPLATE_COUNT = 10_000  # VMs one node template may make (``count``)
 MAX_VM_CPU_CORES = 4096
 MAX_VM_MEMORY_GB = 65_536
 MAX_VM_DISK_GB = 1_048_576
+# Hooks (``global.hooks``): an apply waits for each, so each has a bound; an hour covers a
+# drained kubelet, and 16 commands per phase is far above what stopping a GPU's users takes.
+MAX_HOOK_TIMEOUT = 3600.0
+MAX_HOOKS_PER_PHASE = 16
 
 
 class InputTooLarge(ValueError):

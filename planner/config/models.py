@@ -1,9 +1,11 @@
 """The typed IR of a cluster config: frozen pydantic models of the ai-how "1.0" format
-plus aihow's MIG extension (``global.host``, ``global.gpus[]``, ``gpu_config``).
+plus aihow's MIG extension (``global.host``, ``global.gpus[]``, ``global.hooks``,
+``gpu_config``).
 
 Openness follows ai-how's JSON schema: the root and ``clusters`` are closed; clusters,
 nodes and their parts accept extra keys (kept in ``model_extra``); aihow's own blocks
-(``global.host``, ``global.gpus[]``, ``gpu_config``) are closed so typos are caught.
+(``global.host``, ``global.gpus[]``, ``global.hooks``, ``gpu_config``) are closed so
+typos are caught.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from pydantic import (
     Field,
     Tag,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
 from planner.config.limits import (
+    MAX_HOOK_TIMEOUT,
+    MAX_HOOKS_PER_PHASE,
     MAX_TEMPLATE_COUNT,
     MAX_VM_CPU_CORES,
     MAX_VM_DISK_GB,
@@ -105,11 +110,56 @@ class GpuConfig(_Closed):
     placement: Annotated[int, Field(ge=0, le=7, strict=True)] | None = None
 
 
+DEFAULT_HOOK_TIMEOUT = 60.0  # seconds
+
+
+class HookSpec(_Closed):
+    """One command a hook phase runs: an argv list (no shell: the plan shows exactly what
+    runs, and no quoting rule stands between review and execution; a shell line is
+    spelled out as ``[sh, -c, "..."]``) and how long it may take."""
+
+    command: Annotated[tuple[str, ...], Field(min_length=1)]
+    timeout: Annotated[float, Field(gt=0, le=MAX_HOOK_TIMEOUT, strict=True)] = \
+        DEFAULT_HOOK_TIMEOUT
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("give the command as a list of arguments, e.g. [systemctl, "
+                             "stop, nvidia-persistenced] (a shell line: [sh, -c, \"...\"])")
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _program(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value[0].strip():
+            raise ValueError("the program (the first argument) is empty")
+        if any("\0" in arg for arg in value):
+            raise ValueError("an argument holds a NUL character")
+        return value
+
+
+HookList = Annotated[tuple[HookSpec, ...], Field(max_length=MAX_HOOKS_PER_PHASE)]
+
+
+class HooksConfig(_Closed):
+    """``global.hooks``: commands apply runs around its changes (docs/config-reference.md
+    "global.hooks"), in order within each phase."""
+
+    pre_apply: HookList = ()
+    pre_reset: HookList = ()
+    post_reset: HookList = ()
+    post_apply: HookList = ()
+    on_failure: HookList = ()
+
+
 class GlobalConfig(_Open):
-    """``global``: free-form in ai-how; aihow reads ``host`` and ``gpus``."""
+    """``global``: free-form in ai-how; aihow reads ``host``, ``gpus`` and ``hooks``."""
 
     host: HostConfig = HostConfig()
     gpus: tuple[GpuEntry, ...] = ()
+    hooks: HooksConfig = HooksConfig()
 
     @property
     def managed_gpus(self) -> tuple[GpuEntry, ...]:

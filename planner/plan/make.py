@@ -68,6 +68,7 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
             actions=actions,
             summary=summarize(actions),
             notes=notes,
+            hooks=requests.hooks,
         )
         return plan.sealed()
     finally:

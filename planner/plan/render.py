@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.vocab import Action, Kind
-from planner.vocab.plan import Change, Plan, summarize
+from planner.vocab.plan import HOOK_PHASES, Change, Plan, summarize
 
 SYMBOL = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
 _COLOUR = {"create": "\x1b[32m", "delete": "\x1b[31m", "update": "\x1b[33m",
@@ -125,6 +125,26 @@ def domain_xml_summary(xml: str) -> list[str]:
     return out
 
 
+def hook_lines(plan: Plan) -> list[str]:
+    """The hooks apply will run, phase by phase, each command as its argv and timeout;
+    a phase this plan does not reach says so (reset hooks run only around a GPU reset,
+    and no hook runs for a plan with no changes)."""
+    lines = []
+    resets = any(a.needs_reset for a in plan.changes)
+    for phase in HOOK_PHASES:
+        hooks = plan.hooks.phase(phase)
+        if not hooks:
+            continue
+        why = ""
+        if not plan.has_changes:
+            why = " (not run: the plan has no changes)"
+        elif phase in ("pre_reset", "post_reset") and not resets:
+            why = " (not run: the plan resets no GPU)"
+        lines.append(f"{phase.replace('_', '-')}{why}:")
+        lines += [f"  {h.describe()}  (timeout {h.timeout:g}s)" for h in hooks]
+    return lines
+
+
 def summary_line(plan: Plan) -> str:
     s = summarize(plan.actions)
     return (f"Plan: {s['create']} to create, {s['update']} to update, {s['replace']} to replace, "
@@ -159,6 +179,11 @@ def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) 
         lines += [f"{_BOLD}{text}{_RESET}" if colour else text]
     if plan.notes:
         lines.append("")
+    hooks = hook_lines(plan)
+    if hooks:
+        title = "Hooks apply runs (as the user running aihow):"
+        lines += [f"{_BOLD}{title}{_RESET}" if colour else title]
+        lines += [f"  {line}" for line in hooks] + [""]
     for title, actions in _groups(shown):
         lines.append(f"{_BOLD}{title}{_RESET}" if colour else title)
         for a in actions:
@@ -211,6 +236,10 @@ def _markdown_body(plan: Plan) -> str:
         out.append(f"> [!NOTE]\n> **{len(plan.notes)} note(s)**: facts the plan does not act on.")
         out += [f"> - `{n.code}` `{n.subject}`: {_md_escape(n.message)}" for n in plan.notes]
         out.append("")
+    hooks = hook_lines(plan)
+    if hooks:
+        out.append("> [!IMPORTANT]\n> **Hooks**: commands apply runs around these changes.")
+        out += ["> ```", *[f"> {line}" for line in hooks], "> ```", ""]
     if not shown:
         out += ["No changes. The host matches the config.", ""]
     for title, actions in _groups(shown):

@@ -16,6 +16,7 @@ from planner.config.vms import expand_vms
 from planner.lang import GpuSelector, Layout, MigProfile
 from planner.vm.vm_factory import domain_attrs
 from planner.vocab import VmAttrs
+from planner.vocab.plan import HOOK_PHASES, Hook, Hooks
 
 if TYPE_CHECKING:
     from planner.config import ClusterConfig
@@ -95,6 +96,7 @@ class Requests:
     # The config's metadata.name: the domains aihow defined for it (their <aihow:config>)
     # are its own, even those of a cluster it no longer declares.
     config_name: str | None = None
+    hooks: Hooks = Hooks()  # global.hooks, carried into the plan for review
 
     def __post_init__(self) -> None:
         if not self.named_mig_uuids:
@@ -137,4 +139,12 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
     backend: Literal["mdev", "vfio-vf"] = glob.host.vgpu_backend
     clusters = tuple(sorted({vm.cluster for vm in vms}))
     return Requests(policies=tuple(policies), slices=tuple(slices), vgpu_backend=backend,
-                    vms=tuple(vms), clusters=clusters, config_name=config_name)
+                    vms=tuple(vms), clusters=clusters, config_name=config_name,
+                    hooks=plan_hooks(glob.hooks))
+
+
+def plan_hooks(hooks: Any) -> Hooks:
+    """``global.hooks`` as the plan file writes them (argv and timeout per command)."""
+    return Hooks(**{phase: tuple(Hook(command=h.command, timeout=float(h.timeout))
+                                 for h in getattr(hooks, phase))
+                    for phase in HOOK_PHASES})

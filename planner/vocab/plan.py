@@ -136,6 +136,40 @@ class Note(_Frozen):
     message: str
 
 
+HOOK_PHASES = ("pre_apply", "pre_reset", "post_reset", "post_apply", "on_failure")
+
+
+class Hook(_Frozen):
+    """One command of a hook phase, as reviewed: its argv and its timeout in seconds."""
+
+    command: tuple[str, ...]
+    timeout: float
+
+    def describe(self) -> str:
+        return " ".join(json.dumps(a) if not a or any(c in a for c in " \"'\\$") else a
+                        for a in self.command)
+
+
+class Hooks(_Frozen):
+    """The commands apply runs around its changes (``global.hooks`` of the config), by
+    phase. The plan carries them so that apply runs exactly what review saw: apply's
+    vetting refuses a plan whose hooks are not its config's."""
+
+    pre_apply: tuple[Hook, ...] = ()
+    pre_reset: tuple[Hook, ...] = ()
+    post_reset: tuple[Hook, ...] = ()
+    post_apply: tuple[Hook, ...] = ()
+    on_failure: tuple[Hook, ...] = ()
+
+    def phase(self, name: str) -> tuple[Hook, ...]:
+        hooks: tuple[Hook, ...] = getattr(self, name)
+        return hooks
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.phase(p) for p in HOOK_PHASES)
+
+
 class Plan(_Frozen):
     format_version: str = FORMAT_VERSION
     aihow_version: str
@@ -144,6 +178,7 @@ class Plan(_Frozen):
     actions: tuple[Change, ...]
     summary: dict[str, int]
     notes: tuple[Note, ...] = ()  # left out of the file when empty
+    hooks: Hooks = Hooks()  # left out of the file when there are none
     plan_sha256: str = ""
     _text: str | None = PrivateAttr(default=None)  # the file text, kept by sealed()
 
@@ -329,6 +364,8 @@ def _without_empty_snapshot(data: dict[str, Any]) -> dict[str, Any]:
         del data["host"]["snapshot"]
     if "notes" in data and not data["notes"]:
         del data["notes"]
+    if isinstance(data.get("hooks"), dict) and not any(data["hooks"].values()):
+        del data["hooks"]
     return data
 
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRIB = ROOT / "contrib" / "ansible"
 BIN = Path(sys.executable).parent
 HOSTS = ("gpu-01", "gpu-02", "gpu-03")
+A100 = "0000:17:00.0"  # the GPU of config/sim-a100.toml
 # Day 2: the third Kubernetes worker goes, so its GI, CI, mdev and domain are deleted.
 LAST_WORKER = """\
       - cpu_cores: 4
@@ -222,8 +224,9 @@ def test_a_risky_plan_without_approval_fails_and_changes_nothing(fleet: Fleet) -
     run = fleet.playbook("rollout.yml", "-e", "aihow_auto_approve=false")
     assert run.rc != 0
     failed = run.failure("gpu-01")
-    assert failed["msg"] == ("the plan has 0 destructive step(s) and 1 GPU reset(s); set "
-                             "auto_approve: true to apply it (nothing was changed)")
+    assert failed["msg"] == ("the plan has 1 change(s) that delete, replace, undefine or "
+                             f"reset (update gpu[{A100}].mig (GPU reset)); set auto_approve: "
+                             "true to apply it (nothing was changed)")
     assert "gpu-02" not in run.recap() or run.recap()["gpu-02"]["ok"] == 0
     assert fleet.probe("gpu-01") == before
 
@@ -295,6 +298,49 @@ def test_ansible_lint_passes_on_the_collection_and_playbooks(tmp_path: Path) -> 
                           capture_output=True, text=True, timeout=240, check=False,
                           cwd=work, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _module() -> Any:
+    module = CONTRIB / "collections/ansible_collections/aihow/fleet/plugins/modules/apply.py"
+    loaded = importlib.util.spec_from_file_location("aihow_fleet_apply", module)
+    assert loaded and loaded.loader
+    code = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(code)
+    return code
+
+
+def test_approval_follows_aihows_own_rule_deletes_and_undefines_too(fleet: Fleet) -> None:
+    """A day-2 plan that only deletes (a worker goes: its slice, vGPU and domain) resets
+    nothing and takes nothing from a running VM, yet aihow asks before it; so must the
+    module, naming the same changes as aihow's prompt."""
+    from planner.cli.apply_cmds import needs_approval
+    from planner.plan.model import load_plan
+
+    aihow("apply", fleet.config, "--host", fleet.uri("gpu-01"), "--auto-approve",
+          "--allow-reset", ok=True)
+    v2 = fleet.tmp / "cluster-v2.yaml"
+    v2.write_text(fleet.config.read_text().replace(LAST_WORKER, ""))
+    plan_file = fleet.tmp / "day2.json"
+    aihow("plan", v2, "--host", fleet.uri("gpu-01"), "-o", plan_file, ok=True)
+    plan = load_plan(plan_file)
+    assert plan.summary["delete"] == 5 and plan.summary["destructive"] == 0 \
+        and plan.summary["needs_reset"] == 0
+    module = _module()
+    for reviewed in [plan_file, *sorted((ROOT / "plans").glob("*.json"))]:
+        ours = [line for line, _ in needs_approval(load_plan(reviewed))]
+        assert module.needs_approval(json.loads(reviewed.read_text())) == ours, reviewed
+    risky = module.needs_approval(json.loads(plan_file.read_text()))
+    assert "undefine domain[k8s-cpu-worker-03]" in risky and len(risky) == 5
+
+    before = fleet.probe("gpu-01")
+    run = fleet.playbook("rollout.yml", "--limit", "gpu-01", "-e", f"aihow_config={v2}",
+                         "-e", "aihow_auto_approve=false")
+    assert run.rc != 0, run.output
+    msg = run.failure("gpu-01")["msg"]
+    assert msg.startswith("the plan has 5 change(s) that delete, replace, undefine or reset (")
+    assert "undefine domain[k8s-cpu-worker-03]" in msg and "\n" not in msg
+    assert msg.endswith("set auto_approve: true to apply it (nothing was changed)")
+    assert fleet.probe("gpu-01") == before
 
 
 def test_module_documentation_matches_its_arguments(tmp_path: Path) -> None:

@@ -15,10 +15,11 @@ description:
     mode, C(aihow apply) of exactly that plan file.
   - In check mode only the plan is made; the task reports C(changed) when the plan has any
     change. With C(--diff) the plan's text rendering is returned as the diff.
-  - A plan with steps marked destructive (they take a device from a running domain) or
-    needing a GPU reset is applied only with O(auto_approve=true); a GPU reset also needs
+  - A plan that deletes, replaces or undefines anything, takes a device from a running
+    domain (destructive) or resets a GPU is applied only with O(auto_approve=true), the
+    same changes C(aihow apply) asks about at its prompt; a GPU reset also needs
     O(allow_reset=true), which aihow itself checks. Otherwise the task fails before
-    anything changes.
+    anything changes, naming those changes.
   - When the apply fails, aihow has already rolled the host back; the task fails with
     aihow's one-line error and says whether the host is back at the plan's starting
     fingerprint.
@@ -33,9 +34,9 @@ options:
     default: local
   auto_approve:
     description:
-      - Approve a plan with destructive steps (a device taken from a running domain) or
-        GPU resets, as C(aihow apply --auto-approve) does at its prompt. Plans without
-        such steps apply without it.
+      - Approve a plan that deletes, replaces or undefines something, takes a device from
+        a running domain or resets a GPU, as C(aihow apply --auto-approve) does at its
+        prompt. Plans that only create or update apply without it.
     type: bool
     default: false
   allow_reset:
@@ -209,6 +210,36 @@ def _has_changes(plan):
     return any(a.get("action") != "no-op" for a in plan.get("actions", []))
 
 
+APPROVAL_SHOWN = 5  # changes named in the refusal; the rest are counted
+
+
+def needs_approval(plan):
+    """The changes aihow apply asks about before it acts (its own rule, in
+    planner/cli/apply_cmds.py): deletes (a domain's delete undefines it), replaces, steps
+    that take a device from a running domain, and GPU resets; each as aihow's prompt
+    words it."""
+    risky = []
+    for a in plan.get("actions", []):
+        action = a.get("action")
+        if action not in ("delete", "replace") and not a.get("destructive") \
+                and not a.get("needs_reset"):
+            continue
+        address = a.get("address", "?")
+        verb = "undefine" if action == "delete" and a.get("kind") == "domain" else action
+        notes = [n for n, on in (("GPU reset", a.get("needs_reset")),
+                                 ("used by a running VM", a.get("destructive"))) if on]
+        risky.append(f"{verb} {address}" + (f" ({', '.join(notes)})" if notes else ""))
+    return risky
+
+
+def approval_message(risky):
+    shown = risky[:APPROVAL_SHOWN]
+    more = len(risky) - len(shown)
+    listed = "; ".join(shown) + (f"; and {more} more" if more else "")
+    return (f"the plan has {len(risky)} change(s) that delete, replace, undefine or reset "
+            f"({listed}); set auto_approve: true to apply it (nothing was changed)")
+
+
 def main():
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
@@ -249,12 +280,10 @@ def main():
         module.exit_json(generation=gen["number"] if gen else None,
                          stdout_lines=text.splitlines(), stderr_lines=[], **result)
 
-    risky = summary.get("destructive", 0) + summary.get("needs_reset", 0)
+    risky = needs_approval(plan)
     if risky and not p["auto_approve"]:
         result["changed"] = False
-        fail(f"the plan has {summary.get('destructive', 0)} destructive step(s) and "
-             f"{summary.get('needs_reset', 0)} GPU reset(s); set auto_approve: true to "
-             "apply it (nothing was changed)")
+        fail(approval_message(risky))
 
     argv = ["apply", dest, "--host", p["host"], "--auto-approve", *aihow.libvirt]
     if p["allow_reset"]:
