@@ -49,7 +49,7 @@ for e in /sys/class/input/event*; do
 done
 echo "AIHOW-GUEST-UP token=$token disk=${disk:-none} mac=${mac:-none}" > /dev/ttyS0
 if [ -n "$button" ]; then
-  head -c 1 "$button" > /dev/null   # blocks until the power button is pressed
+  dd if="$button" of=/dev/null bs=24 count=1 2>/dev/null   # one input_event: the press
   echo "AIHOW-GUEST-DOWN token=$token" > /dev/ttyS0
   poweroff -f
 fi

@@ -9,8 +9,9 @@ as ai-how names them. aihow's ``libvirt_domains`` defines and starts it over a
 ``LibvirtSession``. The guest prints ``AIHOW-GUEST-UP token=T disk=D mac=M`` on its
 serial console, which the console's ``<log>`` copies to a file; the test checks the token
 (this boot), the disk line (the overlay reaches its base) and the MAC (aihow's
-derivation), then aihow shuts the guest down over ACPI (the guest powers off on the power
-button) and undefines it.
+derivation), then aihow shuts the guest down over ACPI (``libvirt_domains.shutdown``; the
+guest powers off on the power button) and apply's domain handler deletes it, as it carries
+out a plan's delete of a dropped VM.
 
 KVM is used when it works: where libvirt offers it, the guest must come up under KVM
 within ``KVM_BOOT_S``; else (a nested /dev/kvm that hangs, as on this project's CI
@@ -38,9 +39,14 @@ from typing import Any, TypeVar
 
 import pytest
 
+from planner.apply.domain_handlers import DomainHandler
+from planner.apply.handlers import ApplyContext
+from planner.apply.steps import expand
 from planner.host import libvirt_domains as ld
+from planner.host.environment import LocalEnvironment
 from planner.host.libvirt_conn import LibvirtSession, open_libvirt
 from planner.vm.vm_factory import DirectBoot, VMFactory, VMSpec
+from planner.vocab.plan import Change
 from tests.integration import guest as guest_mod
 from tests.integration.conftest import URI, _unavailable
 
@@ -167,6 +173,23 @@ def boot(conn: Any, spec: VMSpec, seconds: float) -> tuple[str | None, str]:
     return None, why
 
 
+def delete_as_apply_does(spec: VMSpec, xml: str) -> dict[str, Any]:
+    """The step of a plan's ``domain[NAME]`` delete (reason vm-dropped, its ``before``
+    the definition as a plan holds it), run by apply's domain handler on this host."""
+    change = Change.model_validate({
+        "id": 1, "address": f"domain[{spec.name}]", "kind": "domain", "action": "delete",
+        "before": {"name": spec.name, "state": "shut off", "cluster": spec.cluster_name,
+                   "xml": xml},
+        "after": None, "reason": "the boot test is over", "reason_code": "vm-dropped",
+        "branch": "host"})
+    (step,) = expand(change)
+    ctx = ApplyContext(LocalEnvironment(libvirt_uri=URI))
+    try:
+        return DomainHandler().ensure(ctx, step, "after")
+    finally:
+        ctx.close()
+
+
 def remove_domain(conn: Any, name: str) -> None:
     """Cleanup, whatever state the domain is in; every call bounded."""
     with contextlib.suppress(Exception):
@@ -255,14 +278,20 @@ def test_an_aihow_rendered_domain_boots_a_guest_and_aihow_stops_and_deletes_it(
         # the NIC aihow rendered (its MAC).
         assert up == f"AIHOW-GUEST-UP token={token} disk={disk_line} mac={spec.mac}"
 
+        # The guest waits for the power button: still running, not yet down.
+        time.sleep(1)
+        assert bounded("domain_is_active", domain_is_active, conn, spec.name)
+        assert "AIHOW-GUEST-DOWN" not in log.read_text(errors="replace")
         # aihow stops it gracefully (ACPI; the guest powers off on the button) ...
         bounded("shutdown", ld.shutdown, conn, spec.name, timeout=SHUTDOWN_S,
                 seconds=SHUTDOWN_S + CALL_S)
         assert not bounded("domain_is_active", domain_is_active, conn, spec.name)
         assert f"AIHOW-GUEST-DOWN token={token}" in log.read_text(errors="replace")
-        # ... and deletes it.
-        inverse = bounded("undefine", ld.undefine, conn, spec.name)
-        assert inverse.kind == "define" and not inverse.start
+        # ... and deletes it as apply does: the domain handler carries out a plan's delete
+        # of a VM the config dropped (it deletes only a domain aihow's mark is on).
+        xml = bounded("persistent_xml", ld.persistent_xml, conn, spec.name)
+        facts = bounded("delete", delete_as_apply_does, spec, xml)
+        assert facts == {"undefined": spec.name}
         assert not bounded("domain_exists", ld.domain_exists, conn, spec.name)
     finally:
         for name in names:
