@@ -1,11 +1,13 @@
 """A tiny guest for the boot test, built at test time from Debian packages.
 
-The kernel is the installed Debian kernel (``linux-image-cloud-amd64`` or
-``linux-image-amd64``: ``/boot/vmlinuz-VERSION`` with its modules under
-``/lib/modules/VERSION``); the initramfs is ``busybox-static`` plus the kernel's own
-virtio and ACPI-button modules, packed with ``cpio``. Its ``/init``:
+The kernel is a Debian kernel: the newest in ``/boot`` that has its modules in
+``/lib/modules``, else the ``linux-image-*`` package ``scripts/setup-dev.sh`` downloads
+to ``.cache/guest-kernel/`` (not installed: installing a kernel would change what the
+machine boots), unpacked with ``dpkg-deb`` under pytest's tmp dir. The initramfs is
+``busybox-static`` plus that kernel's own virtio and ACPI-button modules (dependencies
+read from each module's ``.modinfo``), packed with ``cpio``. Its ``/init``:
 
-1. loads the modules (in the order ``modprobe --show-depends`` gives),
+1. loads the modules, dependencies first,
 2. prints one line to the serial console:
    ``AIHOW-GUEST-UP token=T disk=D mac=M``, where T comes from the kernel command line
    (``aihow.token=T``), D is the first line of the guest's disk ``/dev/vda`` and M the
@@ -26,6 +28,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+KERNEL_DEBS = Path(__file__).resolve().parents[2] / ".cache" / "guest-kernel"
 MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "button", "evdev")
 SUBPROCESS_TIMEOUT_S = 60
 
@@ -69,23 +72,82 @@ class Guest:
     kernel_version: str
 
 
-def _run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(cmd, capture_output=True, check=True,  # type: ignore[call-overload,no-any-return]
-                          timeout=SUBPROCESS_TIMEOUT_S, **kw)
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
-def find_kernel() -> tuple[Path, str]:
-    """The newest Debian kernel in /boot that has its modules installed."""
+def _installed_kernel() -> tuple[Path, Path] | None:
+    """(vmlinuz, its modules directory) of the newest kernel in /boot with modules."""
     found = []
     for vmlinuz in Path("/boot").glob("vmlinuz-*"):
         version = vmlinuz.name.removeprefix("vmlinuz-")
-        if (Path("/lib/modules") / version / "modules.dep").is_file():
-            found.append((tuple(int(n) for n in re.findall(r"\d+", version)), version, vmlinuz))
+        modules = Path("/lib/modules") / version
+        if (modules / "modules.builtin").is_file():
+            found.append((_version_key(version), vmlinuz, modules))
     if not found:
-        raise GuestUnavailable("no Debian kernel with modules in /boot "
-                               "(Debian: linux-image-cloud-amd64)")
-    _, version, vmlinuz = max(found)
-    return vmlinuz, version
+        return None
+    _, vmlinuz, modules = max(found)
+    return vmlinuz, modules
+
+
+def _unpacked_kernel(workdir: Path) -> tuple[Path, Path]:
+    """(vmlinuz, modules directory) from the downloaded kernel package."""
+    debs = sorted(KERNEL_DEBS.glob("linux-image-*.deb"), key=lambda p: _version_key(p.name))
+    if not debs:
+        raise GuestUnavailable(
+            "no Debian kernel: none in /boot with its modules, and no linux-image-*.deb in "
+            f"{KERNEL_DEBS} (scripts/setup-dev.sh downloads it)")
+    if shutil.which("dpkg-deb") is None:
+        raise GuestUnavailable("dpkg-deb is not installed (Debian: dpkg)")
+    root = workdir / "kernel"
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(root)], capture_output=True,
+                   check=True, timeout=SUBPROCESS_TIMEOUT_S)
+    kernels = sorted(root.glob("boot/vmlinuz-*"))
+    if not kernels:
+        raise GuestUnavailable(f"{debs[-1].name} holds no boot/vmlinuz-*")
+    version = kernels[-1].name.removeprefix("vmlinuz-")
+    modules = next((m for m in (root / "lib" / "modules" / version,
+                                root / "usr" / "lib" / "modules" / version) if m.is_dir()),
+                   None)
+    if modules is None:
+        raise GuestUnavailable(f"{debs[-1].name} holds no modules for {version}")
+    return kernels[-1], modules
+
+
+def find_kernel(workdir: Path) -> tuple[Path, Path]:
+    return _installed_kernel() or _unpacked_kernel(workdir)
+
+
+def _module_name(text: str) -> str:
+    return text.replace("-", "_")
+
+
+def _module_files(modules: Path) -> list[Path]:
+    """The .ko files MODULES need, each after its dependencies (a module's ``depends=``
+    in its ``.modinfo``); a module built into the kernel needs no file."""
+    by_name = {_module_name(p.name.removesuffix(".ko")): p
+               for p in (modules / "kernel").rglob("*.ko")}
+    builtin = {_module_name(Path(line).name.removesuffix(".ko")) for line in
+               (modules / "modules.builtin").read_text().split()}
+    ordered: list[Path] = []
+
+    def add(name: str, chain: tuple[str, ...]) -> None:
+        ko = by_name.get(name)
+        if ko is None:
+            if name in builtin:
+                return
+            raise GuestUnavailable(f"kernel module {name} is neither in {modules} nor built in")
+        if ko in ordered or name in chain:
+            return
+        info = re.search(rb"(?:^|\0)depends=([^\0]*)\0", ko.read_bytes())
+        for dep in (info.group(1).decode().split(",") if info else []):
+            if dep:
+                add(_module_name(dep), (*chain, name))
+        ordered.append(ko)
+
+    for name in MODULES:
+        add(name, ())
+    return ordered
 
 
 def _static_busybox() -> Path:
@@ -97,30 +159,17 @@ def _static_busybox() -> Path:
     return path
 
 
-def _module_files(version: str) -> list[Path]:
-    """The .ko files MODULES need, dependencies first; built-in ones need none."""
-    out = _run(["modprobe", "--set-version", version, "--show-depends", "--all", *MODULES],
-               text=True).stdout
-    files: list[Path] = []
-    for line in out.splitlines():
-        parts = line.split()
-        if parts[:1] == ["insmod"] and Path(parts[1]) not in files:
-            files.append(Path(parts[1]))
-    return files
-
-
 def build(workdir: Path) -> Guest:
     """Build the initramfs in ``workdir``; GuestUnavailable says what the host lacks."""
-    for tool in ("cpio", "modprobe"):
-        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
-            raise GuestUnavailable(f"{tool} is not installed (Debian: {tool}, kmod)")
-    vmlinuz, version = find_kernel()
+    if shutil.which("cpio") is None:
+        raise GuestUnavailable("cpio is not installed (Debian: cpio)")
+    vmlinuz, modules = find_kernel(workdir)
     root = workdir / "root"
     for d in ("bin", "dev", "proc", "sys", "lib/modules"):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(_static_busybox(), root / "bin" / "busybox")
     order = []
-    for ko in _module_files(version):
+    for ko in _module_files(modules):
         shutil.copy2(ko, root / "lib" / "modules" / ko.name)
         order.append(ko.name)
     (root / "lib" / "modules" / "order").write_text("".join(f"{n}\n" for n in order))
@@ -133,4 +182,4 @@ def build(workdir: Path) -> Guest:
         subprocess.run(["cpio", "--create", "--format=newc", "--quiet"], cwd=root,
                        input="\n".join(names).encode() + b"\n", stdout=out, check=True,
                        timeout=SUBPROCESS_TIMEOUT_S)
-    return Guest(kernel=vmlinuz, initramfs=initramfs, kernel_version=version)
+    return Guest(kernel=vmlinuz, initramfs=initramfs, kernel_version=modules.name)
