@@ -231,6 +231,31 @@ class VirtioFsMount:
             raise VmSpecError(f"virtio-fs host_path {self.host_path!r} must be absolute")
 
 
+def _abs_path(path: str, what: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/") or any(c in path for c in "\0\n"):
+        raise VmSpecError(f"{what} {path!r} must be an absolute path on the host")
+    return path
+
+
+@dataclass(frozen=True)
+class DirectBoot:
+    """Direct kernel boot: libvirt hands QEMU a kernel (and an initrd and command line)
+    from the host instead of booting the disk. VMSpec-only, not a config key: a cluster's
+    nodes boot their disk images as ai-how's do; aihow's own integration test uses it to
+    boot a tiny guest on a real libvirtd (tests/integration/test_guest_boot.py)."""
+
+    kernel: str
+    initrd: str | None = None
+    cmdline: str = ""
+
+    def __post_init__(self) -> None:
+        _abs_path(self.kernel, "kernel")
+        if self.initrd is not None:
+            _abs_path(self.initrd, "initrd")
+        if any(c in self.cmdline for c in "\0\n"):
+            raise VmSpecError("the kernel command line must be one line")
+
+
 # --- the spec ------------------------------------------------------------------------
 
 
@@ -285,6 +310,8 @@ class VMSpec:
     virt_type: Literal["kvm", "qemu"] = "kvm"
     config_name: str | None = None  # the config's metadata.name (domain metadata)
     ip: str | None = None  # the node's address in the config (domain metadata)
+    boot: DirectBoot | None = None  # None: boot the disk
+    console_log: str | None = None  # a host file the serial console is copied to
     # Derived, never passed: computed from the fields above.
     mac: str = field(init=False)
     uuid: str = field(init=False)
@@ -304,6 +331,8 @@ class VMSpec:
             dup = sorted({k for k in keys if keys.count(k) > 1})
             if dup:
                 raise VmSpecError(f"host device {dup[0]} is given to the VM twice")
+            if self.console_log is not None:
+                _abs_path(self.console_log, "console log")
             tags = [m.tag for m in self.virtio_fs]
             if len(set(tags)) != len(tags):
                 raise VmSpecError("virtio-fs tags must be unique within a VM")

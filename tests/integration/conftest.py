@@ -23,6 +23,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -173,6 +174,49 @@ def libvirtd_conn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     finally:
         with contextlib.suppress(Exception):
             conn.close()
+        if started is not None:
+            _stop(started)
+
+
+VIRTLOGD_SOCK = Path("/run/libvirt/virtlogd-sock")
+
+
+def _virtlogd_answers() -> bool:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(VIRTLOGD_SOCK))
+        return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def virtlogd(libvirtd_conn: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """virtlogd, which the qemu driver needs to start a domain (it writes the domain's
+    log and its console ``<log>`` files). systemd starts it on demand from its socket;
+    without systemd nobody does, so, as for libvirtd: used if it answers, else started
+    here (as root) and stopped when the session ends."""
+    started: subprocess.Popen[bytes] | None = None
+    if not _virtlogd_answers():
+        binary = _find("virtlogd", "AIHOW_VIRTLOGD")
+        if binary is None:
+            _unavailable("virtlogd is not installed (Debian: libvirt-daemon)")
+        elif os.geteuid() != 0:
+            _unavailable("virtlogd is not running and starting it needs root")
+        else:
+            log = tmp_path_factory.mktemp("virtlogd") / "virtlogd.log"
+            with log.open("wb") as out:
+                started = subprocess.Popen([binary], stdout=out, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while not _virtlogd_answers():
+                if started.poll() is not None or time.monotonic() > deadline:
+                    _stop(started)
+                    _unavailable(f"virtlogd did not answer on {VIRTLOGD_SOCK}: "
+                                 f"{log.read_text(errors='replace').strip()[-400:]}")
+                time.sleep(0.2)
+    try:
+        yield
+    finally:
         if started is not None:
             _stop(started)
 

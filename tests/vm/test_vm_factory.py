@@ -14,6 +14,7 @@ import pytest
 from planner.errors import AihowError
 from planner.lang import parse_profile
 from planner.vm.vm_factory import (
+    DirectBoot,
     GpuAttachment,
     MdevDevice,
     PciDevice,
@@ -61,6 +62,11 @@ VARIANTS = {
         virtio_fs=(VirtioFsMount("shared", "/srv/shared"), VirtioFsMount("ro", "/srv/ro", True)),
     ),
     "qemu-type": spec(virt_type="qemu", gpu=GpuAttachment.mdev(MDEV)),
+    "direct-boot": spec(
+        virt_type="qemu",
+        boot=DirectBoot("/boot/vmlinuz", "/var/tmp/guest/initrd.cpio", "console=ttyS0 x=1"),
+        console_log="/var/tmp/guest/console.log",
+    ),
 }
 
 
@@ -178,7 +184,9 @@ def test_vnc_on_localhost_without_a_gpu(factory: VMFactory) -> None:
 def test_cpu_is_host_passthrough_without_forced_vendor_flags(factory: VMFactory) -> None:
     for s in VARIANTS.values():
         cpu = ET.fromstring(factory.domain_xml(s)).find("cpu")
-        assert cpu is not None and cpu.get("mode") == "host-passthrough"
+        # TCG (virt_type qemu) cannot pass the host CPU through: QEMU's "max" instead.
+        want = "host-passthrough" if s.virt_type == "kvm" else "maximum"
+        assert cpu is not None and cpu.get("mode") == want
         assert cpu.findall("feature") == []
         assert cpu.find("topology").get("cores") == str(s.cpu_cores)  # type: ignore[union-attr]
 
@@ -198,6 +206,46 @@ def test_compute_node_basics(factory: VMFactory) -> None:
     nic = root.find("./devices/interface")
     assert nic is not None and nic.find("source").get("network") == "hpc-network"  # type: ignore[union-attr]
     assert nic.find("mac").get("address") == mac_for("hpc-compute-01")  # type: ignore[union-attr]
+
+
+def test_disk_boot_and_no_console_log_by_default(factory: VMFactory) -> None:
+    root = ET.fromstring(factory.domain_xml(spec()))
+    assert root.find("./os/boot").attrib == {"dev": "hd"}  # type: ignore[union-attr]
+    assert root.find("./os/kernel") is None
+    assert root.find("./devices/serial/log") is None
+
+
+def test_direct_kernel_boot_and_console_log(factory: VMFactory, tmp_path: Path) -> None:
+    boot = DirectBoot("/k/vmlinuz", "/k/initrd", "console=ttyS0 aihow.token=a&b")
+    text = factory.domain_xml(spec(boot=boot, console_log="/var/log/x/console.log"))
+    validate(tmp_path, "boot", text)
+    root = ET.fromstring(text)
+    os_ = root.find("os")
+    assert os_ is not None and os_.find("boot") is None  # the kernel, not the disk
+    assert [(e.tag, e.text) for e in os_ if e.tag != "type"] == [
+        ("kernel", "/k/vmlinuz"), ("initrd", "/k/initrd"),
+        ("cmdline", "console=ttyS0 aihow.token=a&b"),
+    ]
+    log = root.find("./devices/serial/log")
+    assert log is not None and log.attrib == {"file": "/var/log/x/console.log", "append": "off"}
+    # The disk and the NIC are rendered as for any node: the boot changes nothing else.
+    assert root.find("./devices/disk/source") is not None
+    bare = ET.fromstring(factory.domain_xml(spec(boot=DirectBoot("/k/vmlinuz")))).find("os")
+    assert bare is not None and [e.tag for e in bare] == ["type", "kernel"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: DirectBoot("vmlinuz"), "kernel 'vmlinuz' must be an absolute path"),
+        (lambda: DirectBoot("/k", "initrd"), "initrd 'initrd' must be an absolute path"),
+        (lambda: DirectBoot("/k", None, "a\nb"), "command line must be one line"),
+        (lambda: spec(console_log="console.log"), "console log 'console.log' must be"),
+    ],
+)
+def test_bad_boot_and_console_log_are_rejected(make: object, message: str) -> None:
+    with pytest.raises(VmSpecError, match=message):
+        make()  # type: ignore[operator]
 
 
 def test_mac_is_ai_hows_md5_derivation() -> None:
