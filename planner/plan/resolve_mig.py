@@ -6,11 +6,19 @@ other nodes in config order). A node without a pin goes to the GPU where it cost
 fewest instance creates + deletes, reusing an existing instance of its profile when one
 is free; ties go to the lowest PCI address. On each GPU ``place_preserving`` picks the
 placements that keep as many existing instances as possible.
+
+Repack: on a GPU whose entry says ``repack: shut-off``, a slice that finds no free
+placement may move the slices of shut-off VMs (never running or paused ones, never a
+``mig_uuid`` or ``placement`` pin, never a layout instance), the fewest of them
+(``planner.plan.repack``); each moved slot remembers the instance it left (``home``) and
+whom it made room for. Without it, the refusal names which slice blocks each legal start
+and what would make room.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
@@ -21,6 +29,7 @@ from planner.plan.bindings import Bindings
 from planner.plan.claims import conflict, gi_key
 from planner.plan.gpu_select import model_of, selects
 from planner.plan.occupancy import draw
+from planner.plan.repack import MOVABLE_STATE, fewest_moves
 from planner.plan.request import GpuPolicy, Requests, SliceRequest, mdev_uuid
 from planner.plan.resolution import GpuDecision, PlannedGi, ResolveError
 
@@ -35,6 +44,9 @@ class _Slot:
     pin: int | None
     claim: int | None = None  # index into _Work.existing of the instance this slot keeps
     ci_start: int | None = None
+    home: int | None = None  # repack: the existing instance this slot held before it moved
+    moved_for: str | None = None  # repack: the node it made room for
+    displace: tuple[_Slot, ...] = ()  # repack: slots this one moves when it is added
 
 
 @dataclass
@@ -47,6 +59,7 @@ class _Work:
     existing: list[GpuInstance]
     profiles: list[GiProfile | None]
     bound: list[frozenset[str]]  # domains using each existing instance
+    states: Mapping[str, str] = field(default_factory=dict)  # domain -> libvirt state
     slots: list[_Slot] = field(default_factory=list)
     _cost: int | None = None
 
@@ -62,6 +75,7 @@ class _Work:
         """(existing, their indexes, wanted, number of leading keep-only entries)."""
         assert self.model is not None
         claimed = self.claimed()
+        homes = {s.home for s in self.slots if s.home is not None}
         idx: list[int] = []
         keep_only: list[tuple[GiProfile, int | None]] = []
         for i, (gi, prof) in enumerate(zip(self.existing, self.profiles, strict=True)):
@@ -70,8 +84,8 @@ class _Work:
             if i in claimed:
                 idx.append(i)
             elif self.managed:
-                if not self.bound[i]:
-                    idx.append(i)  # free: reusable, else deleted
+                if not self.bound[i] or i in homes:
+                    idx.append(i)  # free (or a moved slot's own): reusable, else deleted
             else:
                 idx.append(i)  # unlisted GPU: everything there stays
                 keep_only.append((prof, gi.placement_start))
@@ -115,9 +129,109 @@ class _Work:
         return value
 
     def add(self, slot: _Slot, cost: int | None = None) -> None:
-        """Add a slot; ``cost`` is ``self.cost(slot)`` when the caller has just computed it."""
+        """Add a slot; ``cost`` is ``self.cost(slot)`` when the caller has just computed it.
+        The slots a repack displaces for it give up their instances now."""
+        for moved in slot.displace:
+            moved.home, moved.claim, moved.moved_for = moved.claim, None, slot.req.node
+        slot.displace = ()
         self.slots.append(slot)
         self._cost = cost
+
+    # -- repack
+    def movable(self, any_state: bool = False) -> list[_Slot]:
+        """Slots a repack may move: a VM's unpinned slot on the instance its domain uses
+        now, the domain shut off (``any_state``: whatever its state, for advice), by start."""
+        out = [s for s in self.slots
+               if s.claim is not None and not s.req.for_host and s.req.mig_uuid is None
+               and s.req.placement is None
+               and (any_state or self.states.get(s.req.node) == MOVABLE_STATE)]
+        return sorted(out, key=lambda s: (self.existing[s.claim or 0].placement_start,
+                                          s.req.node))
+
+    @contextmanager
+    def _moved(self, subset: tuple[_Slot, ...]) -> Iterator[None]:
+        for s in subset:
+            s.home, s.claim = s.claim, None
+        try:
+            yield
+        finally:
+            for s in subset:
+                s.claim, s.home = s.home, None
+
+    def repack(self, slot: _Slot, any_state: bool = False
+               ) -> tuple[tuple[_Slot, ...], int] | None:
+        """The fewest movable slots to move so that ``slot`` fits, and the new cost."""
+        def cost(subset: tuple[_Slot, ...]) -> int | None:
+            with self._moved(subset):
+                return self.cost(slot)
+
+        return fewest_moves(self.movable(any_state), cost)
+
+    def owners(self) -> list[tuple[GiProfile, int, str]]:
+        """The planned instances with who holds each, as the refusal names them."""
+        got = self.arrange()
+        if got is None:
+            return []
+        placement, idx, n_keep = got
+        existing, _, wanted, _ = self._problem()
+        out: list[tuple[GiProfile, int, str]] = []
+        for j, where in enumerate(placement.assignment):
+            prof = wanted[j][0]
+            start = existing[where][1] if isinstance(where, int) else placement.create[where[1]][1]
+            if j < n_keep:
+                assert isinstance(where, int)
+                users = sorted(self.bound[idx[where]])
+                who = (f"used by {', '.join(users)}" if users else "unused") + \
+                    ", on a GPU global.gpus does not manage"
+                out.append((prof, start, f"{prof.name}@{start} {who}"))
+                continue
+            req = self.slots[j - n_keep].req
+            if req.for_host:
+                out.append((prof, start, f"{req.key} ({prof.name}@{start})"))
+                continue
+            pins = [p for p, on in (("mig_uuid", req.mig_uuid), ("placement",
+                    req.placement is not None)) if on]
+            why = self.states.get(req.node, "no domain yet")
+            if pins:
+                why += ", pinned by " + " and ".join(pins)
+            out.append((prof, start, f"{req.node} ({prof.name}@{start}, {why})"))
+        return out
+
+    def blocked_starts(self, profile: GiProfile) -> str:
+        """Each legal start of ``profile`` and what blocks it."""
+        assert self.model is not None
+        owners = self.owners()
+        parts = []
+        for start in sorted(profile.placements):
+            span = set(range(start, start + profile.placement_size))
+            who = [w for p, s, w in owners if span & set(range(s, s + p.placement_size))]
+            if not who:
+                rule = why_not_fits(self.model, [*((p, s) for p, s, _ in owners),
+                                                 (profile, start)])
+                who = [rule or "free"]
+            parts.append(f"@{start} by {' and '.join(who)}")
+        return "legal starts blocked: " + ", ".join(parts)
+
+    def advice(self, slot: _Slot) -> str:
+        """What would make room for ``slot`` on this GPU."""
+        other = "or choose another GPU (gpu_config.gpu)"
+        if self.policy is None:
+            return (f"aihow only adds instances on a GPU global.gpus does not manage: free one "
+                    f"by hand, {other}")
+        got = self.repack(slot, any_state=True)
+        if got is None:
+            return (f"moving the unpinned VMs' slices would not make room: shrink or drop a "
+                    f"slice on this GPU, {other}")
+        names = [s.req.node for s in got[0]]
+        running = [n for n in names if self.states.get(n) != MOVABLE_STATE]
+        steps = []
+        if running:
+            steps.append(f"shut off {', '.join(running)} (a repack never moves a VM that "
+                         "is not shut off)")
+        if self.policy.repack != "shut-off":
+            steps.append(f"set repack: shut-off on {self.policy.key}")
+        return (f"to make room, {' and '.join(steps)} so that the plan moves the slice of "
+                f"{', '.join(names)}, {other}")
 
     def planned(self) -> list[tuple[GiProfile, int]]:
         """The instances the GPU would hold with the slots placed so far."""
@@ -168,18 +282,21 @@ def _ci_profile(model: GpuModel, gi: GiProfile, profile: MigProfile | None) -> C
 
 
 class _NoRoom:
-    """A "no free placement" reason, drawn only if an error shows it (drawing is costly)."""
+    """A "no free placement" reason, drawn only if an error shows it (drawing is costly):
+    the occupancy, what blocks each legal start, and what would make room."""
 
-    def __init__(self, w: _Work, profile: GiProfile) -> None:
+    def __init__(self, w: _Work, slot: _Slot) -> None:
         self.text: str | None = None
-        self.w, self.profile = w, profile
+        self.w, self.slot = w, slot
         self.snapshot = list(w.slots)  # the occupancy at the time of the refusal
 
     def __str__(self) -> str:
         if self.text is None:
             now, self.w.slots = self.w.slots, list(self.snapshot)
             try:
-                self.text = f"{self.w.gpu.pci}: {self.w.no_room(self.profile)}"
+                w, profile = self.w, self.slot.profile
+                self.text = (f"{w.gpu.pci}: {w.no_room(profile)}; "
+                             f"{w.blocked_starts(profile)}; {w.advice(self.slot)}")
             finally:
                 self.w.slots = now
         return self.text
@@ -194,6 +311,7 @@ class MigResolver:
         self.host = host
         self.bindings = Bindings(host)
         self.held = dict(held or {})
+        states = {d.name: d.state for d in host.domains}
         self.works: list[_Work] = []
         for gpu in sorted(host.gpus, key=lambda g: g.pci):
             model = model_of(gpu)
@@ -202,7 +320,7 @@ class MigResolver:
             # An instance another cluster holds in the ledger is as taken as one a domain uses.
             bound = [self.bindings.domains_of(gpu.pci, g)
                      | self._holder(gi_key(gpu.pci, g.placement_start)) for g in existing]
-            self.works.append(_Work(gpu, model, None, existing, profiles, bound))
+            self.works.append(_Work(gpu, model, None, existing, profiles, bound, states))
         # instances each domain (or a node's own vGPU device) uses, for place_bound
         self.bound_to: dict[str, list[tuple[_Work, int]]] = {}
         self.by_gi: dict[tuple[str, int], tuple[_Work, int]] = {}
@@ -425,7 +543,12 @@ class MigResolver:
             cost = w.cost(option)
             if cost is not None:
                 return cost - base - (1 if option.claim is not None else 0), option, cost
-        return _NoRoom(w, slot.profile)
+        if w.policy is not None and w.policy.repack == "shut-off":
+            moved = w.repack(slot)
+            if moved is not None:
+                slot.displace = moved[0]
+                return moved[1] - base, slot, moved[1]
+        return _NoRoom(w, slot)
 
     def _has_free(self, w: _Work, name: str) -> bool:
         claimed = w.claimed()
@@ -499,10 +622,14 @@ class MigResolver:
                     else:
                         _, start = placement.create[where[1]]
                         existing = None
+                    home = w.existing[slot.home] if slot.home is not None else None
+                    moved = home is not None and existing is not home
                     planned.append(PlannedGi(
                         gpu=w.gpu.pci, profile=slot.profile, start=start, ci=slot.ci,
                         ci_start=self._ci_start(w, slot, existing), owner=slot.req,
-                        existing=existing))
+                        existing=existing,
+                        moved_from=home.placement_start if moved and home else None,
+                        moved_for=slot.moved_for if moved else None))
             planned.sort(key=lambda p: p.start)
             out.append(GpuDecision(w.gpu, w.model, w.policy, tuple(planned)))
         return tuple(out)
