@@ -245,7 +245,8 @@ def _mark_moves(changes: dict[Address, _Change], res: Resolution) -> None:
                 ch.reason = f"{node}'s slice moves from {old} to {new} ({why})"
             elif addr.kind is Kind.VGPU and res_ is not None and (
                     res_.owner == node or _backed_by(ch.before, gi.gpu, old)):
-                ch.reason = f"{node}'s slice moves from {old} to {new} ({why}): {ch.reason}"
+                ch.reason = f"{node}'s slice moves from {old} to {new} ({why})" + (
+                    "" if ch.action is Action.DELETE else f": {ch.reason}")
             else:
                 continue
             ch.code = Reason.REPACK
