@@ -104,7 +104,7 @@ def test_a_vm_that_is_not_shut_off_is_never_moved_and_is_named(state: str) -> No
 
 @pytest.mark.parametrize("pin", ["placement", "mig_uuid"])
 def test_pinned_slices_never_move_the_next_fewest_moves_are_taken(pin: str) -> None:
-    shut = {n: "shut off" for n in SIX}
+    shut = dict.fromkeys(SIX, "shut off")
     state = _host(SIX, shut)
     pinned = node("n2", "1g.5gb", placement=1) if pin == "placement" else \
         node("n2", mig_uuid="MIG-00000001-0000-0000-0000-000000000000")
@@ -118,7 +118,7 @@ def test_pinned_slices_never_move_the_next_fewest_moves_are_taken(pin: str) -> N
 def test_the_choice_is_deterministic_whatever_the_order_of_the_requests() -> None:
     # 2g.10gb fits at @0 by moving n2 or at @2 by moving n3: equal cost, lower start wins
     starts = {"n1": 0, "n2": 1, "n3": 3, "n4": 4, "n5": 5, "n6": 6}
-    state = _host(starts, {n: "shut off" for n in starts})
+    state = _host(starts, dict.fromkeys(starts, "shut off"))
     slices = tuple(node(n, "2g.10gb" if n == "n1" else "1g.5gb") for n in starts)
     first = _layout(state, slices, REPACK)
     assert sorted(n for n, v in first.items() if v[3]) == ["n2"]
