@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
 from planner.hardware.placement import Placement, free_starts, place_preserving, why_not_fits
@@ -130,10 +130,13 @@ class _Work:
 
     def add(self, slot: _Slot, cost: int | None = None) -> None:
         """Add a slot; ``cost`` is ``self.cost(slot)`` when the caller has just computed it.
-        The slots a repack displaces for it give up their instances now."""
-        for moved in slot.displace:
-            moved.home, moved.claim, moved.moved_for = moved.claim, None, slot.req.node
-        slot.displace = ()
+        The slots a repack displaces for it give up their instances now (as new slot
+        values: a refusal's snapshot of the slots keeps showing the occupancy it saw)."""
+        if slot.displace:
+            moved = {id(s) for s in slot.displace}
+            self.slots = [replace(s, home=s.claim, claim=None, moved_for=slot.req.node)
+                          if id(s) in moved else s for s in self.slots]
+            slot.displace = ()
         self.slots.append(slot)
         self._cost = cost
 
@@ -230,6 +233,8 @@ class _Work:
                          "is not shut off)")
         if self.policy.repack != "shut-off":
             steps.append(f"set repack: shut-off on {self.policy.key}")
+        if not steps:  # not reached: with the opt-in and all of them shut off it fits
+            return f"moving the slice of {', '.join(names)} would make room, {other}"
         return (f"to make room, {' and '.join(steps)} so that the plan moves the slice of "
                 f"{', '.join(names)}, {other}")
 
