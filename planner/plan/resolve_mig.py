@@ -523,9 +523,11 @@ class MigResolver:
             return True
         return False
 
-    def _try(self, w: _Work, req: SliceRequest) -> tuple[int, _Slot, int] | str | _NoRoom:
+    def _try(self, w: _Work, req: SliceRequest, repack: bool = False
+             ) -> tuple[int, _Slot, int] | str | _NoRoom:
         """(extra creates + deletes, slot, new cost) for ``req`` on ``w``, or why it cannot go
-        there.
+        there. ``repack``: only by moving shut-off VMs' slices (the caller found no place
+        without).
         A reason returned here stays true while more requests are placed (they only add)."""
         assert req.profile is not None
         why = self._eligible(w, req)
@@ -535,6 +537,12 @@ class MigResolver:
         base = w.cost()
         if base is None:  # cannot happen: every slot was checked when added
             return "already over-committed"
+        if repack:
+            moved = w.repack(slot)
+            if moved is None:
+                return _NoRoom(w, slot)
+            slot.displace = moved[0]
+            return moved[1] - base, slot, moved[1]
         options = [slot]
         if not w.managed:  # an unlisted GPU keeps its free instances unless one is reused
             claimed = w.claimed()
@@ -548,11 +556,6 @@ class MigResolver:
             cost = w.cost(option)
             if cost is not None:
                 return cost - base - (1 if option.claim is not None else 0), option, cost
-        if w.policy is not None and w.policy.repack == "shut-off":
-            moved = w.repack(slot)
-            if moved is not None:
-                slot.displace = moved[0]
-                return moved[1] - base, slot, moved[1]
         return _NoRoom(w, slot)
 
     def _has_free(self, w: _Work, name: str) -> bool:
@@ -563,8 +566,10 @@ class MigResolver:
     def place_free(self, req: SliceRequest) -> None:
         """Reuse first (GPUs holding a free instance of the profile, by address), then the
         cheapest GPU by address; a plain create (cost 1) on the first GPU that allows it
-        ends the search. GPUs that cannot take the profile are remembered per (profile,
-        pin), so placing many slices on a large host stays linear."""
+        ends the search. Only where no GPU has room does a repack move slices (on each GPU
+        the fewest moves; the GPU where that costs least, then by address). GPUs that
+        cannot take the profile are remembered per (profile, pin), so placing many slices
+        on a large host stays linear."""
         assert req.profile is not None
         candidates = self._candidates(req)
         name = req.profile.gi_name
@@ -599,6 +604,13 @@ class MigResolver:
                     best = (delta, order, w, option, cost)
                 if best[0] <= 1:
                     break  # nothing later can beat a plain create without destroying
+        if best is None:  # no place without moving: GPUs that allow a repack, by address
+            for order, w in enumerate(candidates):
+                if w.policy is None or w.policy.repack != "shut-off":
+                    continue
+                got = self._try(w, req, repack=True)
+                if isinstance(got, tuple) and (best is None or got[0] < best[0]):
+                    best = (got[0], order, w, got[1], got[2])
         if best is None:
             shown = reasons[:_MAX_REASONS]
             if len(reasons) > _MAX_REASONS:

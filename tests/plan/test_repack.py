@@ -139,3 +139,13 @@ def test_the_plan_shows_each_move_with_the_repack_reason() -> None:
     own = {f"vgpu[{mdev_uuid('hpc/n1/gpu0')}]", f"domain[n1].hostdev[{mdev_uuid('hpc/n1/gpu0')}]"}
     assert own <= {str(c.address) for c in plan.changes}
     assert not own & set(repack)
+
+
+def test_a_repack_is_the_last_resort_another_gpu_with_room_comes_first() -> None:
+    one = _host(SIX, dict.fromkeys(SIX, "shut off"))
+    state = host(*one.gpus, gpu(0x18, index=1), mdevs=one.mdevs, domains=one.domains)
+    policy = replace(manage("model=*A100*"), repack="shut-off")
+    res = resolve(Requests(policies=(policy,), slices=_nodes()), state)
+    where = {g.owner.node: (g.gpu, g.start, g.moved_for) for d in res.gpus for g in d.instances}
+    assert where["n1"] == (pci(0x18), 0, None)
+    assert all(v[2] is None for v in where.values())
