@@ -204,15 +204,18 @@ class _Work:
         """Each legal start of ``profile`` and what blocks it."""
         assert self.model is not None
         owners = self.owners()
-        parts = []
+        by: dict[str, list[int]] = {}  # what blocks -> the starts it blocks
         for start in sorted(profile.placements):
             span = set(range(start, start + profile.placement_size))
             who = [w for p, s, w in owners if span & set(range(s, s + p.placement_size))]
-            if not who:
+            if who:
+                text = "by " + " and ".join(who)
+            else:
                 rule = why_not_fits(self.model, [*((p, s) for p, s, _ in owners),
                                                  (profile, start)])
-                who = [rule or "free"]
-            parts.append(f"@{start} by {' and '.join(who)}")
+                text = f"by the rule {rule}" if rule else "free"
+            by.setdefault(text, []).append(start)
+        parts = [", ".join(f"@{s}" for s in starts) + f" {text}" for text, starts in by.items()]
         return "legal starts blocked: " + ", ".join(parts)
 
     def advice(self, slot: _Slot) -> str:

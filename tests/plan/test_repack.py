@@ -149,3 +149,15 @@ def test_a_repack_is_the_last_resort_another_gpu_with_room_comes_first() -> None
     where = {g.owner.node: (g.gpu, g.start, g.moved_for) for d in res.gpus for g in d.instances}
     assert where["n1"] == (pci(0x18), 0, None)
     assert all(v[2] is None for v in where.values())
+
+
+def test_layout_instances_and_unmanaged_gpus_are_named_as_blockers() -> None:
+    with pytest.raises(ResolveError) as err:
+        make(host(gpu(0x17)), node("a", "7g.40gb"), policies=[manage(G17, "3g.20gb@4")])
+    assert ("legal starts blocked: @0 by global.gpus[0].layout (3g.20gb@4); moving the "
+            "unpinned VMs' slices would not make room") in str(err.value)
+    unlisted = host(gpu(0x17, instances=[gi("1g.5gb", 0)]))
+    with pytest.raises(ResolveError) as err:
+        make(unlisted, node("a", "7g.40gb"))
+    assert ("@0 by 1g.5gb@0 unused, on a GPU global.gpus does not manage; aihow only adds "
+            "instances on a GPU global.gpus does not manage") in str(err.value)
