@@ -126,11 +126,19 @@ def test_repack_life_cycle(tmp_path: Path, kind: str) -> None:
     loaded = load_plan(plan)
     records = open_environment(ctx.host.uri).records()
     vet_plan(loaded, ctx.host.probe(), load_config(opted), records)
-    with pytest.raises(PlanNotJustified):
+    with pytest.raises(PlanNotJustified) as err:
         vet_plan(loaded, ctx.host.probe(), load_config(grown), records)
+    assert "no longer plans on this host" in str(err.value)  # the refusal, as in plan
     _power(ctx, on=("hpc-compute-02",))
-    with pytest.raises(PlanNotJustified):
+    with pytest.raises(PlanNotJustified) as err:
         vet_plan(loaded, ctx.host.probe(), load_config(opted), records)
+    assert "shut off hpc-compute-02" in str(err.value)
+    # hpc-compute-02 runs but two others are shut off: the config now plans other moves
+    _power(ctx, off=("hpc-compute-03", "k8s-cpu-worker-01"))
+    with pytest.raises(PlanNotJustified) as err:
+        vet_plan(loaded, ctx.host.probe(), load_config(opted), records)
+    assert "is a repack move" in str(err.value)
+    _power(ctx, on=("hpc-compute-03", "k8s-cpu-worker-01"))
     stale = cli("apply", str(plan), "--auto-approve")
     assert stale.returncode == 1, stale.stdout
     _power(ctx, off=("hpc-compute-02",))
