@@ -23,7 +23,7 @@ from planner import __version__
 from planner.errors import AihowError
 from planner.host.records import HostRecords
 from planner.host.state import HostState
-from planner.vocab import Address, Kind
+from planner.vocab import Address, Kind, Reason
 from planner.vocab.plan import HOOK_PHASES, Change, Hooks, Plan, canonical_json, summarize
 
 if TYPE_CHECKING:
@@ -114,6 +114,10 @@ class _Explainer:
 
     def __call__(self, change: Change) -> str:
         address: Address = change.address
+        if change.reason_code == Reason.REPACK:
+            return ("is a repack move, which the config allows only on a GPU whose "
+                    "global.gpus entry says repack: shut-off and only while the VM is shut "
+                    "off")
         if address.kind in (Kind.DOMAIN, Kind.HOSTDEV):
             name = address.domain_name or ""
             if name not in self.declared and name not in self.defined:

@@ -81,6 +81,9 @@ class GpuEntry(_Closed):
     select: SelectorField | None = None
     mig: Literal["enabled", "disabled"] = "enabled"
     layout: LayoutField | None = None
+    # Whether plan-making may move the slices of VMs that are shut off, to make room
+    # for a slice that otherwise finds no free placement (never running ones).
+    repack: Literal["never", "shut-off"] = "never"
     # ai-how inventory fields (gpu_inventory.sh); informational.
     index: StrictInt | None = None
     uuid: str | None = None

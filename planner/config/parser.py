@@ -120,7 +120,7 @@ class _Checker:
         for i, gpu in enumerate(self.cfg.global_.gpus):
             path = f"global.gpus[{i}]"
             if gpu.select is None:
-                for key in ("layout", "mig"):
+                for key in ("layout", "mig", "repack"):
                     if key in gpu.model_fields_set:
                         self.error(f"{path}.{key}", f"'{key}' needs 'select' (an entry without "
                                    "select is an inventory record that aihow does not manage)",
@@ -133,6 +133,8 @@ class _Checker:
                 seen[sel] = path
             if gpu.layout is not None and gpu.mig == "disabled":
                 self.error(f"{path}.layout", "a layout needs mig: enabled", at_key=True)
+            if gpu.repack != "never" and gpu.mig == "disabled":
+                self.error(f"{path}.repack", "repack needs mig: enabled", at_key=True)
 
     # -- gpu_config on each node ---------------------------------------------------------
 

@@ -19,7 +19,7 @@ from planner.host.records import NO_RECORDS, DefinedDomain, HostRecords
 from planner.host.state import HostState
 from planner.plan.claims import gi_key
 from planner.plan.graph import DELETE, number, plan_graph
-from planner.plan.resolution import Resolution, ResolveError
+from planner.plan.resolution import PlannedGi, Resolution, ResolveError
 from planner.plan.resources import Resource, gpu_domains
 from planner.vocab import (
     Action,
@@ -210,7 +210,46 @@ def diff(res: Resolution, desired: dict[Address, Resource], actual: dict[Address
                                     f"{what} (cannot change in place)", Reason.CHANGED,
                                     destructive=bool(have.users))
     _cascade(changes, scoped)
+    _mark_moves(changes, res)
     return list(changes.values())
+
+
+def _moves(res: Resolution) -> list[PlannedGi]:
+    return [gi for d in res.gpus for gi in d.instances if gi.moved_for is not None]
+
+
+def _backed_by(res: Resource | None, gpu: str, gi: Address) -> bool:
+    a = res.attrs if res is not None else None
+    return isinstance(a, VgpuAttrs) and a.gpu == gpu and a.gi is not None \
+        and gi.gi_slot is not None and a.gi == str(gi.gi_slot)
+
+
+def _mark_moves(changes: dict[Address, _Change], res: Resolution) -> None:
+    """A repack's changes say so: the moved VM's old and new instance, its vGPU device and
+    its hostdev carry the reason code ``repack`` and whom the move makes room for."""
+    for gi in _moves(res):
+        node, why = gi.owner.node, f"repack for {gi.moved_for}"
+        old = Address.gpu(gi.gpu).gi(gi.profile.name, gi.moved_from or 0)
+        new = Address.gpu(gi.gpu).gi(gi.profile.name, gi.start)
+        for ch in changes.values():
+            if ch.action is Action.NO_OP:
+                continue
+            addr, res_ = ch.address, ch.after or ch.before
+            if addr.gi_address == old and ch.action is Action.DELETE:
+                ch.reason = (f"{node} is shut off and its slice moves to {new} to make room "
+                             f"({why})")
+            elif addr.gi_address == new and ch.action is Action.CREATE:
+                ch.reason = f"{node}'s slice, moved from {old} ({why}); {_wanted_by(ch.after)}" \
+                    if ch.after is not None else ch.reason
+            elif addr.kind is Kind.HOSTDEV and addr.domain_name == node:
+                ch.reason = f"{node}'s slice moves from {old} to {new} ({why})"
+            elif addr.kind is Kind.VGPU and res_ is not None and (
+                    res_.owner == node or _backed_by(ch.before, gi.gpu, old)):
+                ch.reason = f"{node}'s slice moves from {old} to {new} ({why})" + (
+                    "" if ch.action is Action.DELETE else f": {ch.reason}")
+            else:
+                continue
+            ch.code = Reason.REPACK
 
 
 def _check_release(have: Resource, res: Resolution, managed: dict[str, str]) -> None:

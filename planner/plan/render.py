@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from planner.vocab import Action, Kind
+from planner.vocab import Action, Kind, Reason
 from planner.vocab.plan import HOOK_PHASES, Change, Plan, summarize
 
 SYMBOL = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
@@ -25,6 +25,12 @@ _BOLD = "\x1b[1m"
 def _shown(plan: Plan) -> list[Change]:
     """The changes a reader cares about (no-ops are only counted)."""
     return plan.changes
+
+
+def repacks(plan: Plan) -> list[str]:
+    """One line per VM whose slice a repack moves (its hostdev change says where)."""
+    return [a.reason for a in plan.actions if a.reason_code == Reason.REPACK
+            and a.kind is Kind.HOSTDEV and a.action in (Action.CREATE, Action.REPLACE)]
 
 
 def _groups(actions: Iterable[Change]) -> list[tuple[str, list[Change]]]:
@@ -174,10 +180,13 @@ def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) 
                 "apply refuses them unless given --restart-running-vms (which shuts the "
                 "domain down first and starts it again after).")
         lines += [f"{_BOLD}{warn}{_RESET}" if colour else warn, ""]
+    for move in repacks(plan):
+        text = f"Repack: {move}"
+        lines += [f"{_BOLD}{text}{_RESET}" if colour else text]
     for note in plan.notes:
         text = f"Note [{note.code}] {note.subject}: {note.message}"
         lines += [f"{_BOLD}{text}{_RESET}" if colour else text]
-    if plan.notes:
+    if plan.notes or repacks(plan):
         lines.append("")
     hooks = hook_lines(plan)
     if hooks:
@@ -231,6 +240,12 @@ def _markdown_body(plan: Plan) -> str:
     if resets:
         out.append(f"> [!WARNING]\n> **{len(resets)} GPU reset(s)** needed for a MIG mode change.")
         out += [f"> - `{a.address}`: {_md_escape(a.reason)}" for a in resets]
+        out.append("")
+    moves = repacks(plan)
+    if moves:
+        out.append(f"> [!IMPORTANT]\n> **{len(moves)} repack move(s)**: slices of shut-off "
+                   "VMs move to make room (`repack: shut-off`).")
+        out += [f"> - {_md_escape(m)}" for m in moves]
         out.append("")
     if plan.notes:
         out.append(f"> [!NOTE]\n> **{len(plan.notes)} note(s)**: facts the plan does not act on.")

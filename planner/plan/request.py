@@ -42,6 +42,8 @@ class GpuPolicy:
     select: GpuSelector
     mig: Literal["enabled", "disabled"] = "enabled"
     layout: Layout | None = None
+    # "shut-off": slices of shut-off VMs may move so that a slice finds room (repack)
+    repack: Literal["never", "shut-off"] = "never"
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
             continue  # an ai-how inventory record: planning ignores it
         policies.append(
             GpuPolicy(key=f"global.gpus[{i}]", select=entry.select, mig=entry.mig,
-                      layout=entry.layout)
+                      layout=entry.layout, repack=entry.repack)
         )
     config_name = str(cfg.metadata.name)
 

@@ -28,6 +28,10 @@ class PlannedGi:
     ci_start: int
     owner: SliceRequest
     existing: GpuInstance | None  # the instance kept, None when it is to be created
+    # A repack moves a shut-off VM's slice to make room for another node's slice:
+    # the start it leaves and the node it makes room for (None: not moved).
+    moved_from: int | None = None
+    moved_for: str | None = None
 
 
 @dataclass(frozen=True)

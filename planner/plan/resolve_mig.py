@@ -6,12 +6,20 @@ other nodes in config order). A node without a pin goes to the GPU where it cost
 fewest instance creates + deletes, reusing an existing instance of its profile when one
 is free; ties go to the lowest PCI address. On each GPU ``place_preserving`` picks the
 placements that keep as many existing instances as possible.
+
+Repack: on a GPU whose entry says ``repack: shut-off``, a slice that finds no free
+placement may move the slices of shut-off VMs (never running or paused ones, never a
+``mig_uuid`` or ``placement`` pin, never a layout instance), the fewest of them
+(``planner.plan.repack``); each moved slot remembers the instance it left (``home``) and
+whom it made room for. Without it, the refusal names which slice blocks each legal start
+and what would make room.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 from planner.hardware.model import CiProfile, GiProfile, GpuModel
 from planner.hardware.placement import Placement, free_starts, place_preserving, why_not_fits
@@ -21,6 +29,7 @@ from planner.plan.bindings import Bindings
 from planner.plan.claims import conflict, gi_key
 from planner.plan.gpu_select import model_of, selects
 from planner.plan.occupancy import draw
+from planner.plan.repack import MOVABLE_STATE, fewest_moves
 from planner.plan.request import GpuPolicy, Requests, SliceRequest, mdev_uuid
 from planner.plan.resolution import GpuDecision, PlannedGi, ResolveError
 
@@ -35,6 +44,9 @@ class _Slot:
     pin: int | None
     claim: int | None = None  # index into _Work.existing of the instance this slot keeps
     ci_start: int | None = None
+    home: int | None = None  # repack: the existing instance this slot held before it moved
+    moved_for: str | None = None  # repack: the node it made room for
+    displace: tuple[_Slot, ...] = ()  # repack: slots this one moves when it is added
 
 
 @dataclass
@@ -47,6 +59,7 @@ class _Work:
     existing: list[GpuInstance]
     profiles: list[GiProfile | None]
     bound: list[frozenset[str]]  # domains using each existing instance
+    states: Mapping[str, str] = field(default_factory=dict)  # domain -> libvirt state
     slots: list[_Slot] = field(default_factory=list)
     _cost: int | None = None
 
@@ -62,6 +75,7 @@ class _Work:
         """(existing, their indexes, wanted, number of leading keep-only entries)."""
         assert self.model is not None
         claimed = self.claimed()
+        homes = {s.home for s in self.slots if s.home is not None}
         idx: list[int] = []
         keep_only: list[tuple[GiProfile, int | None]] = []
         for i, (gi, prof) in enumerate(zip(self.existing, self.profiles, strict=True)):
@@ -70,8 +84,8 @@ class _Work:
             if i in claimed:
                 idx.append(i)
             elif self.managed:
-                if not self.bound[i]:
-                    idx.append(i)  # free: reusable, else deleted
+                if not self.bound[i] or i in homes:
+                    idx.append(i)  # free (or a moved slot's own): reusable, else deleted
             else:
                 idx.append(i)  # unlisted GPU: everything there stays
                 keep_only.append((prof, gi.placement_start))
@@ -115,9 +129,117 @@ class _Work:
         return value
 
     def add(self, slot: _Slot, cost: int | None = None) -> None:
-        """Add a slot; ``cost`` is ``self.cost(slot)`` when the caller has just computed it."""
+        """Add a slot; ``cost`` is ``self.cost(slot)`` when the caller has just computed it.
+        The slots a repack displaces for it give up their instances now (as new slot
+        values: a refusal's snapshot of the slots keeps showing the occupancy it saw)."""
+        if slot.displace:
+            moved = {id(s) for s in slot.displace}
+            self.slots = [replace(s, home=s.claim, claim=None, moved_for=slot.req.node)
+                          if id(s) in moved else s for s in self.slots]
+            slot.displace = ()
         self.slots.append(slot)
         self._cost = cost
+
+    # -- repack
+    def movable(self, any_state: bool = False) -> list[_Slot]:
+        """Slots a repack may move: a VM's unpinned slot on the instance its domain uses
+        now, the domain shut off (``any_state``: whatever its state, for advice), by start."""
+        out = [s for s in self.slots
+               if s.claim is not None and not s.req.for_host and s.req.mig_uuid is None
+               and s.req.placement is None
+               and (any_state or self.states.get(s.req.node) == MOVABLE_STATE)]
+        return sorted(out, key=lambda s: (self.existing[s.claim or 0].placement_start,
+                                          s.req.node))
+
+    @contextmanager
+    def _moved(self, subset: tuple[_Slot, ...]) -> Iterator[None]:
+        for s in subset:
+            s.home, s.claim = s.claim, None
+        try:
+            yield
+        finally:
+            for s in subset:
+                s.claim, s.home = s.home, None
+
+    def repack(self, slot: _Slot, any_state: bool = False
+               ) -> tuple[tuple[_Slot, ...], int] | None:
+        """The fewest movable slots to move so that ``slot`` fits, and the new cost."""
+        def cost(subset: tuple[_Slot, ...]) -> int | None:
+            with self._moved(subset):
+                return self.cost(slot)
+
+        return fewest_moves(self.movable(any_state), cost)
+
+    def owners(self) -> list[tuple[GiProfile, int, str]]:
+        """The planned instances with who holds each, as the refusal names them."""
+        got = self.arrange()
+        if got is None:
+            return []
+        placement, idx, n_keep = got
+        existing, _, wanted, _ = self._problem()
+        out: list[tuple[GiProfile, int, str]] = []
+        for j, where in enumerate(placement.assignment):
+            prof = wanted[j][0]
+            start = existing[where][1] if isinstance(where, int) else placement.create[where[1]][1]
+            if j < n_keep:
+                assert isinstance(where, int)
+                users = sorted(self.bound[idx[where]])
+                who = (f"used by {', '.join(users)}" if users else "unused") + \
+                    ", on a GPU global.gpus does not manage"
+                out.append((prof, start, f"{prof.name}@{start} {who}"))
+                continue
+            req = self.slots[j - n_keep].req
+            if req.for_host:
+                out.append((prof, start, f"{req.key} ({prof.name}@{start})"))
+                continue
+            pins = [p for p, on in (("mig_uuid", req.mig_uuid), ("placement",
+                    req.placement is not None)) if on]
+            why = self.states.get(req.node, "no domain yet")
+            if pins:
+                why += ", pinned by " + " and ".join(pins)
+            out.append((prof, start, f"{req.node} ({prof.name}@{start}, {why})"))
+        return out
+
+    def blocked_starts(self, profile: GiProfile) -> str:
+        """Each legal start of ``profile`` and what blocks it."""
+        assert self.model is not None
+        owners = self.owners()
+        by: dict[str, list[int]] = {}  # what blocks -> the starts it blocks
+        for start in sorted(profile.placements):
+            span = set(range(start, start + profile.placement_size))
+            who = [w for p, s, w in owners if span & set(range(s, s + p.placement_size))]
+            if who:
+                text = "by " + " and ".join(who)
+            else:
+                rule = why_not_fits(self.model, [*((p, s) for p, s, _ in owners),
+                                                 (profile, start)])
+                text = f"by the rule {rule}" if rule else "free"
+            by.setdefault(text, []).append(start)
+        parts = [", ".join(f"@{s}" for s in starts) + f" {text}" for text, starts in by.items()]
+        return "legal starts blocked: " + ", ".join(parts)
+
+    def advice(self, slot: _Slot) -> str:
+        """What would make room for ``slot`` on this GPU."""
+        other = "or choose another GPU (gpu_config.gpu)"
+        if self.policy is None:
+            return (f"aihow only adds instances on a GPU global.gpus does not manage: free one "
+                    f"by hand, {other}")
+        got = self.repack(slot, any_state=True)
+        if got is None:
+            return (f"moving the unpinned VMs' slices would not make room: shrink or drop a "
+                    f"slice on this GPU, {other}")
+        names = [s.req.node for s in got[0]]
+        running = [n for n in names if self.states.get(n) != MOVABLE_STATE]
+        steps = []
+        if running:
+            steps.append(f"shut off {', '.join(running)} (a repack never moves a VM that "
+                         "is not shut off)")
+        if self.policy.repack != "shut-off":
+            steps.append(f"set repack: shut-off on {self.policy.key}")
+        if not steps:  # not reached: with the opt-in and all of them shut off it fits
+            return f"moving the slice of {', '.join(names)} would make room, {other}"
+        return (f"to make room, {' and '.join(steps)} so that the plan moves the slice of "
+                f"{', '.join(names)}, {other}")
 
     def planned(self) -> list[tuple[GiProfile, int]]:
         """The instances the GPU would hold with the slots placed so far."""
@@ -168,18 +290,21 @@ def _ci_profile(model: GpuModel, gi: GiProfile, profile: MigProfile | None) -> C
 
 
 class _NoRoom:
-    """A "no free placement" reason, drawn only if an error shows it (drawing is costly)."""
+    """A "no free placement" reason, drawn only if an error shows it (drawing is costly):
+    the occupancy, what blocks each legal start, and what would make room."""
 
-    def __init__(self, w: _Work, profile: GiProfile) -> None:
+    def __init__(self, w: _Work, slot: _Slot) -> None:
         self.text: str | None = None
-        self.w, self.profile = w, profile
+        self.w, self.slot = w, slot
         self.snapshot = list(w.slots)  # the occupancy at the time of the refusal
 
     def __str__(self) -> str:
         if self.text is None:
             now, self.w.slots = self.w.slots, list(self.snapshot)
             try:
-                self.text = f"{self.w.gpu.pci}: {self.w.no_room(self.profile)}"
+                w, profile = self.w, self.slot.profile
+                self.text = (f"{w.gpu.pci}: {w.no_room(profile)}; "
+                             f"{w.blocked_starts(profile)}; {w.advice(self.slot)}")
             finally:
                 self.w.slots = now
         return self.text
@@ -194,6 +319,7 @@ class MigResolver:
         self.host = host
         self.bindings = Bindings(host)
         self.held = dict(held or {})
+        states = {d.name: d.state for d in host.domains}
         self.works: list[_Work] = []
         for gpu in sorted(host.gpus, key=lambda g: g.pci):
             model = model_of(gpu)
@@ -202,7 +328,7 @@ class MigResolver:
             # An instance another cluster holds in the ledger is as taken as one a domain uses.
             bound = [self.bindings.domains_of(gpu.pci, g)
                      | self._holder(gi_key(gpu.pci, g.placement_start)) for g in existing]
-            self.works.append(_Work(gpu, model, None, existing, profiles, bound))
+            self.works.append(_Work(gpu, model, None, existing, profiles, bound, states))
         # instances each domain (or a node's own vGPU device) uses, for place_bound
         self.bound_to: dict[str, list[tuple[_Work, int]]] = {}
         self.by_gi: dict[tuple[str, int], tuple[_Work, int]] = {}
@@ -400,9 +526,11 @@ class MigResolver:
             return True
         return False
 
-    def _try(self, w: _Work, req: SliceRequest) -> tuple[int, _Slot, int] | str | _NoRoom:
+    def _try(self, w: _Work, req: SliceRequest, repack: bool = False
+             ) -> tuple[int, _Slot, int] | str | _NoRoom:
         """(extra creates + deletes, slot, new cost) for ``req`` on ``w``, or why it cannot go
-        there.
+        there. ``repack``: only by moving shut-off VMs' slices (the caller found no place
+        without).
         A reason returned here stays true while more requests are placed (they only add)."""
         assert req.profile is not None
         why = self._eligible(w, req)
@@ -412,6 +540,12 @@ class MigResolver:
         base = w.cost()
         if base is None:  # cannot happen: every slot was checked when added
             return "already over-committed"
+        if repack:
+            moved = w.repack(slot)
+            if moved is None:
+                return _NoRoom(w, slot)
+            slot.displace = moved[0]
+            return moved[1] - base, slot, moved[1]
         options = [slot]
         if not w.managed:  # an unlisted GPU keeps its free instances unless one is reused
             claimed = w.claimed()
@@ -425,7 +559,7 @@ class MigResolver:
             cost = w.cost(option)
             if cost is not None:
                 return cost - base - (1 if option.claim is not None else 0), option, cost
-        return _NoRoom(w, slot.profile)
+        return _NoRoom(w, slot)
 
     def _has_free(self, w: _Work, name: str) -> bool:
         claimed = w.claimed()
@@ -435,8 +569,10 @@ class MigResolver:
     def place_free(self, req: SliceRequest) -> None:
         """Reuse first (GPUs holding a free instance of the profile, by address), then the
         cheapest GPU by address; a plain create (cost 1) on the first GPU that allows it
-        ends the search. GPUs that cannot take the profile are remembered per (profile,
-        pin), so placing many slices on a large host stays linear."""
+        ends the search. Only where no GPU has room does a repack move slices (on each GPU
+        the fewest moves; the GPU where that costs least, then by address). GPUs that
+        cannot take the profile are remembered per (profile, pin), so placing many slices
+        on a large host stays linear."""
         assert req.profile is not None
         candidates = self._candidates(req)
         name = req.profile.gi_name
@@ -471,6 +607,13 @@ class MigResolver:
                     best = (delta, order, w, option, cost)
                 if best[0] <= 1:
                     break  # nothing later can beat a plain create without destroying
+        if best is None:  # no place without moving: GPUs that allow a repack, by address
+            for order, w in enumerate(candidates):
+                if w.policy is None or w.policy.repack != "shut-off":
+                    continue
+                got = self._try(w, req, repack=True)
+                if isinstance(got, tuple) and (best is None or got[0] < best[0]):
+                    best = (got[0], order, w, got[1], got[2])
         if best is None:
             shown = reasons[:_MAX_REASONS]
             if len(reasons) > _MAX_REASONS:
@@ -499,10 +642,14 @@ class MigResolver:
                     else:
                         _, start = placement.create[where[1]]
                         existing = None
+                    home = w.existing[slot.home] if slot.home is not None else None
+                    moved = home is not None and existing is not home
                     planned.append(PlannedGi(
                         gpu=w.gpu.pci, profile=slot.profile, start=start, ci=slot.ci,
                         ci_start=self._ci_start(w, slot, existing), owner=slot.req,
-                        existing=existing))
+                        existing=existing,
+                        moved_from=home.placement_start if moved and home else None,
+                        moved_for=slot.moved_for if moved else None))
             planned.sort(key=lambda p: p.start)
             out.append(GpuDecision(w.gpu, w.model, w.policy, tuple(planned)))
         return tuple(out)

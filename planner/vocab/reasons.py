@@ -23,6 +23,8 @@ class Reason(StrEnum):
     # replace
     CHANGED = "changed"  # attributes that cannot change in place differ
     DEPENDENCY_REPLACED = "dependency-replaced"  # what it depends on is deleted or replaced
+    # any action: a shut-off VM's slice moves to make room for another (repack: shut-off)
+    REPACK = "repack"
     # no-op
     KEPT = "kept"  # an instance the config still wants
     DOMAIN_KEPT = "domain-kept"  # an existing domain: never redefined

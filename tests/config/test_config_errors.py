@@ -123,6 +123,20 @@ CASES = {
         edit("      mig: enabled\n", "      mig: enabled\n      layuot: 3g.20gb\n"),
         ["c.yaml:8:7: global.gpus[0].layuot: unknown key 'layuot'; did you mean 'layout'?"],
     ),
+    "repack with mig disabled": (
+        edit("      mig: enabled\n", "      mig: disabled\n      repack: shut-off\n",
+             edit("{mode: mig, mig_profile: 1g.5gb}\n    kube", "{mode: none}\n    kube",
+                  edit("        gpu_config: {mode: mig, mig_profile: 1g.5gb}\n      - cpu",
+                       "        gpu_config: {mode: none}\n      - cpu",
+                       edit("        gpu_config: {mode: mig, mig_profile: 1g.5gb}\n    slurm",
+                            "        gpu_config: {mode: none}\n    slurm")))),
+        ["c.yaml:8:7: global.gpus[0].repack: repack needs mig: enabled"],
+    ),
+    "repack value": (
+        edit("      mig: enabled\n", "      mig: enabled\n      repack: always\n"),
+        ["c.yaml:8:15: global.gpus[0].repack: must be one of 'never' or 'shut-off', got "
+         "'always'"],
+    ),
     "unknown key in global.host": (
         edit("{vgpu_backend: mdev}", "{vgpu_backed: mdev}"),
         [

@@ -74,13 +74,15 @@ class Config:
     gpus: dict[str, str | None]
     hpc: list[Node]
     cloud: list[Node] | None
+    repack: bool = False  # global.gpus[] entries say repack: shut-off
 
     def text(self) -> str:
         out = ['version: "1.0"', "metadata: {name: day2, description: day-2 scenarios}",
                "global:", f"  host: {{vgpu_backend: {self.backend}}}", "  gpus:"]
         for pci, layout in self.gpus.items():
             out.append(f'    - {{select: "{pci}", mig: enabled'
-                       + (f', layout: "{layout}"' if layout else "") + "}")
+                       + (f', layout: "{layout}"' if layout else "")
+                       + (", repack: shut-off" if self.repack else "") + "}")
         out += ["clusters:", "  hpc:", "    name: hpc",
                 '    network: {subnet: "192.168.100.0/24", bridge: virbr100}',
                 "    controller: {cpu_cores: 2, memory_gb: 4, disk_gb: 20, "
