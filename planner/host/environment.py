@@ -106,9 +106,10 @@ class Environment(ABC):
 
     # --- built on the ports ---
 
-    def probe(self) -> HostState:
-        """The host's state, read through the read-only ports."""
-        return probe_host(self)
+    def probe(self, gpu: str | None = None) -> HostState:
+        """The host's state, read through the read-only ports; with ``gpu`` (a PF's PCI
+        address), only what concerns that GPU (see ``planner.host.probe.probe``)."""
+        return probe_host(self, gpu)
 
     def records(self, state_dir: Path | None = None) -> HostRecords:
         """What aihow recorded about the host: the domains it defined (read-only libvirt)

@@ -29,29 +29,39 @@ from planner.host.state import (
 )
 from planner.host.sysfs import read_vgpu
 from planner.host.vgpu_bindings import Binding, read_bindings
+from planner.lang.pci import normalize_pci
 
 if TYPE_CHECKING:
     from planner.host.environment import Environment
 
 
-def probe(env: Environment) -> HostState:
-    """Read the whole host through the environment's read-only ports."""
+def probe(env: Environment, gpu: str | None = None) -> HostState:
+    """Read the whole host through the environment's read-only ports.
+
+    With ``gpu`` (a PF's PCI address) the state holds only that GPU, its VFs and the vGPUs
+    on them (the domains are all read): what a step on one GPU needs to check, in time
+    that does not grow with the number of GPUs (apply reads a GPU back after each vGPU
+    it creates). Plans are never made from such a partial state."""
+    only = normalize_pci(gpu) if gpu is not None else None
     nvml = env.nvml_readonly()
     sysfs = env.sysfs_readonly()
     with NvmlHost(nvml) as host:
         try:
             driver_version = host.driver_version()
-            gpus = host.read_gpus()
+            read: list[Gpu] = []
             active: dict[str, tuple[ActiveVgpu, ...]] = {}
             types: dict[str, dict[int, VgpuTypeInfo]] = {}
             minors: dict[int, str] = {}
             for index, handle in host.handles():
                 pci = host.pci_of(handle)
+                if only is not None and pci != only:
+                    continue
+                read.append(host.read_gpu(index, handle))
                 active[pci] = host.active_vgpus(handle)
                 types[pci] = host.vgpu_types(handle)
                 minor = host.minor_number(handle)
                 # Without an answer, assume minor = index, as on most hosts.
-                minors[index if minor is None else minor] = host.pci_of(handle)
+                minors[index if minor is None else minor] = pci
         except nvml.NVMLError as err:
             raise HostError(f"{env.host_uri}: reading the GPUs through NVML failed: "
                             f"{nvml_message(err)}") from err
@@ -61,9 +71,9 @@ def probe(env: Environment) -> HostState:
             "driver": sysfs.pci_driver(g.pci),
             "processes": _processes(g, holders.get(g.pci, set()), sysfs.root),
         })
-        for g in gpus
+        for g in sorted(read, key=lambda g: g.pci)
     )
-    vgpu = read_vgpu(sysfs)
+    vgpu = read_vgpu(sysfs, only)
     parents = tuple(_with_profiles(p, gpus, types) for p in vgpu.parents)
     with env.libvirt(read_only=True) as session:
         domains = read_domains(session.conn)

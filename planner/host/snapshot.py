@@ -112,8 +112,8 @@ class SnapshotEnvironment(Environment):
         raise HostError(f"{self.source}: a saved probe is a read-only host and cannot "
                         f"{what}; use the host it was taken from ({self.host_uri})")
 
-    def probe(self) -> HostState:
-        return self.state
+    def probe(self, gpu: str | None = None) -> HostState:
+        return self.state  # the whole saved host: a superset of any one GPU's part
 
     def records(self, state_dir: Path | None = None) -> HostRecords:
         return self.saved_records

@@ -42,30 +42,36 @@ class Sysfs:
         writable: bool = True,
     ) -> None:
         self.root = Path(root)
+        self._base = os.fspath(self.root)
         self._writer = writer
         self._writable = writable
 
     def path(self, rel: str) -> Path:
         return self.root / rel.lstrip("/")
 
+    def _at(self, rel: str) -> str:
+        # Plain strings, not Path objects: a probe reads thousands of attributes.
+        return os.path.join(self._base, rel.lstrip("/"))
+
     def exists(self, rel: str) -> bool:
-        return self.path(rel).exists()
+        return os.path.exists(self._at(rel))
 
     def read(self, rel: str) -> str:
         """A sysfs attribute's text without the trailing newline."""
         try:
-            return self.path(rel).read_text().rstrip("\n")
+            with open(self._at(rel)) as f:
+                return f.read().rstrip("\n")
         except OSError as err:
             raise HostError(f"cannot read /{rel.lstrip('/')}: {err.strerror}") from err
 
     def read_optional(self, rel: str) -> str | None:
-        return self.read(rel) if self.path(rel).is_file() else None
+        return self.read(rel) if os.path.isfile(self._at(rel)) else None
 
     def list(self, rel: str) -> list[str]:
         """Entry names of a directory, sorted; empty when it does not exist."""
-        p = self.path(rel)
+        p = self._at(rel)
         try:
-            return sorted(os.listdir(p)) if p.is_dir() else []
+            return sorted(os.listdir(p)) if os.path.isdir(p) else []
         except OSError as err:
             raise HostError(f"cannot list /{rel.lstrip('/')}: {err.strerror}") from err
 
@@ -73,16 +79,16 @@ class Sysfs:
         """The last component of a symlink's target (``driver`` -> ``nvidia``); None when
         there is no such link, or it went while we read it (an mdev removed meanwhile)."""
         try:
-            return os.path.basename(os.readlink(self.path(rel)).rstrip("/"))
+            return os.path.basename(os.readlink(self._at(rel)).rstrip("/"))
         except OSError:  # not a link (EINVAL), or gone (ENOENT)
             return None
 
     def resolve_parent_name(self, rel: str) -> str | None:
         """The name of the directory a symlinked device really lives in."""
-        p = self.path(rel)
-        if not p.exists():
+        p = self._at(rel)
+        if not os.path.exists(p):
             return None
-        return Path(os.path.realpath(p)).parent.name
+        return os.path.basename(os.path.dirname(os.path.realpath(p)))
 
     def write(self, rel: str, value: str) -> None:
         rel = rel.lstrip("/")
@@ -92,7 +98,7 @@ class Sysfs:
             if self._writer is not None:
                 self._writer(rel, value)
                 return
-            with open(self.path(rel), "w") as f:  # one write(2), as sysfs expects
+            with open(self._at(rel), "w") as f:  # one write(2), as sysfs expects
                 f.write(value)
         except OSError as err:
             raise HostError(f"cannot write {value!r} to /{rel}: {err.strerror}") from err
@@ -106,6 +112,17 @@ class Sysfs:
     def physfn(self, pci: str) -> str | None:
         name = self.link_name(f"{PCI_DEVICES}/{pci}/physfn")
         return normalize_pci(name) if name else None
+
+    def functions_of(self, pf: str) -> set[str]:
+        """The PF's own device name and those of its VFs, from its ``virtfnN`` links (the
+        kernel's SR-IOV ABI), without reading every other device on the bus."""
+        names = {pf}
+        for entry in self.list(f"{PCI_DEVICES}/{pf}"):
+            if entry.startswith("virtfn") and entry[6:].isdigit():
+                vf = self.link_name(f"{PCI_DEVICES}/{pf}/{entry}")
+                if vf:
+                    names.add(vf)
+        return names
 
 
 @dataclass(frozen=True)
@@ -122,12 +139,14 @@ def _pci_or_none(name: str) -> str | None:
         return None
 
 
-def read_mdev_parents(sysfs: Sysfs) -> tuple[VgpuParent, ...]:
+def read_mdev_parents(sysfs: Sysfs, scope: set[str] | None = None) -> tuple[VgpuParent, ...]:
+    """The mdev parents (those named in ``scope`` only, when given) with their types."""
     parents = []
     for name in sysfs.list(MDEV_BUS):
         pci = _pci_or_none(name)
-        if pci is None:
+        if pci is None or (scope is not None and name not in scope):
             continue
+        pf = sysfs.physfn(name)
         types_dir = f"{PCI_DEVICES}/{name}/mdev_supported_types"
         types = []
         for type_id in sysfs.list(types_dir):
@@ -141,7 +160,7 @@ def read_mdev_parents(sysfs: Sysfs) -> tuple[VgpuParent, ...]:
                 )
             )
         parents.append(
-            VgpuParent(pci=pci, physfn=sysfs.physfn(name), backend="mdev", types=tuple(types))
+            VgpuParent(pci=pci, physfn=pf, backend="mdev", types=tuple(types))
         )
     return tuple(sorted(parents, key=lambda p: p.pci))
 
@@ -156,13 +175,17 @@ def parse_creatable_types(text: str) -> tuple[VgpuType, ...]:
     return tuple(types)
 
 
-def read_vfio_vf_parents(sysfs: Sysfs) -> tuple[VgpuParent, ...]:
+def read_vfio_vf_parents(sysfs: Sysfs, scope: set[str] | None = None
+                         ) -> tuple[VgpuParent, ...]:
+    """The VFs offering vGPU types (those named in ``scope`` only, when given)."""
     parents = []
-    for name in sysfs.list(PCI_DEVICES):
+    for name in sorted(scope) if scope is not None else sysfs.list(PCI_DEVICES):
+        pci = _pci_or_none(name)
+        if pci is None:
+            continue
         base = f"{PCI_DEVICES}/{name}/nvidia"
         creatable = sysfs.read_optional(f"{base}/creatable_vgpu_types")
-        pci = _pci_or_none(name)
-        if creatable is None or pci is None:
+        if creatable is None:
             continue
         current = (sysfs.read_optional(f"{base}/current_vgpu_type") or "0").strip()
         parents.append(
@@ -177,15 +200,20 @@ def read_vfio_vf_parents(sysfs: Sysfs) -> tuple[VgpuParent, ...]:
     return tuple(sorted(parents, key=lambda p: p.pci))
 
 
-def read_mdevs(sysfs: Sysfs) -> tuple[Mdev, ...]:
+def read_mdevs(sysfs: Sysfs, parents: set[str] | None = None) -> tuple[Mdev, ...]:
+    """The mdevs that exist (on the parents named in ``parents`` only, when given)."""
     mdevs = []
     for uuid in sysfs.list(MDEV_DEVICES):
         rel = f"{MDEV_DEVICES}/{uuid}"
         parent = sysfs.resolve_parent_name(rel)
-        type_id = sysfs.link_name(f"{rel}/mdev_type")
-        if parent is None or type_id is None:
+        if parent is None:
             continue  # vanished while we looked
         parent_pci = _pci_or_none(parent) or parent
+        if parents is not None and parent_pci not in parents:
+            continue
+        type_id = sysfs.link_name(f"{rel}/mdev_type")
+        if type_id is None:
+            continue
         mdevs.append(
             Mdev(
                 uuid=uuid.lower(),
@@ -197,13 +225,17 @@ def read_mdevs(sysfs: Sysfs) -> tuple[Mdev, ...]:
     return tuple(sorted(mdevs, key=lambda m: m.uuid))
 
 
-def read_vgpu(sysfs: Sysfs) -> VgpuView:
-    """vGPU parents, their types and the mdevs that exist, with the backend in use."""
-    mdev_parents = read_mdev_parents(sysfs)
-    vf_parents = read_vfio_vf_parents(sysfs)
+def read_vgpu(sysfs: Sysfs, physfn: str | None = None) -> VgpuView:
+    """vGPU parents, their types and the mdevs that exist, with the backend in use; with
+    ``physfn``, only the parents of that PF (itself included) and their mdevs."""
+    scope = None if physfn is None else sysfs.functions_of(physfn)
+    mdev_parents = read_mdev_parents(sysfs, scope)
+    vf_parents = read_vfio_vf_parents(sysfs, scope)
     backend: Literal["mdev", "vfio-vf"] | None = None
     if mdev_parents or sysfs.path(MDEV_BUS).is_dir():
         backend = "mdev"  # the mdev framework is there, even before VFs are enabled
     elif vf_parents:
         backend = "vfio-vf"
-    return VgpuView(backend=backend, parents=mdev_parents + vf_parents, mdevs=read_mdevs(sysfs))
+    mine = None if physfn is None else {p.pci for p in mdev_parents}
+    return VgpuView(backend=backend, parents=mdev_parents + vf_parents,
+                    mdevs=read_mdevs(sysfs, mine))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.vocab import Action, Kind, Reason
-from planner.vocab.plan import HOOK_PHASES, Change, Plan, summarize
+from planner.vocab.plan import HOOK_PHASES, SUMMARY_KEYS, Change, Plan, summarize
 
 SYMBOL = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
 _COLOUR = {"create": "\x1b[32m", "delete": "\x1b[31m", "update": "\x1b[33m",
@@ -151,8 +151,14 @@ def hook_lines(plan: Plan) -> list[str]:
     return lines
 
 
+def _counts(plan: Plan) -> dict[str, int]:
+    """The plan's counts: its ``summary``, which plan-making counts and loading checks
+    against the actions (counting again would walk every change once more)."""
+    return {**dict.fromkeys(SUMMARY_KEYS, 0), **plan.summary}
+
+
 def summary_line(plan: Plan) -> str:
-    s = summarize(plan.actions)
+    s = _counts(plan)
     return (f"Plan: {s['create']} to create, {s['update']} to update, {s['replace']} to replace, "
             f"{s['delete']} to delete.")
 
@@ -205,7 +211,7 @@ def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) 
             for change in _changed(a):
                 lines.append(f"        {change}")
         lines.append("")
-    unchanged = summarize(plan.actions).get("no-op", 0)
+    unchanged = _counts(plan).get("no-op", 0)
     if unchanged:
         lines.append(f"{unchanged} resource(s) unchanged.")
     lines.append(summary_line(plan))
@@ -222,7 +228,7 @@ def render_markdown(plan: Plan) -> str:
 
 def _markdown_body(plan: Plan) -> str:
     """One plan's Markdown under its heading: host line, counts, warnings, changes."""
-    s = summarize(plan.actions)
+    s = _counts(plan)
     shown = _shown(plan)
     out = [f"Host `{plan.host.uri}` · fingerprint `{plan.host.fingerprint[:12]}` · "
            f"config `{plan.config.path}` · aihow {plan.aihow_version}", "",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import tempfile
@@ -42,6 +43,7 @@ from planner.sim.libvirt_faults import guard_with_faults
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 STATE_RUNNING = 1
 STATE_SHUTOFF = 5
+ET.register_namespace("test", TEST_NS)
 _AIHOW_NS = uuidlib.UUID("6b1f3c52-6f0e-5c1e-9a55-61686f772d6c")  # uuid5 namespace for names
 
 
@@ -241,25 +243,31 @@ def _write_changes(sim_dir: Path, changed: dict[str, SimDomainRecord | None]) ->
 
 def build_node_xml(records: list[SimDomainRecord]) -> str:
     """A test-driver node file holding the domains with their run state."""
-    ET.register_namespace("test", TEST_NS)
-    node = ET.Element("node")
-    for rec in records:
-        text = rec.live_xml if rec.live_xml is not None else rec.persistent_xml
-        if text is None or (rec.persistent_xml is None and rec.state == STATE_SHUTOFF):
-            continue  # a transient domain exists only while it runs
-        try:
-            dom = ET.fromstring(text)
-        except ET.ParseError as err:
-            raise HostError(f"libvirt/domains/{rec.name}.xml: not valid XML: {err}") from err
-        if dom.find("uuid") is None:
-            # Without a UUID the test driver would draw a random one on every open.
-            uuid_el = ET.Element("uuid")
-            uuid_el.text = str(uuidlib.uuid5(_AIHOW_NS, f"domain:{rec.name}"))
-            dom.insert(1, uuid_el)
-        running = rec.state != STATE_SHUTOFF
-        state = ET.SubElement(dom, f"{{{TEST_NS}}}runstate")
-        state.text = str(rec.state if running else STATE_SHUTOFF)
-        if rec.persistent_xml is None:
-            ET.SubElement(dom, f"{{{TEST_NS}}}transient")
-        node.append(dom)
-    return ET.tostring(node, encoding="unicode")
+    parts = [_node_domain(r.name, r.persistent_xml, r.live_xml, r.state) for r in records]
+    return f'<node>{"".join(parts)}</node>'
+
+
+@functools.lru_cache(maxsize=8192)
+def _node_domain(name: str, persistent_xml: str | None, live_xml: str | None,
+                 state: int) -> str:
+    """One domain's element of the node file ('' when it has none). Cached: every
+    session open builds the node file of all domains, and most of them have not
+    changed since the last open (an apply opens a session per libvirt step)."""
+    text = live_xml if live_xml is not None else persistent_xml
+    if text is None or (persistent_xml is None and state == STATE_SHUTOFF):
+        return ""  # a transient domain exists only while it runs
+    try:
+        dom = ET.fromstring(text)
+    except ET.ParseError as err:
+        raise HostError(f"libvirt/domains/{name}.xml: not valid XML: {err}") from err
+    if dom.find("uuid") is None:
+        # Without a UUID the test driver would draw a random one on every open.
+        uuid_el = ET.Element("uuid")
+        uuid_el.text = str(uuidlib.uuid5(_AIHOW_NS, f"domain:{name}"))
+        dom.insert(1, uuid_el)
+    running = state != STATE_SHUTOFF
+    run = ET.SubElement(dom, f"{{{TEST_NS}}}runstate")
+    run.text = str(state if running else STATE_SHUTOFF)
+    if persistent_xml is None:
+        ET.SubElement(dom, f"{{{TEST_NS}}}transient")
+    return ET.tostring(dom, encoding="unicode")  # declares the test: prefix on itself

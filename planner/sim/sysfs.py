@@ -303,26 +303,37 @@ def render_changes(sim_root: Path, before: SimState, after: SimState) -> None:
     old_mdevs, new_mdevs = mdevs_by_gpu(before), mdevs_by_gpu(after)
     old: dict[str, Entry] = {}
     new: dict[str, Entry] = {}
+    old_dirs: set[str] = set()
+    new_dirs: set[str] = set()
     for was, now in zip(before.gpus, after.gpus, strict=True):
         was_mdevs, now_mdevs = old_mdevs.get(was.pci, []), new_mdevs.get(now.pci, [])
         if was == now and was_mdevs == now_mdevs:
             continue
-        old.update(_gpu_tree_kept(before, was, was_mdevs))
-        new.update(_gpu_tree_kept(after, now, now_mdevs))
+        for tree, dirs, state, gpu, mdevs in ((old, old_dirs, before, was, was_mdevs),
+                                              (new, new_dirs, after, now, now_mdevs)):
+            kept = _gpu_tree_kept(state, gpu, mdevs)
+            tree.update(kept.tree)
+            dirs |= kept.dirs
     common = common_tree(after)
-    apply_changes(sim_root / SYS, old, new, keep=_dirs_of(common))
+    apply_changes(sim_root / SYS, old, new, keep=_dirs_of(common), dirs=(old_dirs, new_dirs))
     if any(was.holders != now.holders for was, now in zip(before.gpus, after.gpus, strict=True)):
         apply_changes(sim_root / "proc", proc_tree(before), proc_tree(after), keep=set())
 
 
 # The GPU trees rendered last, by everything they depend on: the tree a commit renders is
 # the "before" of the next commit on that GPU. Trees are never changed once made.
-_TREES: OrderedDict[tuple[str, ...], dict[str, Entry]] = OrderedDict()
+@dataclass(frozen=True)
+class _KeptTree:
+    tree: dict[str, Entry]
+    dirs: set[str]  # _dirs_of(tree), worked out once
+
+
+_TREES: OrderedDict[tuple[str, ...], _KeptTree] = OrderedDict()
 _TREES_LOCK = threading.Lock()
 _MAX_TREES = 256
 
 
-def _gpu_tree_kept(state: SimState, gpu: SimGpu, mdevs: list[SimMdev]) -> dict[str, Entry]:
+def _gpu_tree_kept(state: SimState, gpu: SimGpu, mdevs: list[SimMdev]) -> _KeptTree:
     key = (str(state.vgpu_backend), state.driver_version, gpu.model_dump_json(),
            *(m.model_dump_json() for m in mdevs))
     with _TREES_LOCK:
@@ -330,7 +341,8 @@ def _gpu_tree_kept(state: SimState, gpu: SimGpu, mdevs: list[SimMdev]) -> dict[s
         if tree is not None:
             _TREES.move_to_end(key)
             return tree
-    tree = gpu_tree(state, gpu, mdevs)
+    made = gpu_tree(state, gpu, mdevs)
+    tree = _KeptTree(made, _dirs_of(made))
     with _TREES_LOCK:
         _TREES[key] = tree
         while len(_TREES) > _MAX_TREES:
@@ -349,12 +361,15 @@ def _dirs_of(tree: dict[str, Entry]) -> set[str]:
     return out
 
 
-def apply_changes(root: Path, old: dict[str, Entry], new: dict[str, Entry], keep: set[str]) -> None:
+def apply_changes(root: Path, old: dict[str, Entry], new: dict[str, Entry], keep: set[str],
+                  dirs: tuple[set[str], set[str]] | None = None) -> None:
     """Change the tree under ``root`` from ``old`` (what is on disk) to ``new``: remove what
     ``new`` lacks, write what differs, leave equal entries alone (no disk access for them).
-    A directory left empty by a removal goes too, unless ``new`` or ``keep`` needs it."""
+    A directory left empty by a removal goes too, unless ``new`` or ``keep`` needs it.
+    ``dirs``: the directories of ``old`` and ``new`` when the caller knows them already."""
     base = os.fspath(root)
-    wanted_dirs = _dirs_of(new) | keep
+    old_dirs, new_dirs = dirs if dirs is not None else (_dirs_of(old), _dirs_of(new))
+    wanted_dirs = new_dirs | keep
     emptied: set[str] = set()
     removed: set[str] = set()  # directories removed
     for rel in sorted(old, key=lambda r: r.count("/"), reverse=True):
@@ -381,7 +396,7 @@ def apply_changes(root: Path, old: dict[str, Entry], new: dict[str, Entry], keep
             rel = os.path.dirname(rel)
     # directories known to be there: the old tree's, less what was removed
     existing = {""} | {
-        d for d in _dirs_of(old) if not any(d == r or d.startswith(r + "/") for r in removed)
+        d for d in old_dirs if not any(d == r or d.startswith(r + "/") for r in removed)
     }
     for rel in sorted(new):
         e = new[rel]

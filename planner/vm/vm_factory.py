@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -480,13 +481,15 @@ class VMFactory:
 
 
 _FACTORY: VMFactory | None = None
+_FACTORY_LOCK = threading.Lock()  # apply renders from several threads at once
 
 
 def default_factory() -> VMFactory:
     global _FACTORY
-    if _FACTORY is None:
-        _FACTORY = VMFactory()
-    return _FACTORY
+    with _FACTORY_LOCK:
+        if _FACTORY is None:
+            _FACTORY = VMFactory()
+        return _FACTORY
 
 
 def render_domain_xml(spec: VMSpec) -> str:

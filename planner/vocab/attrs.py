@@ -211,20 +211,22 @@ _ADAPTERS: dict[type[_Attrs], Callable[[Any], Any]] = {}
 
 def _adapter(model: type[_Attrs]) -> Callable[[Any], Any]:
     if model not in _ADAPTERS:  # built on first use: plan-making never needs them
-        _ADAPTERS[model] = TypeAdapter(model).validate_python
+        # the core validator itself: TypeAdapter.validate_python adds a Python call each
+        _ADAPTERS[model] = TypeAdapter(model).validator.validate_python
     return _ADAPTERS[model]
 
 
 def attrs_from_json(kind: Kind, value: dict[str, Any]) -> Attrs:
-    """The model of ``kind`` read from a plan's JSON values; AttrsError when they fit none."""
+    """The model of ``kind`` read from a plan's JSON values; AttrsError when they fit none.
+    (JSON arrays become the models' tuples in the validator itself: a plan holds tens of
+    thousands of these, so no Python pass over the values comes first.)"""
     errors: list[str] = []
     models = MODELS[kind]
     if len(models) > 1:  # a model that has every field the value names goes first
-        models = tuple(sorted(models, key=lambda m: not value.keys() <= set(_names(m))))
-    data = {k: _tuples(v) for k, v in value.items()}
+        models = tuple(sorted(models, key=lambda m: not value.keys() <= _name_set(m)))
     for model in models:
         try:
-            got: Attrs = _adapter(model)(data)
+            got: Attrs = _adapter(model)(value)
             return got
         except ValidationError as exc:
             err = exc.errors()[0]
@@ -233,10 +235,14 @@ def attrs_from_json(kind: Kind, value: dict[str, Any]) -> Attrs:
     raise AttrsError(f"{kind} attributes: {'; or '.join(errors)}")
 
 
-def _tuples(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    return value
+_NAME_SETS: dict[type, frozenset[str]] = {}
+
+
+def _name_set(model: type[_Attrs]) -> frozenset[str]:
+    names = _NAME_SETS.get(model)
+    if names is None:
+        names = _NAME_SETS[model] = frozenset(_names(model))
+    return names
 
 
 def attrs_as(value: Attrs | None, model: type[A], where: str) -> A | None:

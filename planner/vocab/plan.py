@@ -70,6 +70,9 @@ class DeleteStep(_Frozen):
     depends_on: tuple[int, ...] = ()
 
 
+_KINDS = {k.value: k for k in Kind}
+
+
 class Change(_Frozen):
     """What the plan does to one resource (see the module docstring)."""
 
@@ -94,9 +97,8 @@ class Change(_Frozen):
         """Read ``before``/``after`` as the models of the change's kind."""
         if not isinstance(data, dict):
             return data
-        try:
-            kind = Kind(str(data.get("kind")))
-        except ValueError:
+        kind = _KINDS.get(data.get("kind"))  # type: ignore[arg-type]
+        if kind is None:
             return data  # the kind field's own error says what is wrong
         out = dict(data)
         for side in ("before", "after"):
@@ -187,7 +189,12 @@ class Plan(_Frozen):
         """Step ids are unique, every ``depends_on`` names a step of the plan, and the
         dependencies have no cycle (apply could never start such a step)."""
         deps_of: dict[int, tuple[int, ...]] = {}
-        where: dict[int, str] = {}
+        at: dict[int, int] = {}  # step id -> index of its change (named only in errors)
+
+        def where(step_id: int) -> str:
+            n = at[step_id]
+            return f"actions[{n}] ({self.actions[n].address})"
+
         for n, change in enumerate(self.actions):
             steps = [(change.id, change.depends_on)]
             if change.delete_step is not None:
@@ -195,17 +202,17 @@ class Plan(_Frozen):
             for step_id, deps in steps:
                 if step_id in deps_of:
                     raise ValueError(f"actions[{n}] ({change.address}): step id {step_id} "
-                                     f"is also {where[step_id]}'s")
+                                     f"is also {where(step_id)}'s")
                 deps_of[step_id] = deps
-                where[step_id] = f"actions[{n}] ({change.address})"
+                at[step_id] = n
         for step_id, deps in deps_of.items():
             for dep in deps:
                 if dep not in deps_of:
-                    raise ValueError(f"{where[step_id]}: depends_on {dep}, which is no step "
+                    raise ValueError(f"{where(step_id)}: depends_on {dep}, which is no step "
                                      "of the plan")
-        cycle = _cycle(deps_of)
+        cycle = [] if _ordered(deps_of) else _cycle(deps_of)
         if cycle:
-            raise ValueError(f"{where[cycle[0]]}: depends_on forms a cycle (steps "
+            raise ValueError(f"{where(cycle[0])}: depends_on forms a cycle (steps "
                              f"{' -> '.join(map(str, cycle))})")
         return self
 
@@ -329,6 +336,17 @@ def _file_text(rest: dict[str, Any], action_lines: Sequence[str]) -> str:
             parts.append(f"  {json.dumps(key)}: {canonical_json(value)}{comma}")
     parts.append("}\n")
     return "".join(parts)
+
+
+def _ordered(deps_of: dict[int, tuple[int, ...]]) -> bool:
+    """Whether every step depends only on steps met before it (in ``deps_of``'s order):
+    then there is no cycle, and the search for one can be skipped."""
+    seen: set[int] = set()
+    for step_id, deps in deps_of.items():
+        if not seen.issuperset(deps):
+            return False
+        seen.add(step_id)
+    return True
 
 
 def _cycle(deps_of: dict[int, tuple[int, ...]]) -> list[int]:
