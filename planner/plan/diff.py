@@ -160,6 +160,10 @@ def _delete_reason(res: Resource, managed: dict[str, str],
 
 
 def _noop_reason(want: Resource, have: Resource, records: HostRecords) -> tuple[str, Reason]:
+    if have.kind is Kind.COMPUTE_INSTANCE and want.extra.get("guest"):
+        return (f"kept: the guest's (inside the GPU instance whose vGPU "
+                f"{want.extra['guest']} uses; compute instances there are never planned)",
+                Reason.KEPT)
     if have.kind in (Kind.GPU_INSTANCE, Kind.COMPUTE_INSTANCE):
         return f"kept: {_wanted_by(want)}", Reason.KEPT
     if have.kind is Kind.DOMAIN:
