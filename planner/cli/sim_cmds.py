@@ -293,6 +293,7 @@ def fail_cmd(
             ("NVML (pynvml function names)", faults.NVML_OPS),
             ("nvidia-smi", faults.SMI_OPS),
             ("kernel (sysfs writes)", faults.SYSFS_OPS),
+            ("tools (DIR/bin)", faults.TOOL_OPS),
             ("libvirt (checked by the libvirt adapter)", faults.LIBVIRT_OPS),
         ):
             typer.echo(f"{title}:")

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from planner.hardware.catalog import match_model
 from planner.hardware.check import ObservedProfile
@@ -223,6 +224,58 @@ def _placement_at(struct: Any, legal: dict[int, int], start: int, subject: str) 
     return placement
 
 
+class _SessionGate:
+    """Many threads use one NVML session (apply's steps on different GPUs); a tool that
+    needs NVML closed (a GPU reset, sriov-manage) waits until no call is in flight and
+    keeps new ones out meanwhile. Shared use is re-entrant (a method calling another)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._users = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed or self._users:
+                self._cond.wait()
+            self._closed = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed = False
+                self._cond.notify_all()
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _shared(method: _F) -> _F:
+    """Run ``method`` as a user of the NVML session (see ``_SessionGate``)."""
+
+    @functools.wraps(method)
+    def run(self: NvmlHost, *args: Any, **kwargs: Any) -> Any:
+        with self._gate.shared():
+            return method(self, *args, **kwargs)
+
+    return cast(_F, run)
+
+
 class NvmlHost:
     """Reads and changes the GPUs that ``nvml`` sees. Use as a context manager (or call
     ``open``/``close``) so NVML is initialised and shut down around the work."""
@@ -231,7 +284,7 @@ class NvmlHost:
         self.nvml = nvml
         self._reset = reset
         self._opened = False
-        self._session_lock = threading.Lock()
+        self._gate = _SessionGate()
 
     # --- session -------------------------------------------------------------------
 
@@ -276,10 +329,12 @@ class NvmlHost:
         except self.nvml.NVMLError:
             return None
 
+    @_shared
     def pci_of(self, handle: Any) -> str:
         info = self.nvml.nvmlDeviceGetPciInfo(handle)
         return normalize_pci(_text(info.busId))
 
+    @_shared
     def handle(self, pci: str) -> Any:
         """The device handle of the GPU at ``pci`` (compared after normalisation, so any
         spelling NVML uses for the domain matches)."""
@@ -289,11 +344,22 @@ class NvmlHost:
                 return handle
         raise HostError(f"{Address.gpu(want)}: no such GPU on this host")
 
+    @_shared
+    def find_gpu(self, pci: str) -> Gpu | None:
+        """The GPU at ``pci`` read whole, or None where NVML has no such GPU."""
+        want = normalize_pci(pci)
+        for index, handle in self.handles():
+            if self.pci_of(handle) == want:
+                return self.read_gpu(index, handle)
+        return None
+
+    @_shared
     def read_gpus(self) -> tuple[Gpu, ...]:
         """Every GPU, sorted by PCI address, with its MIG state and instances."""
         gpus = [self.read_gpu(index, handle) for index, handle in self.handles()]
         return tuple(sorted(gpus, key=lambda g: g.pci))
 
+    @_shared
     def read_gpu(self, index: int, handle: Any) -> Gpu:
         n = self.nvml
         pci_info = n.nvmlDeviceGetPciInfo(handle)
@@ -499,6 +565,7 @@ class NvmlHost:
         n = self.nvml
         return (n.NVMLError_NotSupported, n.NVMLError_FunctionNotFound)
 
+    @_shared
     def vgpu_types(self, handle: Any) -> dict[int, VgpuTypeInfo]:
         """The vGPU types the GPU supports, by type id, with the GI profile each needs as
         the driver maps it (``nvmlVgpuTypeGetGpuInstanceProfileId``); empty where the
@@ -517,6 +584,7 @@ class NvmlHost:
                                     None if profile == NO_GI else profile)
         return out
 
+    @_shared
     def active_vgpus(self, handle: Any) -> tuple[ActiveVgpu, ...]:
         """The vGPUs of the GPU whose VMs run, each with its backing GI id; empty where
         the driver has no vGPU support. A vGPU that stopped being active between the
@@ -552,6 +620,7 @@ class NvmlHost:
                 f"{where}: {what} failed: {nvml_message(err)}", nvml_code(err)
             ) from err
 
+    @_shared
     def set_mig_mode(self, pci: str, enabled: bool) -> int:
         """Ask for MIG mode on/off; returns NVML's activation status (0 done, 19 pending
         until the GPU is idle and reset, 16 reset required)."""
@@ -573,6 +642,7 @@ class NvmlHost:
                 return profile
         raise HostError(f"{where}: the GPU has no GPU-instance profile with id {profile_id}")
 
+    @_shared
     def create_gpu_instance(self, pci: str, profile_id: int, start: int, *,
                             where: str | None = None) -> GpuInstance:
         """Create a GI of ``profile_id`` at placement ``start`` (always an explicit
@@ -607,6 +677,7 @@ class NvmlHost:
                 return gi
         raise HostError(f"{where}: no GPU instance at placement {start}")
 
+    @_shared
     def destroy_gpu_instance(self, pci: str, profile_id: int, start: int, *,
                              where: str | None = None) -> None:
         handle = self.handle(pci)
@@ -614,6 +685,7 @@ class NvmlHost:
         gi = self._find_gi(handle, start, where, profile_id)
         self._call(where, "nvmlGpuInstanceDestroy", self.nvml.nvmlGpuInstanceDestroy, gi)
 
+    @_shared
     def create_compute_instance(self, pci: str, gi_start: int, ci_profile_id: int,
                                 ci_start: int | None = None, *,
                                 where: str | None = None) -> ComputeInstance:
@@ -650,6 +722,7 @@ class NvmlHost:
         return _possible_placements(n.nvmlGpuInstanceGetComputeInstancePossiblePlacements, gi,
                                     profile_id, n.c_nvmlComputeInstancePlacement_t, 16)
 
+    @_shared
     def destroy_compute_instance(self, pci: str, gi_start: int, ci_start: int, *,
                                  where: str | None = None) -> None:
         handle = self.handle(pci)
@@ -670,13 +743,22 @@ class NvmlHost:
         stale afterwards; every NvmlHost method looks its handles up again."""
         pci = normalize_pci(pci)
         self.handle(pci)  # fail early, with a clear message, on an unknown GPU
-        if self._reset is None:
+        reset = self._reset
+        if reset is None:
             raise HostError(f"{Address.gpu(pci)}: no way to reset GPUs on this host")
-        with self._session_lock:
+        self.without_session(lambda: reset(pci))
+
+    def without_session(self, run: Callable[[], T]) -> T:
+        """Run ``run`` (a tool such as nvidia-smi or sriov-manage) with this NVML session
+        closed, once no call is in flight, and open it again after: an open session is a
+        client that keeps a GPU from being reset or unbound (docs/reference/vgpu-on-mig.md
+        sections 4 and 6). Handles taken before are stale afterwards; every method looks
+        its handles up again."""
+        with self._gate.exclusive():
             was_open = self._opened
             self.close()
             try:
-                self._reset(pci)
+                return run()
             finally:
                 if was_open:
                     self.open()

@@ -258,7 +258,18 @@ def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Add
                            deps=(va, da), branch=v.gi.gpu, owner=v.node, key=v.gi.owner.key)
         if da not in out:
             slices_only.add(da)
+    _instances_after_vfs(out)
     return out, slices_only
+
+
+def _instances_after_vfs(out: dict[Address, Resource]) -> None:
+    """On a GPU whose VFs the config wants, its GPU instances come after the VFs:
+    ``sriov-manage`` unbinds and rebinds the GPU, which destroys every GPU instance
+    (vgpu-on-mig.md section 4), so VFs enabled after the instances would wipe them."""
+    vfs = {res.branch: addr for addr, res in out.items() if res.kind is Kind.SRIOV}
+    for addr, res in list(out.items()):
+        if res.kind is Kind.GPU_INSTANCE and res.branch in vfs:
+            out[addr] = dataclasses.replace(res, deps=(*res.deps, vfs[res.branch]))
 
 
 def _held_by_vgpu(res: Resolution, v: PlannedVgpu) -> bool:
