@@ -17,7 +17,7 @@ import ctypes
 import functools
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -36,6 +36,9 @@ QUERY_FUNCTIONS = frozenset(
         "nvmlShutdown",
         "nvmlErrorString",
         "nvmlSystemGetDriverVersion",
+        "nvmlDeviceGetNvLinkState",
+        "nvmlDeviceGetNvLinkRemoteDeviceType",
+        "nvmlDeviceGetNvLinkRemotePciInfo",
         "nvmlSystemGetNVMLVersion",
         "nvmlSystemGetProcessName",
         "nvmlDeviceGetCount",
@@ -280,7 +283,7 @@ class NvmlHost:
     """Reads and changes the GPUs that ``nvml`` sees. Use as a context manager (or call
     ``open``/``close``) so NVML is initialised and shut down around the work."""
 
-    def __init__(self, nvml: Any, *, reset: Callable[[str], None] | None = None) -> None:
+    def __init__(self, nvml: Any, *, reset: Callable[[Sequence[str]], None] | None = None) -> None:
         self.nvml = nvml
         self._reset = reset
         self._opened = False
@@ -735,6 +738,62 @@ class NvmlHost:
                 return
         raise HostError(f"{where}: no compute instance at placement {ci_start}")
 
+    @_shared
+    def nvlink_peers(self, pci: str) -> tuple[str, ...]:
+        """The GPUs NVLink-connected to the GPU at ``pci``: the remote GPU of each direct
+        link, and, when a link goes to an NVSwitch, every other GPU with a link to one (an
+        HGX board's one fabric). Links are walked to ``NVML_NVLINK_MAX_LINKS``, skipping
+        the ones a GPU lacks (NOT_SUPPORTED / INVALID_ARGUMENT); a GPU without NVLink
+        has no peers."""
+        want = normalize_pci(pci)
+        gpus, on_switch = {}, set()
+        for _, handle in self.handles():
+            at = self.pci_of(handle)
+            direct, switch = self._links(handle)
+            gpus[at] = direct
+            if switch:
+                on_switch.add(at)
+        peers = set(gpus.get(want, ()))
+        if want in on_switch:
+            peers |= on_switch
+        peers.discard(want)
+        return tuple(sorted(peers))
+
+    def _links(self, handle: Any) -> tuple[set[str], bool]:
+        n = self.nvml
+        skip = {getattr(n, "NVML_ERROR_NOT_SUPPORTED", 3),
+                getattr(n, "NVML_ERROR_INVALID_ARGUMENT", 2)}
+        direct: set[str] = set()
+        switch = False
+        for link in range(getattr(n, "NVML_NVLINK_MAX_LINKS", 18)):
+            try:
+                if not n.nvmlDeviceGetNvLinkState(handle, link):
+                    continue
+                kind = n.nvmlDeviceGetNvLinkRemoteDeviceType(handle, link)
+                if kind == getattr(n, "NVML_NVLINK_DEVICE_TYPE_SWITCH", 2):
+                    switch = True
+                elif kind == getattr(n, "NVML_NVLINK_DEVICE_TYPE_GPU", 0):
+                    info = n.nvmlDeviceGetNvLinkRemotePciInfo(handle, link)
+                    direct.add(normalize_pci(_text(info.busId)))
+            except n.NVMLError as err:
+                if nvml_code(err) in skip:
+                    continue
+                raise
+        return direct, switch
+
+    def _reset_would_change(self, pci: str) -> str | None:
+        """Why resetting this GPU along with another would lose something (None: it is
+        idle). A pending MIG mode is no reason: the reset makes effective what was asked
+        for (as mig-parted resets every GPU at once)."""
+        gpu = self.find_gpu(pci)
+        if gpu is None:
+            return "not found"
+        if gpu.gpu_instances:
+            return f"{len(gpu.gpu_instances)} GPU instance(s)"
+        if gpu.processes:
+            return "processes " + ", ".join(sorted({p.name for p in gpu.processes}))
+        return None
+
     def reset_gpu(self, pci: str) -> None:
         """Reset the GPU (pynvml has no reset call; nvidia-smi does it). Our own NVML
         session is closed meanwhile and opened again after: an open session is a client
@@ -746,7 +805,28 @@ class NvmlHost:
         reset = self._reset
         if reset is None:
             raise HostError(f"{Address.gpu(pci)}: no way to reset GPUs on this host")
-        self.without_session(lambda: reset(pci))
+        try:
+            self.without_session(lambda: reset([pci]))
+            return
+        except HostError as alone:
+            peers = self.nvlink_peers(pci)
+            if not peers:
+                raise
+            failed = alone
+        # nvidia-smi(1): where a GPU cannot be reset alone (an Ampere NVSwitch board whose
+        # Fabric Manager is not running, or a pre-Ampere NVLink board), every NVLink peer
+        # goes in the same command. Only idle peers are taken along: a reset wipes their
+        # instances, which no plan asked for (an idle peer's VFs go too; the next apply
+        # enables them again).
+        busy = [(p, why) for p in peers if (why := self._reset_would_change(p))]
+        if busy:
+            raise HostError(
+                f"{failed}; if it must be reset with its NVLink peers (HGX A100 without "
+                "Fabric Manager running), aihow does that only while they are idle, and "
+                + ", ".join(f"{Address.gpu(p)} has {why}" for p, why in busy)
+                + ": start Fabric Manager (on HGX A100 a single-GPU reset needs it), or free "
+                "those GPUs, and apply again") from None
+        self.without_session(lambda: reset([pci, *peers]))
 
     def without_session(self, run: Callable[[], T]) -> T:
         """Run ``run`` (a tool such as nvidia-smi or sriov-manage) with this NVML session
@@ -782,27 +862,31 @@ def _ci_where(pci: str, gi_start: int, ci_start: int | None,
 RESET_TIMEOUT_S = 120
 
 
-def nvidia_smi_reset(nvidia_smi: str, timeout: float = RESET_TIMEOUT_S) -> Callable[[str], None]:
-    """A reset function that runs ``nvidia-smi --gpu-reset -i PCI`` (with a timeout)."""
+def nvidia_smi_reset(nvidia_smi: str, timeout: float = RESET_TIMEOUT_S
+                     ) -> Callable[[Sequence[str]], None]:
+    """A reset function that runs ``nvidia-smi --gpu-reset -i PCI[,PCI...]`` (one command
+    for all the GPUs given, with a timeout)."""
 
-    def reset(pci: str) -> None:
+    def reset(pcis: Sequence[str]) -> None:
+        where = Address.gpu(pcis[0])
         try:
             proc = subprocess.run(
-                [nvidia_smi, "--gpu-reset", "-i", pci],
+                [nvidia_smi, "--gpu-reset", "-i", ",".join(pcis)],
                 capture_output=True, text=True, check=False, timeout=timeout,
             )
         except subprocess.TimeoutExpired:
-            raise HostError(f"{Address.gpu(pci)}: GPU reset did not finish within "
+            raise HostError(f"{where}: GPU reset did not finish within "
                             f"{timeout:g} s ({nvidia_smi} --gpu-reset)") from None
         except OSError as err:
-            raise HostError(f"{Address.gpu(pci)}: cannot run {nvidia_smi}: {err.strerror}") from err
+            raise HostError(f"{where}: cannot run {nvidia_smi}: {err.strerror}") from err
         if proc.returncode != 0:
             lines = [x.strip() for x in (proc.stdout + proc.stderr).strip().splitlines()]
-            # The first line says that it failed, the GPU's own line says why (in use, or the
+            # The first line says that it failed, a GPU's own line says why (in use, or the
             # NVLink peers that must be reset with it on an HGX A100 without Fabric Manager).
             why = next((x for x in lines if x.startswith("GPU ") and ":" in x[4:]), None)
             detail = why or (lines[0] if lines else f"exit status {proc.returncode}")
-            raise HostError(f"{Address.gpu(pci)}: GPU reset failed: {detail}")
+            together = f" (with {', '.join(pcis[1:])})" if len(pcis) > 1 else ""
+            raise HostError(f"{where}: GPU reset{together} failed: {detail}")
 
     return reset
 

@@ -68,6 +68,8 @@ NVML_OPS: tuple[str, ...] = (
     "nvmlDeviceGetMigDeviceHandleByIndex",
     "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
     "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetNvLinkState",
+    "nvmlDeviceGetNvLinkRemoteDeviceType",
     "nvmlDeviceGetSupportedVgpus",
     "nvmlDeviceGetCreatableVgpus",
     "nvmlVgpuTypeGetName",
