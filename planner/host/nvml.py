@@ -460,6 +460,10 @@ class NvmlHost:
         n.nvmlDeviceGetGpuInstances(handle, profile.id, array, ctypes.byref(count))
         return [array[i] for i in range(count.value)]
 
+    def gi_handles(self, handle: Any) -> Iterator[tuple[ObservedProfile, Any, Any]]:
+        """(profile, GI handle, nvmlGpuInstanceGetInfo) for every GI on the GPU."""
+        return self._all_gi_handles(handle)
+
     def _all_gi_handles(self, handle: Any) -> Iterator[tuple[ObservedProfile, Any, Any]]:
         """(profile, GI handle, nvmlGpuInstanceGetInfo) for every GI on the GPU."""
         for profile in self.gi_profiles(handle):
