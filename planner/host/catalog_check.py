@@ -11,6 +11,7 @@ not read.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +86,10 @@ def read_observed_cis(host: NvmlHost, handle: Any) -> tuple[ObservedCi, ...]:
             continue
         seen.add(profile.id)
         for ci in host.ci_profiles(gi):
-            starts = tuple(s for s, _ in host.ci_placements(gi, ci.id))
+            starts: tuple[int, ...] | None = None  # None: compared without placements
+            with contextlib.suppress(host.nvml.NVMLError_NotSupported,
+                                     host.nvml.NVMLError_NoPermission):
+                starts = tuple(s for s, _ in host.ci_placements(gi, ci.id))
             out.append(ObservedCi(profile.id, ci.id, ci.name, ci.slice_count,
                                   ci.instance_count, starts))
     return tuple(out)
@@ -165,10 +169,11 @@ def render_checks(uri: str, driver: str | None, checks: tuple[GpuCheck, ...]) ->
                 f"placements {where}"
             )
         for ci in c.cis:
-            starts = ",".join(map(str, ci.placements or ()))
+            where = ("{" + ",".join(map(str, ci.placements)) + "}"
+                     if ci.placements is not None else "not read")
             lines.append(f"  CI in GI profile {ci.gi_profile_id:<3} id {ci.id:<2} {ci.name:<14} "
                          f"slices {ci.slice_count} count {ci.instance_count}  "
-                         f"placements {{{starts}}}")
+                         f"placements {where}")
         for t in sorted(c.vgpu_types, key=lambda t: t.type_id):
             if t.gi_profile_id is not None:
                 lines.append(f"  vGPU type {t.type_id:<5} {t.name}  -> GI profile id "
