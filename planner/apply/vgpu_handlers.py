@@ -217,14 +217,17 @@ class _Creator:
 def _create_on_target(ctx: ApplyContext, attrs: VgpuAttrs, key: str) -> dict[str, Any]:
     """Create the vGPU so that the driver backs it with the planned GI, record the
     binding, and check it against NVML where NVML can tell already."""
-    host = ctx.env.probe()
+    nvml: NvmlHost = ctx.adapter("nvml")
+    with nvml.in_use():  # its own NVML session must not overlap a reset or sriov-manage
+        host = ctx.env.probe()
     target = target_of(host, attrs)
     creator = _Creator(ctx, attrs, key, target.gi.profile_id)
     placeholders = with_placeholders(host, target, attrs, key, creator.create, creator.remove)
     record_binding(ctx.env.state_dir(), key, Binding(target.gpu.pci, target.gi.gi_id,
                                                      target.gi.profile_id,
                                                      target.gi.placement_start))
-    after = ctx.env.probe()
+    with nvml.in_use():
+        after = ctx.env.probe()
     found = next((m.gi_id for m in after.mdevs if m.uuid == key.lower() and m.gi_from == "nvml"),
                  None) or next((p.gi_id for p in after.vgpu_parents
                                 if p.pci == key.lower() and p.gi_from == "nvml"), None)

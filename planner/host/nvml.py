@@ -832,6 +832,11 @@ class NvmlHost:
                 "those GPUs, and apply again") from None
         self.without_session(lambda: reset([pci, *peers]))
 
+    def in_use(self) -> contextlib.AbstractContextManager[None]:
+        """Hold off ``without_session`` meanwhile: for another NVML session of this process
+        (a probe between steps), which would keep a GPU from being reset or unbound."""
+        return self._gate.shared()
+
     def without_session(self, run: Callable[[], T]) -> T:
         """Run ``run`` (a tool such as nvidia-smi or sriov-manage) with this NVML session
         closed, once no call is in flight, and open it again after: an open session is a
