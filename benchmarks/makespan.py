@@ -64,7 +64,7 @@ _OPS = {
     ("mig_mode", "update"): ("nvmlDeviceSetMigMode",),  # an idle A100: no reset needed
     ("gpu_instance", "create"): ("nvmlDeviceCreateGpuInstanceWithPlacement",),
     ("compute_instance", "create"): ("nvmlGpuInstanceCreateComputeInstanceWithPlacement",),
-    ("sriov", "create"): ("sysfs.sriov_numvfs",),
+    ("sriov", "create"): ("sriov-manage",),
     ("vgpu", "create"): ("sysfs.mdev_create",),
     ("hostdev", "create"): ("virDomainAttachDeviceFlags",),
 }

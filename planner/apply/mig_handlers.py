@@ -20,7 +20,6 @@ from planner.apply.handlers import (
 from planner.hardware.catalog import get_model
 from planner.hardware.model import GpuModel
 from planner.host.state import ComputeInstance, Gpu, GpuInstance, HostState
-from planner.lang.pci import normalize_pci
 from planner.vocab import (
     Address,
     Attrs,
@@ -45,12 +44,9 @@ def _model(gpu: Gpu, where: str) -> GpuModel:
 
 
 def _gpu(ctx: ApplyContext, pci: str) -> Gpu:
-    nh = ctx.adapter("nvml")
-    want = normalize_pci(pci)
-    for index, handle in nh.handles():
-        if nh.pci_of(handle) == want:
-            gpu: Gpu = nh.read_gpu(index, handle)
-            return gpu
+    gpu: Gpu | None = ctx.adapter("nvml").find_gpu(pci)
+    if gpu is not None:
+        return gpu
     raise ActionFailed(f"{Address.gpu(pci)}: no such GPU on this host")
 
 

@@ -1,8 +1,10 @@
 """Apply handlers for ``sriov`` and ``vgpu`` actions, through the host's sysfs.
 
-``gpu[PF].vfs`` (kind ``sriov``): the PF's SR-IOV virtual functions, enabled by writing
-``sriov_totalvfs`` to ``sriov_numvfs`` (what NVIDIA's ``sriov-manage -e`` does after its
-driver checks) and disabled by writing 0.
+``gpu[PF].vfs`` (kind ``sriov``): the PF's SR-IOV virtual functions, enabled with NVIDIA's
+``sriov-manage -e PF`` and disabled with ``-d PF`` (the only way NVIDIA supports;
+``planner.host.sriov_manage``), with this run's NVML session closed meanwhile (the script
+unbinds the PF, which an open NVML client prevents). The VFs being there afterwards is
+the proof: the script exits 0 on a GPU without SR-IOV.
 
 ``vgpu[KEY]`` (kind ``vgpu``), two backends:
 
@@ -35,6 +37,7 @@ from planner.apply.handlers import (
 )
 from planner.apply.vgpu_placement import PlacementError, parse_gi, target_of, with_placeholders
 from planner.errors import AihowError
+from planner.host import sriov_manage
 from planner.host.mdev_persist import MdevPersistence, is_defined
 from planner.host.nvml import NvmlHost
 from planner.host.state import HostState
@@ -70,22 +73,26 @@ class SriovHandler:
     def ensure(self, ctx: ApplyContext, step: Step, side: Side) -> dict[str, Any]:
         pf = _pf(step.address)
         sysfs: Sysfs = ctx.adapter("sysfs")
-        base = f"{PCI_DEVICES}/{pf}"
+        numvfs = f"{PCI_DEVICES}/{pf}/sriov_numvfs"
         want = _enabled(step_state(step, side, SriovAttrs))
         try:
-            current = int(sysfs.read(f"{base}/sriov_numvfs").strip() or "0")
-            if want and current == 0:
-                total = sysfs.read(f"{base}/sriov_totalvfs").strip()
-                sysfs.write(f"{base}/sriov_numvfs", total)
-                return {"num_vfs": int(total)}
-            if not want and current != 0:
-                sysfs.write(f"{base}/sriov_numvfs", "0")
-                return {"num_vfs": 0}
+            current = int(sysfs.read(numvfs).strip() or "0")
+            if want == (current != 0):
+                return {"already": True}
+            tool = sriov_manage.locate(ctx.env.tools.sriov_manage)
+            nvml: NvmlHost = ctx.adapter("nvml")
+            nvml.without_session(lambda: sriov_manage.run(tool, want, pf))
+            now = int(sysfs.read(numvfs).strip() or "0")
         except ActionFailed:
             raise
         except AihowError as exc:
             raise ActionFailed(f"{step.address}: {exc}") from None
-        return {"already": True}
+        if want and now == 0:
+            raise ActionFailed(f"{step.address}: {tool} -e {pf} succeeded but enabled no VFs: "
+                               "the GPU has no SR-IOV, or the vGPU manager does not drive it")
+        if not want and now != 0:
+            raise ActionFailed(f"{step.address}: {tool} -d {pf} left {now} VFs enabled")
+        return {"num_vfs": now}
 
     def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
         pf = _pf(address)
@@ -211,14 +218,17 @@ def _create_on_target(ctx: ApplyContext, attrs: VgpuAttrs, key: str) -> dict[str
     """Create the vGPU so that the driver backs it with the planned GI, record the
     binding, and check it against NVML where NVML can tell already. Only the vGPU's own
     GPU is read, before and after: the driver's choice depends on nothing else."""
-    host = ctx.env.probe(attrs.gpu)
+    nvml: NvmlHost = ctx.adapter("nvml")
+    with nvml.in_use():  # its own NVML session must not overlap a reset or sriov-manage
+        host = ctx.env.probe(attrs.gpu)
     target = target_of(host, attrs)
     creator = _Creator(ctx, attrs, key, target.gi.profile_id)
     placeholders = with_placeholders(host, target, attrs, key, creator.create, creator.remove)
     record_binding(ctx.env.state_dir(), key, Binding(target.gpu.pci, target.gi.gi_id,
                                                      target.gi.profile_id,
                                                      target.gi.placement_start))
-    after = ctx.env.probe(attrs.gpu)
+    with nvml.in_use():
+        after = ctx.env.probe(attrs.gpu)
     found = next((m.gi_id for m in after.mdevs if m.uuid == key.lower() and m.gi_from == "nvml"),
                  None) or next((p.gi_id for p in after.vgpu_parents
                                 if p.pci == key.lower() and p.gi_from == "nvml"), None)

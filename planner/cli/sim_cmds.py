@@ -208,6 +208,60 @@ def hold_cmd(
     typer.echo(message)
 
 
+@sim_app.command("guest-ci")
+def guest_ci_cmd(
+    directory: Annotated[Path, typer.Argument(help="A simulated host directory.")],
+    domain: Annotated[str, typer.Argument(help="A running domain that holds a MIG-backed vGPU.")],
+    create: Annotated[
+        bool, typer.Option("--create", help="Create a compute instance (nvidia-smi mig -cci "
+                           "in the guest).")
+    ] = False,
+    profile: Annotated[
+        int | None, typer.Option("--profile", help="CI profile id for --create (default: "
+                                 "the GPU instance's default profile).")
+    ] = None,
+    delete: Annotated[
+        int | None, typer.Option("--delete", help="Destroy the compute instance with this "
+                                 "id (nvidia-smi mig -dci -ci ID in the guest).")
+    ] = None,
+) -> None:
+    """Create or destroy a compute instance from inside a guest, on the GPU instance that
+    backs its vGPU (the guest owns those; see docs/reference/vgpu-on-mig.md section 3)."""
+    # here, not at the top: --help loads every command module (start-up time)
+    from planner.sim import guest
+    from planner.sim.codes import DriverError
+    from planner.sim.state import SimError, SimStore
+
+    if create == (delete is not None):
+        raise SimError("give exactly one of --create or --delete ID")
+    with SimStore(directory).transaction() as state:
+        gpu, gi = guest.guest_gi(state, directory, domain)
+        try:
+            if create:
+                ci = guest.create_ci(state, gpu, gi, profile)
+                name = driver_ci_name(state, gpu, gi, ci.profile_id)
+                message = (f"Successfully created compute instance ID {ci.ci_id} on GPU 0 GPU "
+                           f"instance ID {guest.GUEST_GI_ID} using profile MIG {name} "
+                           f"(ID {ci.profile_id})")
+            else:
+                assert delete is not None
+                guest.destroy_ci(state, gpu, gi, delete)
+                message = (f"Successfully destroyed compute instance ID {delete} from GPU 0 "
+                           f"GPU instance ID {guest.GUEST_GI_ID}")
+        except DriverError as exc:
+            raise SimError(f"guest of {domain} (GPU instance {gi.gi_id} on {gpu.pci}): "
+                           f"{exc}") from None
+    typer.echo(message)
+
+
+def driver_ci_name(state: object, gpu: object, gi: object, profile_id: int) -> str:
+    # here, not at the top: --help loads every command module (start-up time)
+    from planner.sim import driver
+
+    cp = driver.ci_profile_by_id(state, gpu, gi, profile_id)  # type: ignore[arg-type]
+    return cp.name(driver.profile_of(state, gpu, gi))  # type: ignore[arg-type]
+
+
 @sim_app.command("fail")
 def fail_cmd(
     directory: Annotated[Path, typer.Argument(help="A simulated host directory.")],
@@ -239,6 +293,7 @@ def fail_cmd(
             ("NVML (pynvml function names)", faults.NVML_OPS),
             ("nvidia-smi", faults.SMI_OPS),
             ("kernel (sysfs writes)", faults.SYSFS_OPS),
+            ("tools (DIR/bin)", faults.TOOL_OPS),
             ("libvirt (checked by the libvirt adapter)", faults.LIBVIRT_OPS),
         ):
             typer.echo(f"{title}:")

@@ -84,6 +84,11 @@ class GpuEntry(_Closed):
     # Whether plan-making may move the slices of VMs that are shut off, to make room
     # for a slice that otherwise finds no free placement (never running ones).
     repack: Literal["never", "shut-off"] = "never"
+    # Who makes the compute instances inside a GPU instance that backs a vGPU: "host"
+    # (aihow creates the GI's default CI before the vGPU, NVIDIA's optional host step) or
+    # "guest" (none on the host; the guest driver makes its own). Either way a CI inside a
+    # GI a vGPU holds is the guest's and never planned (docs/reference/vgpu-on-mig.md s. 3).
+    vgpu_compute_instances: Literal["host", "guest"] = "host"
     # ai-how inventory fields (gpu_inventory.sh); informational.
     index: StrictInt | None = None
     uuid: str | None = None

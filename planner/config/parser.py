@@ -120,7 +120,7 @@ class _Checker:
         for i, gpu in enumerate(self.cfg.global_.gpus):
             path = f"global.gpus[{i}]"
             if gpu.select is None:
-                for key in ("layout", "mig", "repack"):
+                for key in ("layout", "mig", "repack", "vgpu_compute_instances"):
                     if key in gpu.model_fields_set:
                         self.error(f"{path}.{key}", f"'{key}' needs 'select' (an entry without "
                                    "select is an inventory record that aihow does not manage)",
@@ -135,6 +135,10 @@ class _Checker:
                 self.error(f"{path}.layout", "a layout needs mig: enabled", at_key=True)
             if gpu.repack != "never" and gpu.mig == "disabled":
                 self.error(f"{path}.repack", "repack needs mig: enabled", at_key=True)
+            if "vgpu_compute_instances" in gpu.model_fields_set and gpu.mig == "disabled":
+                self.error(f"{path}.vgpu_compute_instances", "vgpu_compute_instances needs "
+                           "mig: enabled (it is about GPU instances that back vGPUs)",
+                           at_key=True)
 
     # -- gpu_config on each node ---------------------------------------------------------
 

@@ -10,6 +10,7 @@ is a note, not a difference.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -155,3 +156,115 @@ def observed_from_model(model: GpuModel) -> list[ObservedProfile]:
         )
         for p in model.gi_profiles
     ]
+
+
+# --- compute-instance profiles -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedCi:
+    """One compute-instance profile as the driver reports it inside a GI of ``gi_id``
+    (``nvmlGpuInstanceGetComputeInstanceProfileInfo`` + possible placements)."""
+
+    gi_profile_id: int
+    id: int
+    name: str
+    slice_count: int
+    instance_count: int
+    placements: tuple[int, ...] | None = None  # None when not read
+
+
+def check_ci_profiles(model: GpuModel, observed: Iterable[ObservedCi]) -> CatalogCheck:
+    """Every difference between the catalog's CI profiles and those the driver reports
+    inside the GIs that exist (NVML can only list CI profiles of a real GI, so a GI
+    profile with no instance on the GPU is not compared). Matched by CI profile id, which
+    is also its NVML enum."""
+    diffs: list[str] = []
+    notes: list[str] = []
+    by_gi: dict[int, dict[int, ObservedCi]] = {}
+    for ci in observed:
+        by_gi.setdefault(ci.gi_profile_id, {})[ci.id] = ci
+    for gi_id, seen in sorted(by_gi.items()):
+        gi = model.profile_by_id(gi_id)
+        if gi is None:
+            continue  # the GI profile itself is reported by check_profiles
+        where = f"{model.id} {gi.name}"
+        for cat in model.ci_profiles_for(gi):
+            obs = seen.pop(cat.id, None)
+            name = cat.name(gi)
+            if obs is None:
+                diffs.append(f"{where}: CI profile {name} (id {cat.id}) is not reported")
+                continue
+            for field, want, have in (("slices", cat.slice_count, obs.slice_count),
+                                      ("instance count", cat.instance_count,
+                                       obs.instance_count)):
+                if want != have:
+                    diffs.append(f"{where}: CI {name} {field} is {want} in the catalog, "
+                                 f"{have} on the GPU")
+            if obs.placements is not None and sorted(obs.placements) != sorted(cat.placements):
+                flag = (" (marked uncertain in the catalog)"
+                        if "ci_profiles.placements" in model.uncertain else "")
+                diffs.append(f"{where}: CI {name} placements are {list(cat.placements)} in "
+                             f"the catalog, {sorted(obs.placements)} on the GPU{flag}")
+            if obs.name.removeprefix("MIG ") != name:
+                notes.append(f"{where}: the GPU names CI id {cat.id} "
+                             f"{obs.name.removeprefix('MIG ')}")
+        for ci_id, obs in sorted(seen.items()):
+            diffs.append(f"{where}: the GPU reports CI profile {obs.name} (id {ci_id}) that "
+                         "the catalog lacks")
+    return CatalogCheck(model.id, tuple(diffs), tuple(notes))
+
+
+# --- vGPU type -> GPU-instance profile ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservedVgpuType:
+    """A vGPU type as NVML maps it: ``nvmlVgpuTypeGetGpuInstanceProfileId`` (None: a
+    time-sliced type) and its name, for display."""
+
+    type_id: int
+    name: str
+    gi_profile_id: int | None
+
+
+_VGPU_SHORT = re.compile(r"^(?P<board>[A-Za-z0-9]+)-(?P<g>\d+)-(?P<gb>\d+)[A-Z]+$")
+_GI_NAME = re.compile(r"^(?P<g>\d+)g\.(?P<gb>\d+)gb")
+
+
+def check_vgpu_types(model: GpuModel, types: Iterable[ObservedVgpuType]) -> CatalogCheck:
+    """The driver's vGPU type -> GI profile map against the catalog: the profile must be
+    one the catalog has, a +gfx one on a ``vgpu_needs_gfx`` model, and of the slice count
+    the type's name says (``A100-3-20C``: 3). Names are display only: another framebuffer
+    figure or an unlisted board prefix is a note."""
+    diffs: list[str] = []
+    notes: list[str] = []
+    mig_backed = [t for t in types if t.gi_profile_id is not None]
+    boards = model.vgpu_boards or ((model.vgpu_board,) if model.vgpu_board else ())
+    for t in sorted(mig_backed, key=lambda t: t.type_id):
+        short = t.name.split()[-1] if t.name.split() else ""
+        what = f"{model.id} vGPU type {t.type_id} ({short})"
+        profile = model.profile_by_id(t.gi_profile_id or 0)
+        if profile is None:
+            diffs.append(f"{what}: the driver maps it to GI profile id {t.gi_profile_id}, "
+                         "which the catalog lacks")
+            continue
+        if model.vgpu_needs_gfx and profile.media != "gfx":
+            diffs.append(f"{what}: runs on {profile.name}; the catalog says MIG-backed types "
+                         "need a +gfx instance on this model")
+        m, g = _VGPU_SHORT.match(short), _GI_NAME.match(profile.name)
+        if m is None or g is None:
+            notes.append(f"{what}: on {profile.name} (name not in the <board>-<g>-<GB> form)")
+            continue
+        if m["g"] != g["g"]:
+            diffs.append(f"{what}: its name says {m['g']} slices, the driver maps it to "
+                         f"{profile.name}")
+        elif m["gb"] != g["gb"] and profile.vgpu_type != short:
+            notes.append(f"{what}: on {profile.name} (the name gives {m['gb']} GB)")
+        if boards and m["board"] not in boards:
+            notes.append(f"{what}: board prefix {m['board']} is not in the catalog's list "
+                         f"({', '.join(boards)}); names are for display only")
+    if not mig_backed:
+        notes.append(f"{model.id}: the driver maps no vGPU type to a GI profile (no vGPU "
+                     "host driver, or no MIG-backed types)")
+    return CatalogCheck(model.id, tuple(diffs), tuple(notes))

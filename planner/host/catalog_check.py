@@ -1,5 +1,8 @@
 """``aihow probe --check-catalog``: read each GPU's MIG profiles and placements through
-NVML (query calls only, through ``ReadOnlyNvml``) and compare them with the catalog.
+NVML (query calls only, through ``ReadOnlyNvml``) and compare them with the catalog: GI
+profiles and placements, the CI profiles inside every GI profile that has an instance
+(NVML lists CI profiles only of a real GI; the check never creates one), and the vGPU
+type -> GI profile map of a vGPU host driver (``nvmlVgpuTypeGetGpuInstanceProfileId``).
 
 Possible placements are answered "regardless of whether MIG is enabled", but need root;
 without permission the profiles are still compared and the report says placements were
@@ -8,11 +11,20 @@ not read.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from planner.hardware.catalog import get_model
-from planner.hardware.check import CatalogCheck, ObservedProfile, check_profiles
+from planner.hardware.check import (
+    CatalogCheck,
+    ObservedCi,
+    ObservedProfile,
+    ObservedVgpuType,
+    check_ci_profiles,
+    check_profiles,
+    check_vgpu_types,
+)
 from planner.host.errors import HostError
 from planner.host.nvml import NvmlHost, nvml_message
 from planner.host.state import Gpu
@@ -28,6 +40,8 @@ class GpuCheck:
     check: CatalogCheck | None  # None when the GPU is not in the catalog or not checked
     notes: tuple[str, ...] = ()
     checked: bool = True  # False: not MIG-capable, or profiles unreadable (MIG disabled)
+    cis: tuple[ObservedCi, ...] = ()
+    vgpu_types: tuple[ObservedVgpuType, ...] = ()
 
     @property
     def differences(self) -> tuple[str, ...]:
@@ -62,6 +76,35 @@ def read_observed(host: NvmlHost, handle: Any) -> tuple[tuple[ObservedProfile, .
     return tuple(observed), notes
 
 
+def read_observed_cis(host: NvmlHost, handle: Any) -> tuple[ObservedCi, ...]:
+    """The CI profiles (with possible placements) inside one GI of each GI profile that
+    has an instance on the GPU."""
+    out: list[ObservedCi] = []
+    seen: set[int] = set()
+    for profile, gi, _info in host.gi_handles(handle):
+        if profile.id in seen:
+            continue
+        seen.add(profile.id)
+        for ci in host.ci_profiles(gi):
+            starts: tuple[int, ...] | None = None  # None: compared without placements
+            with contextlib.suppress(host.nvml.NVMLError_NotSupported,
+                                     host.nvml.NVMLError_NoPermission):
+                starts = tuple(s for s, _ in host.ci_placements(gi, ci.id))
+            out.append(ObservedCi(profile.id, ci.id, ci.name, ci.slice_count,
+                                  ci.instance_count, starts))
+    return tuple(out)
+
+
+def read_vgpu_types(host: NvmlHost, handle: Any) -> tuple[ObservedVgpuType, ...]:
+    return tuple(ObservedVgpuType(t.type_id, t.name, t.gi_profile_id)
+                 for t in host.vgpu_types(handle).values())
+
+
+def _merged(*checks: CatalogCheck) -> CatalogCheck:
+    return CatalogCheck(checks[0].model_id, tuple(d for c in checks for d in c.differences),
+                        tuple(n for c in checks for n in c.notes))
+
+
 def check_host(env: Environment) -> tuple[str | None, tuple[GpuCheck, ...]]:
     """(driver version, one check per GPU in PCI order)."""
     nvml = env.nvml_readonly()
@@ -89,10 +132,18 @@ def _check_host(nvml: Any) -> tuple[str | None, tuple[GpuCheck, ...]]:
                         "nothing compared (enable MIG mode and run the check again)")
                 results.append(GpuCheck(gpu, (), None, (note,), checked=False))
                 continue
+            cis = read_observed_cis(host, handle) if gpu.mig_current else ()
+            types = read_vgpu_types(host, handle)
             check = None
             if gpu.model is not None:
-                check = check_profiles(get_model(gpu.model), observed, driver_version=driver)
-            results.append(GpuCheck(gpu, observed, check, tuple(notes)))
+                model = get_model(gpu.model)
+                check = _merged(check_profiles(model, observed, driver_version=driver),
+                                check_ci_profiles(model, cis), check_vgpu_types(model, types))
+            if not cis:
+                notes.append("compute-instance profiles not compared: no GPU instance exists "
+                             "(NVML lists them only inside one; the check creates none)")
+            results.append(GpuCheck(gpu, observed, check, tuple(notes), cis=cis,
+                                    vgpu_types=types))
     return driver, tuple(sorted(results, key=lambda r: r.gpu.pci))
 
 
@@ -117,6 +168,16 @@ def render_checks(uri: str, driver: str | None, checks: tuple[GpuCheck, ...]) ->
                 f"DEC {p.decoders} ENC {p.encoders} JPG {p.jpegs} OFA {p.ofas}  "
                 f"placements {where}"
             )
+        for ci in c.cis:
+            where = ("{" + ",".join(map(str, ci.placements)) + "}"
+                     if ci.placements is not None else "not read")
+            lines.append(f"  CI in GI profile {ci.gi_profile_id:<3} id {ci.id:<2} {ci.name:<14} "
+                         f"slices {ci.slice_count} count {ci.instance_count}  "
+                         f"placements {where}")
+        for t in sorted(c.vgpu_types, key=lambda t: t.type_id):
+            if t.gi_profile_id is not None:
+                lines.append(f"  vGPU type {t.type_id:<5} {t.name}  -> GI profile id "
+                             f"{t.gi_profile_id}")
         lines += [f"  difference: {d}" for d in c.differences]
         if c.check is not None:
             lines += [f"  note: {n}" for n in c.check.notes]

@@ -46,7 +46,8 @@ class ToolPaths:
 
     nvidia_smi: str | None = "nvidia-smi"
     mdevctl: str | None = "mdevctl"
-    sriov_manage: str | None = "/usr/lib/nvidia/sriov-manage"
+    # a name is looked up on PATH, then at NVIDIA's documented /usr/lib/nvidia/sriov-manage
+    sriov_manage: str | None = "sriov-manage"
 
 
 class Environment(ABC):

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from planner.hardware.catalog import match_model
 from planner.hardware.check import ObservedProfile
@@ -35,6 +36,9 @@ QUERY_FUNCTIONS = frozenset(
         "nvmlShutdown",
         "nvmlErrorString",
         "nvmlSystemGetDriverVersion",
+        "nvmlDeviceGetNvLinkState",
+        "nvmlDeviceGetNvLinkRemoteDeviceType",
+        "nvmlDeviceGetNvLinkRemotePciInfo",
         "nvmlSystemGetNVMLVersion",
         "nvmlSystemGetProcessName",
         "nvmlDeviceGetCount",
@@ -223,15 +227,67 @@ def _placement_at(struct: Any, legal: dict[int, int], start: int, subject: str) 
     return placement
 
 
+class _SessionGate:
+    """Many threads use one NVML session (apply's steps on different GPUs); a tool that
+    needs NVML closed (a GPU reset, sriov-manage) waits until no call is in flight and
+    keeps new ones out meanwhile. Shared use is re-entrant (a method calling another)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._users = 0
+        self._closed = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed:
+                self._cond.wait()
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            while self._closed or self._users:
+                self._cond.wait()
+            self._closed = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._closed = False
+                self._cond.notify_all()
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def _shared(method: _F) -> _F:
+    """Run ``method`` as a user of the NVML session (see ``_SessionGate``)."""
+
+    @functools.wraps(method)
+    def run(self: NvmlHost, *args: Any, **kwargs: Any) -> Any:
+        with self._gate.shared():
+            return method(self, *args, **kwargs)
+
+    return cast(_F, run)
+
+
 class NvmlHost:
     """Reads and changes the GPUs that ``nvml`` sees. Use as a context manager (or call
     ``open``/``close``) so NVML is initialised and shut down around the work."""
 
-    def __init__(self, nvml: Any, *, reset: Callable[[str], None] | None = None) -> None:
+    def __init__(self, nvml: Any, *, reset: Callable[[Sequence[str]], None] | None = None) -> None:
         self.nvml = nvml
         self._reset = reset
         self._opened = False
-        self._session_lock = threading.Lock()
+        self._gate = _SessionGate()
 
     # --- session -------------------------------------------------------------------
 
@@ -276,10 +332,12 @@ class NvmlHost:
         except self.nvml.NVMLError:
             return None
 
+    @_shared
     def pci_of(self, handle: Any) -> str:
         info = self.nvml.nvmlDeviceGetPciInfo(handle)
         return normalize_pci(_text(info.busId))
 
+    @_shared
     def handle(self, pci: str) -> Any:
         """The device handle of the GPU at ``pci`` (compared after normalisation, so any
         spelling NVML uses for the domain matches)."""
@@ -289,11 +347,22 @@ class NvmlHost:
                 return handle
         raise HostError(f"{Address.gpu(want)}: no such GPU on this host")
 
+    @_shared
+    def find_gpu(self, pci: str) -> Gpu | None:
+        """The GPU at ``pci`` read whole, or None where NVML has no such GPU."""
+        want = normalize_pci(pci)
+        for index, handle in self.handles():
+            if self.pci_of(handle) == want:
+                return self.read_gpu(index, handle)
+        return None
+
+    @_shared
     def read_gpus(self) -> tuple[Gpu, ...]:
         """Every GPU, sorted by PCI address, with its MIG state and instances."""
         gpus = [self.read_gpu(index, handle) for index, handle in self.handles()]
         return tuple(sorted(gpus, key=lambda g: g.pci))
 
+    @_shared
     def read_gpu(self, index: int, handle: Any) -> Gpu:
         n = self.nvml
         pci_info = n.nvmlDeviceGetPciInfo(handle)
@@ -390,6 +459,10 @@ class NvmlHost:
         count = ctypes.c_uint(0)
         n.nvmlDeviceGetGpuInstances(handle, profile.id, array, ctypes.byref(count))
         return [array[i] for i in range(count.value)]
+
+    def gi_handles(self, handle: Any) -> Iterator[tuple[ObservedProfile, Any, Any]]:
+        """(profile, GI handle, nvmlGpuInstanceGetInfo) for every GI on the GPU."""
+        return self._all_gi_handles(handle)
 
     def _all_gi_handles(self, handle: Any) -> Iterator[tuple[ObservedProfile, Any, Any]]:
         """(profile, GI handle, nvmlGpuInstanceGetInfo) for every GI on the GPU."""
@@ -499,6 +572,7 @@ class NvmlHost:
         n = self.nvml
         return (n.NVMLError_NotSupported, n.NVMLError_FunctionNotFound)
 
+    @_shared
     def vgpu_types(self, handle: Any) -> dict[int, VgpuTypeInfo]:
         """The vGPU types the GPU supports, by type id, with the GI profile each needs as
         the driver maps it (``nvmlVgpuTypeGetGpuInstanceProfileId``); empty where the
@@ -517,6 +591,7 @@ class NvmlHost:
                                     None if profile == NO_GI else profile)
         return out
 
+    @_shared
     def active_vgpus(self, handle: Any) -> tuple[ActiveVgpu, ...]:
         """The vGPUs of the GPU whose VMs run, each with its backing GI id; empty where
         the driver has no vGPU support. A vGPU that stopped being active between the
@@ -552,6 +627,7 @@ class NvmlHost:
                 f"{where}: {what} failed: {nvml_message(err)}", nvml_code(err)
             ) from err
 
+    @_shared
     def set_mig_mode(self, pci: str, enabled: bool) -> int:
         """Ask for MIG mode on/off; returns NVML's activation status (0 done, 19 pending
         until the GPU is idle and reset, 16 reset required)."""
@@ -573,6 +649,7 @@ class NvmlHost:
                 return profile
         raise HostError(f"{where}: the GPU has no GPU-instance profile with id {profile_id}")
 
+    @_shared
     def create_gpu_instance(self, pci: str, profile_id: int, start: int, *,
                             where: str | None = None) -> GpuInstance:
         """Create a GI of ``profile_id`` at placement ``start`` (always an explicit
@@ -607,6 +684,7 @@ class NvmlHost:
                 return gi
         raise HostError(f"{where}: no GPU instance at placement {start}")
 
+    @_shared
     def destroy_gpu_instance(self, pci: str, profile_id: int, start: int, *,
                              where: str | None = None) -> None:
         handle = self.handle(pci)
@@ -614,6 +692,7 @@ class NvmlHost:
         gi = self._find_gi(handle, start, where, profile_id)
         self._call(where, "nvmlGpuInstanceDestroy", self.nvml.nvmlGpuInstanceDestroy, gi)
 
+    @_shared
     def create_compute_instance(self, pci: str, gi_start: int, ci_profile_id: int,
                                 ci_start: int | None = None, *,
                                 where: str | None = None) -> ComputeInstance:
@@ -650,6 +729,7 @@ class NvmlHost:
         return _possible_placements(n.nvmlGpuInstanceGetComputeInstancePossiblePlacements, gi,
                                     profile_id, n.c_nvmlComputeInstancePlacement_t, 16)
 
+    @_shared
     def destroy_compute_instance(self, pci: str, gi_start: int, ci_start: int, *,
                                  where: str | None = None) -> None:
         handle = self.handle(pci)
@@ -662,6 +742,62 @@ class NvmlHost:
                 return
         raise HostError(f"{where}: no compute instance at placement {ci_start}")
 
+    @_shared
+    def nvlink_peers(self, pci: str) -> tuple[str, ...]:
+        """The GPUs NVLink-connected to the GPU at ``pci``: the remote GPU of each direct
+        link, and, when a link goes to an NVSwitch, every other GPU with a link to one (an
+        HGX board's one fabric). Links are walked to ``NVML_NVLINK_MAX_LINKS``, skipping
+        the ones a GPU lacks (NOT_SUPPORTED / INVALID_ARGUMENT); a GPU without NVLink
+        has no peers."""
+        want = normalize_pci(pci)
+        gpus, on_switch = {}, set()
+        for _, handle in self.handles():
+            at = self.pci_of(handle)
+            direct, switch = self._links(handle)
+            gpus[at] = direct
+            if switch:
+                on_switch.add(at)
+        peers = set(gpus.get(want, ()))
+        if want in on_switch:
+            peers |= on_switch
+        peers.discard(want)
+        return tuple(sorted(peers))
+
+    def _links(self, handle: Any) -> tuple[set[str], bool]:
+        n = self.nvml
+        skip = {getattr(n, "NVML_ERROR_NOT_SUPPORTED", 3),
+                getattr(n, "NVML_ERROR_INVALID_ARGUMENT", 2)}
+        direct: set[str] = set()
+        switch = False
+        for link in range(getattr(n, "NVML_NVLINK_MAX_LINKS", 18)):
+            try:
+                if not n.nvmlDeviceGetNvLinkState(handle, link):
+                    continue
+                kind = n.nvmlDeviceGetNvLinkRemoteDeviceType(handle, link)
+                if kind == getattr(n, "NVML_NVLINK_DEVICE_TYPE_SWITCH", 2):
+                    switch = True
+                elif kind == getattr(n, "NVML_NVLINK_DEVICE_TYPE_GPU", 0):
+                    info = n.nvmlDeviceGetNvLinkRemotePciInfo(handle, link)
+                    direct.add(normalize_pci(_text(info.busId)))
+            except n.NVMLError as err:
+                if nvml_code(err) in skip:
+                    continue
+                raise
+        return direct, switch
+
+    def _reset_would_change(self, pci: str) -> str | None:
+        """Why resetting this GPU along with another would lose something (None: it is
+        idle). A pending MIG mode is no reason: the reset makes effective what was asked
+        for (as mig-parted resets every GPU at once)."""
+        gpu = self.find_gpu(pci)
+        if gpu is None:
+            return "not found"
+        if gpu.gpu_instances:
+            return f"{len(gpu.gpu_instances)} GPU instance(s)"
+        if gpu.processes:
+            return "processes " + ", ".join(sorted({p.name for p in gpu.processes}))
+        return None
+
     def reset_gpu(self, pci: str) -> None:
         """Reset the GPU (pynvml has no reset call; nvidia-smi does it). Our own NVML
         session is closed meanwhile and opened again after: an open session is a client
@@ -670,13 +806,48 @@ class NvmlHost:
         stale afterwards; every NvmlHost method looks its handles up again."""
         pci = normalize_pci(pci)
         self.handle(pci)  # fail early, with a clear message, on an unknown GPU
-        if self._reset is None:
+        reset = self._reset
+        if reset is None:
             raise HostError(f"{Address.gpu(pci)}: no way to reset GPUs on this host")
-        with self._session_lock:
+        try:
+            self.without_session(lambda: reset([pci]))
+            return
+        except HostError as alone:
+            peers = self.nvlink_peers(pci)
+            if not peers:
+                raise
+            failed = alone
+        # nvidia-smi(1): where a GPU cannot be reset alone (an Ampere NVSwitch board whose
+        # Fabric Manager is not running, or a pre-Ampere NVLink board), every NVLink peer
+        # goes in the same command. Only idle peers are taken along: a reset wipes their
+        # instances, which no plan asked for (an idle peer's VFs go too; the next apply
+        # enables them again).
+        busy = [(p, why) for p in peers if (why := self._reset_would_change(p))]
+        if busy:
+            raise HostError(
+                f"{failed}; if it must be reset with its NVLink peers (HGX A100 without "
+                "Fabric Manager running), aihow does that only while they are idle, and "
+                + ", ".join(f"{Address.gpu(p)} has {why}" for p, why in busy)
+                + ": start Fabric Manager (on HGX A100 a single-GPU reset needs it), or free "
+                "those GPUs, and apply again") from None
+        self.without_session(lambda: reset([pci, *peers]))
+
+    def in_use(self) -> contextlib.AbstractContextManager[None]:
+        """Hold off ``without_session`` meanwhile: for another NVML session of this process
+        (a probe between steps), which would keep a GPU from being reset or unbound."""
+        return self._gate.shared()
+
+    def without_session(self, run: Callable[[], T]) -> T:
+        """Run ``run`` (a tool such as nvidia-smi or sriov-manage) with this NVML session
+        closed, once no call is in flight, and open it again after: an open session is a
+        client that keeps a GPU from being reset or unbound (docs/reference/vgpu-on-mig.md
+        sections 4 and 6). Handles taken before are stale afterwards; every method looks
+        its handles up again."""
+        with self._gate.exclusive():
             was_open = self._opened
             self.close()
             try:
-                self._reset(pci)
+                return run()
             finally:
                 if was_open:
                     self.open()
@@ -700,27 +871,31 @@ def _ci_where(pci: str, gi_start: int, ci_start: int | None,
 RESET_TIMEOUT_S = 120
 
 
-def nvidia_smi_reset(nvidia_smi: str, timeout: float = RESET_TIMEOUT_S) -> Callable[[str], None]:
-    """A reset function that runs ``nvidia-smi --gpu-reset -i PCI`` (with a timeout)."""
+def nvidia_smi_reset(nvidia_smi: str, timeout: float = RESET_TIMEOUT_S
+                     ) -> Callable[[Sequence[str]], None]:
+    """A reset function that runs ``nvidia-smi --gpu-reset -i PCI[,PCI...]`` (one command
+    for all the GPUs given, with a timeout)."""
 
-    def reset(pci: str) -> None:
+    def reset(pcis: Sequence[str]) -> None:
+        where = Address.gpu(pcis[0])
         try:
             proc = subprocess.run(
-                [nvidia_smi, "--gpu-reset", "-i", pci],
+                [nvidia_smi, "--gpu-reset", "-i", ",".join(pcis)],
                 capture_output=True, text=True, check=False, timeout=timeout,
             )
         except subprocess.TimeoutExpired:
-            raise HostError(f"{Address.gpu(pci)}: GPU reset did not finish within "
+            raise HostError(f"{where}: GPU reset did not finish within "
                             f"{timeout:g} s ({nvidia_smi} --gpu-reset)") from None
         except OSError as err:
-            raise HostError(f"{Address.gpu(pci)}: cannot run {nvidia_smi}: {err.strerror}") from err
+            raise HostError(f"{where}: cannot run {nvidia_smi}: {err.strerror}") from err
         if proc.returncode != 0:
             lines = [x.strip() for x in (proc.stdout + proc.stderr).strip().splitlines()]
-            # The first line says that it failed, the GPU's own line says why (in use, or the
+            # The first line says that it failed, a GPU's own line says why (in use, or the
             # NVLink peers that must be reset with it on an HGX A100 without Fabric Manager).
             why = next((x for x in lines if x.startswith("GPU ") and ":" in x[4:]), None)
             detail = why or (lines[0] if lines else f"exit status {proc.returncode}")
-            raise HostError(f"{Address.gpu(pci)}: GPU reset failed: {detail}")
+            together = f" (with {', '.join(pcis[1:])})" if len(pcis) > 1 else ""
+            raise HostError(f"{where}: GPU reset{together} failed: {detail}")
 
     return reset
 

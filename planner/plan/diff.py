@@ -160,6 +160,10 @@ def _delete_reason(res: Resource, managed: dict[str, str],
 
 
 def _noop_reason(want: Resource, have: Resource, records: HostRecords) -> tuple[str, Reason]:
+    if have.kind is Kind.COMPUTE_INSTANCE and want.extra.get("guest"):
+        return (f"kept: the guest's (inside the GPU instance whose vGPU "
+                f"{want.extra['guest']} uses; compute instances there are never planned)",
+                Reason.KEPT)
     if have.kind in (Kind.GPU_INSTANCE, Kind.COMPUTE_INSTANCE):
         return f"kept: {_wanted_by(want)}", Reason.KEPT
     if have.kind is Kind.DOMAIN:
@@ -209,6 +213,7 @@ def diff(res: Resolution, desired: dict[Address, Resource], actual: dict[Address
             changes[addr] = _Change(addr, want.kind, Action.REPLACE, have, want,
                                     f"{what} (cannot change in place)", Reason.CHANGED,
                                     destructive=bool(have.users))
+    _wiped_by_vfs(changes)
     _cascade(changes, scoped)
     _mark_moves(changes, res)
     return list(changes.values())
@@ -250,6 +255,22 @@ def _mark_moves(changes: dict[Address, _Change], res: Resolution) -> None:
             else:
                 continue
             ch.code = Reason.REPACK
+
+
+def _wiped_by_vfs(changes: dict[Address, _Change]) -> None:
+    """Enabling a GPU's VFs (``sriov-manage -e``) destroys every GPU instance on it
+    (vgpu-on-mig.md section 4): an instance kept there is made again after the VFs."""
+    enabling = {ch.branch: addr for addr, ch in changes.items()
+                if ch.kind is Kind.SRIOV and ch.action is Action.CREATE}
+    for ch in changes.values():
+        if ch.kind is Kind.GPU_INSTANCE and ch.action is Action.NO_OP \
+                and ch.branch in enabling:
+            ch.action = Action.REPLACE
+            ch.reason = (f"{enabling[ch.branch]} (sriov-manage -e) destroys every GPU "
+                         f"instance of {ch.branch}: made again after the VFs")
+            ch.code = Reason.DEPENDENCY_REPLACED
+            assert ch.before is not None
+            ch.destructive = bool(ch.before.users)
 
 
 def _check_release(have: Resource, res: Resolution, managed: dict[str, str]) -> None:

@@ -1,7 +1,8 @@
 """The host fingerprint: a digest of the probed state a plan depends on.
 
 It covers MIG modes, instances by profile and placement (not the GI/CI ids or MIG UUIDs
-the driver assigns anew at each creation), vGPU devices (the GI behind each one named by
+the driver assigns anew at each creation; not the compute instances inside a GI a vGPU
+holds, which are the guest's), vGPU devices (the GI behind each one named by
 its placement), domains (name, running or not) and their hostdevs, the MIG UUIDs the
 config names (where they are), and the names of the processes on a GPU whose mode the
 config changes (they block its reset). A host rebuilt to the same layout has the same
@@ -33,11 +34,16 @@ def fingerprint_data(host: HostState, requests: Requests) -> dict[str, Any]:
             name = gi_name(model, gi)
             where = f"{name}@{gi.placement_start}"
             gi_place[(gpu.pci, gi.gi_id)] = where
-            cis = []
+            cis: list[dict[str, Any]] | str = []
+            if (gpu.pci, gi.gi_id) in bindings.by_gi:
+                # a vGPU holds it: its compute instances are the guest's to change at any
+                # time, and no plan acts on them (plan.resources._guest_cis)
+                cis = "guest"
             for ci in sorted(gi.compute_instances, key=lambda c: c.placement_start):
                 cname = ci_name(model, gi, ci.profile_id)
-                cis.append({"profile": cname, "profile_id": ci.profile_id,
-                            "start": ci.placement_start, "size": ci.placement_size})
+                if isinstance(cis, list):
+                    cis.append({"profile": cname, "profile_id": ci.profile_id,
+                                "start": ci.placement_start, "size": ci.placement_size})
                 if ci.mig_uuid and ci.mig_uuid.lower() in named:
                     found[ci.mig_uuid.lower()] = f"{gpu.pci}/{where}/{cname}@{ci.placement_start}"
             instances.append({"profile": name, "profile_id": gi.profile_id,

@@ -44,6 +44,9 @@ class GpuPolicy:
     layout: Layout | None = None
     # "shut-off": slices of shut-off VMs may move so that a slice finds room (repack)
     repack: Literal["never", "shut-off"] = "never"
+    # "host": aihow makes the default CI of a vGPU's GI before the vGPU exists; "guest":
+    # it makes none. CIs inside a GI a vGPU holds are the guest's in both.
+    vgpu_compute_instances: Literal["host", "guest"] = "host"
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,8 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
             continue  # an ai-how inventory record: planning ignores it
         policies.append(
             GpuPolicy(key=f"global.gpus[{i}]", select=entry.select, mig=entry.mig,
-                      layout=entry.layout, repack=entry.repack)
+                      layout=entry.layout, repack=entry.repack,
+                      vgpu_compute_instances=entry.vgpu_compute_instances)
         )
     config_name = str(cfg.metadata.name)
 

@@ -15,7 +15,7 @@ from planner.hardware.model import GpuModel
 from planner.host.records import HostRecords, attachment_metadata
 from planner.host.state import Gpu, GpuInstance, HostState
 from planner.plan.bindings import Bindings
-from planner.plan.resolution import Resolution
+from planner.plan.resolution import GpuDecision, PlannedGi, PlannedVgpu, Resolution
 from planner.plan.resolve_vgpu import vf_type_name
 from planner.vocab import (
     Address,
@@ -190,8 +190,9 @@ def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Add
     that come without their VMs (slices only: the plan attaches to such a domain if it
     exists, and never defines it)."""
     out: dict[Address, Resource] = {}
-    ci_of: dict[int, Address] = {}
+    ci_of: dict[int, Address] = {}  # a vGPU's GI -> what the vGPU depends on there
     slices_only: set[Address] = set()
+    backs_vgpu = {id(v.gi): v for v in res.vgpus}
     for vm in res.requests.vms:
         da = Address.domain(vm.name)
         if vm.attrs is None:
@@ -214,6 +215,13 @@ def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Add
                                GpuInstanceAttrs(gi.profile.name, gi.start,
                                                 gi.profile.placement_size),
                                deps=(mig,), branch=pci, owner=gi.owner.node, key=gi.owner.key)
+            if id(gi) in backs_vgpu and _held_by_vgpu(res, backs_vgpu[id(gi)]):
+                ci_of[id(gi)] = _guest_cis(out, d, gi, ga)
+                continue
+            if id(gi) in backs_vgpu and d.policy is not None \
+                    and d.policy.vgpu_compute_instances == "guest":
+                ci_of[id(gi)] = ga  # the guest driver makes its CI: none on the host
+                continue
             cname = gi.ci.name(gi.profile)
             ca = ga.ci(cname, gi.ci_start)
             out[ca] = Resource(ca, Kind.COMPUTE_INSTANCE,
@@ -250,7 +258,54 @@ def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Add
                            deps=(va, da), branch=v.gi.gpu, owner=v.node, key=v.gi.owner.key)
         if da not in out:
             slices_only.add(da)
+    _instances_after_vfs(out)
     return out, slices_only
+
+
+def _instances_after_vfs(out: dict[Address, Resource]) -> None:
+    """On a GPU whose VFs the config wants, its GPU instances come after the VFs:
+    ``sriov-manage`` unbinds and rebinds the GPU, which destroys every GPU instance
+    (vgpu-on-mig.md section 4), so VFs enabled after the instances would wipe them."""
+    vfs = {res.branch: addr for addr, res in out.items() if res.kind is Kind.SRIOV}
+    for addr, res in list(out.items()):
+        if res.kind is Kind.GPU_INSTANCE and res.branch in vfs:
+            out[addr] = dataclasses.replace(res, deps=(*res.deps, vfs[res.branch]))
+
+
+def _held_by_vgpu(res: Resolution, v: PlannedVgpu) -> bool:
+    """Whether the vGPU the plan keeps for this GPU instance holds it now (its binding is
+    known): the compute instances inside are then the guest's (vgpu-on-mig.md section 3).
+    A GI whose vGPU goes, or goes to another node, is planned as any other."""
+    gi = v.gi
+    if gi.existing is None:
+        return False
+    at = (gi.gpu, gi.existing.gi_id)
+    if v.backend == "mdev":
+        return res.bindings.gi_of_mdev.get(v.key) == at
+    vf = res.bindings.parents.get(v.key)
+    return vf is not None and bool(vf.current_type) and vf.gi_id == gi.existing.gi_id \
+        and (v.type_id is None or vf.current_type == v.type_id)
+
+
+def _guest_cis(out: dict[Address, Resource], d: GpuDecision, gi: PlannedGi,
+               ga: Address) -> Address:
+    """The compute instances found inside a GI a vGPU holds, wanted as they are: the guest
+    made or removed them (NVIDIA: the guest manages them; the host must not create CIs on
+    a GI whose guest runs), so the plan neither creates, deletes nor replaces any, and a
+    guest's change is no drift. Whether the host sees the guest's CIs at all is not
+    documented; with none seen, none is planned. Returns what the vGPU depends on."""
+    assert gi.existing is not None
+    pci = d.gpu.pci
+    planned = (gi.ci.name(gi.profile), gi.ci_start)
+    for ci in sorted(gi.existing.compute_instances, key=lambda c: c.placement_start):
+        cname = ci_name(d.model, gi.existing, ci.profile_id)
+        ca = ga.ci(cname, ci.placement_start)
+        ours = (cname, ci.placement_start) == planned
+        out[ca] = Resource(ca, Kind.COMPUTE_INSTANCE,
+                           ComputeInstanceAttrs(cname, ci.placement_start, ci.placement_size),
+                           deps=(ga,), branch=pci, owner=gi.owner.node, key=gi.owner.key,
+                           extra={} if ours else {"guest": gi.owner.node})
+    return ga
 
 
 def hostdev_type(value: str) -> Literal["mdev", "pci"]:

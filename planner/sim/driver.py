@@ -427,6 +427,19 @@ def set_mig_mode(state: SimState, gpu: SimGpu, enable: int) -> int:
 FABRIC_MANAGER = frozenset({"nvidia-fabricmanager", "nv-fabricmanager"})
 
 
+# NVLinks per GPU on an NVSwitch board, all to NVSwitches (HGX): ASSUMED figures from the
+# boards' public specs (A100 12 links, H100 and later 18).
+NVLINKS = {"ampere": 12}
+NVLINKS_DEFAULT = 18
+
+
+def nvlink_count(state: SimState, gpu: SimGpu) -> int:
+    """The GPU's active NVLinks: all of them on an NVSwitch board, none elsewhere."""
+    if not state.nvswitch:
+        return 0
+    return NVLINKS.get(model_of(gpu).architecture, NVLINKS_DEFAULT)
+
+
 def fabric_manager_running(state: SimState) -> bool:
     return any(h.name in FABRIC_MANAGER for g in state.gpus for h in g.holders)
 

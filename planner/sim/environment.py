@@ -36,10 +36,10 @@ class SimEnvironment(Environment):
 
     @property
     def tools(self) -> ToolPaths:
-        # VFs are enabled through sysfs and mdevs kept by the store below: the simulated
-        # host has no mdevctl or sriov-manage to run.
+        # mdevs are kept by the store below: the simulated host has no mdevctl to run.
         return ToolPaths(nvidia_smi=str(self.directory / "bin" / "nvidia-smi"),
-                         mdevctl=None, sriov_manage=None)
+                         mdevctl=None,
+                         sriov_manage=str(self.directory / "bin" / "sriov-manage"))
 
     def host_dir(self) -> Path:
         """DIR, checked to hold a simulated host."""

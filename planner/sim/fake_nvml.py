@@ -41,6 +41,7 @@ from planner.sim.state import SimError, SimGi, SimGpu, SimState, SimStore
 
 _Key = tuple[Any, ...]
 _NO_ID = 0xFFFFFFFF
+NVLINK_DEVICE_TYPE_SWITCH = 0x02  # NVML_NVLINK_DEVICE_TYPE_SWITCH
 _PROCESS_MEMORY = 512 * 1024 * 1024  # bytes a simulated compute process uses
 
 # C symbol -> the pynvml function name faults are armed with.
@@ -91,6 +92,8 @@ _OP_OF_SYMBOL = {
     "nvmlDeviceGetMigDeviceHandleByIndex": "nvmlDeviceGetMigDeviceHandleByIndex",
     "nvmlDeviceGetDeviceHandleFromMigDeviceHandle": "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
     "nvmlDeviceGetComputeRunningProcesses_v3": "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetNvLinkState": "nvmlDeviceGetNvLinkState",
+    "nvmlDeviceGetNvLinkRemoteDeviceType": "nvmlDeviceGetNvLinkRemoteDeviceType",
     "nvmlDeviceGetComputeRunningProcesses_v2": "nvmlDeviceGetComputeRunningProcesses",
 }
 
@@ -629,6 +632,27 @@ class FakeNvmlLib(VgpuSymbols):
             arr[i].computeInstanceId = place[1].ci_id if place else _NO_ID
         n.value = len(procs)
         return Nvml.SUCCESS
+
+    # -- NVLink: on an NVSwitch board every link of every GPU goes to an NVSwitch (HGX);
+    # elsewhere the GPU has none (NOT_SUPPORTED, as on a PCIe board without a bridge).
+    def _link(self, state: SimState, handle: Any, link: Any) -> SimGpu:
+        gpu = self._gpu(state, handle)
+        n = driver.nvlink_count(state, gpu)
+        if n == 0:
+            raise DriverError(Nvml.NOT_SUPPORTED, f"NVLink on {gpu.pci}")
+        if not 0 <= _int(link) < n:
+            raise DriverError(Nvml.INVALID_ARGUMENT, f"NVLink {_int(link)} on {gpu.pci}")
+        return gpu
+
+    def _c_nvmlDeviceGetNvLinkState(self, state: SimState, handle: Any, link: Any,
+                                    active: Any) -> None:
+        self._link(state, handle, link)
+        _deref(active).value = 1
+
+    def _c_nvmlDeviceGetNvLinkRemoteDeviceType(self, state: SimState, handle: Any, link: Any,
+                                               kind: Any) -> None:
+        self._link(state, handle, link)
+        _deref(kind).value = NVLINK_DEVICE_TYPE_SWITCH
 
     def _c_nvmlDeviceGetComputeRunningProcesses_v3(
         self, state: SimState, handle: Any, count: Any, ref: Any

@@ -8,9 +8,11 @@ counted from then (in any process, the count lives in state.json) fails once. Na
   ``GPU_IS_LOST``, ...) and surfaces as pynvml's own ``NVMLError`` subclass. nvidia-smi goes
   through the same fake NVML, so its commands fail the same way.
 * nvidia-smi's own reset: ``nvidia-smi.gpu-reset`` (NVML code name).
-* Kernel (sysfs) writes: ``sysfs.sriov_numvfs``, ``sysfs.mdev_create``, ``sysfs.mdev_remove``,
+* Kernel (sysfs) writes: ``sysfs.mdev_create``, ``sysfs.mdev_remove``,
   ``sysfs.current_vgpu_type``. The error is an errno name (``EBUSY``, ``ENOSPC``, ``EIO``...)
   and surfaces as ``OSError`` with that errno, as a failed write(2) would.
+* NVIDIA's ``sriov-manage`` (``DIR/bin/sriov-manage``): an errno name; the script prints
+  it and exits 1.
 * libvirt: ``virDomainDefineXML``, ``virDomainCreate``, ``virDomainShutdown``,
   ``virDomainDestroy``, ``virDomainUndefine``, ``virDomainAttachDeviceFlags``,
   ``virDomainDetachDeviceFlags``, ``virNodeDeviceCreateXML``, ``virNodeDeviceDestroy``. The
@@ -66,6 +68,8 @@ NVML_OPS: tuple[str, ...] = (
     "nvmlDeviceGetMigDeviceHandleByIndex",
     "nvmlDeviceGetDeviceHandleFromMigDeviceHandle",
     "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetNvLinkState",
+    "nvmlDeviceGetNvLinkRemoteDeviceType",
     "nvmlDeviceGetSupportedVgpus",
     "nvmlDeviceGetCreatableVgpus",
     "nvmlVgpuTypeGetName",
@@ -80,11 +84,11 @@ NVML_OPS: tuple[str, ...] = (
 )
 SMI_OPS: tuple[str, ...] = ("nvidia-smi.gpu-reset",)
 SYSFS_OPS: tuple[str, ...] = (
-    "sysfs.sriov_numvfs",
     "sysfs.mdev_create",
     "sysfs.mdev_remove",
     "sysfs.current_vgpu_type",
 )
+TOOL_OPS: tuple[str, ...] = ("sriov-manage",)
 LIBVIRT_OPS: tuple[str, ...] = (
     "virDomainDefineXML",
     "virDomainCreate",
@@ -96,7 +100,7 @@ LIBVIRT_OPS: tuple[str, ...] = (
     "virNodeDeviceCreateXML",
     "virNodeDeviceDestroy",
 )
-ALL_OPS: tuple[str, ...] = NVML_OPS + SMI_OPS + SYSFS_OPS + LIBVIRT_OPS
+ALL_OPS: tuple[str, ...] = NVML_OPS + SMI_OPS + SYSFS_OPS + TOOL_OPS + LIBVIRT_OPS
 
 LIBVIRT_ERRORS = (
     "VIR_ERR_OPERATION_FAILED",
@@ -116,7 +120,7 @@ def default_error(op: str) -> str:
         if "Destroy" in op or op == "nvidia-smi.gpu-reset":
             return "IN_USE"
         return "UNKNOWN"
-    if op in SYSFS_OPS:
+    if op in SYSFS_OPS or op in TOOL_OPS:
         return "ENOSPC" if op == "sysfs.mdev_create" else "EBUSY"
     return "VIR_ERR_OPERATION_FAILED"
 
@@ -130,7 +134,7 @@ def _check_error(op: str, error: str) -> str:
         if name in Nvml.__members__ and name != "SUCCESS":
             return name
         known = ", ".join(n for n in Nvml.__members__ if n != "SUCCESS")
-    elif op in SYSFS_OPS:
+    elif op in SYSFS_OPS or op in TOOL_OPS:
         if isinstance(getattr(errno, name, None), int) and name.startswith("E"):
             return name
         known = "an errno name such as EBUSY, EINVAL, ENOSPC, EIO"

@@ -196,6 +196,12 @@ exec {python} -m planner.sim.nvidia_smi --root {root} "$@"
 """
 
 
+SRIOV_MANAGE_SCRIPT = """#!/bin/sh
+# Simulated sriov-manage for the aihow simulated host in {root}
+exec {python} -m planner.sim.sriov_manage --root {root} "$@"
+"""
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
@@ -216,6 +222,12 @@ def init_host(root: str | os.PathLike[str], spec: HostSpec, *, force: bool = Fal
         atomic_write(
             store.root / "bin" / "nvidia-smi",
             NVIDIA_SMI_SCRIPT.format(root=_quote(str(store.root)), python=_quote(sys.executable)),
+            mode=0o755,
+        )
+        atomic_write(
+            store.root / "bin" / "sriov-manage",
+            SRIOV_MANAGE_SCRIPT.format(root=_quote(str(store.root)),
+                                       python=_quote(sys.executable)),
             mode=0o755,
         )
     return state

@@ -3,9 +3,12 @@
 ``sysfs_write(DIR, relpath, value)`` applies a write to a kernel-action attribute of the
 simulated host, with the errors the kernel returns from write(2), then re-renders the tree:
 
-* ``<PF>/sriov_numvfs``: enable N VFs. ERANGE above sriov_totalvfs; EBUSY when VFs are
-  enabled and N is not 0 (the kernel wants 0 first) or when a VF holds a vGPU; EINVAL for
-  text that is not a number.
+* ``<PF>/sriov_numvfs``: refused. NVIDIA supports only its ``sriov-manage`` script for
+  VFs (``DIR/bin/sriov-manage``, ``planner.sim.sriov_manage``), and a plain write is refused
+  on real hosts (third-party observation, vgpu-on-mig.md section 4). The errno follows the
+  kernel's ``sriov_numvfs_store`` for a driver without ``sriov_configure`` (ENOENT; that
+  NVIDIA's driver has none is ASSUMED): EINVAL for text that is not a number, ERANGE above
+  ``sriov_totalvfs``, success when N is what is already set.
 * ``<VF>/mdev_supported_types/<type>/create``: write a UUID to create an mdev. EINVAL for a
   malformed UUID, EEXIST for a UUID in use, EUSERS when ``available_instances`` is 0 (the
   mdev core's check since Linux 5.16; ASSUMED for NVIDIA's driver). The driver picks the
@@ -74,7 +77,6 @@ def sysfs_write(sim_dir: str | os.PathLike[str], relpath: str, value: str | byte
     with store.transaction(commit_on=(OSError,)) as state:
         shown, rel = _resolve(store.root, relpath)
         if m := _NUMVFS.match(rel):
-            _trip(state, "sysfs.sriov_numvfs", shown)
             _set_numvfs(state, m["pf"], text, shown)
         elif m := _CREATE.match(rel):
             _trip(state, "sysfs.mdev_create", shown)
@@ -92,7 +94,7 @@ def sysfs_write(sim_dir: str | os.PathLike[str], relpath: str, value: str | byte
 def _latency_op(relpath: str) -> str | None:
     """The operation a write is, for the latency model (judged by the file's name)."""
     name = relpath.rstrip("/").rsplit("/", 1)[-1]
-    return {"sriov_numvfs": "sysfs.sriov_numvfs", "create": "sysfs.mdev_create",
+    return {"create": "sysfs.mdev_create",
             "remove": "sysfs.mdev_remove",
             "current_vgpu_type": "sysfs.current_vgpu_type"}.get(name)
 
@@ -113,13 +115,8 @@ def _set_numvfs(state: SimState, pf: str, text: str, shown: str) -> None:
         raise _err(errno.EINVAL, shown) from None
     if n < 0 or n > vgpu.total_vfs(driver.model_of(gpu)):
         raise _err(errno.ERANGE, shown)
-    if n == gpu.num_vfs:
-        return
-    if gpu.num_vfs and n:
-        raise _err(errno.EBUSY, shown)
-    if any(vgpu.vf_busy(state, gpu, vf) for vf in vgpu.vfs(gpu)):
-        raise _err(errno.EBUSY, shown)
-    gpu.num_vfs = n
+    if n != gpu.num_vfs:
+        raise _err(errno.ENOENT, shown)  # only sriov-manage changes the VFs (see above)
 
 
 def _create_mdev(state: SimState, vf: str, type_id: str, text: str, shown: str) -> None:

@@ -40,8 +40,9 @@ PROFILES: dict[str, dict[str, float]] = {
         "nvmlGpuInstanceCreateComputeInstance": 0.15,
         "nvmlGpuInstanceCreateComputeInstanceWithPlacement": 0.15,
         "nvmlComputeInstanceDestroy": 0.1,
-        # ASSUMED: enabling SR-IOV VFs (the kernel probes every new PCI function).
-        "sysfs.sriov_numvfs": 1.0,
+        # ASSUMED: sriov-manage enabling SR-IOV VFs (the PF is unbound and rebound and
+        # the kernel probes every new PCI function).
+        "sriov-manage": 1.0,
         # ASSUMED: an mdev create/remove or a VF's vGPU type.
         "sysfs.mdev_create": 0.2,
         "sysfs.mdev_remove": 0.1,

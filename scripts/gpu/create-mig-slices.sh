@@ -31,6 +31,8 @@ Instances already on the GPU that LIST asks for are kept (a re-run changes nothi
 instances that LIST does not ask for make it stop unless --destroy-existing is given.
 At the end it prints each instance with its MIG device UUID (from 'nvidia-smi -L').
 GPU and compute instances do not survive a reboot, a GPU reset or a driver reload.
+For MIG-backed vGPU, enable the GPU's SR-IOV VFs first ('sriov-manage -e PCI'): the
+script unbinds and rebinds the GPU, which destroys its GPU instances.
 
 Environment: NVIDIA_SMI (default nvidia-smi).
 

@@ -288,18 +288,19 @@ def vgpu_action(key: str, backend: str, parent: str, type_name: str, gi: str | N
 
 def vgpu_host(tmp_path: Path, model: str, pci: str, backend: str, *gis: tuple[int, int],
               gi_ids: str = "identity") -> tuple[Path, list[int]]:
-    """A simulated host with MIG on, the GIs ``(profile id, start)`` made through NVML
-    and the VFs enabled; returns its DIR and the GI ids the driver gave."""
+    """A simulated host with MIG on, the VFs enabled (sriov-manage) and then the GIs
+    ``(profile id, start)`` made through NVML; returns its DIR and the GI ids the driver
+    gave."""
     from planner.host.nvml import NvmlHost
     from planner.sim.fake_nvml import FakeNvml
     from planner.sim.host import GpuSpec, HostSpec, init_host
-    from planner.sim.kernel import sysfs_write
+    from planner.sim.sriov_manage import run as sriov_manage
 
     root = tmp_path / "host"
     init_host(root, HostSpec(gpus=(GpuSpec(model, pci, mig=True, gi_ids=gi_ids),), vgpu=backend))
+    assert sriov_manage(str(root), ["-e", pci])[0] == 0
     with NvmlHost(FakeNvml(root)) as host:
         ids = [host.create_gpu_instance(pci, profile, start).gi_id for profile, start in gis]
-    sysfs_write(root, f"bus/pci/devices/{pci}/sriov_numvfs", "4")
     return root, ids
 
 

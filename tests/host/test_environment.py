@@ -4,6 +4,7 @@ change anything, and that a command parses its host URI once."""
 from __future__ import annotations
 
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def test_local_environment_hands_out_this_machine() -> None:
     assert env.root() == Path("/") and env.proc_root() == Path("/proc")
     assert env.state_dir() == LOCAL_STATE_DIR == Path("/var/lib/aihow")
     assert (env.tools.nvidia_smi, env.tools.mdevctl, env.tools.sriov_manage) == (
-        "nvidia-smi", "mdevctl", "/usr/lib/nvidia/sriov-manage")
+        "nvidia-smi", "mdevctl", "sriov-manage")
     import pynvml
 
     assert env.nvml_module() is pynvml
@@ -68,7 +69,8 @@ def test_sim_environment_hands_out_the_simulated_host(
     assert env.root() == d and env.proc_root() == d / "proc"
     assert env.state_dir() == d / "state"
     assert env.tools.nvidia_smi == str(d / "bin" / "nvidia-smi")
-    assert env.tools.mdevctl is None and env.tools.sriov_manage is None
+    assert env.tools.mdevctl is None
+    assert env.tools.sriov_manage == str(d / "bin" / "sriov-manage")
     assert isinstance(env.nvml_module(), FakeNvml)
     with pytest.raises(AttributeError, match="not available on a read-only NVML view"):
         env.nvml_readonly().nvmlDeviceCreateGpuInstanceWithPlacement  # noqa: B018
@@ -90,8 +92,14 @@ def test_sim_sysfs_writes_reach_the_simulated_kernel(make_host: Callable[..., Pa
     env = open_environment(f"sim:{d}")
     with pytest.raises(HostError, match="read-only"):
         env.sysfs_readonly().write(f"bus/pci/devices/{GPU}/sriov_numvfs", "4")
-    env.sysfs().write(f"bus/pci/devices/{GPU}/sriov_numvfs", "4")
-    # the simulated kernel made the VFs: their links appear in the tree
+    # the simulated kernel answers: only sriov-manage may change the VFs
+    with pytest.raises(HostError, match="No such file or directory"):
+        env.sysfs().write(f"bus/pci/devices/{GPU}/sriov_numvfs", "4")
+    assert env.tools.sriov_manage is not None
+    out = subprocess.run([env.tools.sriov_manage, "-e", GPU], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    # the simulated host's sriov-manage made the VFs: their links appear in the tree
     assert (d / f"sys/bus/pci/devices/{GPU}/virtfn3").exists()
     assert env.probe().vgpu_parents  # and the probe sees them
 

@@ -24,6 +24,7 @@ from planner.sim.environment import SimEnvironment
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.host import GpuSpec
 from planner.sim.kernel import sysfs_write
+from planner.sim.sriov_manage import run as sriov_manage
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,14 @@ AIHOW = str(Path(sys.executable).with_name("aihow"))
 def busy_host(make_host: Callable[..., Path], vgpu: str | None = "mdev") -> Path:
     """An A100 with 3g@4 (+CI), 2g@0 (+CI), 1g@2; an H100 without MIG; 4 VFs and an mdev."""
     root = make_host(GpuSpec("a100-40gb", A100, mig=True), GpuSpec("h100-80gb", H100), vgpu=vgpu)
+    if vgpu is not None:  # VFs first: sriov-manage wipes the GPU's instances
+        assert sriov_manage(str(root), ["-e", A100])[0] == 0
     with NvmlHost(FakeNvml(root)) as host:
         host.create_gpu_instance(A100, 9, 4)
         host.create_compute_instance(A100, 4, 2, None)
         host.create_gpu_instance(A100, 14, 0)
         host.create_compute_instance(A100, 0, 1, None)
         host.create_gpu_instance(A100, 19, 2)
-    if vgpu is not None:
-        sysfs_write(root, f"sys/bus/pci/devices/{A100}/sriov_numvfs", "4")
     return root
 
 
@@ -99,7 +100,10 @@ def test_probe_reads_gpus_instances_vgpus_and_domains(make_host: Callable[..., P
             for g in a100.gpu_instances] == [("2g.10gb", 0, 1), ("1g.5gb", 2, 0),
                                               ("3g.20gb", 4, 1)]
     assert (h100.mig_capable, h100.mig_current, h100.gpu_instances) == (True, False, ())
-    assert [p.pci for p in state.vgpu_parents] == [f"0000:17:00.{k}" for k in range(4, 8)]
+    # sriov-manage enables every VF (sriov_totalvfs: 16 on A100)
+    assert [p.pci for p in state.vgpu_parents][:5] == [
+        "0000:17:00.4", "0000:17:00.5", "0000:17:00.6", "0000:17:00.7", "0000:17:01.0"]
+    assert len(state.vgpu_parents) == 16
     assert all(p.physfn == A100 for p in state.vgpu_parents)
     by_name = {t.name: t for t in state.vgpu_parents[0].types}
     assert by_name["NVIDIA A100-1-5C"].gi_profile_id == 19

@@ -181,17 +181,20 @@ def test_backend_mismatch_with_the_host_is_an_error() -> None:
         make(state, node("a", "1g.5gb"), policies=[manage(G17)], backend="mdev")
 
 
-def test_sriov_off_plans_enabling_the_vfs_before_the_vgpu_devices() -> None:
+def test_sriov_off_plans_enabling_the_vfs_before_the_instances_and_vgpu_devices() -> None:
+    """sriov-manage wipes a GPU's instances, so the VFs come first (issue 11 item 5)."""
     state = host(gpu(0x17, mig=False), parents=[])
     plan = make(state, node("a", "1g.5gb"), policies=[manage(G17)])
     order = [(a.kind, a.action) for a in plan.actions]
-    assert order == [("mig_mode", "update"), ("gpu_instance", "create"),
-                     ("compute_instance", "create"), ("sriov", "create"), ("vgpu", "create"),
+    assert order == [("mig_mode", "update"), ("sriov", "create"), ("gpu_instance", "create"),
+                     ("compute_instance", "create"), ("vgpu", "create"),
                      ("hostdev", "create")]
+    gi = next(a for a in plan.actions if a.kind == "gpu_instance")
     vgpu = next(a for a in plan.actions if a.kind == "vgpu")
     assert vgpu.after == VgpuAttrs("mdev", G17, vf(0x17, 0), None, "NVIDIA A100-1-5C", "1g.5gb@0")
     sriov = next(a for a in plan.actions if a.kind == "sriov")
     assert sriov.address == f"gpu[{G17}].vfs" and sriov.id in vgpu.depends_on
+    assert sriov.id in gi.depends_on
 
 
 def test_no_free_vf_is_an_error_naming_the_node() -> None:

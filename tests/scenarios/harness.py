@@ -212,7 +212,7 @@ def _op(step: Step, backend: str) -> str:
         ("gpu_instance", "delete"): "nvmlGpuInstanceDestroy",
         ("compute_instance", "create"): "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
         ("compute_instance", "delete"): "nvmlComputeInstanceDestroy",
-        ("sriov", "create"): "sysfs.sriov_numvfs",
+        ("sriov", "create"): "sriov-manage",
         ("domain", "create"): "virDomainDefineXML",
         ("domain", "delete"): "virDomainUndefine",
         ("hostdev", "create"): "virDomainAttachDeviceFlags",

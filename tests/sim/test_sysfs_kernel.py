@@ -14,6 +14,7 @@ from planner.cli.host_opts import open_environment
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.host import GpuSpec
 from planner.sim.kernel import sysfs_write
+from planner.sim.sriov_manage import run as sriov_manage
 
 U1 = "2f0c6a3e-1b6f-4c5e-9a8b-0d1e2f3a4b5c"
 U2 = "7a9d1c2e-3b4f-4a6b-8c9d-0e1f2a3b4c5d"
@@ -26,13 +27,16 @@ def read(root: Path, rel: str) -> str:
 def create_gis(root: Path, *placements: tuple[int, int, int]) -> list[int]:
     n = FakeNvml(root)
     n.nvmlInit()
-    h = n.nvmlDeviceGetHandleByIndex(0)
-    ids = []
-    for profile, start, size in placements:
-        p = pynvml.c_nvmlGpuInstancePlacement_t(start, size)
-        gi = n.nvmlDeviceCreateGpuInstanceWithPlacement(h, profile, ctypes.byref(p))
-        ids.append(n.nvmlGpuInstanceGetInfo(gi).id)
-    return ids
+    try:
+        h = n.nvmlDeviceGetHandleByIndex(0)
+        ids = []
+        for profile, start, size in placements:
+            p = pynvml.c_nvmlGpuInstancePlacement_t(start, size)
+            gi = n.nvmlDeviceCreateGpuInstanceWithPlacement(h, profile, ctypes.byref(p))
+            ids.append(n.nvmlGpuInstanceGetInfo(gi).id)
+        return ids
+    finally:
+        n.nvmlShutdown()
 
 
 def run_vm(root: Path, name: str, uuid: str, hostdev: str) -> None:
@@ -57,16 +61,20 @@ def active_gis(root: Path) -> list[tuple[int, int, str, str | None]]:
     """(type id, GI id, VM uuid, mdev uuid) of every active vGPU, through pynvml."""
     n = FakeNvml(root)
     n.nvmlInit()
-    h = n.nvmlDeviceGetHandleByIndex(0)
-    out = []
-    for inst in n.nvmlDeviceGetActiveVgpus(h):
-        try:
-            mdev = n.nvmlVgpuInstanceGetMdevUUID(inst)
-        except pynvml.NVMLError_NotSupported:
-            mdev = None
-        out.append((n.nvmlVgpuInstanceGetType(inst), n.nvmlVgpuInstanceGetGpuInstanceId(inst),
-                    n.nvmlVgpuInstanceGetVmID(inst)[0].decode(), mdev))
-    return out
+    try:
+        h = n.nvmlDeviceGetHandleByIndex(0)
+        out = []
+        for inst in n.nvmlDeviceGetActiveVgpus(h):
+            try:
+                mdev = n.nvmlVgpuInstanceGetMdevUUID(inst)
+            except pynvml.NVMLError_NotSupported:
+                mdev = None
+            out.append((n.nvmlVgpuInstanceGetType(inst),
+                        n.nvmlVgpuInstanceGetGpuInstanceId(inst),
+                        n.nvmlVgpuInstanceGetVmID(inst)[0].decode(), mdev))
+        return out
+    finally:
+        n.nvmlShutdown()  # an open session would hold the GPU against sriov-manage
 
 
 def test_pci_layout(make_host) -> None:
@@ -80,22 +88,24 @@ def test_pci_layout(make_host) -> None:
     assert read(root, f"{dev}/sriov_totalvfs") == "16" and read(root, f"{dev}/sriov_numvfs") == "0"
 
 
-def test_sriov_numvfs(make_host) -> None:
+def test_sriov_numvfs_only_through_sriov_manage(make_host) -> None:
     root = make_host(GpuSpec("a100-40gb", "0000:41:00.0"), vgpu="mdev")
     pf = "bus/pci/devices/0000:41:00.0"
-    sysfs_write(root, f"{pf}/sriov_numvfs", "4")
-    assert read(root, f"{pf}/sriov_numvfs") == "4"
-    assert os.readlink(root / "sys" / pf / "virtfn0") == "../0000:41:00.4"
-    assert read(root, "bus/pci/devices/0000:41:00.4/physfn/device") == "0x20b0"
-    assert (root / "sys/class/mdev_bus/0000:41:00.4").exists()
-    for value, code in (("8", errno.EBUSY), ("99", errno.ERANGE), ("x", errno.EINVAL)):
+    # a plain write is refused (NVIDIA supports only sriov-manage; vgpu-on-mig.md s. 4)
+    for value, code in (("4", errno.ENOENT), ("99", errno.ERANGE), ("x", errno.EINVAL)):
         with pytest.raises(OSError) as err:
             sysfs_write(root, f"/sys/{pf}/sriov_numvfs", value)
         assert err.value.errno == code
+    sysfs_write(root, f"{pf}/sriov_numvfs", "0")  # what is set already: accepted
+    assert sriov_manage(str(root), ["-e", "0000:41:00.0"])[0] == 0
+    assert read(root, f"{pf}/sriov_numvfs") == "16"
+    assert os.readlink(root / "sys" / pf / "virtfn0") == "../0000:41:00.4"
+    assert read(root, "bus/pci/devices/0000:41:00.4/physfn/device") == "0x20b0"
+    assert (root / "sys/class/mdev_bus/0000:41:00.4").exists()
     with pytest.raises(OSError) as err:
         sysfs_write(root, f"{pf}/vendor", "0x1234")
     assert err.value.errno == errno.EACCES
-    sysfs_write(root, f"{pf}/sriov_numvfs", "0")
+    assert sriov_manage(str(root), ["-d", "0000:41:00.0"])[0] == 0
     assert not (root / "sys" / pf / "virtfn0").exists()
 
 
@@ -103,7 +113,7 @@ def test_mdev_types_follow_gis_and_backing_gi_is_read_back(make_host) -> None:
     root = make_host(
         GpuSpec("a100-40gb", "0000:41:00.0", mig=True, gi_ids="swapped-halves"), vgpu="mdev"
     )
-    sysfs_write(root, "bus/pci/devices/0000:41:00.0/sriov_numvfs", "2")
+    sriov_manage(str(root), ["-e", "0000:41:00.0"])
     vf0 = "bus/pci/devices/0000:41:00.4"
     types = {
         read(root, f"{vf0}/mdev_supported_types/{t}/name"): t
@@ -148,7 +158,7 @@ def test_vendor_vfio_vgpu_types(make_host) -> None:
         GpuSpec("h100-80gb", "0000:65:00.0", mig=True, gi_ids="identity"), vgpu="vfio-vf"
     )
     assert not (root / "sys" / "bus" / "mdev").exists()
-    sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "2")
+    sriov_manage(str(root), ["-e", "0000:65:00.0"])
     vf = "bus/pci/devices/0000:65:00.4/nvidia"
     assert read(root, f"{vf}/creatable_vgpu_types").splitlines() == ["ID    : vGPU Name"]
     create_gis(root, (19, 3, 1))
@@ -165,11 +175,10 @@ def test_vendor_vfio_vgpu_types(make_host) -> None:
     assert active_gis(root) == [(int(type_id), 10, U2, None)]  # no mdev behind a VF
     other = "bus/pci/devices/0000:65:00.5/nvidia/creatable_vgpu_types"
     assert read(root, other).splitlines() == ["ID    : vGPU Name"]  # the only 1g GI is taken
-    with pytest.raises(OSError) as err:
-        sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "0")
-    assert err.value.errno == errno.EBUSY
+    code, out = sriov_manage(str(root), ["-d", "0000:65:00.0"])
+    assert code == 1 and "holds a vGPU" in out[-1]
     sysfs_write(root, f"{vf}/current_vgpu_type", "0")
-    sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "0")
+    assert sriov_manage(str(root), ["-d", "0000:65:00.0"])[0] == 0
 
 
 def test_rtx_vgpu_types_need_a_gfx_instance(make_host) -> None:
@@ -178,7 +187,7 @@ def test_rtx_vgpu_types_need_a_gfx_instance(make_host) -> None:
     root = make_host(
         GpuSpec("rtx-pro-6000", "0000:65:00.0", mig=True, gi_ids="identity"), vgpu="vfio-vf"
     )
-    sysfs_write(root, "bus/pci/devices/0000:65:00.0/sriov_numvfs", "2")
+    sriov_manage(str(root), ["-e", "0000:65:00.0"])
     vf, other = (f"bus/pci/devices/0000:65:00.{f}/nvidia" for f in (4, 5))
     create_gis(root, (14, 0, 3))  # plain 1g.24gb
     assert read(root, f"{vf}/creatable_vgpu_types").splitlines() == ["ID    : vGPU Name"]
@@ -191,17 +200,16 @@ def test_rtx_vgpu_types_need_a_gfx_instance(make_host) -> None:
     sysfs_write(root, f"{vf}/current_vgpu_type", "0")
 
 
-def test_sysfs_faults(make_host) -> None:
+def test_sriov_manage_faults(make_host) -> None:
     from planner.sim import faults
     from planner.sim.state import SimStore
 
     root = make_host(GpuSpec("a100-40gb", "0000:41:00.0"), vgpu="mdev")
     with SimStore(root).transaction() as state:
-        faults.arm(state, "sysfs.sriov_numvfs", 1, "EIO")
-    with pytest.raises(OSError) as err:
-        sysfs_write(root, "bus/pci/devices/0000:41:00.0/sriov_numvfs", "2")
-    assert err.value.errno == errno.EIO
-    sysfs_write(root, "bus/pci/devices/0000:41:00.0/sriov_numvfs", "2")
+        faults.arm(state, "sriov-manage", 1, "EIO")
+    code, out = sriov_manage(str(root), ["-e", "0000:41:00.0"])
+    assert code == 1 and "Input/output error" in out[-1]
+    assert sriov_manage(str(root), ["-e", "0000:41:00.0"])[0] == 0
     assert SimStore(root).read().faults[0].fired
 
 

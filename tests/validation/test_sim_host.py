@@ -43,9 +43,9 @@ def smi(d: Path, *args: str) -> str:
 
 def ready(d: Path) -> None:
     """What an operator does before aihow apply: modprobe vfio-pci, enable the VFs."""
-    from planner.sim.kernel import sysfs_write
+    from planner.sim.sriov_manage import run as sriov_manage
 
-    sysfs_write(d, f"sys/bus/pci/devices/{GPU}/sriov_numvfs", "16")  # sriov-manage -e: all
+    assert sriov_manage(str(d), ["-e", GPU])[0] == 0
     for module in ("vfio_pci", "vfio_iommu_type1"):
         os.makedirs(d / "sys" / "module" / module, exist_ok=True)
 
@@ -108,8 +108,10 @@ def test_fresh_host_needs_vfio_and_vfs(tmp_path: Path) -> None:
 def test_mig_uuid_on_a_simulated_host(tmp_path: Path) -> None:
     host = sim_init(tmp_path / "host", "--gpu", f"a100-40gb@{GPU}", "--vgpu", "mdev")
     smi(host, "-i", "0", "-mig", "1")
+    ready(host)  # VFs before instances: sriov-manage wipes the GPU's instances
     smi(host, "mig", "-i", "0", "-cgi", "9:4", "-C")
-    ready(host)  # after the changes: the simulator rewrites its sys/ tree (no modules in it)
+    for module in ("vfio_pci", "vfio_iommu_type1"):  # the simulator rewrote its sys/ tree
+        os.makedirs(host / "sys" / "module" / module, exist_ok=True)
     (uuid,) = re.findall(r"MIG-[0-9a-f-]{36}", smi(host, "-L"))
     ok = load_config(config(tmp_path, f"{{mode: mig, mig_uuid: {uuid}}}"))
     rows = check_host(ok, open_environment(f"sim:{host}"))

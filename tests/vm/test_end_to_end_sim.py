@@ -136,7 +136,7 @@ def test_after_a_reboot_apply_brings_the_same_slices_back_to_the_same_domains(
 
 @pytest.mark.parametrize(
     ("op", "at"),
-    [("sysfs.sriov_numvfs", 1), ("sysfs.mdev_create", 1), ("sysfs.mdev_create", 7)],
+    [("sriov-manage", 1), ("sysfs.mdev_create", 1), ("sysfs.mdev_create", 7)],
 )
 def test_a_failing_vgpu_step_rolls_back_to_the_start(tmp_path: Path, op: str, at: int) -> None:
     host = Host(tmp_path / "sim")

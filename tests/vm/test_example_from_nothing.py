@@ -246,7 +246,7 @@ FAULT_OP = {
     "mig_mode": "nvmlDeviceSetMigMode",
     "gpu_instance": "nvmlDeviceCreateGpuInstanceWithPlacement",
     "compute_instance": "nvmlGpuInstanceCreateComputeInstanceWithPlacement",
-    "sriov": "sysfs.sriov_numvfs",
+    "sriov": "sriov-manage",
     "vgpu": "sysfs.mdev_create",
     "domain": "virDomainDefineXML",
     "hostdev": "virDomainAttachDeviceFlags",
