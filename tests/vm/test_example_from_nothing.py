@@ -277,6 +277,9 @@ def ops_per_step(host: Host) -> dict[str, int]:
     return out
 
 
+# One apply per step, each running the simulated sriov-manage (a Python process) as the
+# real script runs: 160 s on a quiet 2-core machine, so more room than the default.
+@pytest.mark.timeout(900)
 def test_a_fault_at_every_step_of_the_apply_rolls_back_to_the_start(tmp_path: Path) -> None:
     """One host, one plan: for every action position, arm a fault on the operation that
     action performs (counted among the calls of the same operation before it, placeholders
