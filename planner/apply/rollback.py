@@ -3,6 +3,7 @@ in reverse; then say whether the host is back at the plan's start."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
