@@ -16,10 +16,6 @@ from planner.plan.make import make_plan
 from planner.plan.model import Plan
 from planner.sim.host import GpuSpec, HostSpec, init_host
 
-# The base image write_config's VMs are overlays of: every test host holds it
-# (``aihow sim init --image IMAGE``; libvirt's test driver never reads it).
-IMAGE = "/var/lib/images/hpc.qcow2"
-
 _CONFIG_HEAD = """\
 version: "1.0"
 metadata:
@@ -94,8 +90,7 @@ class SimHost:
     @classmethod
     def create(cls, path: Path, gpus: list[tuple[str, str, bool]]) -> SimHost:
         """gpus: (model, pci, mig enabled)."""
-        init_host(path, HostSpec(gpus=tuple(GpuSpec(m, pci, mig) for m, pci, mig in gpus),
-                                 images=(IMAGE,)))
+        init_host(path, HostSpec(gpus=tuple(GpuSpec(m, pci, mig) for m, pci, mig in gpus)))
         return cls(path)
 
     @classmethod
