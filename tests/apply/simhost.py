@@ -15,6 +15,7 @@ from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.plan.model import Plan
 from planner.sim.host import GpuSpec, HostSpec, init_host
+from tests.clirun import aihow
 
 _CONFIG_HEAD = """\
 version: "1.0"
@@ -140,3 +141,17 @@ class SimHost:
         return out
 
 
+
+
+def applied_example(tmp_path: Path) -> SimHost:
+    """A simulated A100 host (``config/sim-a100.toml``) with the example config applied
+    through the CLI, as an operator's first day leaves it."""
+    root = Path(__file__).resolve().parents[2]
+    out = aihow("sim", "init", str(tmp_path / "host"), "--spec",
+                str(root / "config/sim-a100.toml"))
+    assert out.returncode == 0, out.stderr
+    host = SimHost(tmp_path / "host")
+    done = aihow("apply", str(root / "config/example-mig-cluster.yaml"), "--host", host.uri,
+                 "--auto-approve", "--allow-reset")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return host

@@ -14,7 +14,7 @@ import pytest
 
 from planner.cli.host_opts import open_environment
 from planner.host import libvirt_domains as ld
-from tests.apply.simhost import SimHost
+from tests.apply.simhost import SimHost, applied_example
 from tests.apply.test_cli_apply import _run_on_terminal
 from tests.clirun import aihow
 
@@ -29,16 +29,6 @@ def _me_config(tmp_path: Path) -> Path:
     out = tmp_path / "me.yaml"
     out.write_text(text.replace(NODE1, NODE1.replace("1g.5gb}", "1g.5gb+me}")))
     return out
-
-
-def _applied(tmp_path: Path) -> SimHost:
-    out = aihow("sim", "init", str(tmp_path / "host"), "--spec",
-                str(ROOT / "config/sim-a100.toml"))
-    assert out.returncode == 0, out.stderr
-    host = SimHost(tmp_path / "host")
-    done = aihow("apply", str(EXAMPLE), "--host", host.uri, "--auto-approve", "--allow-reset")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return host
 
 
 def _start(host: SimHost, name: str) -> None:
@@ -61,7 +51,7 @@ def _plan(host: SimHost, cfg: Path, out: Path) -> Path:
 
 
 def test_off_a_terminal_apply_needs_auto_approve(tmp_path: Path) -> None:
-    host = _applied(tmp_path)
+    host = applied_example(tmp_path)
     plan = _plan(host, _me_config(tmp_path), tmp_path / "me.json")
     before = host.fingerprint(EXAMPLE), host.layout()
     refused = aihow("apply", str(plan))
@@ -75,7 +65,7 @@ def test_off_a_terminal_apply_needs_auto_approve(tmp_path: Path) -> None:
 
 
 def test_on_a_terminal_a_replace_asks_after_a_summary(tmp_path: Path) -> None:
-    host = _applied(tmp_path)
+    host = applied_example(tmp_path)
     plan = _plan(host, _me_config(tmp_path), tmp_path / "me.json")
     before = host.layout()
     code, out = _run_on_terminal(["apply", str(plan)], "n")
@@ -87,7 +77,7 @@ def test_on_a_terminal_a_replace_asks_after_a_summary(tmp_path: Path) -> None:
 
 
 def test_a_running_vms_slice_needs_the_flag_then_the_vm_is_restarted(tmp_path: Path) -> None:
-    host = _applied(tmp_path)
+    host = applied_example(tmp_path)
     _start(host, "hpc-compute-01")
     cfg = _me_config(tmp_path)
     plan = _plan(host, cfg, tmp_path / "me.json")
@@ -111,7 +101,7 @@ def test_a_running_vms_slice_needs_the_flag_then_the_vm_is_restarted(tmp_path: P
 @pytest.mark.parametrize("op", ["virDomainShutdown", "nvmlDeviceCreateGpuInstanceWithPlacement",
                                 "sysfs.mdev_create"])
 def test_a_failure_leaves_the_running_vm_running(tmp_path: Path, op: str) -> None:
-    host = _applied(tmp_path)
+    host = applied_example(tmp_path)
     _start(host, "hpc-compute-01")
     plan = _plan(host, _me_config(tmp_path), tmp_path / "me.json")
     before = host.fingerprint(EXAMPLE), host.layout()

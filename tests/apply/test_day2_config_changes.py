@@ -19,22 +19,12 @@ from pathlib import Path
 from planner.cli.host_opts import open_environment
 from planner.host import libvirt_domains as ld
 from planner.host.records import AIHOW_VM_NS
-from tests.apply.simhost import SimHost
+from tests.apply.simhost import SimHost, applied_example
 from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config/example-mig-cluster.yaml"
 NS = {"a": AIHOW_VM_NS}
-
-
-def _applied(tmp_path: Path) -> SimHost:
-    out = aihow("sim", "init", str(tmp_path / "host"), "--spec",
-                str(ROOT / "config/sim-a100.toml"))
-    assert out.returncode == 0, out.stderr
-    host = SimHost(tmp_path / "host")
-    done = aihow("apply", str(EXAMPLE), "--host", host.uri, "--auto-approve", "--allow-reset")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return host
 
 
 def _xml(host: SimHost, name: str) -> ET.Element:
@@ -55,7 +45,7 @@ def _ledger_owners(host: SimHost) -> set[str]:
 
 
 def test_a_dropped_cluster_leaves_the_host_in_one_apply(tmp_path: Path) -> None:
-    host = _applied(tmp_path)
+    host = applied_example(tmp_path)
     assert any(o.startswith("k8s/") for o in _ledger_owners(host))
     # a domain defined outside aihow holding a vGPU of the cloud cluster's GPU
     session = open_environment(host.uri).libvirt()
@@ -99,7 +89,7 @@ def test_a_dropped_cluster_leaves_the_host_in_one_apply(tmp_path: Path) -> None:
 
 
 def test_a_name_that_now_means_another_node_is_noted(tmp_path: Path) -> None:
-    host = _applied(tmp_path)
+    host = applied_example(tmp_path)
     text = EXAMPLE.read_text()
     node2 = text[text.index("      - cpu_cores: 8\n        memory_gb: 16\n        disk_gb: 100\n"
                             "        ip: \"192.168.100.12\""):
@@ -127,7 +117,7 @@ def test_a_name_that_now_means_another_node_is_noted(tmp_path: Path) -> None:
 
 
 def test_defined_gpu_domains_carry_their_attachment_and_no_display(tmp_path: Path) -> None:
-    host = _applied(tmp_path)
+    host = applied_example(tmp_path)
     gpu_vm, cpu_vm = _xml(host, "hpc-compute-01"), _xml(host, "hpc-controller")
     assert gpu_vm.find("./devices/graphics") is None and gpu_vm.find("./devices/video") is None
     assert cpu_vm.find("./devices/graphics") is not None  # no GPU: VNC as ai-how has it
