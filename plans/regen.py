@@ -61,26 +61,49 @@ def _prepare(s: Scenario, where: Path) -> str:
 
     init_host(where, load_spec(ROOT / s.spec))
     uri = f"sim:{where}"
+    cfg = load_config(ROOT / s.config, root=PINNED_TOT)
+    env = open_environment(uri)
+    for decl in expand_vms(cfg):  # the base images the VMs' disks are overlays of
+        if decl.base_image_path:
+            image = env.host_path(decl.base_image_path)
+            image.parent.mkdir(parents=True, exist_ok=True)
+            image.touch()
     if not s.ai_how_domains:
         return uri
-    cfg = load_config(ROOT / s.config, root=PINNED_TOT)
-    with open_environment(uri).libvirt() as session:
+    from planner.host import libvirt_objects as lo
+
+    with env.libvirt() as session:
+        # As ai-how leaves a host: each cluster's network (without aihow's leases) and
+        # pool, each VM's volume, and the domains, shut off.
         for decl in expand_vms(cfg):
+            net, pool = f"{decl.cluster_name}-network", f"{decl.cluster_name}-pool"
+            if lo.find_network(session.conn, net) is None:
+                lo.define_network(session.conn,
+                                  lo.network_xml(net, decl.bridge, decl.subnet, ()), net)
+            if lo.find_pool(session.conn, pool) is None:
+                lo.define_pool(session.conn, lo.pool_xml(pool, f"/var/lib/libvirt/images/{pool}"),
+                               pool)
+            lo.create_volume(session.conn, pool,
+                             lo.volume_xml(f"{decl.name}.qcow2", decl.disk_gb,
+                                           f"/var/lib/libvirt/images/{pool}/"
+                                           f"{decl.cluster_name}-base.qcow2"),
+                             f"{decl.name}.qcow2")
             ld.define(session.conn, render_domain_xml(VMSpec.from_decl(decl)))
         session.commit()
     return uri
 
 
 def _plan(s: Scenario, uri: str):  # type: ignore[no-untyped-def]
-    from planner.cli.host_opts import open_environment
+    from planner.cli.host_opts import base_images, open_environment
     from planner.config import load_config
     from planner.plan import make_plan
 
     cfg_path = ROOT / s.config
     env = open_environment(uri)
-    return make_plan(load_config(cfg_path, root=PINNED_TOT), env.probe(), config_path=s.config,
+    cfg = load_config(cfg_path, root=PINNED_TOT)
+    return make_plan(cfg, env.probe(), config_path=s.config,
                      config_sha256=hashlib.sha256(cfg_path.read_bytes()).hexdigest(),
-                     host_uri=s.uri, records=env.records())
+                     host_uri=s.uri, records=env.records(), images=base_images(env, cfg))
 
 
 def _apply(s: Scenario, uri: str, plan) -> None:  # type: ignore[no-untyped-def]

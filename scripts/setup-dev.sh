@@ -9,6 +9,7 @@ packages=(
   libvirt-clients                 # virt-xml-validate, virsh
   libvirt-daemon libvirt-daemon-driver-qemu qemu-system-x86  # real libvirtd for integration tests
   tini                            # reaps the QEMU probes libvirtd daemonizes (tests/integration)
+  iptables dnsmasq-base           # libvirtd's NAT networks with DHCP (aihow's planned networks)
   mdevctl shellcheck bats graphviz
 )
 # The guest of the boot test (tests/integration/test_guest_boot.py): a busybox initramfs

@@ -206,7 +206,7 @@ class DomainHandler:
         return f"{verb} domain {_domain_name(step.address)}"
 
     def preflight(self, host: HostState, change: Change, ctx: ApplyContext) -> list[str]:
-        """A delete is allowed only for a stopped domain that aihow itself defined (the
+        """A delete is allowed only for a domain that aihow itself defined (the
         plan's ``before`` keeps its definition, marked ``<aihow:defined-by>``)."""
         if change.action != "delete":
             return []
@@ -216,9 +216,7 @@ class DomainHandler:
         if defined_by_aihow(xml or "") is None:
             return [f"{change.address}: domain {name} was not defined by aihow; aihow never "
                     "deletes it"]
-        dom = next((d for d in host.domains if d.name == name), None)
-        if dom is not None and dom.running and not ctx.restart_running_vms:
-            return [f"{change.address}: domain {name} is {dom.state}; stop it first, or "
-                    "rerun with --restart-running-vms"]
+        # A running domain is shut down by the plan's own domain[NAME].running delete
+        # step before this one; undefine refuses a domain that still runs.
         return []
 

@@ -57,7 +57,7 @@ from planner.apply.lock import HostLock
 from planner.apply.results import ApplyInput, ApplyResult, PlanRefused
 from planner.apply.rollback import roll_back
 from planner.apply.run_steps import run_forward
-from planner.apply.running import affected_domains, refusal, shut_down, start_again
+from planner.apply.running import refusal, stopped_domains
 from planner.apply.steps import Step, plan_steps
 from planner.apply.verify import not_at
 from planner.apply.vet import vet_plan
@@ -91,11 +91,12 @@ def apply_plan(
         host = access.probe()
         check_not_stale(plan, host, inp.config)
         vet_plan(plan, host, inp.config, access.records(state_dir))
-        affected = affected_domains(plan, host)
-        if affected and not inp.restart_running_vms:
-            raise PlanRefused(refusal(affected))
+        stopped = stopped_domains(plan)
+        if stopped and not inp.restart_running_vms:
+            raise PlanRefused(refusal(stopped))
         ctx = ApplyContext(access, allow_reset=inp.allow_reset,
-                           restart_running_vms=inp.restart_running_vms)
+                           restart_running_vms=inp.restart_running_vms,
+                           shutdown_timeout=inp.shutdown_timeout)
         actions = plan_steps(plan)
         # With hooks, the preflight runs after the pre hooks: they stop what holds a GPU.
         with_hooks = bool(actions) and not plan.hooks.empty
@@ -130,7 +131,7 @@ def apply_plan(
             "config_path": inp.config_path,
             "start_fingerprint": start_fp,
             "allow_reset": inp.allow_reset,
-            "restart_domains": sorted(affected),
+            "shutdown_timeout": inp.shutdown_timeout,
             "pid": os.getpid(),
             "started": time.time(),
         })
@@ -144,7 +145,7 @@ def apply_plan(
                 _before_changes(plan, access, ctx, writer, hooks)
             with control.stop_on_signals():
                 result = _run(inp, access, ctx, writer, actions, start_fp, state_dir, on_event,
-                              control, sorted(affected), hooks)
+                              control, hooks)
         except BaseException:
             # Whatever went wrong, what pre_reset stopped starts again and on_failure runs
             # (both at most once: a refusal by a hook has run them already).
@@ -188,42 +189,19 @@ def _before_changes(plan: Plan, access: Environment, ctx: ApplyContext, writer: 
 def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: JournalWriter,
          actions: list[Step], start_fp: str, state_dir: Path,
          on_event: EventSink, control: RunControl,
-         restart: list[str] | None = None, hooks: HookRunner | None = None) -> ApplyResult:
+         hooks: HookRunner | None = None) -> ApplyResult:
     result = ApplyResult("applied", len(actions), journal_path=writer.path,
                          start_fingerprint=start_fp)
-    stopped: list[str] = []
 
     def reset_done(outcome: str) -> None:  # what pre_reset stopped starts again
         if hooks is not None:
             hooks.finish_reset(outcome)
-
-    if restart:  # running VMs whose slices change: shut down first (--restart-running-vms)
-        on_event(Event("note", f"shutting down {', '.join(restart)} (up to "
-                               f"{inp.shutdown_timeout:g}s each)"))
-        try:
-            stopped = shut_down(ctx.adapter("libvirt"), restart, inp.shutdown_timeout)
-        except AihowError as exc:
-            writer.note("shutdown failed", error=str(exc))
-            result.outcome = "rolled-back"
-            result.failed.append(("shutdown", str(exc)))
-            reset_done("rolled-back")
-            result.fingerprint_after = plan_api.fingerprint(access.probe(), inp.config)
-            result.back_at_start = result.fingerprint_after == start_fp
-            writer.end("rolled-back", result.fingerprint_after)
-            result.journal_path = None
-            return result
-        writer.note("domains shut down", domains=stopped)
-
-    def restart_stopped() -> None:
-        if stopped:
-            result.warnings += start_again(ctx.adapter("libvirt"), stopped)
 
     crash = CrashHook.from_env(state_dir)
     fwd = run_forward(ctx, writer, actions, result, crash, parallel=inp.parallel,
                       on_event=on_event, control=control)
     result.interrupted_by = control.signal_name
     if len(fwd.completed) == len(actions):  # every step done: never undone for a stop
-        restart_stopped()
         finished = _finish(inp, access, writer, result, state_dir, on_event, control,
                            before_close=reset_done)
         if finished is not None:
@@ -231,7 +209,6 @@ def _run(inp: ApplyInput, access: Environment, ctx: ApplyContext, writer: Journa
     # post_reset waits for the rollback: undoing a MIG mode change resets the GPU again
     return roll_back(access, ctx, writer, inp.plan, inp.config, actions, fwd.completed,
                      fwd.failed, result, start_fp, on_event, control,
-                     after_undo=restart_stopped,
                      before_readback=lambda: reset_done("failed"))
 
 

@@ -13,6 +13,12 @@ from planner.apply.mig_handlers import (
 )
 from planner.apply.steps import Side, Step
 from planner.apply.vgpu_handlers import SriovHandler, VgpuHandler
+from planner.apply.vm_side_handlers import (
+    NetworkHandler,
+    PoolHandler,
+    RunningHandler,
+    VolumeHandler,
+)
 from planner.errors import AihowError
 from planner.host.state import HostState
 from planner.vocab import Kind
@@ -26,6 +32,10 @@ HANDLERS: dict[Kind, ActionHandler] = {
     Kind.VGPU: VgpuHandler(),
     Kind.DOMAIN: DomainHandler(),
     Kind.HOSTDEV: HostdevHandler(),
+    Kind.NETWORK: NetworkHandler(),
+    Kind.POOL: PoolHandler(),
+    Kind.VOLUME: VolumeHandler(),
+    Kind.RUNNING: RunningHandler(),
 }
 
 

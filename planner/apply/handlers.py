@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from planner.apply.steps import Side, Step
 from planner.errors import AihowError
 from planner.host.environment import Environment
+from planner.host.libvirt_objects import DEFAULT_SHUTDOWN_TIMEOUT
 from planner.host.state import HostState
 from planner.vocab import Address, Attrs, AttrsError, attrs_as
 from planner.vocab.plan import Change
@@ -40,7 +41,9 @@ class ApplyContext:
 
     env: Environment
     allow_reset: bool = False
-    restart_running_vms: bool = False  # running domains are shut down before the steps
+    restart_running_vms: bool = False  # the plan's steps may shut running domains down
+    # Seconds a guest gets to shut down (ACPI) before it is destroyed.
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     _opened: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -17,11 +17,11 @@ from planner.apply.hooks import HookRunner, plan_env
 from planner.apply.journal import JournalView, JournalWriter, open_journal
 from planner.apply.lock import HostLock
 from planner.apply.results import ApplyInput, RecoverResult
-from planner.apply.running import start_again
 from planner.apply.steps import Side, Step, expand, plan_steps
 from planner.apply.verify import not_at, resource_states
 from planner.errors import AihowError
 from planner.host.environment import Environment
+from planner.host.libvirt_objects import DEFAULT_SHUTDOWN_TIMEOUT
 from planner.vocab import MIG_KINDS, Action
 from planner.vocab.plan import Plan
 
@@ -48,7 +48,9 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
             access = access.with_libvirt_uri(str(begin["libvirt_uri"]))
         plan = plan_api.plan_from_dict(begin["plan"])
         changes = plan.changes
-        ctx = ApplyContext(access, allow_reset=allow_reset or bool(begin.get("allow_reset")))
+        ctx = ApplyContext(access, allow_reset=allow_reset or bool(begin.get("allow_reset")),
+                           shutdown_timeout=float(begin.get("shutdown_timeout",
+                                                            DEFAULT_SHUTDOWN_TIMEOUT)))
         writer = JournalWriter.reopen(view.path, view.next_seq)
         writer.note("recover started", forward=forward, torn_tail=view.torn_tail)
         result = RecoverResult("failed", journal_path=view.path)
@@ -90,9 +92,6 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
                     result.steps.append(f"{'undid' if op == 'undo' else 'did'} {a.describe()}")
                 on_event(Event("undo-done" if op == "undo" else "action-done",
                                a.describe(), a.id, a.address, i + 1, len(todo)))
-            # The domains the apply shut down (--restart-running-vms) run again.
-            restart = [str(n) for n in begin.get("restart_domains", [])]
-            restart_warnings = start_again(ctx.adapter("libvirt"), restart) if restart else []
             restart_held("recovered-forward" if forward else "recovered-back")
             host = access.probe()
             config = plan_api.config_from_text(begin.get("config_text", ""),
@@ -117,7 +116,6 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
                 if not result.reached:
                     result.resource_states = resource_states(host, changes, None)
                 result.outcome = "recovered-back"
-            result.warnings = restart_warnings + result.warnings
             writer.end(result.outcome, fp)
             result.journal_path = None
             return result

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Literal
 
 from planner.apply.generations import Generation
 from planner.apply.hooks import HookRun
-from planner.apply.running import DEFAULT_SHUTDOWN_TIMEOUT
 from planner.errors import AihowError
+from planner.host.libvirt_objects import DEFAULT_SHUTDOWN_TIMEOUT
 from planner.vocab.plan import Plan
 
 if TYPE_CHECKING:

@@ -28,16 +28,14 @@ def roll_back(access: Environment, ctx: ApplyContext, writer: JournalWriter,
               completed: list[int], failed: list[int], result: ApplyResult,
               start_fp: str, on_event: EventSink,
               control: RunControl | None = None,
-              after_undo: Callable[[], None] | None = None,
               before_readback: Callable[[], None] | None = None) -> ApplyResult:
     """Undo and fill in ``result``: "rolled-back" (journal closed) or, when an undo
     fails, "rollback-failed" (journal kept, every resource's state described). After a
     stop request the rollback runs only while the stop grace lasts (and not at all after
     a second signal); cut short, it is "interrupted" and the journal stays for
-    ``aihow recover``. ``after_undo`` runs once every undo succeeded, before the host is
-    read back (it starts again the VMs the apply shut down); ``before_readback`` runs
-    then whatever became of the undo (the post_reset hooks: what they start again must
-    run even when the host is not back)."""
+    ``aihow recover``. A VM the apply shut down is started again by the undo of its
+    ``running`` step. ``before_readback`` runs then whatever became of the undo (the
+    post_reset hooks: what they start again must run even when the host is not back)."""
     control = control or RunControl()
     total = len(actions)
     host = access.probe()
@@ -65,8 +63,6 @@ def roll_back(access: Environment, ctx: ApplyContext, writer: JournalWriter,
         writer.done(str(a.id), "undo")
         result.undone.append(a.address)
         on_event(Event("undo-done", handler_for(a).inverse(a), a.id, a.address, i + 1, total))
-    if after_undo is not None and undo_error is None and not cut_short:
-        after_undo()
     if before_readback is not None:
         before_readback()
     host = access.probe()

@@ -49,6 +49,10 @@ class Step:
         return self.before if side == "before" else self.after
 
     def describe(self) -> str:
+        if self.change.kind is Kind.RUNNING and self.phase is not Action.UPDATE:
+            # a VM's power state: said as what happens to the VM
+            what = "shut down" if self.phase is Action.DELETE else "start"
+            return f"{what} {self.address.domain_name} ({self.address})"
         if self.change.action is Action.REPLACE:
             half = "delete the old" if self.phase is Action.DELETE else "create the new"
             return f"replace {self.address} ({half})"

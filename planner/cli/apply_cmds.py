@@ -163,13 +163,15 @@ def _make_plan(cfg: ClusterConfig, cfg_text: str, cfg_path: str, env: Environmen
     """The plan `aihow plan CFG --host URI [--libvirt-uri X]` would make (same probe, same
     host records; the ledger of ``state_dir``)."""
     # here, not at the top: --help loads every command module (start-up time)
+    from planner.cli.host_opts import base_images
     from planner.config.digest import config_digest
     from planner.plan.make import make_plan
 
     host = env.probe()
     return make_plan(cfg, host, config_path=cfg_path,
                      config_sha256=config_digest(cfg_text),
-                     host_uri=env.host_uri, records=env.records(state_dir))
+                     host_uri=env.host_uri, records=env.records(state_dir),
+                     images=base_images(env, cfg))
 
 
 def _state_dir(env: Environment | None, override: Path | None) -> Path:

@@ -78,3 +78,14 @@ LockTimeoutOpt = Annotated[
                  help="Wait up to DURATION (30s, 5m, 1h) for another apply to release the "
                       "host lock instead of failing at once."),
 ]
+def base_images(env: Environment, cfg: Any) -> dict[str, bool] | None:
+    """Whether each base image ``cfg``'s VMs name exists on ``env``'s host; None where
+    the host has no filesystem to look at (a snapshot), so plan-making skips the check."""
+    from planner.config.vms import expand_vms
+    from planner.errors import AihowError
+
+    paths = [vm.base_image_path for vm in expand_vms(cfg) if vm.base_image_path]
+    try:
+        return env.base_images(paths)
+    except AihowError:
+        return None

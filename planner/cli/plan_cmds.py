@@ -109,6 +109,7 @@ def plan_command(
 ) -> None:
     """Probe the host and print (and with -o save) the plan that makes it match CONFIG."""
     # here, not at the top: --help loads every command module (start-up time)
+    from planner.cli.host_opts import base_images
     from planner.plan import make_plan
     from planner.plan.render import render
 
@@ -124,7 +125,8 @@ def plan_command(
     env = _environment(host, cfg, libvirt_uri)
     # The absolute path: apply finds the config from any directory.
     plan = make_plan(cfg, env.probe(), config_path=os.path.abspath(config), config_sha256=sha,
-                     host_uri=env.host_uri, records=env.records())
+                     host_uri=env.host_uri, records=env.records(),
+                     images=base_images(env, cfg))
     if out is not None:
         _write_plan(out, plan.to_json())
         if key is not None:

@@ -46,6 +46,11 @@ def init_cmd(
         bool, typer.Option("--no-vfio", help="A host whose vfio_pci and vfio_iommu_type1 "
                            "modules are not loaded yet (the default host has them).")
     ] = False,
+    image: Annotated[
+        list[str] | None,
+        typer.Option("--image", metavar="PATH", help="A file the host holds (a VM base "
+                     "image; made empty under DIRECTORY), repeatable."),
+    ] = None,
     latency: Annotated[
         str, typer.Option("--latency", help="How long changing operations take: none "
                           "(instant) | realistic (seconds for a MIG mode change or a "
@@ -76,6 +81,8 @@ def init_cmd(
         host = replace(host, driver=driver)
     if no_vfio:
         host = replace(host, vfio=False)
+    if image:
+        host = replace(host, images=(*host.images, *image))
     state = init_host(directory, host, force=force)
     write_model(directory, latency)
     for g in state.gpus:

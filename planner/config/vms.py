@@ -49,6 +49,7 @@ class VmDecl(BaseModel):
     gpu_config: GpuConfig | None
     virtio_fs_mounts: tuple[VirtioFsMount, ...]
     key_path: str
+    base_image_key: str = ""  # where base_image_path is written (the node's or the cluster's)
 
 
 def expand_vms(cfg: ClusterConfig) -> tuple[VmDecl, ...]:
@@ -111,4 +112,6 @@ def _vm(
         base_image_path=node.base_image_path or cluster.base_image_path,
         bridge=cluster.network.bridge, subnet=cluster.network.subnet, pcie_devices=devices,
         gpu_config=node.gpu_config, virtio_fs_mounts=node.virtio_fs_mounts, key_path=path,
+        base_image_key=f"{path}.base_image_path" if node.base_image_path
+        else f"clusters.{cluster_type}.base_image_path",
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,21 @@ class Environment(ABC):
         """The host's state, read through the read-only ports; with ``gpu`` (a PF's PCI
         address), only what concerns that GPU (see ``planner.host.probe.probe``)."""
         return probe_host(self, gpu)
+
+    def host_path(self, path: str) -> Path:
+        """Where a path the config names lies on this host: under the root (``/``, or DIR
+        of ``sim:DIR``); a relative path is taken from the working directory on a real
+        host (as ai-how does) and from DIR on a simulated one."""
+        root = self.root()
+        p = Path(path)
+        if p.is_absolute():
+            return root / p.relative_to("/")
+        return (Path.cwd() if root == Path("/") else root) / p
+
+    def base_images(self, paths: Iterable[str]) -> dict[str, bool]:
+        """Whether each base image exists on the host (a regular file), by the path as
+        written; what plan-making needs to refuse a VM whose disk cannot be made."""
+        return {p: self.host_path(p).is_file() for p in sorted(set(paths))}
 
     def records(self, state_dir: Path | None = None) -> HostRecords:
         """What aihow recorded about the host: the domains it defined (read-only libvirt)

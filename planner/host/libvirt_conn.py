@@ -27,6 +27,9 @@ class LibvirtSession:
     uri: str
     read_only: bool = False
     persist: Callable[[Any], None] | None = None
+    # Autostart by domain name where the connection cannot say (libvirt's test driver
+    # opened read-only from a node file, which has no way to carry it); None: ask libvirt.
+    autostart: dict[str, bool] | None = None
     _closed: bool = field(default=False, repr=False)
 
     def commit(self) -> None:

@@ -396,29 +396,6 @@ def stop(conn: libvirt.virConnect, name: str, *, allow_stop: bool = False) -> Do
     return DomainOp("start", name)
 
 
-def shutdown(conn: libvirt.virConnect, name: str, *, timeout: float) -> DomainOp:
-    """Ask a running domain's guest to shut down (ACPI) and wait up to ``timeout``
-    seconds for it to be off; DomainError (the domain left running) when it is not."""
-    import time
-
-    lv = _libvirt()
-    dom = _require(conn, name)
-    if not dom.isActive():
-        return DomainOp("stop", name)
-    try:
-        dom.shutdown()
-    except lv.libvirtError as exc:
-        raise _fail("shut down", name, exc) from None
-    deadline = time.monotonic() + timeout
-    while dom.isActive():
-        if time.monotonic() >= deadline:
-            raise DomainError(f"domain {name} did not shut down within {timeout:g}s; it "
-                              "is still running (shut it down yourself, or raise "
-                              "--shutdown-timeout)")
-        time.sleep(0.2)
-    return DomainOp("start", name)
-
-
 def run_op(conn: libvirt.virConnect, op: DomainOp, *, allow_stop: bool = False) -> DomainOp:
     """Perform ``op`` and return its inverse. Rollback runs the inverses it collected,
     newest first, passing ``allow_stop=True`` only to undo a start it made itself."""

@@ -55,7 +55,7 @@ def _pci_address(address: ET.Element, where: str) -> str:
     return normalize_pci(f"{domain:04x}:{bus:02x}:{slot:02x}.{function:x}")
 
 
-def read_domain(dom: Any) -> Domain:
+def read_domain(dom: Any, autostart: dict[str, bool] | None = None) -> Domain:
     name = dom.name()
     state = int(dom.state()[0])
     return Domain(
@@ -64,9 +64,12 @@ def read_domain(dom: Any) -> Domain:
         state=STATE_NAMES.get(state, f"state {state}"),
         persistent=bool(dom.isPersistent()),
         hostdevs=parse_hostdevs(dom.XMLDesc(0), str(Address.domain(name))),
+        autostart=autostart.get(name, False) if autostart is not None
+        else bool(dom.autostart()) if dom.isPersistent() else False,
     )
 
 
-def read_domains(conn: Any) -> tuple[Domain, ...]:
+def read_domains(conn: Any, autostart: dict[str, bool] | None = None) -> tuple[Domain, ...]:
     """Every domain on the connection (defined or running), sorted by name."""
-    return tuple(sorted((read_domain(d) for d in conn.listAllDomains()), key=lambda d: d.name))
+    return tuple(sorted((read_domain(d, autostart) for d in conn.listAllDomains()),
+                        key=lambda d: d.name))

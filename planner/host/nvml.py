@@ -113,6 +113,7 @@ _CI_PROFILE_COUNT = 0x9
 # nvml.h: INVALID_GPU_INSTANCE_PROFILE_ID (a time-sliced vGPU type) and
 # INVALID_GPU_INSTANCE_ID (a vGPU no GI backs); pynvml names neither.
 NO_GI = 0xFFFFFFFF
+ACTIVE_VGPU_TRIES = 5  # listings of the active vGPUs, while VMs keep starting
 
 
 @dataclass(frozen=True)
@@ -595,12 +596,19 @@ class NvmlHost:
     def active_vgpus(self, handle: Any) -> tuple[ActiveVgpu, ...]:
         """The vGPUs of the GPU whose VMs run, each with its backing GI id; empty where
         the driver has no vGPU support. A vGPU that stopped being active between the
-        listing and the question (its VM stopped) is left out."""
+        listing and the question (its VM stopped) is left out. The listing sizes its
+        array, then fills it: a VM that starts in between (a parallel apply starts VMs)
+        makes it too small, and it is asked again."""
         n = self.nvml
-        try:
-            instances = n.nvmlDeviceGetActiveVgpus(handle)
-        except self._no_vgpu():
-            return ()
+        for attempt in range(ACTIVE_VGPU_TRIES):
+            try:
+                instances = n.nvmlDeviceGetActiveVgpus(handle)
+                break
+            except self._no_vgpu():
+                return ()
+            except n.NVMLError_InsufficientSize:
+                if attempt == ACTIVE_VGPU_TRIES - 1:
+                    raise
         found = []
         for inst in instances:
             try:

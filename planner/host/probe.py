@@ -15,6 +15,7 @@ from planner.hardware.catalog import get_model
 from planner.hardware.model import GpuModel
 from planner.hardware.vgpu import lookup_vgpu_type
 from planner.host.errors import HostError
+from planner.host.libvirt_objects import read_networks, read_pools
 from planner.host.libvirt_read import read_domains
 from planner.host.nvml import ActiveVgpu, NvmlHost, VgpuTypeInfo, nvml_message
 from planner.host.procfs import device_holders, process_name
@@ -76,7 +77,9 @@ def probe(env: Environment, gpu: str | None = None) -> HostState:
     vgpu = read_vgpu(sysfs, only)
     parents = tuple(_with_profiles(p, gpus, types) for p in vgpu.parents)
     with env.libvirt(read_only=True) as session:
-        domains = read_domains(session.conn)
+        domains = read_domains(session.conn, session.autostart)
+        networks = read_networks(session.conn)
+        pools = read_pools(session.conn)
     known = _GiKnowledge(gpus, active, domains, _recorded(env))
     parents = tuple(known.parent(p) for p in parents)
     mdevs = tuple(known.mdev(m, parents) for m in vgpu.mdevs)
@@ -88,6 +91,8 @@ def probe(env: Environment, gpu: str | None = None) -> HostState:
         vgpu_parents=parents,
         mdevs=mdevs,
         domains=domains,
+        networks=networks,
+        pools=pools,
     )
 
 

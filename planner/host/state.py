@@ -110,10 +110,47 @@ class Domain(_Frozen):
     state: str  # "running", "shut off", "paused", ...
     persistent: bool = True
     hostdevs: tuple[Hostdev, ...] = ()
+    autostart: bool = False  # libvirt starts it with the host
 
     @property
     def running(self) -> bool:
         return self.state in ("running", "paused", "blocked")
+
+
+class DhcpHost(_Frozen):
+    """A static DHCP lease of a libvirt network."""
+
+    mac: str
+    name: str
+    ip: str
+
+
+class Network(_Frozen):
+    """A libvirt network: its bridge, its IPv4 address and prefix, its static leases."""
+
+    name: str
+    bridge: str | None = None
+    address: str | None = None  # the host's address on it, e.g. 192.168.100.1
+    prefix: int | None = None
+    active: bool = False
+    hosts: tuple[DhcpHost, ...] = ()
+
+
+class Volume(_Frozen):
+    name: str
+    path: str
+    capacity: int  # bytes
+    backing: str | None = None
+
+
+class Pool(_Frozen):
+    """A libvirt storage pool and its volumes (listed only while it is active)."""
+
+    name: str
+    type: str
+    path: str | None = None
+    active: bool = False
+    volumes: tuple[Volume, ...] = ()
 
 
 class HostState(_Frozen):
@@ -124,6 +161,8 @@ class HostState(_Frozen):
     vgpu_parents: tuple[VgpuParent, ...] = ()
     mdevs: tuple[Mdev, ...] = ()
     domains: tuple[Domain, ...] = ()
+    networks: tuple[Network, ...] = ()
+    pools: tuple[Pool, ...] = ()
 
     def gpu(self, pci: str) -> Gpu | None:
         return next((g for g in self.gpus if g.pci == pci), None)

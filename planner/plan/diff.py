@@ -30,10 +30,14 @@ from planner.vocab import (
     HostdevAttrs,
     Kind,
     MigModeAttrs,
+    NetworkAttrs,
+    PoolAttrs,
     Reason,
+    RunningAttrs,
     SriovAttrs,
     VgpuAttrs,
     VmAttrs,
+    VolumeAttrs,
 )
 from planner.vocab.plan import Change, DeleteStep
 
@@ -95,8 +99,18 @@ def _scope(actual: dict[Address, Resource], desired: set[Address],
             continue
         if res.kind is Kind.SRIOV and addr not in desired:
             continue  # VFs are enabled when needed and never switched off
+        if res.kind in (Kind.NETWORK, Kind.POOL, Kind.VOLUME, Kind.RUNNING):
+            if addr in desired:  # adopted when wanted; never deleted (maybe not aihow's)
+                scoped[addr] = res
+            continue
         if addr in desired or res.branch in managed:
             scoped[addr] = res
+    for addr, res in actual.items():
+        # A running domain the plan deletes is shut down first, as its own step.
+        if res.kind is Kind.RUNNING and addr not in desired and addr.domain_name:
+            da = Address.domain(addr.domain_name)
+            if da in scoped and da not in desired:
+                scoped[addr] = res
     return scoped
 
 
@@ -135,6 +149,16 @@ def _create_reason(res: Resource, actual: dict[Address, Resource]) -> tuple[str,
         if Address.domain(a.domain) not in actual:
             text += " (once the domain is defined)"
         return text, Reason.ATTACH
+    if isinstance(a, NetworkAttrs):
+        return (f"network for cluster {res.key}: bridge {a.bridge}, subnet {a.subnet}, "
+                f"{len(a.hosts)} static DHCP lease(s)"), Reason.NETWORK_FOR_CLUSTER
+    if isinstance(a, PoolAttrs):
+        return f"storage pool for {res.key} at {a.path}", Reason.POOL_FOR_CLUSTER
+    if isinstance(a, VolumeAttrs):
+        return (f"disk of {res.owner}: {a.capacity_gb} GiB qcow2 overlay of {a.backing} "
+                f"({res.key})"), Reason.VOLUME_FOR_VM
+    if isinstance(a, RunningAttrs):
+        return f"start {a.domain} and set libvirt autostart ({res.key})", Reason.START_VM
     if isinstance(a, VmAttrs):
         return (f"define VM {a.name} ({res.key}): {a.cpu_cores} vCPUs, {a.memory_gb} GiB "
                 f"memory, {a.disk_gb} GiB disk, network {a.cluster}-network"), Reason.DEFINE_VM
@@ -148,13 +172,17 @@ def _delete_reason(res: Resource, managed: dict[str, str],
     if isinstance(a, HostdevAttrs):
         return f"detach {a.device} from {a.domain}: the device is removed", \
             Reason.DEVICE_REMOVED
+    if isinstance(a, RunningAttrs):
+        return (f"shut down {a.domain} (ACPI, then destroy after the timeout): aihow "
+                "deletes it"), Reason.STOP_VM
     if isinstance(a, DomainAttrs):
         text = (f"aihow defined {a.name} for cluster {a.cluster}, and the config no longer "
                 f"declares it")
         if a.cluster not in clusters:
             text += f" (nor cluster {a.cluster})"
         if res.users:
-            text += "; it is running: apply shuts it down first only with --restart-running-vms"
+            text += ("; it is running: the step before shuts it down, which apply does only "
+                     "with --restart-running-vms")
         return text, Reason.VM_DROPPED
     return f"not wanted on GPU {res.branch}, which {entry} manages", Reason.NOT_WANTED
 
@@ -166,6 +194,11 @@ def _noop_reason(want: Resource, have: Resource, records: HostRecords) -> tuple[
                 Reason.KEPT)
     if have.kind in (Kind.GPU_INSTANCE, Kind.COMPUTE_INSTANCE):
         return f"kept: {_wanted_by(want)}", Reason.KEPT
+    if have.kind in (Kind.NETWORK, Kind.POOL, Kind.VOLUME):
+        return f"found on the host (made by ai-how or an earlier apply): reused for " \
+               f"{_wanted_by(want)}", Reason.ADOPTED
+    if have.kind is Kind.RUNNING:
+        return "running, with libvirt autostart", Reason.UNCHANGED
     if have.kind is Kind.DOMAIN:
         name = want.attrs.name if isinstance(want.attrs, VmAttrs | DomainAttrs) else None
         who = "by aihow" if name in records.defined else "outside aihow"
@@ -195,11 +228,11 @@ def diff(res: Resolution, desired: dict[Address, Resource], actual: dict[Address
             changes[addr] = _Change(addr, want.kind, Action.CREATE, None, want, text, code)
         elif want is None:
             _check_release(have, res, managed)
-            blocked = (f"domain {have.attrs.name} (running)",) \
-                if isinstance(have.attrs, DomainAttrs) and have.users else ()
             text, code = _delete_reason(have, managed, res.requests.clusters)
             changes[addr] = _Change(addr, have.kind, Action.DELETE, have, None, text, code,
-                                    destructive=bool(have.users), blocked_by=blocked)
+                                    destructive=bool(have.users))
+        elif want.kind in (Kind.NETWORK, Kind.POOL, Kind.RUNNING):
+            changes[addr] = _vm_side_change(want, have)
         elif want.compared() == have.compared():
             text, code = _noop_reason(want, have, records)
             changes[addr] = _Change(addr, want.kind, Action.NO_OP, have, want, text, code)
@@ -216,6 +249,7 @@ def diff(res: Resolution, desired: dict[Address, Resource], actual: dict[Address
     _wiped_by_vfs(changes)
     _cascade(changes, scoped)
     _mark_moves(changes, res)
+    _restarts(changes, actual)
     return list(changes.values())
 
 
@@ -273,6 +307,43 @@ def _wiped_by_vfs(changes: dict[Address, _Change]) -> None:
             ch.destructive = bool(ch.before.users)
 
 
+def _vm_side_change(want: Resource, have: Resource) -> _Change:
+    """Networks, pools and running state change in place (never replaced): a network
+    gets the leases it lacks and is started, a pool is started, autostart is set."""
+    from planner.plan.vm_resources import check_network, merged_hosts
+
+    w, h = want.attrs, have.attrs
+    if isinstance(w, NetworkAttrs) and isinstance(h, NetworkAttrs):
+        check_network(w, h, want.key or str(want.address))
+        hosts = merged_hosts(w, h, want.key or str(want.address))
+        after = dataclasses.replace(want, attrs=dataclasses.replace(w, hosts=hosts))
+        if hosts == h.hosts and h.active:
+            text, code = _noop_reason(want, have, NO_RECORDS)
+            return _Change(want.address, want.kind, Action.NO_OP, have, after, text, code)
+        added = len(set(hosts) - set(h.hosts))
+        gone = len(set(h.hosts) - set(hosts))
+        text = ", ".join(t for t in (f"add {added} static DHCP lease(s)" if added else "",
+                                     f"remove {gone} lease(s) of VMs the config no longer "
+                                     "declares" if gone else "") if t)
+        if not h.active:
+            text = f"{text}; start it" if text else "start it"
+        return _Change(want.address, want.kind, Action.UPDATE, have, after,
+                       f"{text} ({want.key})", Reason.LEASES)
+    if isinstance(w, PoolAttrs) and isinstance(h, PoolAttrs):
+        after = want
+        if h.active:
+            text, code = _noop_reason(want, have, NO_RECORDS)
+            return _Change(want.address, want.kind, Action.NO_OP, have, after, text, code)
+        return _Change(want.address, want.kind, Action.UPDATE, have, after,
+                       f"start pool {w.name}: it exists but is not active", Reason.POOL_STOPPED)
+    assert isinstance(w, RunningAttrs) and isinstance(h, RunningAttrs)
+    if w.autostart == h.autostart:
+        text, code = _noop_reason(want, have, NO_RECORDS)
+        return _Change(want.address, want.kind, Action.NO_OP, have, want, text, code)
+    return _Change(want.address, want.kind, Action.UPDATE, have, want,
+                   f"set libvirt autostart of {w.domain} ({want.key})", Reason.AUTOSTART)
+
+
 def _check_release(have: Resource, res: Resolution, managed: dict[str, str]) -> None:
     """A GPU instance another cluster holds in the allocation ledger is never deleted."""
     if not isinstance(have.attrs, GpuInstanceAttrs) or not res.held:
@@ -322,8 +393,8 @@ def _cascade(changes: dict[Address, _Change], scoped: dict[Address, Resource]) -
     """A kept resource whose actual dependency goes away must be re-made: replace it."""
     order = sorted(changes.values(), key=lambda c: c.kind.rank)
     for ch in order:
-        if ch.action is not Action.NO_OP or ch.before is None:
-            continue
+        if ch.action is not Action.NO_OP or ch.before is None or ch.kind is Kind.RUNNING:
+            continue  # a running state is restarted around a change, never remade
         for dep in ch.before.deps:
             dc = changes.get(dep)
             if dc is not None and dc.action in (Action.DELETE, Action.REPLACE):
@@ -332,6 +403,49 @@ def _cascade(changes: dict[Address, _Change], scoped: dict[Address, Resource]) -
                 ch.code = Reason.DEPENDENCY_REPLACED
                 ch.destructive = bool(ch.before.users)
                 break
+
+
+def _takes(ch: _Change) -> bool:
+    """Whether a change takes something from the running domains that use it."""
+    if ch.before is None or ch.kind is Kind.RUNNING:
+        return False
+    if ch.action in (Action.DELETE, Action.REPLACE):
+        return True
+    return ch.action is Action.UPDATE and ch.kind is Kind.MIG_MODE
+
+
+def _restarts(changes: dict[Address, _Change], actual: dict[Address, Resource]) -> None:
+    """A running domain whose slice a change takes (a delete or replace of what it uses,
+    or its GPU's MIG mode change) is shut down before those changes and started again
+    after them: its ``running`` state becomes a replace ordered around them (apply
+    carries it out only with ``--restart-running-vms``). A domain the plan deletes is
+    only stopped (its ``running`` delete)."""
+    takes: dict[str, list[_Change]] = {}
+    for ch in changes.values():
+        if _takes(ch):
+            assert ch.before is not None
+            for name in ch.before.users:
+                takes.setdefault(name, []).append(ch)
+    for name, causes in sorted(takes.items()):
+        ra = Address.domain(name).running()
+        have, rc = actual.get(ra), changes.get(ra)
+        if have is None or (rc is not None and rc.action is Action.DELETE):
+            continue
+        want = rc.after if rc is not None and rc.after is not None else have
+        addrs = sorted({c.address for c in causes})
+        attached = sorted(c.address for c in changes.values()
+                          if c.kind is Kind.HOSTDEV and c.address.domain_name == name
+                          and c.action in (Action.CREATE, Action.REPLACE))
+        before = dataclasses.replace(have, deps=tuple(dict.fromkeys((*have.deps, *addrs))))
+        after = dataclasses.replace(
+            want, deps=tuple(dict.fromkeys((*want.deps, *attached, *addrs))))
+        shown = ", ".join(str(a) for a in addrs[:2])
+        if len(addrs) > 2:
+            shown += f" and {len(addrs) - 2} more"
+        changes[ra] = _Change(
+            ra, Kind.RUNNING, Action.REPLACE, before, after,
+            f"shut down {name} (ACPI, then destroy after the timeout) before {shown} "
+            "change(s), started again after", Reason.RESTART_FOR_CHANGE, destructive=True)
 
 
 # Every change sets every field: one set of their names serves all of them (pydantic

@@ -74,7 +74,7 @@ def fingerprint_data(host: HostState, requests: Requests) -> dict[str, Any]:
     domains = [{"name": d.name, "running": d.running,
                 "hostdevs": sorted(f"{h.type}:{h.key}" for h in d.hostdevs)}
                for d in sorted(host.domains, key=lambda d: d.name)]
-    return {
+    out: dict[str, Any] = {
         "vgpu_backend": host.vgpu_backend,
         "gpus": gpus,
         "vgpu_parents": vfs,
@@ -82,6 +82,18 @@ def fingerprint_data(host: HostState, requests: Requests) -> dict[str, Any]:
         "domains": domains,
         "named_mig_uuids": {u: found.get(u) for u in sorted(named)},
     }
+    # libvirt networks and pools (keys only when the host has any, so the fingerprints
+    # of hosts without them stay as they were).
+    if host.networks:
+        out["networks"] = [{"name": n.name, "active": n.active, "bridge": n.bridge,
+                            "hosts": [f"{h.mac}={h.ip}" for h in n.hosts]}
+                           for n in host.networks]
+    if host.pools:
+        out["pools"] = [{"name": p.name, "active": p.active,
+                         "volumes": [v.name for v in p.volumes]} for p in host.pools]
+    if any(d.autostart for d in host.domains):
+        out["autostart"] = sorted(d.name for d in host.domains if d.autostart)
+    return out
 
 
 def fingerprint_requests(host: HostState, requests: Requests) -> str:

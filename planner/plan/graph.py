@@ -7,10 +7,12 @@ the resources' "must exist before" dependencies (MIG mode -> GPU instance -> com
 instance -> vGPU device -> domain hostdev, and a domain -> its hostdevs):
 
 - a delete step runs after the delete steps of what depends on the resource (reverse
-  dependency order: hostdev, vGPU, CI, GI);
+  dependency order: hostdev, vGPU, CI, GI), and before the update of a dependency (a
+  running VM's stop before its GPU's MIG mode change);
 - a create step runs after the create or update steps of its dependencies (a dependency
-  that is kept, a no-op, is already there and orders nothing), and after its own delete
-  step (a replace);
+  that is kept, a no-op, is already there and orders nothing), after the delete step of
+  a dependency that only goes (a VM started again after the slice it used is deleted),
+  and after its own delete step (a replace);
 - a create with no such dependency (a root of its branch's creations) runs after every
   delete step of its branch (GPU), so a branch frees its slices before it fills them.
 
@@ -98,6 +100,10 @@ def _edges(steps: list[tuple[str, PlannedChange]], index: dict[tuple[str, Addres
             assert ch.before is not None
             for dep in ch.before.deps:  # delete the dependants of a thing before the thing
                 m = index.get((DELETE, dep))
+                if m is None:  # or before it changes in place (a VM stopped before its
+                    m = index.get((MAKE, dep))  # GPU's MIG mode changes)
+                    if m is not None and steps[m][1].action is not Action.UPDATE:
+                        m = None
                 if m is not None:
                     edges.append((n, m))
             continue
@@ -107,6 +113,8 @@ def _edges(steps: list[tuple[str, PlannedChange]], index: dict[tuple[str, Addres
         has_dep = False
         for dep in ch.after.deps:
             m = index.get((MAKE, dep))
+            if m is None:  # a dependency that only goes (a VM started after the slice
+                m = index.get((DELETE, dep))  # it used is deleted)
             if m is not None and steps[m][1].action is not Action.NO_OP:
                 edges.append((m, n))
                 has_dep = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from planner.plan.request import Requests, requests_from_config
 from planner.plan.resolution import Resolution
 from planner.plan.resolve import resolve
 from planner.plan.resources import Resource, actual_resources, desired_resources
+from planner.plan.vm_resources import check_base_images
 from planner.vocab import Address
 from planner.vocab.plan import Change, ConfigRef, HostRef, Note, Plan, digest, summarize
 
@@ -41,25 +43,31 @@ def dropped_clusters(requests: Requests, records: HostRecords) -> frozenset[str]
                      and rec.cluster not in requests.clusters)
 
 
-def resources_for(requests: Requests, host: HostState, records: HostRecords = NO_RECORDS
-                  ) -> Resources:
+def resources_for(requests: Requests, host: HostState, records: HostRecords = NO_RECORDS,
+                  images: Mapping[str, bool] | None = None) -> Resources:
+    """``images``: whether each base image the config names exists on the host (read at
+    the edge, ``Environment.base_images``); None skips the check."""
     dropped = dropped_clusters(requests, records)
     claims = {k: o for k, o in records.claims.items() if o.split("/", 1)[0] not in dropped}
     res = resolve(requests, host, claims)
     models = {g.pci: model_of(g) for g in host.gpus}
     desired, slices_only = desired_resources(res)
-    return Resources(res, desired, actual_resources(host, models, records), frozenset(slices_only))
+    actual = actual_resources(host, models, records)
+    if images is not None:
+        check_base_images(desired, actual, images)
+    return Resources(res, desired, actual, frozenset(slices_only))
 
 
 def plan_requests(requests: Requests, host: HostState, *, config_path: str, config_sha256: str,
                   host_uri: str, version: str = __version__,
-                  records: HostRecords = NO_RECORDS) -> Plan:
+                  records: HostRecords = NO_RECORDS,
+                  images: Mapping[str, bool] | None = None) -> Plan:
     # Plan-making allocates many small acyclic objects; the cyclic collector would walk
     # them over and over (a third of the time on a large host) and finds nothing.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        actions, notes = _actions(requests, host, records)  # what made them is freed here
+        actions, notes = _actions(requests, host, records, images)  # freed here
         snapshot = fingerprint_data(host, requests)
         plan = Plan(
             aihow_version=version,
@@ -76,12 +84,13 @@ def plan_requests(requests: Requests, host: HostState, *, config_path: str, conf
             gc.enable()
 
 
-def _actions(requests: Requests, host: HostState, records: HostRecords
+def _actions(requests: Requests, host: HostState, records: HostRecords,
+             images: Mapping[str, bool] | None = None
              ) -> tuple[tuple[Change, ...], tuple[Note, ...]]:
     """The ordered changes and the plan's notes. The resources, the diff and the plan
     graph are garbage once this returns, before the plan is sealed: sealing must not hold
     them at its peak."""
-    r = resources_for(requests, host, records)
+    r = resources_for(requests, host, records, images)
     changes = diff(r.resolution, r.desired, r.actual, records, r.slices_only)
     notes = tuple(plan_notes(r.resolution, r.desired, r.actual, r.slices_only, records))
     del r  # the resolution and the resource maps: only the changes are needed now
@@ -89,9 +98,11 @@ def _actions(requests: Requests, host: HostState, records: HostRecords
 
 
 def make_plan(cfg: Any, host: HostState, *, config_path: str, config_sha256: str,
-              host_uri: str, records: HostRecords = NO_RECORDS) -> Plan:
+              host_uri: str, records: HostRecords = NO_RECORDS,
+              images: Mapping[str, bool] | None = None) -> Plan:
     """Contract 5: the plan that brings ``host`` to what ``cfg`` asks for. ``records``:
     what aihow recorded about the host (domains it defined, the allocation ledger), read
     by the caller; without them no domain is deleted and no claim is checked."""
     return plan_requests(requests_from_config(cfg), host, config_path=config_path,
-                         config_sha256=config_sha256, host_uri=host_uri, records=records)
+                         config_sha256=config_sha256, host_uri=host_uri, records=records,
+                         images=images)

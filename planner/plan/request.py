@@ -84,6 +84,11 @@ class VmRequest:
     cluster: str
     key: str  # "clusters.hpc.compute_nodes[0]"
     attrs: VmAttrs | None = field(default=None, compare=False, hash=False)
+    # What the VM's network, disk and power state are planned from (not compared).
+    ip: str | None = field(default=None, compare=False, hash=False)  # None: DHCP
+    auto_start: bool = field(default=True, compare=False, hash=False)
+    subnet: str = field(default="", compare=False, hash=False)
+    base_image_key: str = field(default="", compare=False, hash=False)
 
     @property
     def owner(self) -> str:
@@ -127,7 +132,9 @@ def requests_from_config(cfg: ClusterConfig) -> Requests:
     vms: list[VmRequest] = []
     for vm in expand_vms(cfg):
         vms.append(VmRequest(name=vm.name, cluster=vm.cluster_name, key=vm.key_path,
-                             attrs=domain_attrs(vm, config_name)))
+                             attrs=domain_attrs(vm, config_name), ip=vm.ip,
+                             auto_start=vm.auto_start, subnet=vm.subnet,
+                             base_image_key=vm.base_image_key))
         gc = vm.gpu_config
         if gc is None or gc.mode != "mig":
             continue

@@ -152,6 +152,9 @@ def actual_resources(host: HostState, models: dict[str, GpuModel | None],
         vgpu_keys[p.pci] = va
     attachments = {name: attachment_metadata(d.xml)
                    for name, d in (records.defined.items() if records else ())}
+    from planner.plan.vm_resources import actual_vm_resources
+
+    out.update(actual_vm_resources(host))
     for dom in host.domains:
         da = Address.domain(dom.name)
         out[da] = Resource(da, Kind.DOMAIN, DomainAttrs(dom.name, dom.state),
@@ -259,6 +262,7 @@ def desired_resources(res: Resolution) -> tuple[dict[Address, Resource], set[Add
         if da not in out:
             slices_only.add(da)
     _instances_after_vfs(out)
+    _add_vm_resources(res, out)
     return out, slices_only
 
 
@@ -306,6 +310,31 @@ def _guest_cis(out: dict[Address, Resource], d: GpuDecision, gi: PlannedGi,
                            deps=(ga,), branch=pci, owner=gi.owner.node, key=gi.owner.key,
                            extra={} if ours else {"guest": gi.owner.node})
     return ga
+
+
+def _add_vm_resources(res: Resolution, out: dict[Address, Resource]) -> None:
+    """Each declared VM's network, pool, volume and running state; the domain depends on
+    its network and volume, its running state on the domain and its hostdevs."""
+    from planner.plan.vm_resources import desired_vm_resources, network_name, volume_name
+    from planner.vm.vm_factory import mac_for
+
+    vms = tuple(vm for vm in res.requests.vms if vm.attrs is not None)
+    extra = desired_vm_resources(vms, {vm.name: mac_for(vm.name) for vm in vms})
+    hostdevs: dict[str, list[Address]] = {}
+    for addr, r in out.items():
+        if r.kind is Kind.HOSTDEV and addr.domain_name:
+            hostdevs.setdefault(addr.domain_name, []).append(addr)
+    for vm in vms:
+        da = Address.domain(vm.name)
+        pool = f"{vm.cluster}-pool"
+        out[da] = dataclasses.replace(out[da], deps=(
+            Address.network(network_name(vm.cluster)),
+            Address.pool(pool).volume(volume_name(vm.name))))
+        ra = da.running()
+        if ra in extra:
+            extra[ra] = dataclasses.replace(
+                extra[ra], deps=(da, *sorted(hostdevs.get(vm.name, ()))))
+    out.update(extra)
 
 
 def hostdev_type(value: str) -> Literal["mdev", "pci"]:

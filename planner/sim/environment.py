@@ -32,7 +32,8 @@ from planner.sim.mdev_store import SimMdevDefinitions
 class SimEnvironment(Environment):
     host_uri: str  # "sim:DIR" as the user wrote it
     directory: Path  # absolute
-    libvirt_uri: str | None = None  # a real libvirt instead of the test driver
+    # a real libvirt, or another simulated host's (sim:DIR2), instead of this one's
+    libvirt_uri: str | None = None
 
     @property
     def tools(self) -> ToolPaths:
@@ -73,6 +74,11 @@ class SimEnvironment(Environment):
         return Sysfs(directory, writer=write, writable=True)
 
     def libvirt(self, *, read_only: bool = False) -> LibvirtSession:
+        if self.libvirt_uri is not None and self.libvirt_uri.startswith("sim:"):
+            # another simulated host's libvirt, which keeps its state as this one's does
+            # (a test:// node file forgets every change when the connection closes)
+            other = Path(self.libvirt_uri.removeprefix("sim:")).expanduser().absolute()
+            return open_sim_libvirt(self.libvirt_uri, other, read_only=read_only)
         if self.libvirt_uri is not None:
             return open_libvirt(self.libvirt_uri, read_only=read_only)
         return open_sim_libvirt(self.host_uri, self.directory, read_only=read_only)

@@ -99,6 +99,10 @@ LIBVIRT_OPS: tuple[str, ...] = (
     "virDomainDetachDeviceFlags",
     "virNodeDeviceCreateXML",
     "virNodeDeviceDestroy",
+    "virNetworkDefineXML",
+    "virStoragePoolDefineXML",
+    "virStorageVolCreateXML",
+    "virNetworkUpdate",
 )
 ALL_OPS: tuple[str, ...] = NVML_OPS + SMI_OPS + SYSFS_OPS + TOOL_OPS + LIBVIRT_OPS
 

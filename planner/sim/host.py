@@ -6,6 +6,9 @@ Host spec format (``config/sim-*.toml``)::
     driver = "580.82.07"        # optional; NVIDIA driver version the host reports
     vgpu = "mdev"               # optional; "mdev" | "vfio-vf" (vGPU backend), absent = none
     vfio = true                 # optional; false: vfio_pci and vfio_iommu_type1 not loaded
+    images = ["build/img.qcow2"]  # optional; files the host holds (VM base images): made
+                                # empty under DIR (absolute paths too), as host_path finds
+                                # them; libvirt's test driver never reads a disk
 
     [[gpu]]
     model = "a100-40gb"         # catalog id (``aihow sim models``)
@@ -62,6 +65,7 @@ class HostSpec:
     holders: tuple[HolderSpec, ...] = field(default_factory=tuple)
     vfio: bool = True
     nvswitch: bool = False  # HGX: GPUs joined by NVSwitch (Fabric Manager matters for reset)
+    images: tuple[str, ...] = ()  # base image files the host holds (empty files under DIR)
 
 
 def parse_gpu_arg(text: str) -> GpuSpec:
@@ -90,9 +94,12 @@ def load_spec(path: str | os.PathLike[str]) -> HostSpec:
         raise SimError(f"{where}: {exc}") from None
     _keys(where, doc, {"host", "gpu", "holder"})
     host = doc.get("host", {})
-    _keys(f"{where}: [host]", host, {"driver", "vgpu", "vfio", "nvswitch"})
+    _keys(f"{where}: [host]", host, {"driver", "vgpu", "vfio", "nvswitch", "images"})
     if not isinstance(host.get("vfio", True), bool):
         raise SimError(f"{where}: [host] vfio must be true or false")
+    images = host.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(i, str) and i for i in images):
+        raise SimError(f"{where}: [host] images must be a list of file paths")
     gpus = []
     for i, g in enumerate(doc.get("gpu", [])):
         at = f"{where}: gpu[{i}]"
@@ -126,6 +133,7 @@ def load_spec(path: str | os.PathLike[str]) -> HostSpec:
         holders=tuple(holders),
         vfio=host.get("vfio", True),
         nvswitch=bool(host.get("nvswitch", False)),
+        images=tuple(images),
     )
 
 
@@ -196,6 +204,17 @@ exec {python} -m planner.sim.nvidia_smi --root {root} "$@"
 """
 
 
+def _give_file(root: Path, path: str) -> None:
+    """An empty file at ``path`` on the simulated host: under DIR, where
+    ``Environment.host_path`` looks for it (an absolute path below DIR too)."""
+    p = Path(path)
+    target = (root / p.relative_to("/")) if p.is_absolute() else root / p
+    if root.resolve() not in target.resolve().parents:
+        raise SimError(f"images: {path} is outside the simulated host")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.touch()
+
+
 SRIOV_MANAGE_SCRIPT = """#!/bin/sh
 # Simulated sriov-manage for the aihow simulated host in {root}
 exec {python} -m planner.sim.sriov_manage --root {root} "$@"
@@ -218,6 +237,8 @@ def init_host(root: str | os.PathLike[str], spec: HostSpec, *, force: bool = Fal
             shutil.rmtree(store.root / sub, ignore_errors=True)
         (store.root / STATE_FILE).unlink(missing_ok=True)
         store.save(state)
+        for image in spec.images:
+            _give_file(store.root, image)
         (store.root / "bin").mkdir(exist_ok=True)
         atomic_write(
             store.root / "bin" / "nvidia-smi",

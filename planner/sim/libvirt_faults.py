@@ -16,6 +16,8 @@ _CONN_FAULT_OPS = {
     "defineXML": "virDomainDefineXML",
     "defineXMLFlags": "virDomainDefineXML",
     "nodeDeviceCreateXML": "virNodeDeviceCreateXML",
+    "networkDefineXML": "virNetworkDefineXML",
+    "storagePoolDefineXML": "virStoragePoolDefineXML",
 }
 _DOMAIN_FAULT_OPS = {
     "create": "virDomainCreate",
@@ -31,6 +33,17 @@ _DOMAIN_FAULT_OPS = {
     "detachDevice": "virDomainDetachDeviceFlags",
     "detachDeviceFlags": "virDomainDetachDeviceFlags",
 }
+# A volume is made through its pool object (virStorageVolCreateXML).
+_POOL_FAULT_OPS = {
+    "createXML": "virStorageVolCreateXML",
+}
+_RETURNS_POOL = ("storagePoolLookupByName", "storagePoolLookupByUUIDString",
+                 "listAllStoragePools")
+# A network's static DHCP leases change through the network object (virNetworkUpdate).
+_NETWORK_FAULT_OPS = {
+    "update": "virNetworkUpdate",
+}
+_RETURNS_NETWORK = ("networkLookupByName", "networkLookupByUUIDString", "listAllNetworks")
 _RETURNS_DOMAIN = ("lookupByName", "lookupByUUIDString", "lookupByUUID", "lookupByID",
                    "defineXML", "defineXMLFlags", "createXML")
 
@@ -75,24 +88,41 @@ def _sim_classes(libvirt: Any) -> tuple[Any, Any]:
         for name in _RETURNS_DOMAIN:
             conn_attrs[name] = _returning_domains(getattr(libvirt.virConnect, name))
         conn_attrs["listAllDomains"] = _returning_domains(libvirt.virConnect.listAllDomains)
+        for name in (*_RETURNS_POOL, *_RETURNS_NETWORK):
+            conn_attrs[name] = _returning_domains(getattr(libvirt.virConnect, name))
         for name, op in _CONN_FAULT_OPS.items():
             conn_attrs[name] = _checked(libvirt, getattr(libvirt.virConnect, name), op)
         dom_attrs = {name: _checked(libvirt, getattr(libvirt.virDomain, name), op)
                      for name, op in _DOMAIN_FAULT_OPS.items()}
         _CLASSES["conn"] = type("SimVirConnect", (libvirt.virConnect,), conn_attrs)
         _CLASSES["domain"] = type("SimVirDomain", (libvirt.virDomain,), dom_attrs)
+        pool_attrs = {name: _checked(libvirt, getattr(libvirt.virStoragePool, name), op)
+                      for name, op in _POOL_FAULT_OPS.items()}
+        _CLASSES["pool"] = type("SimVirStoragePool", (libvirt.virStoragePool,), pool_attrs)
+        net_attrs = {name: _checked(libvirt, getattr(libvirt.virNetwork, name), op)
+                     for name, op in _NETWORK_FAULT_OPS.items()}
+        _CLASSES["network"] = type("SimVirNetwork", (libvirt.virNetwork,), net_attrs)
     return _CLASSES["conn"], _CLASSES["domain"]
 
 
 def _adopt(value: Any, sim_dir: Path) -> Any:
-    """Give domains returned by the connection the fault-checking class."""
+    """Give domains, storage pools and networks returned by the connection the
+    fault-checking class."""
     import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
     _, dom_class = _sim_classes(libvirt)
+    pool_class = _CLASSES["pool"]
     if isinstance(value, list):
         return [_adopt(v, sim_dir) for v in value]
     if isinstance(value, libvirt.virDomain) and not isinstance(value, dom_class):
         value.__class__ = dom_class
+        value._aihow_sim_dir = sim_dir
+    elif isinstance(value, libvirt.virStoragePool) and not isinstance(value, pool_class):
+        value.__class__ = pool_class
+        value._aihow_sim_dir = sim_dir
+    elif isinstance(value, libvirt.virNetwork) and \
+            not isinstance(value, _CLASSES["network"]):
+        value.__class__ = _CLASSES["network"]
         value._aihow_sim_dir = sim_dir
     return value
 

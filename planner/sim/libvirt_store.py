@@ -13,6 +13,9 @@ so it never undoes another session's work. The store:
                                    the persistent XML, and of every transient domain
     DIR/libvirt/runstate.json      {"NAME": {"state": virDomainState, "persistent": bool,
                                              "autostart": bool}}
+    DIR/libvirt/networks/NAME.xml  each network's definition
+    DIR/libvirt/pools/NAME.xml     each storage pool's definition, its volumes inside
+    DIR/libvirt/objects.json       {"networks"|"pools": {"NAME": {"active": bool}}}
 
 Run state travels into the test driver through its own node-file extensions
 (``<test:runstate>``, ``<test:transient/>``), so a running domain is running again,
@@ -65,7 +68,8 @@ def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
     if not sim_dir.is_dir():
         raise HostError(f"{host_uri}: no such directory {sim_dir}")
     records = load_sim_domains(sim_dir)
-    node_xml = build_node_xml(records)
+    objects = load_sim_objects(sim_dir)
+    node_xml = build_node_xml(records, objects)
     fd, node_path = tempfile.mkstemp(prefix="aihow-libvirt-", suffix=".xml")
     try:
         with os.fdopen(fd, "w") as f:
@@ -74,6 +78,7 @@ def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
     finally:
         os.unlink(node_path)  # the test driver has read it; it keeps state in memory
     if not read_only:
+        _set_object_states(conn, objects)
         if (sim_dir / "state.json").is_file():  # a whole simulated host: faults apply
             guard_with_faults(conn, sim_dir)
         # A running domain whose persistent definition differs from its live one: the
@@ -89,9 +94,16 @@ def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
     # shut off) count as this session's removals: its first commit deletes them. A
     # read-only session's commit is refused before it gets here.
     baseline = {} if read_only else {**{r.name: r for r in records}, **_records(conn)}
-    persist = _SessionCommit(sim_dir, baseline)
+    domains_commit = _SessionCommit(sim_dir, baseline)
+    objects_commit = _ObjectsCommit(sim_dir, {} if read_only else _objects(conn))
+
+    def persist(live: Any) -> None:
+        domains_commit(live)
+        objects_commit(live)
     return LibvirtSession(conn=conn, uri=f"{host_uri} (libvirt test driver)",
-                          read_only=read_only, persist=persist)
+                          read_only=read_only, persist=persist,
+                          autostart={r.name: r.autostart for r in records
+                                     if r.persistent_xml is not None} if read_only else None)
 
 
 class _SessionCommit:
@@ -241,9 +253,112 @@ def _write_changes(sim_dir: Path, changed: dict[str, SimDomainRecord | None]) ->
     _write_atomic(states_path, json.dumps(states, indent=2, sort_keys=True) + "\n")
 
 
-def build_node_xml(records: list[SimDomainRecord]) -> str:
-    """A test-driver node file holding the domains with their run state."""
-    parts = [_node_domain(r.name, r.persistent_xml, r.live_xml, r.state) for r in records]
+@dataclass
+class SimObjects:
+    """Networks and pools (volumes inside) as kept in DIR/libvirt: (XML, active)."""
+
+    networks: dict[str, tuple[str, bool]]
+    pools: dict[str, tuple[str, bool]]
+
+
+def load_sim_objects(sim_dir: Path) -> SimObjects:
+    store = _store(sim_dir)
+    out = SimObjects({}, {})
+    with _locked(sim_dir, exclusive=False):
+        path = store / "objects.json"
+        try:
+            states = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as err:
+            raise HostError(f"{path}: unreadable libvirt objects: {err}") from err
+        for kind, into in (("networks", out.networks), ("pools", out.pools)):
+            for p in sorted((store / kind).glob("*.xml")):
+                active = bool(states.get(kind, {}).get(p.stem, {}).get("active", True))
+                into[p.stem] = (p.read_text(), active)
+    return out
+
+
+_Objects = dict[tuple[str, str], tuple[str, bool]]  # (kind, name) -> (XML, active)
+
+
+def _objects(conn: Any) -> _Objects:
+    """Every network and pool (its volumes inside) the test driver holds."""
+    out: _Objects = {}
+    for net in conn.listAllNetworks():
+        out[("networks", net.name())] = (net.XMLDesc(0), bool(net.isActive()))
+    for pool in conn.listAllStoragePools():
+        root = ET.fromstring(pool.XMLDesc(0))
+        if pool.isActive():
+            for vol in sorted(pool.listAllVolumes(), key=lambda v: v.name()):
+                root.append(ET.fromstring(vol.XMLDesc(0)))
+        out[("pools", pool.name())] = (ET.tostring(root, encoding="unicode"),
+                                       bool(pool.isActive()))
+    return out
+
+
+class _ObjectsCommit:
+    """As ``_SessionCommit``, for networks and pools: writes back only those this
+    session changed since its last commit."""
+
+    def __init__(self, sim_dir: Path, baseline: _Objects) -> None:
+        self._sim_dir = sim_dir
+        self._baseline = baseline
+        self._lock = threading.Lock()
+
+    def __call__(self, conn: Any) -> None:
+        with self._lock, _locked(self._sim_dir, exclusive=True):
+            current = _objects(conn)
+            changed = {k: current.get(k) for k in sorted(current.keys() | self._baseline.keys())
+                       if current.get(k) != self._baseline.get(k)}
+            if changed:
+                _write_object_changes(self._sim_dir, changed)
+            self._baseline = current
+
+
+def _write_object_changes(sim_dir: Path, changed: dict[tuple[str, str],
+                                                       tuple[str, bool] | None]) -> None:
+    store = _store(sim_dir)
+    path = store / "objects.json"
+    try:
+        states = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as err:
+        raise HostError(f"{path}: unreadable libvirt objects: {err}") from err
+    for (kind, name), value in changed.items():
+        target = store / kind / f"{name}.xml"
+        if value is None:
+            target.unlink(missing_ok=True)
+            states.get(kind, {}).pop(name, None)
+            continue
+        _write_atomic(target, value[0])
+        states.setdefault(kind, {})[name] = {"active": value[1]}
+    _write_atomic(path, json.dumps(states, indent=2, sort_keys=True) + "\n")
+
+
+def _set_object_states(conn: Any, objects: SimObjects) -> None:
+    """The test driver starts every network and pool of its node file: stop those kept
+    as inactive. A read-only session cannot, so it shows them active (a known limit of
+    the simulated host: an inactive network or pool is only seen by read-write sessions)."""
+    for name, (_xml, active) in objects.networks.items():
+        if not active:
+            conn.networkLookupByName(name).destroy()
+    for name, (_xml, active) in objects.pools.items():
+        if not active:
+            conn.storagePoolLookupByName(name).destroy()
+
+
+def build_node_xml(records: list[SimDomainRecord], objects: SimObjects | None = None) -> str:
+    """A test-driver node file holding the domains with their run state, and the
+    networks and pools."""
+    parts: list[str] = []
+    if objects is not None:
+        for kind, items in (("network", objects.networks), ("pool", objects.pools)):
+            for name, (obj_xml, _active) in items.items():
+                try:
+                    ET.fromstring(obj_xml)
+                except ET.ParseError as err:
+                    raise HostError(f"libvirt/{kind}s/{name}.xml: not valid XML: {err}") \
+                        from err
+                parts.append(obj_xml)
+    parts += [_node_domain(r.name, r.persistent_xml, r.live_xml, r.state) for r in records]
     return f'<node>{"".join(parts)}</node>'
 
 

@@ -8,6 +8,10 @@
     vgpu[KEY]                                        a vGPU: mdev UUID or VF PCI address
     domain[NAME]                                     a libvirt domain
     domain[NAME].hostdev[KEY]                        a vGPU in the domain's definition
+    domain[NAME].running                             the domain runs
+    network[NAME]                                    a libvirt network
+    pool[NAME]                                       a libvirt storage pool
+    pool[NAME].volume[NAME]                          a volume in it
 
 Instances are named by profile and placement, never by the ids the driver assigns anew
 at every creation. ``Address.parse(str(a)) == a`` for every address.
@@ -63,15 +67,18 @@ class Address(str):
     pci: str | None
     gi_slot: Slot | None
     ci_slot: Slot | None
-    key: str | None  # the vGPU's device key, or the hostdev's
+    key: str | None  # the vGPU's device key, or the hostdev's; a network's, pool's or
+    # volume's name
     domain_name: str | None
+    pool_name: str | None
 
     def __new__(cls, text: str, kind: Kind | None, *, pci: str | None = None,
                 gi_slot: Slot | None = None, ci_slot: Slot | None = None,
-                key: str | None = None, domain_name: str | None = None) -> Address:
+                key: str | None = None, domain_name: str | None = None,
+                pool_name: str | None = None) -> Address:
         self = super().__new__(cls, text)
         self.kind, self.pci, self.gi_slot, self.ci_slot = kind, pci, gi_slot, ci_slot
-        self.key, self.domain_name = key, domain_name
+        self.key, self.domain_name, self.pool_name = key, domain_name, pool_name
         return self
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
@@ -119,6 +126,25 @@ class Address(str):
             raise AddressError(f"{self.text}: only a domain holds hostdevs")
         return Address(f"{self}.hostdev[{_value(key, 'device key')}]", Kind.HOSTDEV,
                        key=key, domain_name=self.domain_name)
+
+    def running(self) -> Address:
+        if self.kind is not Kind.DOMAIN:
+            raise AddressError(f"{self.text}: only a domain runs")
+        return Address(f"{self}.running", Kind.RUNNING, domain_name=self.domain_name)
+
+    @classmethod
+    def network(cls, name: str) -> Address:
+        return cls(f"network[{_value(name, 'network name')}]", Kind.NETWORK, key=name)
+
+    @classmethod
+    def pool(cls, name: str) -> Address:
+        return cls(f"pool[{_value(name, 'pool name')}]", Kind.POOL, key=name, pool_name=name)
+
+    def volume(self, name: str) -> Address:
+        if self.kind is not Kind.POOL:
+            raise AddressError(f"{self.text}: only a pool holds volumes")
+        return Address(f"{self}.volume[{_value(name, 'volume name')}]", Kind.VOLUME,
+                       key=name, pool_name=self.pool_name)
 
     def _gpu_text(self) -> str:
         if self.kind is not None or self.pci is None:
@@ -225,10 +251,21 @@ def _build(parts: list[tuple[str, str | None]]) -> Address:
             return dom
         if names == ("domain", "hostdev") and parts[1][1]:
             return dom.hostdev(parts[1][1])
+        if names == ("domain", "running") and parts[1][1] is None:
+            return dom.running()
+    elif head == "network" and names == ("network",):
+        return Address.network(value)
+    elif head == "pool":
+        pool = Address.pool(value)
+        if names == ("pool",):
+            return pool
+        if names == ("pool", "volume") and parts[1][1]:
+            return pool.volume(parts[1][1])
     shape = ".".join(names)
     raise AddressError(f"no resource is addressed as {shape} (known: gpu[PCI].mig, "
                        "gpu[PCI].vfs, gpu[PCI].gi[P@S], gpu[PCI].gi[P@S].ci[P@S], vgpu[KEY], "
-                       "domain[NAME], domain[NAME].hostdev[KEY])")
+                       "domain[NAME], domain[NAME].hostdev[KEY], domain[NAME].running, "
+                       "network[NAME], pool[NAME], pool[NAME].volume[NAME])")
 
 
 def _split(text: str) -> list[str]:

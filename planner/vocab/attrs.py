@@ -186,8 +186,58 @@ class VmAttrs(_Attrs):
     vgpu_type: Literal["mdev", "pci"] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkAttrs(_Attrs):
+    """``network[NAME]``: a cluster's libvirt network (NAT, bridge and subnet from the
+    config) and the static DHCP leases it hands out, (MAC, VM name, IP) each. Only the
+    leases and whether it runs are compared: a bridge or subnet that differs is a
+    plan-time error, never a change (the network may not be aihow's)."""
+
+    COMPARED = ("active", "hosts")
+    name: str
+    bridge: str
+    subnet: str
+    active: bool
+    hosts: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PoolAttrs(_Attrs):
+    """``pool[NAME]``: a directory storage pool at ``path``."""
+
+    COMPARED = ("active",)
+    name: str
+    path: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeAttrs(_Attrs):
+    """``pool[POOL].volume[NAME]``: a VM's qcow2 disk over ``backing`` (the base image
+    as the config writes it; None for a volume found on the host). Existence is all
+    that is compared: a volume that exists is the guest's disk and is adopted as it is."""
+
+    pool: str
+    name: str
+    capacity_gb: int
+    backing: str | None = None
+    OPTIONAL = ("backing",)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningAttrs(_Attrs):
+    """``domain[NAME].running``: the domain runs, and ``autostart`` says whether libvirt
+    starts it with the host. Present only while it runs: creating it starts the domain,
+    deleting it shuts the domain down (ACPI, then destroy after a timeout)."""
+
+    COMPARED = ("autostart",)
+    domain: str
+    autostart: bool
+
+
 Attrs = (MigModeAttrs | GpuInstanceAttrs | ComputeInstanceAttrs | SriovAttrs | VgpuAttrs
-         | HostdevAttrs | DomainAttrs | VmAttrs)
+         | HostdevAttrs | DomainAttrs | VmAttrs | NetworkAttrs | PoolAttrs | VolumeAttrs
+         | RunningAttrs)
 
 MODELS: dict[Kind, tuple[type[_Attrs], ...]] = {
     Kind.MIG_MODE: (MigModeAttrs,),
@@ -197,10 +247,15 @@ MODELS: dict[Kind, tuple[type[_Attrs], ...]] = {
     Kind.VGPU: (VgpuAttrs,),
     Kind.HOSTDEV: (HostdevAttrs,),
     Kind.DOMAIN: (VmAttrs, DomainAttrs),  # declared (after) or found (before)
+    Kind.NETWORK: (NetworkAttrs,),
+    Kind.POOL: (PoolAttrs,),
+    Kind.VOLUME: (VolumeAttrs,),
+    Kind.RUNNING: (RunningAttrs,),
 }
 
 for _model in (MigModeAttrs, GpuInstanceAttrs, ComputeInstanceAttrs, SriovAttrs, VgpuAttrs,
-               HostdevAttrs, DomainAttrs, VmAttrs):
+               HostdevAttrs, DomainAttrs, VmAttrs, NetworkAttrs, PoolAttrs, VolumeAttrs,
+               RunningAttrs):
     setattr(_model, "__pydantic_config__", _FORBID)  # noqa: B010 - pydantic reads it
 
 A = TypeVar("A", bound=_Attrs)

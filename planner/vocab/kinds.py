@@ -1,6 +1,7 @@
 """What a plan talks about: the kinds of resource, the actions on them, and the one order
 in which kinds must exist (a GPU's MIG mode before its instances, ..., a domain before
-its hostdevs)."""
+its hostdevs, a domain's
+network, pool and volume before it, and its running state after everything)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ class Kind(StrEnum):
     COMPUTE_INSTANCE = "compute_instance"
     SRIOV = "sriov"
     VGPU = "vgpu"
+    NETWORK = "network"  # a cluster's libvirt network, before the domains on it
+    POOL = "pool"  # a cluster's storage pool
+    VOLUME = "volume"  # a VM's disk: a copy-on-write overlay of a base image
     DOMAIN = "domain"
     HOSTDEV = "hostdev"
+    RUNNING = "running"  # a domain is running (and starts with the host): last of all
 
     @property
     def rank(self) -> int:

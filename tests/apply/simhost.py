@@ -17,6 +17,10 @@ from planner.plan.model import Plan
 from planner.sim.host import GpuSpec, HostSpec, init_host
 from tests.clirun import aihow
 
+# The base image write_config's VMs are overlays of: every test host holds it
+# (``aihow sim init --image IMAGE``; libvirt's test driver never reads it).
+IMAGE = "/var/lib/images/hpc.qcow2"
+
 _CONFIG_HEAD = """\
 version: "1.0"
 metadata:
@@ -91,7 +95,8 @@ class SimHost:
     @classmethod
     def create(cls, path: Path, gpus: list[tuple[str, str, bool]]) -> SimHost:
         """gpus: (model, pci, mig enabled)."""
-        init_host(path, HostSpec(gpus=tuple(GpuSpec(m, pci, mig) for m, pci, mig in gpus)))
+        init_host(path, HostSpec(gpus=tuple(GpuSpec(m, pci, mig) for m, pci, mig in gpus),
+                                 images=(IMAGE,)))
         return cls(path)
 
     @classmethod

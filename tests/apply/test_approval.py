@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from planner.cli.host_opts import open_environment
-from planner.host import libvirt_domains as ld
 from tests.apply.simhost import SimHost, applied_example
 from tests.apply.test_cli_apply import _run_on_terminal
 from tests.clirun import aihow
@@ -32,12 +30,8 @@ def _me_config(tmp_path: Path) -> Path:
 
 
 def _start(host: SimHost, name: str) -> None:
-    session = open_environment(host.uri).libvirt()
-    try:
-        ld.start(session.conn, name)
-        session.commit()
-    finally:
-        session.close()
+    """The example's nodes have ``auto_start`` (ai-how's default): apply started them."""
+    assert _states(host)[name] == "running"
 
 
 def _states(host: SimHost) -> dict[str, str]:
@@ -86,13 +80,15 @@ def test_a_running_vms_slice_needs_the_flag_then_the_vm_is_restarted(tmp_path: P
     before = host.fingerprint(EXAMPLE)
     refused = aihow("apply", str(plan), "--auto-approve")
     assert refused.returncode == 1
-    assert "hpc-compute-01: gpu[0000:17:00.0].gi[1g.5gb@0].ci[1g.5gb@0]" in refused.stderr
+    [line] = [t for t in refused.stderr.splitlines() if t.startswith("  hpc-compute-01: ")]
+    assert "gpu[0000:17:00.0].gi[1g.5gb@0].ci[1g.5gb@0]" in line
     assert "--restart-running-vms" in refused.stderr
     assert host.fingerprint(EXAMPLE) == before and _states(host)["hpc-compute-01"] == "running"
 
     done = aihow("apply", str(plan), "--auto-approve", "--restart-running-vms")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "shutting down hpc-compute-01" in done.stdout
+    assert "shut down hpc-compute-01 (domain[hpc-compute-01].running) done" in done.stdout
+    assert "start hpc-compute-01 (domain[hpc-compute-01].running) done" in done.stdout
     assert _states(host)["hpc-compute-01"] == "running"
     again = aihow("plan", str(cfg), "--host", host.uri, "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr

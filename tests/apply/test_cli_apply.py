@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from planner.apply.journal import active_path
-from tests.apply.simhost import SimHost, write_config
+from tests.apply.simhost import IMAGE, SimHost, write_config
 from tests.clirun import AIHOW, aihow
 
 G0 = "0000:17:00.0"
@@ -20,7 +20,7 @@ LAYOUT_B = "4g.40gb@0 + 2g.20gb@4"
 
 
 def _host(tmp_path: Path, model: str = "h100-80gb", mig: bool = True) -> SimHost:
-    out = aihow("sim", "init", str(tmp_path / "host"), "--gpu", f"{model}@{G0}")
+    out = aihow("sim", "init", str(tmp_path / "host"), "--gpu", f"{model}@{G0}", "--image", IMAGE)
     assert out.returncode == 0, out.stderr
     host = SimHost(tmp_path / "host")
     if mig:

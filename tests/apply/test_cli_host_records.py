@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from planner.cli.host_opts import open_environment
-from tests.apply.simhost import write_config
+from tests.apply.simhost import IMAGE, write_config
 from tests.clirun import aihow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,18 +90,27 @@ _DOMAIN = ("<domain type='test'><name>{}</name><memory>1048576</memory><vcpu>1</
            "<os><type>hvm</type></os></domain>")
 
 
+# A domain itself (a define or undefine), not its running state or hostdevs.
+BARE_DOMAIN = re.compile(r"domain\[[\w-]+\](?!\.)")
+
+
 def _other_libvirt(tmp_path: Path) -> str:
-    """A libvirt (the test driver on a node file) that already has the config's two
-    domains: planned against it, the config needs no domain action."""
-    node = tmp_path / "node.xml"
-    node.write_text("<node>" + "".join(_DOMAIN.format(n) for n in
-                                       ("hpc-controller", "hpc-compute-01")) + "</node>")
-    return f"test://{node}"
+    """Another simulated host's libvirt (``sim:DIR2``: it keeps its state, as a real
+    libvirtd does) that already has everything write_config's VMs need: the config
+    applied there once. Planned against it, the config needs no libvirt action."""
+    other = tmp_path / "other"
+    assert aihow("sim", "init", str(other), "--gpu", f"h100-80gb@{G0}",
+                 "--image", IMAGE).returncode == 0
+    cfg = write_config(tmp_path / "other.yaml", {G0: None})
+    done = aihow("apply", str(cfg), "--host", f"sim:{other}", "--auto-approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return f"sim:{other}"
 
 
 def _mig_host(tmp_path: Path) -> str:
     sim = tmp_path / "host"
-    assert aihow("sim", "init", str(sim), "--gpu", f"h100-80gb@{G0}").returncode == 0
+    assert aihow("sim", "init", str(sim), "--gpu", f"h100-80gb@{G0}",
+                 "--image", IMAGE).returncode == 0
     on = subprocess.run([str(sim / "bin" / "nvidia-smi"), "-i", "0", "-mig", "1"],
                         capture_output=True, text=True, check=False)
     assert on.returncode == 0, on.stdout + on.stderr
@@ -114,7 +123,7 @@ def test_a_plan_made_with_libvirt_uri_applies_with_the_same_uri(tmp_path: Path) 
     plan = tmp_path / "plan.json"
     made = aihow("plan", str(cfg), "--host", uri, "--libvirt-uri", lv, "-o", str(plan))
     assert made.returncode == 0, made.stderr
-    assert "domain[" not in made.stdout  # the domains exist there
+    assert not BARE_DOMAIN.search(made.stdout)  # the domains exist there
 
     # Without the same URI, apply probes the host's own libvirt: not what the plan saw.
     stale = aihow("apply", str(plan), "--auto-approve")
@@ -136,7 +145,7 @@ def test_apply_config_and_rollback_plan_with_the_libvirt_uri(tmp_path: Path) -> 
     for cfg in (first, second):
         res = aihow("apply", str(cfg), "--host", uri, "--auto-approve", "--libvirt-uri", lv)
         assert res.returncode == 0, res.stdout + res.stderr
-        assert "domain[" not in res.stdout  # planned against the other libvirt
+        assert not BARE_DOMAIN.search(res.stdout)  # planned against the other libvirt
     back = aihow("rollback", "--host", uri, "--auto-approve", "--libvirt-uri", lv)
     assert back.returncode == 0, back.stdout + back.stderr
     assert "domain[" not in back.stdout and "gi[3g.40gb@4]" in back.stdout

@@ -62,16 +62,19 @@ def test_changing_a_vms_profile_applies_and_replans_empty(
     assert made.returncode == 0, made.stderr
     data = json.loads(plan.read_text())
     replaces = [a for a in data["actions"] if a["action"] == "replace"]
-    # the worker's vGPU (another type) and its hostdev: each ONE change, with both sides
-    assert sorted(a["kind"] for a in replaces) == ["hostdev", "vgpu"]
-    assert {a["reason_code"] for a in replaces} == {"changed", "dependency-replaced"}
+    # the worker's vGPU (another type) and its hostdev: each ONE change, with both sides;
+    # the worker runs (auto_start), so it is shut down around them and started again
+    assert sorted(a["kind"] for a in replaces) == ["hostdev", "running", "vgpu"]
+    assert {a["reason_code"] for a in replaces} == {"changed", "dependency-replaced",
+                                                    "restart-for-change"}
     vgpu = next(a for a in replaces if a["kind"] == "vgpu")
     assert vgpu["after"]["type_name"] == new_type and vgpu["before"]["type_name"] != new_type
     assert vgpu["delete_step"]["id"] < vgpu["id"]
     addresses = [a["address"] for a in data["actions"]]
     assert len(addresses) == len(set(addresses))
 
-    done = aihow("apply", str(plan), "--host", host.uri, "--auto-approve")
+    done = aihow("apply", str(plan), "--host", host.uri, "--auto-approve",
+                 "--restart-running-vms")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "host verified" in done.stdout and "not in its planned state" not in done.stderr
     again = aihow("plan", str(second), "--host", host.uri, "--detailed-exitcode")
@@ -94,10 +97,12 @@ def test_a_failing_replace_rolls_back_to_the_start(tmp_path: Path, op: str) -> N
     assert aihow("plan", str(second), "--host", host.uri, "-o", str(plan)).returncode == 0
     armed = aihow("sim", "fail", str(host.dir), "--op", op, "--at", "1")
     assert armed.returncode == 0, armed.stderr
-    failed = aihow("apply", str(plan), "--host", host.uri, "--auto-approve")
+    failed = aihow("apply", str(plan), "--host", host.uri, "--auto-approve",
+                   "--restart-running-vms")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "back at the plan's starting state" in failed.stderr, failed.stderr
     assert "Traceback" not in failed.stderr
     assert (host.layout(), _vgpu_types(host)) == start
+    assert {d.name: d.state for d in host.probe().domains}["k8s-cpu-worker-03"] == "running"
     back = aihow("plan", str(first), "--host", host.uri, "--detailed-exitcode")
     assert back.returncode == 0, back.stdout + back.stderr

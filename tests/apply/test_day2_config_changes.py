@@ -57,7 +57,7 @@ def test_a_dropped_cluster_leaves_the_host_in_one_apply(tmp_path: Path) -> None:
         meta = root.find("metadata")
         assert meta is not None
         root.remove(meta)
-        ld.undefine(session.conn, "k8s-cpu-worker-03")
+        ld.undefine(session.conn, "k8s-cpu-worker-03", allow_stop=True)  # it ran (auto_start)
         ld.define(session.conn, ET.tostring(root, encoding="unicode"))
         session.commit()
     finally:
@@ -72,13 +72,14 @@ def test_a_dropped_cluster_leaves_the_host_in_one_apply(tmp_path: Path) -> None:
     deletes = {a["address"] for a in data["actions"] if a["action"] == "delete"}
     for name in ("k8s-control-plane", "k8s-cpu-worker-01", "k8s-cpu-worker-02"):
         assert f"domain[{name}]" in deletes
+        assert f"domain[{name}].running" in deletes  # shut down first: it runs
     assert "domain[by-hand]" not in deletes  # never undefined ...
     [note] = data["notes"]  # ... but named
     assert note["code"] == "domain-left-alone" and note["subject"] == "domain[by-hand]"
     assert "Note [domain-left-alone] domain[by-hand]: not defined by aihow" in made.stdout
-    assert data["summary"]["delete"] == 15 and data["summary"]["create"] == 0
+    assert data["summary"]["delete"] == 18 and data["summary"]["create"] == 0
 
-    done = aihow("apply", str(plan), "--auto-approve")
+    done = aihow("apply", str(plan), "--auto-approve", "--restart-running-vms")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "warning" not in done.stderr
     names = {d.name for d in host.probe().domains}
@@ -133,7 +134,8 @@ def test_defined_gpu_domains_carry_their_attachment_and_no_display(tmp_path: Pat
     node1 = 'ip: "192.168.100.11"\n        gpu_config: {mode: mig, mig_profile: 1g.5gb}'
     config = tmp_path / "me.yaml"
     config.write_text(EXAMPLE.read_text().replace(node1, node1.replace("5gb}", "5gb+me}")))
-    done = aihow("apply", str(config), "--host", host.uri, "--auto-approve")
+    done = aihow("apply", str(config), "--host", host.uri, "--auto-approve",
+                 "--restart-running-vms")  # hpc-compute-01 runs (auto_start)
     assert done.returncode == 0, done.stdout + done.stderr
     changed = _xml(host, "hpc-compute-01")
     assert _meta(changed, "mig-profile") == "1g.5gb+me"

@@ -242,8 +242,9 @@ def test_domain_delete_only_of_a_stopped_domain_aihow_defined(sim: Path) -> None
         assert defined_by_aihow(ld.persistent_xml(s.conn, "hpc-compute-09")) == "hpc"
         ld.start(s.conn, "hpc-compute-09")
         s.commit()
-    (problem,) = h.preflight(domains_only(sim), gone.change, ctx(sim))
-    assert "is running; stop it first" in problem
+    # A plan stops a running domain by its own step (domain[NAME].running) before the
+    # undefine, so preflight leaves that to the plan; the undefine itself never stops one.
+    assert h.preflight(domains_only(sim), gone.change, ctx(sim)) == []
     with pytest.raises(ActionFailed, match="is running"):
         h.ensure(ctx(sim), gone, "after")
 

@@ -41,6 +41,12 @@ OP_OF = {
     ("compute_instance", "delete"): "nvmlComputeInstanceDestroy",
     ("domain", "create"): "virDomainDefineXML",
     ("domain", "delete"): "virDomainUndefine",
+    ("network", "create"): "virNetworkDefineXML",
+    ("network", "update"): "virNetworkUpdate",
+    ("pool", "create"): "virStoragePoolDefineXML",
+    ("volume", "create"): "virStorageVolCreateXML",
+    ("running", "create"): "virDomainCreate",
+    ("running", "delete"): "virDomainShutdown",
 }
 
 

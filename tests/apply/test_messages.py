@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 
 from planner.apply.journal import active_path
-from tests.apply.simhost import SimHost, write_config
+from tests.apply.simhost import IMAGE, SimHost, write_config
 from tests.clirun import AIHOW, aihow
 
 G0 = "0000:17:00.0"
 
 
 def _host(tmp_path: Path) -> SimHost:
-    out = aihow("sim", "init", str(tmp_path / "host"), "--gpu", f"h100-80gb@{G0}")
+    out = aihow("sim", "init", str(tmp_path / "host"), "--gpu", f"h100-80gb@{G0}", "--image", IMAGE)
     assert out.returncode == 0, out.stderr
     host = SimHost(tmp_path / "host")
     smi = subprocess.run([str(host.dir / "bin" / "nvidia-smi"), "-i", "0", "-mig", "1"],

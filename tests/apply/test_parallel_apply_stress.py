@@ -12,6 +12,7 @@ from pathlib import Path
 from planner.cli.host_opts import open_environment
 from planner.host.libvirt_read import read_domains
 from planner.sim.host import GpuSpec, HostSpec, init_host
+from tests.apply.simhost import IMAGE
 from tests.clirun import AIHOW, aihow
 
 GPUS = 8
@@ -71,7 +72,7 @@ def test_parallel_many_gpu_applies_all_succeed(tmp_path: Path) -> None:
         root = tmp_path / f"host{i}"
         init_host(root, HostSpec(
             gpus=tuple(GpuSpec("a100-40gb", f"0000:{0x17 + g:02x}:00.0", mig=True)
-                       for g in range(GPUS)), vgpu="mdev"))
+                       for g in range(GPUS)), vgpu="mdev", images=(IMAGE,)))
         plan = root / "plan.json"
         made = aihow("plan", str(config), "--host", f"sim:{root}", "-o", str(plan))
         assert made.returncode == 0, made.stderr

@@ -11,7 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.apply.simhost import write_config
+from tests.apply.simhost import IMAGE, write_config
 from tests.clirun import aihow
 
 GPU = "0000:17:00.0"
@@ -19,7 +19,7 @@ GPU = "0000:17:00.0"
 
 def _host(tmp_path: Path) -> Path:
     d = tmp_path / "host"
-    res = aihow("sim", "init", str(d), "--gpu", f"h100-80gb@{GPU}")
+    res = aihow("sim", "init", str(d), "--gpu", f"h100-80gb@{GPU}", "--image", IMAGE)
     assert res.returncode == 0, res.stderr
     _smi(d, "-i", "0", "-mig", "1")
     return d

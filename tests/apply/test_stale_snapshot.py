@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from planner.plan.model import digest, parse_plan
-from tests.apply.simhost import write_config
+from tests.apply.simhost import IMAGE, write_config
 from tests.clirun import aihow
 
 G0, G1 = "0000:17:00.0", "0000:65:00.0"
@@ -18,7 +18,8 @@ G0, G1 = "0000:17:00.0", "0000:65:00.0"
 
 def _two_gpu_host(tmp_path: Path) -> Path:
     d = tmp_path / "host"
-    res = aihow("sim", "init", str(d), "--gpu", f"h100-80gb@{G0}", "--gpu", f"h100-80gb@{G1}")
+    res = aihow("sim", "init", str(d), "--gpu", f"h100-80gb@{G0}", "--gpu", f"h100-80gb@{G1}",
+                "--image", IMAGE)
     assert res.returncode == 0, res.stderr
     for index in ("0", "1"):
         _smi(d, "-i", index, "-mig", "1")

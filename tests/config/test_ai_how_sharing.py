@@ -15,6 +15,7 @@ from planner.cli.host_opts import open_environment
 from planner.config import load_config
 from planner.config.vms import expand_vms
 from planner.host import libvirt_domains as ld
+from planner.host import libvirt_objects as lo
 from planner.host.libvirt_domains import DomainError
 from tests.clirun import aihow
 
@@ -73,7 +74,7 @@ def test_both_domains_are_defined_and_only_one_may_run(tmp_path: Path) -> None:
         with pytest.raises(DomainError, match="cloud-gpu-worker-01 cannot start: its device is "
                            "held .*0000:01:00.0 by hpc-compute-01.*stop hpc-compute-01 first"):
             ld.start(session.conn, "cloud-gpu-worker-01")
-        ld.shutdown(session.conn, "hpc-compute-01", timeout=10)
+        lo.shut_down_domain(session.conn, "hpc-compute-01", timeout=10)
         ld.start(session.conn, "cloud-gpu-worker-01")  # its turn now
     finally:
         session.close()

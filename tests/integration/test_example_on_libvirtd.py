@@ -8,8 +8,13 @@ its domain. The clusters get unique names so nothing else on the daemon is touch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import ipaddress
+import os
+import re
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from planner.apply.control import run_with_deadline
 from planner.apply.executor import ApplyInput, ApplyResult, Event, apply_plan
 from planner.apply.state_dir import resolve_state_dir
 from planner.cli.host_opts import open_environment
@@ -33,19 +39,64 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
 AIHOW = str(Path(sys.executable).with_name("aihow"))
 URI = "qemu:///system"
+CLEAN_TIMEOUT_S = 180.0
+
+
+def _taken_subnets(conn: Any) -> list[ipaddress.IPv4Network]:
+    """The host's own IPv4 networks and those of libvirt's networks: never reused."""
+    out = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True,
+                         check=True, timeout=30).stdout
+    taken = [ipaddress.IPv4Interface(f).network for f in re.findall(r"inet (\S+)", out)]
+    for net in conn.listAllNetworks():
+        for ip in re.findall(r"<ip address='([^']+)' prefix='(\d+)'", net.XMLDesc(0)):
+            taken.append(ipaddress.IPv4Interface(f"{ip[0]}/{ip[1]}").network)
+    return taken
+
+
+def free_subnets(conn: Any, seed: str, count: int) -> list[str]:
+    """``count`` /24 prefixes ("10.A.B.") in 10.0.0.0/8, derived from ``seed`` (the
+    test's tmp path and pid), that overlap none of the host's or libvirt's networks."""
+    taken = _taken_subnets(conn)
+    n = int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16)
+    found: list[str] = []
+    for i in range(4096):
+        k = (n + i * 7919) % 65536
+        net = ipaddress.IPv4Network(f"10.{k // 256}.{k % 256}.0/24")
+        if not any(net.overlaps(t) for t in taken) and f"10.{k // 256}.{k % 256}." not in found:
+            found.append(f"10.{k // 256}.{k % 256}.")
+            if len(found) == count:
+                return found
+    raise AssertionError("no free /24 in 10.0.0.0/8")
 
 
 class MixedHost:
-    def __init__(self, tmp: Path, hpc: str, k8s: str) -> None:
+    def __init__(self, tmp: Path, hpc: str, k8s: str, tag: str, subnets: list[str]) -> None:
         self.dir = tmp / "sim"
         subprocess.run([AIHOW, "sim", "init", str(self.dir), "--spec",
-                        str(ROOT / "config" / "sim-a100.toml")], check=True, capture_output=True)
+                        str(ROOT / "config" / "sim-a100.toml")], check=True, capture_output=True,
+                       timeout=120)
+        # a real (tiny, empty) qcow2 base image: libvirt layers each VM's disk over it
+        (self.dir / "images").mkdir()
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2",
+                        str(self.dir / "images" / "base.qcow2"), "64M"], check=True,
+                       timeout=60)
         self.uri = f"sim:{self.dir}"
         self.tmp, self.hpc, self.k8s = tmp, hpc, k8s
+        self.bridges = (f"aib{tag}h", f"aib{tag}k")
+        self.subnets = subnets
 
     def config(self, drop_last_worker: bool = False) -> Path:
         text = CONFIG.read_text().replace('name: "hpc"', f'name: "{self.hpc}"').replace(
             'name: "k8s"', f'name: "{self.k8s}"')
+        # unique bridges and subnets (no clash with the host's), the test's base image,
+        # small guests, and no GPU node started (no VFIO here: it could not start)
+        text = text.replace("virbr100", self.bridges[0]).replace("virbr200", self.bridges[1])
+        text = text.replace("192.168.100.", self.subnets[0]).replace(
+            "192.168.200.", self.subnets[1])
+        text = re.sub(r'base_image_path: "[^"]+"', 'base_image_path: "images/base.qcow2"', text)
+        text = re.sub(r"memory_gb: \d+", "memory_gb: 1", text)
+        text = text.replace("        auto_start: false\n", "")
+        text = re.sub(r'(\n        ip: "[^"]+")', r"\1\n        auto_start: false", text)
         if drop_last_worker:
             head, sep, tail = text.rpartition("      - cpu_cores")
             assert sep and "worker" not in tail.split("\n", 1)[0]
@@ -72,16 +123,63 @@ class MixedHost:
             on_event or (lambda _e: None))
 
 
+def _firewall_missing() -> str | None:
+    """libvirtd starts a NAT network only with a firewall tool to program."""
+    if any(shutil.which(t) or Path(f"/usr/sbin/{t}").exists() for t in ("iptables", "nft")):
+        return None
+    return ("libvirtd cannot start a NAT network here: neither iptables nor nft is "
+            "installed (Debian: iptables)")
+
+
 @pytest.fixture
 def host(libvirtd_conn: Any, tmp_path: Path) -> Iterator[MixedHost]:
+    missing = _firewall_missing()
+    if missing is not None:
+        if os.environ.get("AIHOW_REQUIRE_LIBVIRTD") == "1":
+            pytest.fail(f"AIHOW_REQUIRE_LIBVIRTD=1 but {missing}", pytrace=False)
+        pytest.skip(missing)
     tag = secrets.token_hex(3)
-    h = MixedHost(tmp_path, f"ithpc{tag}", f"itk8s{tag}")
-    yield h
-    for dom in libvirtd_conn.listAllDomains():  # whatever the test left, pass or fail
-        if dom.name().startswith((h.hpc + "-", h.k8s + "-")):
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
+    subnets = free_subnets(libvirtd_conn, f"{tmp_path}:{os.getpid()}", 2)
+    h = MixedHost(tmp_path, f"ithpc{tag}", f"itk8s{tag}", tag, subnets)
+    try:
+        yield h
+    finally:  # bounded like every libvirt call of aihow's (the executor's deadline)
+        run_with_deadline(lambda: _clean(libvirtd_conn, h), CLEAN_TIMEOUT_S, "cleanup")
+
+
+def _clean(conn: Any, h: MixedHost) -> None:
+    """Whatever the test left on libvirtd, pass or fail: its domains, volumes, pools and
+    networks (all named after its clusters). Each call is bounded by the daemon's own
+    timeouts and the caller's deadline; a failure to remove one thing does not stop the
+    rest."""
+    prefixes = (h.hpc + "-", h.k8s + "-")
+    for dom in conn.listAllDomains():
+        if dom.name().startswith(prefixes):
+            with contextlib.suppress(Exception):
+                if dom.isActive():
+                    dom.destroy()
+            with contextlib.suppress(Exception):
+                dom.undefine()
+    for pool in conn.listAllStoragePools():
+        if pool.name().startswith(prefixes):
+            with contextlib.suppress(Exception):
+                if not pool.isActive():
+                    pool.create(0)
+                for vol in pool.listAllVolumes():
+                    vol.delete(0)
+            with contextlib.suppress(Exception):
+                pool.destroy()
+            with contextlib.suppress(Exception):
+                pool.delete(0)  # its (now empty) directory
+            with contextlib.suppress(Exception):
+                pool.undefine()
+    for net in conn.listAllNetworks():
+        if net.name().startswith(prefixes):
+            with contextlib.suppress(Exception):
+                if net.isActive():
+                    net.destroy()
+            with contextlib.suppress(Exception):
+                net.undefine()
 
 
 def ours(conn: Any, h: MixedHost) -> dict[str, Any]:
@@ -119,7 +217,9 @@ def test_apply_defines_the_domains_with_mdev_hostdevs_on_libvirtd(
     gone = f"{host.k8s}-cpu-worker-03"
     touched = [(a.action, a.address) for a in plan.actions if a.action != "no-op"]
     assert ("delete", f"domain[{gone}]") in touched
-    assert all(gone in addr or addr.startswith(("vgpu[", "gpu[")) for _, addr in touched)
+    lease = f"network[{host.k8s}-network]"  # the worker's static DHCP lease goes
+    assert all(gone in addr or addr == lease or addr.startswith(("vgpu[", "gpu["))
+               for _, addr in touched), touched
     result = host.apply(dropped, plan)
     assert result.outcome == "applied", result.failed
     assert sorted(ours(libvirtd_conn, host)) == sorted(set(doms) - {gone})

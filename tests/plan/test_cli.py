@@ -40,7 +40,7 @@ def test_detailed_exitcode_is_2_with_changes_and_0_without(fresh: str, converged
     changes = aihow("plan", CONFIG, "--host", fresh, "--detailed-exitcode")
     assert changes.returncode == 2, changes.stderr
     assert changes.stdout.rstrip().endswith(
-        "Plan: 38 to create, 1 to update, 0 to replace, 0 to delete.")
+        "Plan: 59 to create, 1 to update, 0 to replace, 0 to delete.")
     same = aihow("plan", CONFIG, "--host", converged, "--detailed-exitcode")
     assert same.returncode == 0, same.stderr
     assert "No changes" in same.stdout
@@ -133,9 +133,9 @@ def test_show_of_several_plans_is_one_fleet_review(fresh: str, converged: str,
     assert doc.startswith("## aihow fleet plan\n\n2 hosts, 1 with changes · 1 GPU reset · "
                           "0 destructive steps\n")
     fp1, fp2 = (json.loads(p.read_text())["host"]["fingerprint"][:12] for p in (web1, web2))
-    assert f"| web-01 | 38 | 1 | 0 | 0 | 0 | 1 | 0 | `{fp1}` |\n" in doc
-    assert f"| web-02 | 0 | 0 | 0 | 0 | 39 | 0 | 0 | `{fp2}` |\n" in doc
-    assert "| **total** | **38** | **1** | **0** | **0** | **39** | **1** | **0** | |\n" in doc
+    assert f"| web-01 | 59 | 1 | 0 | 0 | 0 | 1 | 0 | `{fp1}` |\n" in doc
+    assert f"| web-02 | 0 | 0 | 0 | 0 | 60 | 0 | 0 | `{fp2}` |\n" in doc
+    assert "| **total** | **59** | **1** | **0** | **0** | **60** | **1** | **0** | |\n" in doc
     # A section per host, in the order given, each the host's own plan under its name.
     first, second = doc.index("\n### web-01\n"), doc.index("\n### web-02\n")
     assert first < second

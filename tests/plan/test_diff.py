@@ -175,8 +175,19 @@ def test_taking_a_slice_from_a_running_domain_is_destructive() -> None:
     assert destructive == {
         f"domain[running-vm].hostdev[{used}]", f"vgpu[{used}]",
         f"gpu[{G17}].gi[1g.5gb@0]", f"gpu[{G17}].gi[1g.5gb@0].ci[1g.5gb@0]",
+        "domain[running-vm].running",
     }
-    assert plan.summary["destructive"] == 4
+    assert plan.summary["destructive"] == 5
+    # The running VM is shut down before anything it uses goes, and started again after
+    # the last of it went; the stopped one is left off.
+    by = {a.address: a for a in plan.actions}
+    restart = by["domain[running-vm].running"]
+    assert restart.action == "replace" and restart.reason_code == "restart-for-change"
+    assert restart.delete_step is not None
+    for taken in destructive - {"domain[running-vm].running"}:
+        assert restart.delete_step.id < by[taken].id < restart.id, taken
+    assert restart.delete_step.id in by[f"domain[running-vm].hostdev[{used}]"].depends_on
+    assert "domain[stopped-vm].running" not in by
     assert {a.address for a in plan.actions if a.action == "delete"} >= {
         f"domain[stopped-vm].hostdev[{idle}]", f"vgpu[{idle}]"}
 

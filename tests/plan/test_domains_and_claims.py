@@ -87,7 +87,10 @@ def test_deleting_a_running_domain_is_destructive_and_says_so() -> None:
              records=HostRecords(defined={"hpc-compute-02": _defined("hpc-compute-02")}))
     gone = by_address(p)["domain[hpc-compute-02]"]
     assert gone.action == "delete" and gone.destructive
-    assert "shuts it down first only with --restart-running-vms" in gone.reason
+    assert "only with --restart-running-vms" in gone.reason
+    stop = by_address(p)["domain[hpc-compute-02].running"]  # its own step, before
+    assert stop.action == "delete" and stop.reason_code == "stop-vm"
+    assert stop.id in gone.depends_on
 
 
 def test_a_slice_another_cluster_holds_is_refused_naming_both_owners() -> None:

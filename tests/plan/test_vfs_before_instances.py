@@ -10,7 +10,7 @@ from planner.host.nvml import NvmlHost
 from planner.sim.fake_nvml import FakeNvml
 from planner.sim.host import GpuSpec, HostSpec, init_host
 from planner.vocab import Action, Kind
-from tests.apply.simhost import SimHost
+from tests.apply.simhost import IMAGE, SimHost
 from tests.scenarios.harness import KINDS, cli
 from tests.scenarios.harness import base as base_config
 
@@ -18,7 +18,8 @@ from tests.scenarios.harness import base as base_config
 def test_vfs_come_first_and_kept_instances_are_made_again(tmp_path: Path) -> None:
     k = KINDS["a100"]
     root = tmp_path / "host"
-    init_host(root, HostSpec(gpus=(GpuSpec(k.model, k.pci, mig=True),), vgpu=k.backend))
+    init_host(root, HostSpec(gpus=(GpuSpec(k.model, k.pci, mig=True),), vgpu=k.backend,
+                             images=(IMAGE,)))
     with NvmlHost(FakeNvml(root)) as nvml:  # an instance made before any VF exists
         nvml.create_gpu_instance(k.pci, 19, 0)
     host = SimHost(root)

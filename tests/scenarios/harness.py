@@ -33,7 +33,7 @@ from planner.plan.model import load_plan
 from planner.sim import faults
 from planner.sim.host import GpuSpec, HostSpec, init_host
 from planner.sim.state import SimStore
-from tests.apply.simhost import SimHost
+from tests.apply.simhost import IMAGE, SimHost
 
 GOLDEN = Path(__file__).parent / "golden"
 A100, H100 = "0000:17:00.0", "0000:65:00.0"
@@ -83,14 +83,14 @@ class Config:
             out.append(f'    - {{select: "{pci}", mig: enabled'
                        + (f', layout: "{layout}"' if layout else "")
                        + (", repack: shut-off" if self.repack else "") + "}")
-        out += ["clusters:", "  hpc:", "    name: hpc",
+        out += ["clusters:", "  hpc:", "    name: hpc", f'    base_image_path: "{IMAGE}"',
                 '    network: {subnet: "192.168.100.0/24", bridge: virbr100}',
                 "    controller: {cpu_cores: 2, memory_gb: 4, disk_gb: 20, "
                 'ip_address: "192.168.100.10"}', "    compute_nodes:"]
         out += [_node(n) for n in self.hpc]
         out.append("    slurm_config: {partitions: [gpu], default_partition: gpu}")
         if self.cloud is not None:
-            out += ["  cloud:", "    name: k8s",
+            out += ["  cloud:", "    name: k8s", f'    base_image_path: "{IMAGE}"',
                     '    network: {subnet: "192.168.200.0/24", bridge: virbr200}',
                     "    control_plane: {cpu_cores: 2, memory_gb: 4, disk_gb: 20, "
                     'ip_address: "192.168.200.10"}', "    worker_nodes:"]
@@ -101,8 +101,10 @@ class Config:
 
 
 def _node(n: Node) -> str:
+    # auto_start: false, so a slice change needs no restart (a100-running-vm starts one)
     gpu = f", gpu_config: {n.gpu}" if n.gpu else ""
-    return f'      - {{cpu_cores: 2, memory_gb: 4, disk_gb: 20, ip: "{n.ip}"{gpu}}}'
+    return (f'      - {{cpu_cores: 2, memory_gb: 4, disk_gb: 20, ip: "{n.ip}", '
+            f'auto_start: false{gpu}}}')
 
 
 def mig(profile: str, **pins: Any) -> str:
@@ -162,7 +164,7 @@ def build(tmp: Path, kind: Kind, second_gpu: bool) -> tuple[Ctx, Path]:
     gpus = [GpuSpec(kind.model, kind.pci, True)]
     if second_gpu:
         gpus.append(GpuSpec(kind.model, SECOND, True))
-    init_host(tmp / "host", HostSpec(gpus=tuple(gpus), vgpu=kind.backend))
+    init_host(tmp / "host", HostSpec(gpus=tuple(gpus), vgpu=kind.backend, images=(IMAGE,)))
     host = SimHost(tmp / "host")
     cfg = tmp / "base.yaml"
     cfg.write_text(base(kind).text())
@@ -217,6 +219,12 @@ def _op(step: Step, backend: str) -> str:
         ("domain", "delete"): "virDomainUndefine",
         ("hostdev", "create"): "virDomainAttachDeviceFlags",
         ("hostdev", "delete"): "virDomainDetachDeviceFlags",
+        ("network", "create"): "virNetworkDefineXML",
+        ("network", "update"): "virNetworkUpdate",
+        ("pool", "create"): "virStoragePoolDefineXML",
+        ("volume", "create"): "virStorageVolCreateXML",
+        ("running", "create"): "virDomainCreate",
+        ("running", "delete"): "virDomainShutdown",
     }
     if kind == "vgpu":
         if backend == "vfio-vf":

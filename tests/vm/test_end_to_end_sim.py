@@ -21,6 +21,7 @@ from planner.plan.fingerprint import fingerprint
 from planner.plan.make import make_plan
 from planner.vm.vm_factory import VMSpec, render_domain_xml
 from tests.clirun import aihow
+from tests.vm.base_images import give_base_images
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
@@ -32,6 +33,7 @@ class Host:
         self.dir = path
         self.uri = f"sim:{path}"
         self.cfg = load_config(CONFIG)
+        give_base_images(path, CONFIG)
         # what ai-how leaves behind: domains, no GPUs
         with open_environment(self.uri).libvirt() as s:
             for decl in expand_vms(self.cfg):
@@ -157,6 +159,7 @@ def test_h100_vfio_vf_backend_gives_each_node_its_own_vf(tmp_path: Path) -> None
     path = tmp_path / "sim"
     aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / "sim-h100.toml"), ok=True)
     uri, cfg = f"sim:{path}", load_config(config)
+    give_base_images(path, config)
     with open_environment(uri).libvirt() as s:
         for decl in expand_vms(cfg):
             ld.define(s.conn, render_domain_xml(VMSpec.from_decl(decl)))

@@ -31,6 +31,7 @@ from planner.plan.resolve import ResolveError
 from planner.sim.kernel import sysfs_write
 from planner.sim.mdev_store import SimMdevDefinitions
 from tests.clirun import aihow
+from tests.vm.base_images import give_base_images
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
@@ -44,6 +45,7 @@ class Host:
     def __init__(self, path: Path, config: Path = CONFIG, spec: str = "sim-a100.toml") -> None:
         aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / spec), ok=True)
         self.dir, self.uri, self.config = path, f"sim:{path}", config
+        give_base_images(path, config)
         self.cfg = load_config(config)
 
     def state_dir(self) -> Path:
@@ -250,6 +252,10 @@ FAULT_OP = {
     "vgpu": "sysfs.mdev_create",
     "domain": "virDomainDefineXML",
     "hostdev": "virDomainAttachDeviceFlags",
+    "network": "virNetworkDefineXML",
+    "pool": "virStoragePoolDefineXML",
+    "volume": "virStorageVolCreateXML",
+    "running": "virDomainCreate",
 }
 
 

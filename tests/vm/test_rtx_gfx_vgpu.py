@@ -24,6 +24,7 @@ from planner.plan.make import make_plan
 from planner.vm.vm_factory import VMSpec, render_domain_xml
 from planner.vocab import Kind, VgpuAttrs
 from planner.vocab.plan import Plan
+from tests.vm.base_images import give_base_images
 
 AIHOW = str(Path(sys.executable).with_name("aihow"))
 GPU = "0000:65:00.0"
@@ -75,6 +76,7 @@ def _host(tmp_path: Path, profile: str) -> tuple[str, Path]:
     assert res.returncode == 0, res.stdout + res.stderr
     config = tmp_path / "cluster.yaml"
     config.write_text(_config(profile))
+    give_base_images(tmp_path / "sim", config)
     uri = f"sim:{tmp_path / 'sim'}"
     # the domains exist beforehand, as ai-how creates them
     with open_environment(uri).libvirt() as s:

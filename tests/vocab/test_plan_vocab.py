@@ -26,7 +26,8 @@ def test_the_schema_lists_exactly_the_vocabulary() -> None:
 
 def test_the_kind_order_is_the_dependency_order() -> None:
     assert [k.value for k in sorted(Kind, key=lambda k: k.rank)] == [
-        "mig_mode", "gpu_instance", "compute_instance", "sriov", "vgpu", "domain", "hostdev"]
+        "mig_mode", "gpu_instance", "compute_instance", "sriov", "vgpu", "network", "pool",
+        "volume", "domain", "hostdev", "running"]
 
 
 def _change(**over: Any) -> Change:
