@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,8 @@ def _firewall_missing() -> str | None:
 
 
 @pytest.fixture
-def host(libvirtd_conn: Any, tmp_path: Path) -> Iterator[MixedHost]:
+def host(libvirtd_conn: Any, virtlogd: None, tmp_path: Path) -> Iterator[MixedHost]:
+    # virtlogd: the example's auto_start domains are started, and QEMU logs through it
     missing = _firewall_missing()
     if missing is not None:
         if os.environ.get("AIHOW_REQUIRE_LIBVIRTD") == "1":
@@ -140,11 +142,21 @@ def host(libvirtd_conn: Any, tmp_path: Path) -> Iterator[MixedHost]:
         pytest.skip(missing)
     tag = secrets.token_hex(3)
     subnets = free_subnets(libvirtd_conn, f"{tmp_path}:{os.getpid()}", 2)
-    h = MixedHost(tmp_path, f"ithpc{tag}", f"itk8s{tag}", tag, subnets)
+    # QEMU runs as libvirt-qemu, which cannot enter pytest's 0700 directories, and the
+    # started controller's overlay reads the base image inside the simulated host
+    top = Path(tempfile.mkdtemp(prefix="aihow-it-", dir="/var/tmp"))
+    top.chmod(0o755)
     try:
-        yield h
-    finally:  # bounded like every libvirt call of aihow's (the executor's deadline)
-        run_with_deadline(lambda: _clean(libvirtd_conn, h), CLEAN_TIMEOUT_S, "cleanup")
+        h = MixedHost(top, f"ithpc{tag}", f"itk8s{tag}", tag, subnets)
+        try:
+            yield h
+        finally:  # bounded like every libvirt call of aihow's (the executor's deadline)
+            run_with_deadline(lambda: _clean(libvirtd_conn, h), CLEAN_TIMEOUT_S, "cleanup")
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+        for cluster in (f"ithpc{tag}", f"itk8s{tag}"):  # the pool directories, once empty
+            with contextlib.suppress(OSError):  # (aihow's undo of a pool leaves its files)
+                os.rmdir(f"/var/lib/libvirt/images/{cluster}-pool")
 
 
 def _clean(conn: Any, h: MixedHost) -> None:

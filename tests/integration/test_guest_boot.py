@@ -9,9 +9,10 @@ as ai-how names them. aihow's ``libvirt_domains`` defines and starts it over a
 ``LibvirtSession``. The guest prints ``AIHOW-GUEST-UP token=T disk=D mac=M`` on its
 serial console, which the console's ``<log>`` copies to a file; the test checks the token
 (this boot), the disk line (the overlay reaches its base) and the MAC (aihow's
-derivation), then aihow shuts the guest down over ACPI (``libvirt_domains.shutdown``; the
-guest powers off on the power button) and apply's domain handler deletes it, as it carries
-out a plan's delete of a dropped VM.
+derivation), then aihow shuts the guest down over ACPI
+(``libvirt_objects.shut_down_domain``, what a plan's stop step runs; the guest powers off
+on the power button) and apply's domain handler deletes it, as it carries out a plan's
+delete of a dropped VM.
 
 KVM is used when it works: where libvirt offers it, the guest must come up under KVM
 within ``KVM_BOOT_S``; else (a nested /dev/kvm that hangs, as on this project's CI
@@ -43,6 +44,7 @@ from planner.apply.domain_handlers import DomainHandler
 from planner.apply.handlers import ApplyContext
 from planner.apply.steps import expand
 from planner.host import libvirt_domains as ld
+from planner.host import libvirt_objects as lo
 from planner.host.environment import LocalEnvironment
 from planner.host.libvirt_conn import LibvirtSession, open_libvirt
 from planner.vm.vm_factory import DirectBoot, VMFactory, VMSpec
@@ -282,9 +284,11 @@ def test_an_aihow_rendered_domain_boots_a_guest_and_aihow_stops_and_deletes_it(
         time.sleep(1)
         assert bounded("domain_is_active", domain_is_active, conn, spec.name)
         assert "AIHOW-GUEST-DOWN" not in log.read_text(errors="replace")
-        # aihow stops it gracefully (ACPI; the guest powers off on the button) ...
-        bounded("shutdown", ld.shutdown, conn, spec.name, timeout=SHUTDOWN_S,
-                seconds=SHUTDOWN_S + CALL_S)
+        # aihow stops it gracefully (ACPI; the guest powers off on the button), as a
+        # plan's stop step does (RunningHandler) ...
+        how = bounded("shutdown", lo.shut_down_domain, conn, spec.name, timeout=SHUTDOWN_S,
+                      seconds=SHUTDOWN_S + CALL_S)
+        assert how == "shutdown", f"the guest did not stop on ACPI alone ({how})"
         assert not bounded("domain_is_active", domain_is_active, conn, spec.name)
         assert f"AIHOW-GUEST-DOWN token={token}" in log.read_text(errors="replace")
         # ... and deletes it as apply does: the domain handler carries out a plan's delete
