@@ -29,6 +29,8 @@ from planner.apply.executor import ApplyInput, ApplyResult, Event, apply_plan
 from planner.apply.state_dir import resolve_state_dir
 from planner.cli.host_opts import open_environment
 from planner.config import load_config
+from planner.host import libvirt_objects as lo
+from planner.host.errors import HostError
 from planner.host.libvirt_read import read_domains
 from planner.host.records import defined_by_aihow
 from planner.plan.make import make_plan
@@ -221,6 +223,16 @@ def test_apply_defines_the_domains_with_mdev_hostdevs_on_libvirtd(
             assert "<hostdev mode='subsystem' type='mdev'" in xml and "managed='no'" in xml
     again = host.plan(config)
     assert [a.address for a in again.actions if a.action != "no-op"] == []
+    # The controllers (auto_start, no GPU) run; a GPU node cannot start here (no VFIO, no
+    # NVIDIA driver behind its mdev), and the start says exactly that.
+    assert {n for n, d in ours(libvirtd_conn, host).items() if d.running} == {
+        f"{host.hpc}-controller", f"{host.k8s}-control-plane"}
+    gpu_node = f"{host.hpc}-compute-01"
+    with pytest.raises(HostError, match=rf"domain {gpu_node} cannot start: its vGPU "
+                       r"cannot be used on this host: VFIO is not available"):
+        run_with_deadline(lambda: lo.start_domain(libvirtd_conn, gpu_node, autostart=False),
+                          60, "start")
+    assert not libvirtd_conn.lookupByName(gpu_node).isActive()
 
     # The config drops the last worker: its domain (aihow's) is deleted, its hostdev
     # detached first; nothing else changes.
