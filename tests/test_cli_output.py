@@ -118,10 +118,10 @@ def test_quiet_keeps_the_result_and_the_log_file_keeps_everything(host: Path,
               "-q", "--log-file", str(log))
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [
-        "Apply complete: 39 of 39 action(s) done, host verified. Generation 1 recorded."]
+        "Apply complete: 60 of 60 action(s) done, host verified. Generation 1 recorded."]
     text = log.read_text()
-    assert "run: aihow apply" in text and "Plan: 38 to create, 1 to update" in text
-    assert "[1/39] update gpu[0000:17:00.0].mig" in text and "Apply complete" in text
+    assert "run: aihow apply" in text and "Plan: 59 to create, 1 to update" in text
+    assert "[1/60] update gpu[0000:17:00.0].mig" in text and "Apply complete" in text
     assert all(line[:4].isdigit() and "Z " in line for line in text.splitlines())
 
 

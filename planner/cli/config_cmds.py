@@ -106,6 +106,7 @@ def _emit(record: dict[str, Any]) -> None:
 def _validate_host(cfg: ClusterConfig, env: Environment, as_json: bool) -> dict[str, Any]:
     """Run the read-only host checks; print the table (text) and return the JSON part."""
     # Imported here: validate without --host must not load NVML, libvirt or networkx.
+    from planner.cli.host_opts import base_images
     from planner.host.validation import render_table, validate_host
     from planner.plan.fit import fit_rows
     from planner.plan.request import requests_from_config
@@ -115,7 +116,9 @@ def _validate_host(cfg: ClusterConfig, env: Environment, as_json: bool) -> dict[
         # Fit and MIG UUID rows come from the planner's own resolve, with the host's
         # records (ledger, domains aihow defined): exactly what `aihow plan` decides.
         records = env.records()
-        rows = validate_host(cfg, env, fit=lambda host: fit_rows(requests, host, records))
+        images = base_images(env, cfg)
+        rows = validate_host(cfg, env,
+                             fit=lambda host: fit_rows(requests, host, records, images))
     except AihowError as exc:
         fail(exc)
     if not as_json:

@@ -216,6 +216,7 @@ class _Checker:
                     and gc.gpu.kind is SelectorKind.PCI:
                 mig_use.setdefault(gc.gpu.value, f"{vm.key_path}.gpu_config.gpu")
         whole: dict[str, tuple[VmDecl, str]] = {}
+        both_start: set[tuple[str, str]] = set()
         for vm in self.vms:
             for j, dev in enumerate(vm.pcie_devices):
                 path = f"{vm.key_path}.pcie_passthrough.devices[{j}].pci_address"
@@ -226,6 +227,16 @@ class _Checker:
                                    f"{mig_use[dev.pci_address]}")
                     continue
                 first = whole.setdefault(dev.pci_address, (vm, path))
+                if first[0] is not vm and first[0].cluster_type != vm.cluster_type \
+                        and first[0].auto_start and vm.auto_start:
+                    if (first[0].name, vm.name) in both_start:
+                        continue  # one line per pair of VMs, not per shared device
+                    both_start.add((first[0].name, vm.name))
+                    self.error(path, f"PCI device {dev.pci_address} is passed through to "
+                               f"{vm.name} here and to {first[0].name} at {first[1]}, and "
+                               "both have auto_start; VMs sharing a device take turns, so "
+                               "set auto_start: false on one of them")
+                    continue
                 if first[0] is vm or first[0].cluster_type != vm.cluster_type:
                     # ai-how's semantics (its example-multi-gpu-clusters.yaml): one device
                     # may be defined into VMs of both clusters, which run one at a time;

@@ -9,15 +9,21 @@ What it writes plans to no changes on the same host:
   node of its cluster, with ``gpu_config: {mode: mig, mig_uuid: ...}`` pinning the slice
   its vGPU device or VF carries; CPUs and memory from the domain XML.
 
-What a domain XML does not record (the cluster's subnet and bridge, addresses, disk
-sizes, images) is written as a marked placeholder: planning never redefines an existing
-domain, so they matter only if a VM is ever defined again from this file. Domains aihow
+- each cluster's network (``{cluster}-network``: bridge, subnet, each node's static
+  lease as its ``ip``), each VM's disk size and base image (its volume in
+  ``{cluster}-pool`` and the volume's backing file), and ``auto_start: false`` for a
+  node whose domain is shut off.
+
+What the host does not record (a network or volume that is missing) is written as a
+marked placeholder: planning never redefines an existing domain, so they matter only if
+a VM is ever defined again from this file. Domains aihow
 cannot describe (not defined by aihow, a whole GPU passed through, a name the config's
 naming cannot produce) are listed in comments. Pure: HostState and records in, text out.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -25,7 +31,7 @@ from dataclasses import dataclass, field
 
 from planner.host.overview import slices_by_domain
 from planner.host.records import AIHOW_VM_NS, HostRecords
-from planner.host.state import Gpu, HostState
+from planner.host.state import Gpu, HostState, Network, Volume
 
 PLACEHOLDER = "# placeholder: not recorded on the host"
 _HPC_ROLES = ("controller", "compute")
@@ -39,6 +45,9 @@ class _Vm:
     cpu_cores: int
     memory_gb: int
     mig_uuid: str | None
+    running: bool = True
+    volume: Volume | None = None  # its disk in the cluster's pool, when the host has it
+    ip: str | None = None  # its static lease on the cluster's network
 
 
 @dataclass
@@ -46,6 +55,13 @@ class _Cluster:
     kind: str  # hpc | cloud
     name: str
     vms: dict[str, _Vm] = field(default_factory=dict)
+    network: Network | None = None
+
+    def base_image(self) -> str | None:
+        """The backing file most of the cluster's disks share (its base_image_path)."""
+        images = [vm.volume.backing for vm in self.vms.values()
+                  if vm.volume is not None and vm.volume.backing]
+        return max(sorted(set(images)), key=images.count) if images else None
 
 
 def _q(text: str) -> str:
@@ -82,20 +98,40 @@ def _numbered(cluster: _Cluster, prefix: str, skipped: list[str]) -> list[_Vm]:
     return out
 
 
-def _node(vm: _Vm, indent: str, ip_key: str, ip: str) -> list[str]:
-    lines = [f"{indent}cpu_cores: {vm.cpu_cores}",
-             f"{indent}memory_gb: {vm.memory_gb}",
-             f"{indent}disk_gb: 20  {PLACEHOLDER}",
-             f"{indent}{ip_key}: {_q(ip)}" + ("" if ip == "DHCP" else f"  {PLACEHOLDER}")]
+def _node(vm: _Vm, c: _Cluster, indent: str, ip_key: str, ip: str, *,
+          list_node: bool) -> list[str]:
+    lines = [f"{indent}cpu_cores: {vm.cpu_cores}", f"{indent}memory_gb: {vm.memory_gb}"]
+    if vm.volume is not None:
+        lines.append(f"{indent}disk_gb: {-(-vm.volume.capacity // 2**30)}")
+    else:
+        lines.append(f"{indent}disk_gb: 20  {PLACEHOLDER}")
+    if vm.ip is not None:
+        lines.append(f"{indent}{ip_key}: {_q(vm.ip)}")
+    else:
+        lines.append(f"{indent}{ip_key}: {_q(ip)}" + ("" if ip == "DHCP" else f"  {PLACEHOLDER}"))
+    backing = vm.volume.backing if vm.volume is not None else None
+    if backing and backing != c.base_image():
+        lines.append(f"{indent}base_image_path: {_q(backing)}")
+    if not vm.running:
+        lines.append(f"{indent}auto_start: false" if list_node else
+                     f"{indent}# shut off on the host: a plan of this file starts it")
     if vm.mig_uuid:
         lines.append(f"{indent}gpu_config: {{mode: mig, mig_uuid: {vm.mig_uuid}}}")
     return lines
 
 
 def _network(c: _Cluster, number: int) -> list[str]:
-    return ["    network:",
-            f"      subnet: \"192.168.{number}.0/24\"  {PLACEHOLDER}",
-            f"      bridge: {_q('virbr' + str(number))}  {PLACEHOLDER}"]
+    n = c.network
+    if n is not None and n.bridge and n.address and n.prefix is not None:
+        subnet = str(ipaddress.IPv4Interface(f"{n.address}/{n.prefix}").network)
+        lines = ["    network:", f"      subnet: {_q(subnet)}", f"      bridge: {_q(n.bridge)}"]
+    else:
+        lines = ["    network:",
+                 f"      subnet: \"192.168.{number}.0/24\"  {PLACEHOLDER}",
+                 f"      bridge: {_q('virbr' + str(number))}  {PLACEHOLDER}"]
+    if (image := c.base_image()) is not None:
+        lines.append(f"    base_image_path: {_q(image)}")
+    return lines
 
 
 def _hpc(c: _Cluster, skipped: list[str]) -> list[str]:
@@ -105,10 +141,11 @@ def _hpc(c: _Cluster, skipped: list[str]) -> list[str]:
         return []
     nodes = _numbered(c, f"{c.name}-compute", skipped)
     lines = ["  hpc:", f"    name: {_q(c.name)}", *_network(c, 100),
-             "    controller:", *_node(controller, "      ", "ip_address", "192.168.100.10")]
+             "    controller:", *_node(controller, c, "      ", "ip_address", "192.168.100.10",
+                                  list_node=False)]
     lines.append("    compute_nodes:" + ("" if nodes else " []"))
     for vm in nodes:
-        body = _node(vm, "        ", "ip", "DHCP")
+        body = _node(vm, c, "        ", "ip", "DHCP", list_node=True)
         lines += ["      - " + body[0].strip(), *body[1:]]
     lines += ["    slurm_config:", "      partitions: [\"gpu\"]  " + PLACEHOLDER,
               "      default_partition: \"gpu\""]
@@ -124,10 +161,11 @@ def _cloud(c: _Cluster, skipped: list[str]) -> list[str]:
     skipped += [f"{n}: a worker with a whole GPU (pcie_passthrough) is not exported"
                 for n in c.vms if n.startswith(f"{c.name}-gpu-worker-")]
     lines = ["  cloud:", f"    name: {_q(c.name)}", *_network(c, 200),
-             "    control_plane:", *_node(plane, "      ", "ip_address", "192.168.200.10")]
+             "    control_plane:", *_node(plane, c, "      ", "ip_address", "192.168.200.10",
+                                  list_node=False)]
     lines.append("    worker_nodes:" + ("" if nodes else " []"))
     for vm in nodes:
-        body = _node(vm, "        ", "ip", "DHCP")
+        body = _node(vm, c, "        ", "ip", "DHCP", list_node=True)
         lines += ["      - " + body[0].strip(), *body[1:]]
     lines += ["    kubernetes_config: {cni: \"calico\", ingress: \"nginx\", "
               "storage_class: \"local-path\"}  " + PLACEHOLDER]
@@ -152,6 +190,8 @@ def export_config(state: HostState, records: HostRecords, *, version: str) -> st
              and any(g.pci == h.pci for g in state.gpus)}
     skipped: list[str] = []
     clusters: dict[str, _Cluster] = {}
+    networks = {n.name: n for n in state.networks}
+    volumes = {(p.name, v.name): v for p in state.pools for v in p.volumes}
     for d in state.domains:
         found = records.defined.get(d.name)
         if found is None:
@@ -170,7 +210,12 @@ def export_config(state: HostState, records: HostRecords, *, version: str) -> st
             skipped.append(f"{d.name}: its XML has no role, vcpu or memory aihow can read")
             continue
         kind = "hpc" if vm.role in _HPC_ROLES else "cloud"
-        c = clusters.setdefault(kind + "/" + found.cluster, _Cluster(kind, found.cluster))
+        c = clusters.setdefault(kind + "/" + found.cluster, _Cluster(
+            kind, found.cluster, network=networks.get(f"{found.cluster}-network")))
+        vm.running = d.running
+        vm.volume = volumes.get((f"{found.cluster}-pool", f"{d.name}.qcow2"))
+        if c.network is not None:
+            vm.ip = next((h.ip for h in c.network.hosts if h.name == d.name), None)
         c.vms[d.name] = vm
     hpc = [c for c in clusters.values() if c.kind == "hpc"]
     cloud = [c for c in clusters.values() if c.kind == "cloud"]

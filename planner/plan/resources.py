@@ -15,6 +15,7 @@ from planner.hardware.model import GpuModel
 from planner.host.records import HostRecords, attachment_metadata
 from planner.host.state import Gpu, GpuInstance, HostState
 from planner.plan.bindings import Bindings
+from planner.plan.request import VmRequest
 from planner.plan.resolution import GpuDecision, PlannedGi, PlannedVgpu, Resolution
 from planner.plan.resolve_vgpu import vf_type_name
 from planner.vocab import (
@@ -320,6 +321,8 @@ def _add_vm_resources(res: Resolution, out: dict[Address, Resource]) -> None:
 
     vms = tuple(vm for vm in res.requests.vms if vm.attrs is not None)
     extra = desired_vm_resources(vms, {vm.name: mac_for(vm.name) for vm in vms})
+    for name in _taking_turns(res.host, vms):
+        del extra[Address.domain(name).running()]
     hostdevs: dict[str, list[Address]] = {}
     for addr, r in out.items():
         if r.kind is Kind.HOSTDEV and addr.domain_name:
@@ -335,6 +338,19 @@ def _add_vm_resources(res: Resolution, out: dict[Address, Resource]) -> None:
             extra[ra] = dataclasses.replace(
                 extra[ra], deps=(da, *sorted(hostdevs.get(vm.name, ()))))
     out.update(extra)
+
+
+def _taking_turns(host: HostState, vms: tuple[VmRequest, ...]) -> list[str]:
+    """``auto_start`` VMs not to start: a device passed through to them is held by
+    another running domain (ai-how's clusters that share a GPU take turns; starting one
+    would fail, and the operator chose who runs)."""
+    held = {h.key: d.name for d in host.domains if d.running for h in d.hostdevs}
+    out = []
+    for vm in vms:
+        if vm.auto_start and vm.attrs is not None and any(
+                held.get(pci, vm.name) != vm.name for pci, _role in vm.attrs.passthrough):
+            out.append(vm.name)
+    return out
 
 
 def hostdev_type(value: str) -> Literal["mdev", "pci"]:

@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 AIHOW = str(Path(sys.executable).parent / "aihow")
 SIM_SPEC = REPO / "config" / "sim-a100.toml"
+IMAGE = "/var/lib/images/hpc.qcow2"  # CONFIG's base image, held by every case's host
 G0 = "0000:17:00.0"
 TIMEOUT_S = 120
 # The host lock records who last took it: a refused apply takes it too, and that is no
@@ -70,7 +71,7 @@ def aihow_ok(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 
 def sim_host(d: Path) -> Path:
     sim = d / "sim"
-    aihow_ok("sim", "init", str(sim), "--spec", str(SIM_SPEC))
+    aihow_ok("sim", "init", str(sim), "--spec", str(SIM_SPEC), "--image", IMAGE)
     return sim
 
 
@@ -87,7 +88,7 @@ global:
 clusters:
   hpc:
     name: "{cluster}"
-    base_image_path: "/var/lib/images/hpc.qcow2"
+    base_image_path: "{image}"
     network:
       subnet: "192.168.100.0/24"
       bridge: "{bridge}"
@@ -114,7 +115,7 @@ clusters:
 def config(d: Path, name: str = "cfg.yaml", *, cluster: str = "hpc", bridge: str = "virbr100",
            cpu: str = "2", mem: str = "4") -> Path:
     path = d / name
-    path.write_text(CONFIG.format(cluster=cluster, bridge=bridge, cpu=cpu, mem=mem))
+    path.write_text(CONFIG.format(cluster=cluster, bridge=bridge, cpu=cpu, mem=mem, image=IMAGE))
     return path
 
 

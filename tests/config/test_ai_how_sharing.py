@@ -59,6 +59,10 @@ def test_sharing_within_one_cluster_stays_an_error(tmp_path: Path) -> None:
     assert "same cluster" in out.stderr
 
 
+def _states(host: Path) -> dict[str, bool]:
+    return {d.name: d.running for d in open_environment(f"sim:{host}").probe().domains}
+
+
 def test_both_domains_are_defined_and_only_one_may_run(tmp_path: Path) -> None:
     host = tmp_path / "host"
     assert aihow("sim", "init", str(host), "--spec",
@@ -68,15 +72,32 @@ def test_both_domains_are_defined_and_only_one_may_run(tmp_path: Path) -> None:
     domains = {d.name: d for d in open_environment(f"sim:{host}").probe().domains}
     for name in ("hpc-compute-01", "cloud-gpu-worker-01"):
         assert [h.key for h in domains[name].hostdevs] == ["0000:01:00.0", "0000:01:00.1"]
+    # auto_start: the hpc node runs, the cloud worker (auto_start: false) waits its turn
+    assert _states(host)["hpc-compute-01"] and not _states(host)["cloud-gpu-worker-01"]
     session = open_environment(f"sim:{host}").libvirt()
     try:
-        ld.start(session.conn, "hpc-compute-01")
         with pytest.raises(DomainError, match="cloud-gpu-worker-01 cannot start: its device is "
                            "held .*0000:01:00.0 by hpc-compute-01.*stop hpc-compute-01 first"):
             ld.start(session.conn, "cloud-gpu-worker-01")
         lo.shut_down_domain(session.conn, "hpc-compute-01", timeout=10)
         ld.start(session.conn, "cloud-gpu-worker-01")  # its turn now
+        session.commit()
     finally:
         session.close()
+    # The operator chose who runs: a re-plan does not start hpc-compute-01 (auto_start)
+    # while the worker holds the device, and plans nothing.
     again = aihow("plan", str(SHARED), "--host", f"sim:{host}", "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert _states(host) | {"hpc-compute-01": False, "cloud-gpu-worker-01": True} == \
+        _states(host)
+
+
+def test_two_vms_sharing_a_device_may_not_both_start_on_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text(SHARED.read_text().replace("      - auto_start: false\n", "      - "
+                                               "auto_start: true\n"))
+    out = aihow("validate", str(path))
+    assert out.returncode == 1
+    [line] = out.stderr.splitlines()
+    assert "cloud-gpu-worker-01 here and to hpc-compute-01" in line
+    assert "both have auto_start" in line and line.startswith(f"{path}:")

@@ -58,6 +58,7 @@ global:
 clusters:
   hpc:
     name: lab
+    base_image_path: "build/packer/hpc-compute/hpc-compute/hpc-compute.qcow2"
     network: {{subnet: "192.168.100.0/24", bridge: virbr100}}
     controller: {{cpu_cores: 2, memory_gb: 4, disk_gb: 20, ip_address: "192.168.100.10"}}
     compute_nodes:

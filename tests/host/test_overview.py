@@ -40,7 +40,7 @@ def test_one_row_per_vm_with_its_slice(tmp_path: Path, spec: str, config: str, p
     assert len(rows) == 9  # every VM once; the controllers hold no GPU
     compute = next(r for r in rows if r.startswith("hpc-compute-01 "))
     assert re.search(rf"hpc\s+{pci}\s+1g\.\d+gb\s+\d:1\s+MIG-[0-9a-f-]{{36}}\s+{device}\s+"
-                     r"shut off$", compute), compute
+                     r"running$", compute), compute  # auto_start (ai-how's default)
     assert re.search(r"^hpc-controller\s+hpc\s+-\s+-", next(
         r for r in rows if r.startswith("hpc-controller"))), rows
     assert (f"{pci} " in text and "7 of 8 memory slices used, 1 free (7)" in text), text

@@ -12,6 +12,7 @@ from tests.config.test_cli_validate_host import rows
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU = "0000:17:00.0"
+IMAGE = "/var/lib/images/hpc.qcow2"  # every test host holds it (sim init --image)
 
 
 def _config(path: Path, layout: str | None, nodes: list[str]) -> Path:
@@ -19,7 +20,7 @@ def _config(path: Path, layout: str | None, nodes: list[str]) -> Path:
              "  gpus:", f'    - select: "{GPU}"', "      mig: enabled"]
     if layout:
         lines.append(f'      layout: "{layout}"')
-    lines += ["clusters:", "  hpc:", "    name: hpc",
+    lines += ["clusters:", "  hpc:", "    name: hpc", f"    base_image_path: {IMAGE}",
               '    network: {subnet: "192.168.100.0/24", bridge: virbr100}',
               '    controller: {cpu_cores: 2, memory_gb: 4, disk_gb: 20, '
               'ip_address: "192.168.100.10"}', "    compute_nodes:"]
@@ -43,7 +44,7 @@ def _agree(cfg: Path, uri: str) -> tuple[dict[tuple[str, str], tuple[str, str]],
 def _host(tmp_path: Path, model: str) -> str:
     d = tmp_path / "host"
     assert aihow("sim", "init", str(d), "--gpu", f"{model}@{GPU}", "--vgpu",
-                 "mdev").returncode == 0
+                 "mdev", "--image", IMAGE).returncode == 0
     for module in ("vfio_pci", "vfio_iommu_type1"):
         (d / "sys" / "module" / module).mkdir(parents=True, exist_ok=True)
     return f"sim:{d}"
@@ -74,3 +75,16 @@ def test_a_mig_uuid_the_configs_own_vm_holds_is_refused_by_both(tmp_path: Path) 
     table, error = _agree(second, uri)
     status, hint = table[("mig-uuid", f"hpc-compute-02:{held}")]
     assert status == "FAIL" and "hpc-compute-01" in hint and hint in error
+
+
+def test_a_missing_base_image_is_refused_by_both_naming_the_config_key(tmp_path: Path) -> None:
+    uri = _host(tmp_path, "a100-40gb")
+    cfg = _config(tmp_path / "a.yaml", None, ["{mode: mig, mig_profile: 3g.20gb}"])
+    cfg.write_text(cfg.read_text().replace(IMAGE, "/var/lib/images/gone.qcow2"))
+    table, error = _agree(cfg, uri)
+    status, hint = table[("base-image", "clusters.hpc.base_image_path")]
+    assert status == "FAIL" and "gone.qcow2, which does not exist" in hint and hint in error
+    assert table[("profile-fit", GPU)][0] == "OK"  # the rest is still checked
+    (Path(uri[4:]) / "var/lib/images/gone.qcow2").touch()
+    table, _ = _agree(cfg, uri)
+    assert table[("base-image", "/var/lib/images/gone.qcow2")] == ("OK", "on the host")
