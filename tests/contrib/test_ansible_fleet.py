@@ -147,7 +147,7 @@ def test_rollout_checks_converges_is_idempotent_and_stops_at_a_failed_host(
     assert check.rc == 0, check.output
     assert all(fleet_row["changed"] == 1 for fleet_row in check.recap().values())
     assert set(check.recap()) == set(HOSTS)
-    assert "Plan: 38 to create, 1 to update, 0 to replace, 0 to delete." in check.output
+    assert "Plan: 59 to create, 1 to update, 0 to replace, 0 to delete." in check.output
     assert {h: fleet.probe(h) for h in HOSTS} == before
 
     # Apply converges every host, one after the other; each has a generation.
@@ -155,7 +155,7 @@ def test_rollout_checks_converges_is_idempotent_and_stops_at_a_failed_host(
     assert apply.rc == 0, apply.output
     assert {h: r["changed"] for h, r in apply.recap().items()} == dict.fromkeys(HOSTS, 1)
     for host in HOSTS:
-        assert fleet.plan(host)["summary"]["no-op"] == 39
+        assert fleet.plan(host)["summary"]["no-op"] == 60
         gens = json.loads(aihow("generations", "--host", fleet.uri(host),
                                 "--format", "json").stdout)
         assert [g["number"] for g in gens] == [1]
@@ -180,7 +180,9 @@ def test_rollout_checks_converges_is_idempotent_and_stops_at_a_failed_host(
                   "--at", "1")
     assert armed.returncode == 0, armed.stderr
 
-    day2 = fleet.playbook("rollout.yml", "-e", f"aihow_config={v2}")
+    # The dropped worker runs (auto_start): its shutdown is part of the plan.
+    day2 = fleet.playbook("rollout.yml", "-e", f"aihow_config={v2}",
+                          "-e", "aihow_restart_running_vms=true")
     assert day2.rc != 0, day2.output
     recap = day2.recap()
     assert recap["gpu-01"]["changed"] == 1 and recap["gpu-01"]["failed"] == 0
@@ -194,9 +196,9 @@ def test_rollout_checks_converges_is_idempotent_and_stops_at_a_failed_host(
 
     assert fleet.plan("gpu-01", v2)["summary"]["delete"] == 0  # converged to v2
     after = fleet.plan("gpu-02")  # back where it started: v1, nothing to do
-    assert after["host"]["fingerprint"] == start and after["summary"]["no-op"] == 39
+    assert after["host"]["fingerprint"] == start and after["summary"]["no-op"] == 60
     assert fleet.probe("gpu-03") == converged["gpu-03"]  # never reached
-    assert fleet.plan("gpu-03", v2)["summary"]["delete"] == 5
+    assert fleet.plan("gpu-03", v2)["summary"]["delete"] == 6  # with its shutdown
 
 
 def test_review_renders_one_document_for_the_fleet(fleet: Fleet) -> None:
@@ -210,9 +212,9 @@ def test_review_renders_one_document_for_the_fleet(fleet: Fleet) -> None:
     assert "3 hosts, 3 with changes · 3 GPU resets · 0 destructive steps" in doc
     for host in HOSTS:
         row = re.search(rf"^\| {host} \| (.*)$", doc, re.M)
-        assert row and row.group(1).startswith("38 | 1 | 0 | 0 | 0 | 1 | 0 |"), doc
+        assert row and row.group(1).startswith("59 | 1 | 0 | 0 | 0 | 1 | 0 |"), doc
         assert f"\n### {host}\n\nHost `{fleet.uri(host)}`" in doc
-    assert "| **total** | **114** | **3** |" in doc
+    assert "| **total** | **177** | **3** |" in doc
     # Each host's plan stays where the controller collected it, intact (digest checked).
     shown = aihow("show", str(fleet.tmp / "review" / "gpu-02.json"), "--format", "json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["host"]["uri"] == fleet.uri(
@@ -314,12 +316,20 @@ def test_approval_follows_aihows_own_rule_deletes_and_undefines_too(fleet: Fleet
     nothing and takes nothing from a running VM, yet aihow asks before it; so must the
     module, naming the same changes as aihow's prompt."""
     from planner.cli.apply_cmds import needs_approval
+    from planner.cli.host_opts import open_environment
+    from planner.host import libvirt_objects as lo
     from planner.plan.model import load_plan
 
     aihow("apply", fleet.config, "--host", fleet.uri("gpu-01"), "--auto-approve",
           "--allow-reset", ok=True)
     v2 = fleet.tmp / "cluster-v2.yaml"
     v2.write_text(fleet.config.read_text().replace(LAST_WORKER, ""))
+    session = open_environment(fleet.uri("gpu-01")).libvirt()
+    try:  # the operator shut the worker down first: the plan takes nothing that runs
+        lo.shut_down_domain(session.conn, "k8s-cpu-worker-03", timeout=10)
+        session.commit()
+    finally:
+        session.close()
     plan_file = fleet.tmp / "day2.json"
     aihow("plan", v2, "--host", fleet.uri("gpu-01"), "-o", plan_file, ok=True)
     plan = load_plan(plan_file)

@@ -43,6 +43,14 @@ options:
     description: Allow the GPU resets that MIG mode changes need (C(--allow-reset)).
     type: bool
     default: false
+  restart_running_vms:
+    description:
+      - Let apply shut down (ACPI, then destroy after a timeout) the running domains
+        whose slice the plan changes or whose domain it deletes, and start them again
+        after (C(--restart-running-vms)). Without it such a plan fails on the host,
+        which aihow leaves as it was.
+    type: bool
+    default: false
   libvirt_uri:
     description: libvirt URI to use instead of the host's (C(--libvirt-uri)).
     type: str
@@ -135,6 +143,7 @@ ARGUMENT_SPEC = {
     "host": {"type": "str", "default": "local"},
     "auto_approve": {"type": "bool", "default": False},
     "allow_reset": {"type": "bool", "default": False},
+    "restart_running_vms": {"type": "bool", "default": False},
     "libvirt_uri": {"type": "str"},
     "plan_dest": {"type": "path"},
     "executable": {"type": "path"},
@@ -288,6 +297,8 @@ def main():
     argv = ["apply", dest, "--host", p["host"], "--auto-approve", *aihow.libvirt]
     if p["allow_reset"]:
         argv.append("--allow-reset")
+    if p["restart_running_vms"]:
+        argv.append("--restart-running-vms")
     try:
         aihow(*argv)
     except _Failed as exc:
