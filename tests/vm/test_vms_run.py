@@ -36,7 +36,10 @@ def aihow(*args: str) -> subprocess.CompletedProcess[str]:
 
 class Host:
     def __init__(self, path: Path, images: bool = True) -> None:
-        res = aihow("sim", "init", str(path), "--spec", str(ROOT / "config" / "sim-a100.toml"))
+        # sim-a100.toml holds the example's base images; the same host bare without them
+        spec = ("--spec", str(ROOT / "config" / "sim-a100.toml")) if images else (
+            "--gpu", "a100-40gb@0000:17:00.0", "--vgpu", "mdev")
+        res = aihow("sim", "init", str(path), *spec)
         assert res.returncode == 0, res.stderr
         self.dir, self.uri = path, f"sim:{path}"
         if images:
@@ -56,7 +59,8 @@ class Host:
     def apply(self, plan: Any, config: Path = CONFIG) -> ApplyResult:
         env = open_environment(self.uri)
         return apply_plan(ApplyInput(plan, plan.to_json(), load_config(config),
-                                     config.read_text(), str(config), allow_reset=True),
+                                     config.read_text(), str(config), allow_reset=True,
+                                     restart_running_vms=True),
                           env, resolve_state_dir(env.state_dir()))
 
 
