@@ -22,6 +22,7 @@ from planner.cli.host_opts import open_environment
 from planner.config import load_config
 from planner.config.vms import expand_vms
 from planner.host import libvirt_domains as ld
+from planner.host import libvirt_objects as lo
 from planner.host.records import defined_by_aihow
 from planner.host.state import HostState
 from planner.plan.fingerprint import fingerprint
@@ -97,8 +98,13 @@ def test_apply_from_nothing_defines_nine_domains_on_seven_gis_and_seven_vgpus(
     # MIG-backed mdevs are never mdevctl-defined (boot-time apply makes them again), and
     # apply knows the GI behind each by construction.
     assert len(state.mdevs) == 7 and not any(m.persistent for m in state.mdevs)
-    assert all(m.gi_from == "recorded" for m in state.mdevs)
     by_name = {d.name: d for d in state.domains}
+    # NVML names the GI behind the vGPU of a running VM (auto_start: all but
+    # hpc-compute-04); for the one shut off, apply's own record does.
+    running = {h.key for d in state.domains if d.running for h in d.hostdevs}
+    assert {m.uuid: m.gi_from for m in state.mdevs} == {
+        m.uuid: "nvml" if m.uuid in running else "recorded" for m in state.mdevs}
+    assert not by_name["hpc-compute-04"].running and len(running) == 6
     assert sorted(by_name) == sorted(vm.name for vm in expand_vms(host.cfg))
     assert len(by_name) == 9
     for vm in expand_vms(host.cfg):
@@ -125,8 +131,8 @@ def test_every_vm_sits_on_the_gpu_instance_its_plan_named(tmp_path: Path) -> Non
     assert host.apply(plan).outcome == "applied"
     with open_environment(host.uri).libvirt() as s:
         for dom in s.conn.listAllDomains():
-            if "hostdev" in dom.XMLDesc(0):
-                dom.create()
+            if "hostdev" in dom.XMLDesc(0) and not dom.isActive():
+                dom.create()  # the one VM without auto_start too
         s.commit()
     state = host.probe()
     gis = {gi.gi_id: f"{gi.profile_name}@{gi.placement_start}"
@@ -355,6 +361,12 @@ def test_a_vm_on_the_wrong_gpu_instance_is_drift_the_plan_repairs(tmp_path: Path
     host = Host(tmp_path / "sim", pinned)
     assert host.apply(host.plan()).outcome == "applied"
     a, b = sorted(host.probe().mdevs, key=lambda m: m.gi_id or 0)[:2]  # a has the lower GI id
+    users = [d.name for d in host.probe().domains
+             if {h.key for h in d.hostdevs} & {a.uuid, b.uuid}]
+    with open_environment(host.uri).libvirt() as s:  # they run (auto_start): stop them
+        for name in users:
+            lo.shut_down_domain(s.conn, name, timeout=10)
+        s.commit()
     for m in (a, b):
         sysfs_write(host.dir, f"bus/mdev/devices/{m.uuid}/remove", "1")
     for m in (b, a):  # b first: it takes a's GI, a gets b's
