@@ -79,7 +79,8 @@ def failed(rows: list[CheckRow]) -> list[tuple[str, str]]:
 
 def test_fresh_default_host_passes_with_warnings_only(tmp_path: Path) -> None:
     """The README's first commands: a fresh simulated host fails no read-only check."""
-    host = sim_init(tmp_path / "host", "--spec", str(Path(__file__).resolve().parents[2] / "config/sim-a100.toml"))
+    root = Path(__file__).resolve().parents[2]
+    host = sim_init(tmp_path / "host", "--spec", str(root / "config/sim-a100.toml"))
     cfg = load_config(Path(__file__).resolve().parents[2] / "config/example-mig-cluster.yaml")
     rows = check_host(cfg, open_environment(f"sim:{host}"))
     assert failed(rows) == []
