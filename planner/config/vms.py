@@ -50,6 +50,7 @@ class VmDecl(BaseModel):
     virtio_fs_mounts: tuple[VirtioFsMount, ...]
     key_path: str
     base_image_key: str = ""  # where base_image_path is written (the node's or the cluster's)
+    enable_kvm: bool = True  # the cluster's hardware.acceleration.enable_kvm (False: TCG)
 
 
 def expand_vms(cfg: ClusterConfig) -> tuple[VmDecl, ...]:
@@ -114,4 +115,6 @@ def _vm(
         gpu_config=node.gpu_config, virtio_fs_mounts=node.virtio_fs_mounts, key_path=path,
         base_image_key=f"{path}.base_image_path" if node.base_image_path
         else f"clusters.{cluster_type}.base_image_path",
+        enable_kvm=cluster.hardware is None or cluster.hardware.acceleration is None
+        or cluster.hardware.acceleration.enable_kvm,
     )

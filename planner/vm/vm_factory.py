@@ -379,6 +379,8 @@ class VMSpec:
             virtio_fs=mounts,
             key_path=where,
             ip=getattr(decl, "ip", None),
+            # ai-how's enable_kvm: false runs the guest under QEMU's emulation (TCG)
+            virt_type="kvm" if getattr(decl, "enable_kvm", True) else "qemu",
         )
 
     # Names ai-how gives the cluster's libvirt objects.
@@ -525,6 +527,7 @@ def spec_attrs(spec: VMSpec) -> VmAttrs:
         gpu_instance=gpu.gpu_instance if gpu else None,
         vgpu=gpu.device.key if gpu else None,
         vgpu_type=gpu.device.kind if gpu else None,
+        virt_type=None if spec.virt_type == "kvm" else spec.virt_type,
     )
 
 
@@ -557,6 +560,7 @@ def spec_from_attrs(attrs: VmAttrs) -> VMSpec:
             config_name=attrs.config,
             ip=attrs.ip,
             gpu=_attachment(attrs),
+            virt_type=attrs.virt_type or "kvm",
         )
     except (TypeError, ValueError) as exc:
         raise VmSpecError(f"domain attributes are incomplete or malformed: {exc}") from None

@@ -176,7 +176,7 @@ class VmAttrs(_Attrs):
     # plan can tell when a positional name now means another node) and whether a vGPU
     # slice is attached (a GPU VM has no emulated display).
     OPTIONAL = ("config", "ip", "mig_profile", "mig_uuid", "gpu_instance", "vgpu",
-                "vgpu_type")
+                "vgpu_type", "virt_type")
     config: str | None = None  # the config's metadata.name
     ip: str | None = None
     mig_profile: str | None = None  # the MIG slice the plan binds the node to ...
@@ -184,6 +184,7 @@ class VmAttrs(_Attrs):
     gpu_instance: str | None = None  # ... the backing GPU instance's address ...
     vgpu: str | None = None  # ... and the vGPU device: an mdev UUID or a VF address
     vgpu_type: Literal["mdev", "pci"] | None = None
+    virt_type: Literal["qemu"] | None = None  # None: KVM; "qemu": enable_kvm is false
 
 
 @dataclass(frozen=True, slots=True)

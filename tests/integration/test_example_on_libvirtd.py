@@ -43,6 +43,7 @@ CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
 AIHOW = str(Path(sys.executable).with_name("aihow"))
 URI = "qemu:///system"
 CLEAN_TIMEOUT_S = 180.0
+KVM = os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
 def _taken_subnets(conn: Any) -> list[ipaddress.IPv4Network]:
@@ -98,6 +99,8 @@ class MixedHost:
             "192.168.200.", self.subnets[1])
         text = re.sub(r'base_image_path: "[^"]+"', 'base_image_path: "images/base.qcow2"', text)
         text = re.sub(r"memory_gb: \d+", "memory_gb: 1", text)
+        if not KVM:  # the controllers start (auto_start): under TCG where KVM is absent
+            text = text.replace("enable_kvm: true", "enable_kvm: false")
         text = text.replace("        auto_start: false\n", "")
         text = re.sub(r'(\n        ip: "[^"]+")', r"\1\n        auto_start: false", text)
         if drop_last_worker:

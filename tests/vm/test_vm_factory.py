@@ -451,3 +451,23 @@ def test_every_vm_of_the_example_configs_renders_valid_xml(
         rendered.append(s)
     assert rendered, f"{example} declares no VMs"
     assert len({s.mac for s in rendered}) == len(rendered)
+
+
+def test_enable_kvm_false_renders_a_tcg_domain_and_survives_the_plan(tmp_path: Path) -> None:
+    """ai-how's ``hardware.acceleration.enable_kvm: false``: the domain type is qemu
+    (emulated), carried through the plan's domain attributes; true (the default) keeps
+    the attributes as they were (no ``virt_type`` key: plans stay byte-identical)."""
+    from planner.config import expand_vms, load_config
+    from planner.vm.vm_factory import domain_attrs, spec_from_attrs
+
+    example = Path(__file__).resolve().parents[2] / "config/example-mig-cluster.yaml"
+    text = example.read_text()
+    assert text.count("enable_kvm: true") == 2
+    off = tmp_path / "tcg.yaml"
+    off.write_text(text.replace("enable_kvm: true", "enable_kvm: false", 1))  # hpc only
+    vms = {vm.name: vm for vm in expand_vms(load_config(off))}
+    hpc, k8s = domain_attrs(vms["hpc-compute-01"]), domain_attrs(vms["k8s-control-plane"])
+    assert hpc.virt_type == "qemu" and "virt_type" not in k8s.to_json()
+    assert spec_from_attrs(hpc).virt_type == "qemu" and spec_from_attrs(k8s).virt_type == "kvm"
+    root = ET.fromstring(VMFactory().domain_xml(spec_from_attrs(hpc)))
+    assert root.get("type") == "qemu" and root.find("cpu").get("mode") == "maximum"  # type: ignore[union-attr]
