@@ -24,7 +24,8 @@ def export_command(
     from planner.host.export import export_config, has_clusters
 
     env = open_environment(host, libvirt_uri)
-    text = export_config(env.probe(), env.records(), version=__version__)
+    text = export_config(env.probe(), env.records(), version=__version__,
+                         config_path=env.config_path)
     if not has_clusters(text):
         output.error("warning: no domain aihow defined is on the host; add a cluster to "
                      "the config before planning with it")

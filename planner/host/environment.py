@@ -123,6 +123,15 @@ class Environment(ABC):
             return root / p.relative_to("/")
         return (Path.cwd() if root == Path("/") else root) / p
 
+    def config_path(self, host_path: str) -> str:
+        """The inverse of ``host_path`` for an absolute path read off the host (a volume's
+        backing file): as a config names it (on ``sim:DIR``, DIR/x is ``/x``)."""
+        root = self.root()
+        p = Path(host_path)
+        if root == Path("/") or not p.is_relative_to(root):
+            return host_path
+        return "/" + str(p.relative_to(root))
+
     def base_images(self, paths: Iterable[str]) -> dict[str, bool]:
         """Whether each base image exists on the host (a regular file), by the path as
         written; what plan-making needs to refuse a VM whose disk cannot be made."""

@@ -27,6 +27,7 @@ import ipaddress
 import json
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from planner.host.overview import slices_by_domain
@@ -183,8 +184,10 @@ def has_clusters(text: str) -> bool:
     return "\nclusters: {}\n" not in text
 
 
-def export_config(state: HostState, records: HostRecords, *, version: str) -> str:
-    """The config YAML for ``state`` (see the module docstring)."""
+def export_config(state: HostState, records: HostRecords, *, version: str,
+                  config_path: Callable[[str], str] = str) -> str:
+    """The config YAML for ``state`` (see the module docstring). ``config_path``: a host
+    path (a disk's backing file) as a config names it (``Environment.config_path``)."""
     by_domain = slices_by_domain(state)
     whole = {h.pci for d in state.domains for h in d.hostdevs if h.type == "pci"
              and any(g.pci == h.pci for g in state.gpus)}
@@ -213,7 +216,10 @@ def export_config(state: HostState, records: HostRecords, *, version: str) -> st
         c = clusters.setdefault(kind + "/" + found.cluster, _Cluster(
             kind, found.cluster, network=networks.get(f"{found.cluster}-network")))
         vm.running = d.running
-        vm.volume = volumes.get((f"{found.cluster}-pool", f"{d.name}.qcow2"))
+        vol = volumes.get((f"{found.cluster}-pool", f"{d.name}.qcow2"))
+        if vol is not None and vol.backing:
+            vol = vol.model_copy(update={"backing": config_path(vol.backing)})
+        vm.volume = vol
         if c.network is not None:
             vm.ip = next((h.ip for h in c.network.hosts if h.name == d.name), None)
         c.vms[d.name] = vm

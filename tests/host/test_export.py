@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 AIHOW = str(Path(sys.executable).parent / "aihow")
+PLACEHOLDER_MARK = "# placeholder:"
 
 
 def aihow(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -46,6 +47,12 @@ def test_an_applied_example_host(tmp_path: Path, spec: str, config: str) -> None
                                                        f"sim:{host}").stdout))
     assert set(re.findall(r"mig_uuid: (MIG-[0-9a-f-]{36})", text)) == uuids  # 7 pins
     assert "layout" not in text  # every instance is held by a VM
+    # networks, leases, disks, base images and run state are read back from the host
+    assert 'subnet: "192.168.100.0/24"\n      bridge: "virbr100"\n' in text
+    assert 'ip: "192.168.100.11"' in text and "disk_gb: 100\n" in text
+    assert 'base_image_path: "/build/packer/hpc-compute/hpc-compute/hpc-compute.qcow2"' in text
+    assert text.count("auto_start: false") == 1  # hpc-compute-04, shut off
+    assert PLACEHOLDER_MARK not in text.split("slurm_config")[0]
 
 
 SMALL = """\
