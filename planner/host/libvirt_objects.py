@@ -170,18 +170,23 @@ def start_network(conn: Any, name: str) -> None:
         raise _fail(f"network {name}: cannot start it", exc) from None
 
 
-def remove_network(conn: Any, name: str) -> None:
-    """Stop and undefine a network (only ever the undo of aihow's own define)."""
+def _stop_and_undefine(obj: Any, where: str) -> None:
+    """A network's or pool's undo: stop it if active, then undefine it (a pool's files
+    stay: aihow never deletes files)."""
     lv = _lv()
-    net = find_network(conn, name)
-    if net is None:
+    if obj is None:
         return
     try:
-        if net.isActive():
-            net.destroy()
-        net.undefine()
+        if obj.isActive():
+            obj.destroy()
+        obj.undefine()
     except lv.libvirtError as exc:
-        raise _fail(f"network {name}: cannot remove it", exc) from None
+        raise _fail(f"{where}: cannot remove it", exc) from None
+
+
+def remove_network(conn: Any, name: str) -> None:
+    """Stop and undefine a network (only ever the undo of aihow's own define)."""
+    _stop_and_undefine(find_network(conn, name), f"network {name}")
 
 
 def _dhcp_update(conn: Any, name: str, host: tuple[str, str, str], add: bool) -> None:
@@ -247,16 +252,7 @@ def stop_pool(conn: Any, name: str) -> None:
 
 def remove_pool(conn: Any, name: str) -> None:
     """Stop and undefine a pool, leaving its directory (the undo of aihow's define)."""
-    lv = _lv()
-    pool = find_pool(conn, name)
-    if pool is None:
-        return
-    try:
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    except lv.libvirtError as exc:
-        raise _fail(f"pool {name}: cannot remove it", exc) from None
+    _stop_and_undefine(find_pool(conn, name), f"pool {name}")
 
 
 def volume_exists(conn: Any, pool: str, name: str) -> bool:
