@@ -48,10 +48,11 @@ StepTimeoutOpt = Annotated[
                                "back (default 600, or $AIHOW_STEP_TIMEOUT).")
 ]
 RestartOpt = Annotated[
-    bool, typer.Option("--restart-running-vms", help="Allow deleting or replacing slices "
-                       "that running VMs use: each such VM is shut down gracefully first "
-                       "and started again after the apply (without it such a plan is "
-                       "refused).")
+    bool, typer.Option("--restart-running-vms", help="Allow the plan's steps that stop a "
+                       "running VM: one the config drops, or one whose slice is deleted or "
+                       "replaced. Each is shut down gracefully first (ACPI, then destroyed "
+                       "after --shutdown-timeout) and, if it stays, started again after its "
+                       "change (without it such a plan is refused).")
 ]
 ShutdownTimeoutOpt = Annotated[
     float, typer.Option("--shutdown-timeout", min=1, help="Seconds to wait for each VM to "
@@ -478,7 +479,8 @@ def apply(
         if target is not None:
             raise AihowError("give either a PLAN/CONFIG or --last-generation, not both")
         _apply_last_generation(host, auto_approve, allow_reset, state_dir, libvirt_uri,
-                               lock_timeout, as_json)
+                               lock_timeout, as_json, restart_running_vms=restart_running_vms,
+                               shutdown_timeout=shutdown_timeout)
         return
     if target is None:
         raise AihowError("missing PLAN or CONFIG (or --last-generation)")
@@ -502,7 +504,9 @@ def apply(
 
 def _apply_last_generation(host: str | None, auto_approve: bool, allow_reset: bool,
                            state_dir: Path | None, libvirt_uri: str | None,
-                           lock_timeout: float, as_json: bool) -> None:
+                           lock_timeout: float, as_json: bool, *,
+                           restart_running_vms: bool = False,
+                           shutdown_timeout: float = 120.0) -> None:
     """``apply --last-generation``: the latest generation's own copy of its config, planned
     against the host now (as NixOS boots the current system, not a file that may have
     been edited since)."""
@@ -520,12 +524,16 @@ def _apply_last_generation(host: str | None, auto_approve: bool, allow_reset: bo
         return
     gen = gens[-1]
     _apply_generation(gen, f"Applying generation {gen.number} again", env, sdir, libvirt_uri,
-                      auto_approve, allow_reset, lock_timeout, as_json)
+                      auto_approve, allow_reset, lock_timeout, as_json,
+                      restart_running_vms=restart_running_vms,
+                      shutdown_timeout=shutdown_timeout)
 
 
 def _apply_generation(gen: Generation, doing: str, env: Environment | None, sdir: Path,
                       libvirt_uri: str | None, auto_approve: bool, allow_reset: bool,
-                      lock_timeout: float, as_json: bool) -> None:
+                      lock_timeout: float, as_json: bool, *,
+                      restart_running_vms: bool = False,
+                      shutdown_timeout: float = 120.0) -> None:
     """Plan generation ``gen``'s own config against its host (``env``, else the one it was
     applied to), show it, ask, apply it and report: ``apply --last-generation`` and
     ``rollback``."""
@@ -541,7 +549,9 @@ def _apply_generation(gen: Generation, doing: str, env: Environment | None, sdir
     _confirm(plan, auto_approve, as_json)
     result = _run_apply(plan, plan.to_json(), cfg, cfg_text, str(gen.config_file), env,
                         sdir, allow_reset=allow_reset, command=_command_line(),
-                        lock_timeout=lock_timeout, as_json=as_json)
+                        lock_timeout=lock_timeout, as_json=as_json,
+                        restart_running_vms=restart_running_vms,
+                        shutdown_timeout=shutdown_timeout)
     _report(result, as_json)
 
 
@@ -683,6 +693,8 @@ def rollback(
     libvirt_uri: LibvirtOpt = None,
     lock_timeout: LockTimeoutOpt = 0.0,
     fmt: EventFormatOpt = ListFormat.text,
+    restart_running_vms: RestartOpt = False,
+    shutdown_timeout: ShutdownTimeoutOpt = 120.0,
 ) -> None:
     """Plan from generation N's config against the current host, show it, and apply it."""
     # here, not at the top: --help loads every command module (start-up time)
@@ -700,4 +712,6 @@ def rollback(
         to = gens[-2].number
     gen = load_generation(sdir, to)
     _apply_generation(gen, f"Rolling back to generation {gen.number}", env, sdir, libvirt_uri,
-                      auto_approve, allow_reset, lock_timeout, fmt is ListFormat.json)
+                      auto_approve, allow_reset, lock_timeout, fmt is ListFormat.json,
+                      restart_running_vms=restart_running_vms,
+                      shutdown_timeout=shutdown_timeout)

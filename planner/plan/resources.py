@@ -27,6 +27,7 @@ from planner.vocab import (
     HostdevAttrs,
     Kind,
     MigModeAttrs,
+    RunningAttrs,
     SriovAttrs,
     VgpuAttrs,
     VmAttrs,
@@ -323,6 +324,14 @@ def _add_vm_resources(res: Resolution, out: dict[Address, Resource]) -> None:
     extra = desired_vm_resources(vms, {vm.name: mac_for(vm.name) for vm in vms})
     for name in _taking_turns(res.host, vms):
         del extra[Address.domain(name).running()]
+    running = {d.name for d in res.host.domains if d.running}
+    for vm in vms:
+        if not vm.auto_start and vm.name in running:
+            # Started by hand: left running, but libvirt must not start it with the host.
+            ra = Address.domain(vm.name).running()
+            extra[ra] = Resource(ra, Kind.RUNNING, RunningAttrs(vm.name, False),
+                                 deps=(Address.domain(vm.name),), owner=vm.name,
+                                 key=f"{vm.key}.auto_start")
     hostdevs: dict[str, list[Address]] = {}
     for addr, r in out.items():
         if r.kind is Kind.HOSTDEV and addr.domain_name:

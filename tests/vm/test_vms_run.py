@@ -192,3 +192,41 @@ def test_a_replaced_slice_stops_and_starts_its_running_vm(tmp_path: Path) -> Non
     assert host.apply(plan, grown).outcome == "applied"
     assert next(d for d in host.probe().domains if d.name == "hpc-compute-03").running
     assert not host.plan(grown).has_changes
+
+
+def test_auto_start_false_on_a_running_vm_clears_its_autostart_and_keeps_it_running(
+        tmp_path: Path) -> None:
+    host = Host(tmp_path / "sim")
+    assert host.apply(host.plan()).outcome == "applied"
+    off = tmp_path / "off.yaml"
+    off.write_text(CONFIG.read_text().replace(
+        'ip: "192.168.100.11"\n', 'ip: "192.168.100.11"\n        auto_start: false\n', 1))
+    plan = host.plan(off)
+    [change] = plan.changes
+    assert (str(change.address), change.action) == ("domain[hpc-compute-01].running",
+                                                    Action.UPDATE)
+    assert host.apply(plan, off).outcome == "applied"
+    dom = next(d for d in host.probe().domains if d.name == "hpc-compute-01")
+    assert dom.running and not dom.autostart  # left running; not started with the host
+    assert not host.plan(off).has_changes
+
+
+def test_rollback_over_a_running_vms_slice_change_needs_and_takes_restart(
+        tmp_path: Path) -> None:
+    host = Host(tmp_path / "sim")
+    grown = tmp_path / "grown.yaml"
+    grown.write_text(CONFIG.read_text().replace(
+        'ip: "192.168.100.13"\n        gpu_config: {mode: mig, mig_profile: 1g.5gb}',
+        'ip: "192.168.100.13"\n        gpu_config: {mode: mig, mig_profile: 1g.5gb+me}'))
+    for config in (CONFIG, grown):
+        done = aihow("apply", str(config), "--host", host.uri, "--auto-approve",
+                     "--allow-reset", "--restart-running-vms")
+        assert done.returncode == 0, done.stdout + done.stderr
+    refused = aihow("rollback", "--host", host.uri, "--to", "1", "--auto-approve")
+    assert refused.returncode == 1 and "--restart-running-vms" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    back = aihow("rollback", "--host", host.uri, "--to", "1", "--auto-approve",
+                 "--restart-running-vms", "--shutdown-timeout", "10")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert next(d for d in host.probe().domains if d.name == "hpc-compute-03").running
+    assert not host.plan(CONFIG).has_changes
