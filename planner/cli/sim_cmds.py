@@ -163,11 +163,14 @@ def reboot_cmd(
     """Reboot the simulated host: instances, VFs and vGPUs vanish, pending MIG mode applies."""
     # here, not at the top: --help loads every command module (start-up time)
     from planner.sim import driver
+    from planner.sim.libvirt_store import reboot_domains
     from planner.sim.state import SimStore
 
     with SimStore(directory).transaction() as state:
         driver.reboot(state)
-    typer.echo(f"rebooted (boot {state.boot})")
+    started = reboot_domains(Path(directory))  # libvirt's autostart, once devices are back
+    typer.echo(f"rebooted (boot {state.boot}); libvirt autostarted "
+               f"{', '.join(started) if started else 'no domain'}")
 
 
 @sim_app.command("hold")

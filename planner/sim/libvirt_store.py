@@ -253,6 +253,52 @@ def _write_changes(sim_dir: Path, changed: dict[str, SimDomainRecord | None]) ->
     _write_atomic(states_path, json.dumps(states, indent=2, sort_keys=True) + "\n")
 
 
+def reboot_domains(sim_dir: Path) -> list[str]:
+    """What a host reboot does to libvirt's domains, once the kernel's devices are back
+    (``sim reboot`` calls it after the driver's reboot): transient domains and live XML
+    are gone, every domain is shut off, and libvirt starts those with autostart whose
+    host devices exist (an mdev under /sys/bus/mdev/devices, a PCI device under
+    /sys/bus/pci/devices); a domain whose vGPU vanished with the reboot stays shut off,
+    as libvirt's autostart of it fails. Returns the domains started."""
+    started: list[str] = []
+    changed: dict[str, SimDomainRecord | None] = {}
+    records = load_sim_domains(sim_dir)  # (takes the store's lock itself)
+    for rec in records:
+        if rec.persistent_xml is None:
+            changed[rec.name] = None
+            continue
+        up = rec.autostart and all(_device_exists(sim_dir, kind, key)
+                                   for kind, key in _hostdevs(rec.persistent_xml))
+        if up:
+            started.append(rec.name)
+        changed[rec.name] = SimDomainRecord(rec.name, rec.persistent_xml, None,
+                                            STATE_RUNNING if up else STATE_SHUTOFF,
+                                            rec.autostart)
+    with _locked(sim_dir, exclusive=True):
+        _write_changes(sim_dir, changed)
+    return started
+
+
+def _hostdevs(xml: str) -> list[tuple[str, str]]:
+    """(type, key) of each hostdev: ("mdev", UUID) or ("pci", DDDD:BB:SS.F)."""
+    out = []
+    for hd in ET.fromstring(xml).iter("hostdev"):
+        addr = hd.find("source/address")
+        if addr is None:
+            continue
+        if hd.get("type") == "mdev":
+            out.append(("mdev", addr.get("uuid", "")))
+        else:
+            parts = [int(addr.get(k, "0"), 0) for k in ("domain", "bus", "slot", "function")]
+            out.append(("pci", "{:04x}:{:02x}:{:02x}.{:x}".format(*parts)))
+    return out
+
+
+def _device_exists(sim_dir: Path, kind: str, key: str) -> bool:
+    bus = "mdev" if kind == "mdev" else "pci"
+    return (sim_dir / "sys" / "bus" / bus / "devices" / key).exists()
+
+
 @dataclass
 class SimObjects:
     """Networks and pools (volumes inside) as kept in DIR/libvirt: (XML, active)."""

@@ -230,3 +230,21 @@ def test_rollback_over_a_running_vms_slice_change_needs_and_takes_restart(
     assert back.returncode == 0, back.stdout + back.stderr
     assert next(d for d in host.probe().domains if d.name == "hpc-compute-03").running
     assert not host.plan(CONFIG).has_changes
+
+
+def test_after_a_reboot_only_vms_whose_devices_exist_run_and_the_plan_starts_the_rest(
+        tmp_path: Path) -> None:
+    host = Host(tmp_path / "sim")
+    assert host.apply(host.plan()).outcome == "applied"
+    rebooted = aihow("sim", "reboot", str(host.dir))
+    assert rebooted.returncode == 0, rebooted.stderr
+    # libvirt's autostart: the controllers (no device) run; the GPU VMs' vGPUs vanished
+    assert {d.name for d in host.probe().domains if d.running} == {
+        "hpc-controller", "k8s-control-plane"}
+    plan = host.plan()
+    starts = sorted(str(c.address) for c in plan.changes if c.kind is Kind.RUNNING)
+    assert starts == [f"domain[{n}].running" for n in (
+        "hpc-compute-01", "hpc-compute-02", "hpc-compute-03", "k8s-cpu-worker-01",
+        "k8s-cpu-worker-02", "k8s-cpu-worker-03")]  # hpc-compute-04: auto_start false
+    assert host.apply(plan).outcome == "applied"
+    assert not host.plan().has_changes
