@@ -9,6 +9,8 @@ What it writes plans to no changes on the same host:
   node of its cluster, with ``gpu_config: {mode: mig, mig_uuid: ...}`` pinning the slice
   its vGPU device or VF carries; CPUs and memory from the domain XML.
 
+- ``hardware.acceleration.enable_kvm: false`` for a cluster whose domains are all
+  ``type='qemu'``;
 - each cluster's network (``{cluster}-network``: bridge, subnet, each node's static
   lease as its ``ip``), each VM's disk size and base image (its volume in
   ``{cluster}-pool`` and the volume's backing file), and ``auto_start: false`` for a
@@ -46,6 +48,7 @@ class _Vm:
     cpu_cores: int
     memory_gb: int
     mig_uuid: str | None
+    emulated: bool = False  # <domain type='qemu'>: the cluster's enable_kvm is false
     running: bool = True
     volume: Volume | None = None  # its disk in the cluster's pool, when the host has it
     ip: str | None = None  # its static lease on the cluster's network
@@ -81,7 +84,8 @@ def _vm_of(name: str, xml: str, mig_uuid: str | None) -> _Vm | None:
         return None
     to_kib = {"KiB": 1, "k": 1, "MiB": 1024, "M": 1024, "GiB": 1024 ** 2, "G": 1024 ** 2}
     kib = int((mem.text or "0").strip()) * to_kib.get(mem.get("unit", "KiB"), 1)
-    return _Vm(name, role, int(vcpu), max(1, round(kib / 1024 ** 2)), mig_uuid)
+    return _Vm(name, role, int(vcpu), max(1, round(kib / 1024 ** 2)), mig_uuid,
+               emulated=root.get("type") == "qemu")
 
 
 def _numbered(cluster: _Cluster, prefix: str, skipped: list[str]) -> list[_Vm]:
@@ -132,6 +136,8 @@ def _network(c: _Cluster, number: int) -> list[str]:
                  f"      bridge: {_q('virbr' + str(number))}  {PLACEHOLDER}"]
     if (image := c.base_image()) is not None:
         lines.append(f"    base_image_path: {_q(image)}")
+    if c.vms and all(vm.emulated for vm in c.vms.values()):
+        lines.append("    hardware: {acceleration: {enable_kvm: false}}")
     return lines
 
 

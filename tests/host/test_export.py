@@ -103,3 +103,15 @@ def test_domains_it_cannot_describe_are_listed(tmp_path: Path) -> None:
     res = aihow("export", "--host", f"sim:{host}")
     assert "clusters: {}" in res.stdout and "warning: no domain aihow defined" in res.stderr
     assert 'select: "0000:17:00.0"' in res.stdout and "mig: disabled" in res.stdout
+
+
+def test_an_emulated_cluster_exports_enable_kvm_false(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    aihow("sim", "init", str(host), "--spec", "config/sim-a100.toml")
+    cfg = tmp_path / "tcg.yaml"
+    cfg.write_text((ROOT / "config/example-mig-cluster.yaml").read_text().replace(
+        "enable_kvm: true", "enable_kvm: false", 1))  # the hpc cluster only
+    aihow("apply", str(cfg), "--host", f"sim:{host}", "--allow-reset", "--auto-approve")
+    text = adopts(host, tmp_path)
+    hpc, cloud = text.split("\n  cloud:\n")
+    assert "enable_kvm: false" in hpc and "enable_kvm" not in cloud
