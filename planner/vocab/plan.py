@@ -255,17 +255,22 @@ def body_digest(rest: dict[str, Any], action_lines: Iterable[str]) -> str:
     """``digest`` of a plan's body given as everything but its actions (``rest``) and
     each action's compact canonical JSON, fed line by line: the same value as
     ``digest({**rest, "actions": [...]})`` without building that text whole."""
-    # the compact body is the rest with "actions":[LINE,LINE,...]; "actions" sorts
-    # first, so its key is the first, unescaped, occurrence
-    head, tail = canonical_json({**rest, "actions": []}).split('"actions":[]', 1)
-    sha = hashlib.sha256(head.encode())
-    sha.update(b'"actions":[')
+    head, tail = _around_actions(rest)
+    sha = hashlib.sha256(head)
     for n, line in enumerate(action_lines):
         if n:
             sha.update(b",")
         sha.update(line.encode())
-    sha.update(("]" + tail).encode())
+    sha.update(tail)
     return sha.hexdigest()
+
+
+def _around_actions(rest: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The compact body's text before and after its actions' lines."""
+    # the compact body is the rest with "actions":[LINE,LINE,...]; "actions" sorts
+    # first, so its key is the first, unescaped, occurrence
+    head, tail = canonical_json({**rest, "actions": []}).split('"actions":[]', 1)
+    return (head + '"actions":[').encode(), ("]" + tail).encode()
 
 
 def file_digest(text: str, data: dict[str, Any]) -> str | None:
@@ -280,8 +285,9 @@ def file_digest(text: str, data: dict[str, Any]) -> str | None:
     block = text[start + len(_ACTIONS_OPEN):end]
     # JSON strings hold no raw newline, so this separator is only ever between lines
     rest = {k: v for k, v in data.items() if k not in ("plan_sha256", "actions")}
-    return body_digest(_without_empty_snapshot(_copy_host(rest)),
-                       block.split(_ACTION_SEP) if block else [])
+    head, tail = _around_actions(_without_empty_snapshot(_copy_host(rest)))
+    # the lines joined as the compact body joins them, in one pass (not line by line)
+    return hashlib.sha256(head + block.replace(_ACTION_SEP, ",").encode() + tail).hexdigest()
 
 
 _ACTIONS_OPEN = '{\n  "actions": [\n    '
@@ -422,9 +428,21 @@ def digest(value: Any) -> str:
 
 def summarize(changes: tuple[Change, ...] | list[Change]) -> dict[str, int]:
     """Counts per action (a replace is one change), plus destructive and needs_reset."""
+    return _count((a.action.value, a.destructive, a.needs_reset) for a in changes)
+
+
+def summarize_json(changes: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """``summarize`` of changes given as their plan-file values (``change_json``)."""
+    return _count((a["action"], a["destructive"], a["needs_reset"]) for a in changes)
+
+
+def _count(rows: Iterable[tuple[str, bool, bool]]) -> dict[str, int]:
     counts = dict.fromkeys(SUMMARY_KEYS, 0)
-    for a in changes:
-        counts[a.action.value] += 1
-    counts["destructive"] = sum(1 for a in changes if a.destructive)
-    counts["needs_reset"] = sum(1 for a in changes if a.needs_reset)
+    destructive = needs_reset = 0
+    for action, is_destructive, resets in rows:
+        counts[action] += 1
+        destructive += is_destructive
+        needs_reset += resets
+    counts["destructive"] = destructive
+    counts["needs_reset"] = needs_reset
     return counts
