@@ -71,17 +71,18 @@ def _changed(a: Change) -> list[str]:
     action = a["action"]
     before = a["before"] or {}
     after = a["after"] or {}
-    keys = sorted(after if not before else before if not after else set(before) | set(after))
-    folded = [line for k in _FOLDED if k in before or k in after for line in
-              _fold(k, before.get(k) if action != Action.CREATE else None,
-                    after.get(k) if action != Action.DELETE else None)]
-    keys = [k for k in keys if k not in _FOLDED]
     if action in (Action.CREATE, Action.DELETE):
         side = after if action == Action.CREATE else before
-        shown = [f"{k}={_fmt(side[k])}" for k in keys if side.get(k) is not None]
+        shown = [f"{k}={_fmt(v)}" for k, v in sorted(side.items())
+                 if v is not None and k not in _FOLDED]
+        folded = [line for k in _FOLDED if k in side for line in
+                  (_fold(k, None, side[k]) if side is after else _fold(k, side[k], None))]
         return ([" ".join(shown)] if shown else []) + folded
+    keys = sorted(set(before) | set(after))
+    folded = [line for k in _FOLDED if k in before or k in after
+              for line in _fold(k, before.get(k), after.get(k))]
     return [f"{k}: {_fmt(before.get(k))} -> {_fmt(after.get(k))}"
-            for k in keys if before.get(k) != after.get(k)] + folded
+            for k in keys if k not in _FOLDED and before.get(k) != after.get(k)] + folded
 
 
 def _fold(key: str, before: Any, after: Any) -> list[str]:

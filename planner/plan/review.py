@@ -110,18 +110,12 @@ def _steps_in_order(actions: list[dict[str, Any]]) -> bool:
     the simplest reason: ids unique, each ``depends_on`` a smaller id of a step of the
     plan (ids number the steps in execution order, so a plan aihow made has only such
     dependencies, and they can form no cycle), a delete_step on the replaces alone."""
-    steps: list[tuple[int, list[int]]] = []
-    for a in actions:
-        step = a["delete_step"]
-        if step is None:
-            if a["action"] == Action.REPLACE:
-                return False
-        elif a["action"] != Action.REPLACE:
-            return False
-        else:
-            steps.append((step["id"], step["depends_on"]))
-        steps.append((a["id"], a["depends_on"]))
+    if any((a["delete_step"] is None) == (a["action"] == Action.REPLACE) for a in actions):
+        return False
+    steps = [(a["id"], a["depends_on"]) for a in actions]
+    steps += [(a["delete_step"]["id"], a["delete_step"]["depends_on"]) for a in actions
+              if a["delete_step"] is not None]
     ids = {sid for sid, _ in steps}
     if len(ids) != len(steps):
         return False
-    return all(dep < sid and dep in ids for sid, deps in steps for dep in deps)
+    return all(dep < sid and dep in ids for sid, deps in steps if deps for dep in deps)

@@ -97,7 +97,8 @@ class Change(_Frozen):
         """Read ``before``/``after`` as the models of the change's kind."""
         if not isinstance(data, dict):
             return data
-        kind = _KINDS.get(data.get("kind"))  # type: ignore[arg-type]
+        value = data.get("kind")
+        kind = _KINDS.get(value) if isinstance(value, str) else None  # a list: unhashable
         if kind is None:
             return data  # the kind field's own error says what is wrong
         out = dict(data)
@@ -274,31 +275,56 @@ def _around_actions(rest: dict[str, Any]) -> tuple[bytes, bytes]:
 
 
 def file_digest(text: str, data: dict[str, Any]) -> str | None:
-    """The digest of a plan file's body read off its text, when the text has the plan
-    file's layout (``plan_text``: one change per line of the actions array); else None.
-    ``data`` is the text parsed. Reading the lines as written costs a fraction of
-    encoding the parsed plan again."""
-    start = text.find(_ACTIONS_OPEN)
-    end = text.find("\n  ]", start)
-    if start < 0 or end < 0 or not isinstance(data.get("actions"), list):
+    """The digest of a plan file's body read off its text as written, when the text has
+    the plan file's layout (``plan_text``: one change per line of the actions array, then
+    one line per other key, in order); else None. ``data`` is the text parsed. The
+    compact body is the file's text with its line breaks and indentation taken out (JSON
+    strings hold no raw newline, so those separators are only ever between values), the
+    ``plan_sha256`` line left out: hashing it as written costs a fraction of encoding the
+    parsed plan again, and any edit to the text changes it as an edit to the values does."""
+    end = text.rfind("\n  ]")
+    if (not text.startswith(_ACTIONS_OPEN) or end < 0
+            or not isinstance(data.get("actions"), list)):
         return None
-    block = text[start + len(_ACTIONS_OPEN):end]
-    # JSON strings hold no raw newline, so this separator is only ever between lines
-    rest = {k: v for k, v in data.items() if k not in ("plan_sha256", "actions")}
-    head, tail = _around_actions(_without_empty_snapshot(_copy_host(rest)))
-    # the lines joined as the compact body joins them, in one pass (not line by line)
-    return hashlib.sha256(head + block.replace(_ACTION_SEP, ",").encode() + tail).hexdigest()
+    entries = _key_lines(text[end + 4:])
+    if entries is None:
+        return None
+    sha = hashlib.sha256(b'{"actions":[')
+    block = text[len(_ACTIONS_OPEN):end]
+    sha.update(block.replace(_ACTION_SEP, ",").encode())
+    sha.update(b"]")
+    for key, value in entries:
+        if key != "plan_sha256":
+            sha.update(f',"{key}":{value}'.encode())
+    sha.update(b"}")
+    return sha.hexdigest()
 
 
 _ACTIONS_OPEN = '{\n  "actions": [\n    '
 _ACTION_SEP = ",\n    "
 
 
-def _copy_host(rest: dict[str, Any]) -> dict[str, Any]:
-    host = rest.get("host")
-    if isinstance(host, dict):
-        rest["host"] = dict(host)
-    return rest
+def _key_lines(text: str) -> list[tuple[str, str]] | None:
+    """The (key, value text) of each line after the actions array in the plan layout
+    (``,``, then ``  "KEY": VALUE`` lines in key order, all but the last ending with a
+    comma, then ``}``); None for any other text."""
+    lines = text.split("\n")
+    if lines[0] != "," or lines[-2:] != ["}", ""]:
+        return None
+    out: list[tuple[str, str]] = []
+    last = len(lines) - 3
+    for n, line in enumerate(lines[1:-2], 1):
+        cut = line.find('": ')
+        key = line[3:cut]
+        if not line.startswith('  "') or cut < 0 or not key.isidentifier() or (
+                out and key <= out[-1][0]):
+            return None
+        if n < last:
+            if not line.endswith(","):
+                return None
+            line = line[:-1]
+        out.append((key, line[cut + 3:]))
+    return out
 
 
 def change_json(change: Change) -> dict[str, Any]:
