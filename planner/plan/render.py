@@ -181,6 +181,8 @@ def summary_line(plan: Plan | PlanReview) -> str:
 
 
 def _flags(a: Change) -> str:
+    if not (a["destructive"] or a["needs_reset"]):
+        return ""
     flags = []
     if a["destructive"]:
         flags.append("DESTRUCTIVE")
@@ -229,8 +231,7 @@ def render_text(plan: Plan | PlanReview, *, colour: bool = False,
                 line = f"{_COLOUR[a['action']]}{line}{_RESET}"
             lines.append(line)
             lines.append(f"        # {a['reason']}")
-            for change in _changed(a):
-                lines.append(f"        {change}")
+            lines += [f"        {change}" for change in _changed(a)]
         lines.append("")
     unchanged = _counts(plan).get("no-op", 0)
     if unchanged:

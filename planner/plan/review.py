@@ -110,12 +110,14 @@ def _steps_in_order(actions: list[dict[str, Any]]) -> bool:
     the simplest reason: ids unique, each ``depends_on`` a smaller id of a step of the
     plan (ids number the steps in execution order, so a plan aihow made has only such
     dependencies, and they can form no cycle), a delete_step on the replaces alone."""
-    if any((a["delete_step"] is None) == (a["action"] == Action.REPLACE) for a in actions):
+    replaces = [a for a in actions if a["delete_step"] is not None]
+    if len(replaces) != sum(a["action"] == Action.REPLACE for a in replaces) or len(
+            replaces) != sum(a["action"] == Action.REPLACE for a in actions):
         return False
-    steps = [(a["id"], a["depends_on"]) for a in actions]
-    steps += [(a["delete_step"]["id"], a["delete_step"]["depends_on"]) for a in actions
-              if a["delete_step"] is not None]
-    ids = {sid for sid, _ in steps}
-    if len(ids) != len(steps):
+    ids = {a["id"] for a in actions}
+    ids.update(a["delete_step"]["id"] for a in replaces)
+    if len(ids) != len(actions) + len(replaces):
         return False
-    return all(dep < sid and dep in ids for sid, deps in steps if deps for dep in deps)
+    waits = [(a["id"], a["depends_on"]) for a in actions if a["depends_on"]]
+    waits += [(a["delete_step"]["id"], a["delete_step"]["depends_on"]) for a in replaces]
+    return all(dep < sid and dep in ids for sid, deps in waits for dep in deps)
