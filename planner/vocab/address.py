@@ -38,10 +38,11 @@ _WELL_FORMED = re.compile(
     rf"|vgpu\[{_V}\]|domain\[{_V}\](?:\.hostdev\[{_V}\])?")
 
 # Each kind's addresses exactly as the builders write them, one regex per kind without
-# groups (the alternatives above, with the PCI address checked in place): a string one
-# of these matches whole is an address of that kind that ``Address.parse`` reads back as
-# the same text. The check of a plan's changes as written (``planner.vocab.canonical``)
-# matches them in pydantic-core, whose regex engine reads these patterns alike.
+# groups (the alternatives above with the PCI address checked in place, and the shapes
+# only the general path reads): a string one of these matches whole is an address of
+# that kind that ``Address.parse`` reads back as the same text. The check of a plan's
+# changes as written (``planner.vocab.canonical``) matches them in pydantic-core, whose
+# regex engine reads these patterns alike.
 _S = r"[^\[\]@]+@(?:0|[1-9][0-9]*)"
 SHAPES: dict[Kind, str] = {
     Kind.MIG_MODE: rf"gpu\[{_PCI_RE}\]\.mig",
@@ -51,6 +52,10 @@ SHAPES: dict[Kind, str] = {
     Kind.VGPU: rf"vgpu\[{_N}\]",
     Kind.DOMAIN: rf"domain\[{_N}\]",
     Kind.HOSTDEV: rf"domain\[{_N}\]\.hostdev\[{_N}\]",
+    Kind.RUNNING: rf"domain\[{_N}\]\.running",
+    Kind.NETWORK: rf"network\[{_N}\]",
+    Kind.POOL: rf"pool\[{_N}\]",
+    Kind.VOLUME: rf"pool\[{_N}\]\.volume\[{_N}\]",
 }
 
 

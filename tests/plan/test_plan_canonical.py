@@ -178,9 +178,16 @@ def test_json_the_two_parsers_could_read_differently_is_read_as_typed(edit: tupl
 
 # --- addresses: each kind's shape is exactly what Address.parse reads as that kind -----
 
-_PARTS = ["gpu[", "vgpu[", "domain[", "]", ".", "mig", "vfs", "gi[", ".gi[", ".ci[",
-          ".hostdev[", "0000:17:00.0", "0000:17:00.8", "17:00.0", "1g.5gb", "@", "0", "04",
-          "7", "x", "[", "\n", "é"]
+_PARTS = ["gpu[", "vgpu[", "domain[", "network[", "pool[", "]", ".", "mig", "vfs", "gi[",
+          ".gi[", ".ci[", ".hostdev[", ".running", ".volume[", "running", "0000:17:00.0",
+          "0000:17:00.8", "17:00.0", "1g.5gb", "@", "0", "04", "7", "x", "[", "\n", "é"]
+
+
+def test_every_kind_has_an_address_shape_and_an_attribute_model() -> None:
+    from planner.vocab.address import SHAPES
+    from planner.vocab.attrs import MODELS
+
+    assert set(SHAPES) == set(Kind) == set(MODELS)
 
 
 @settings(max_examples=1500, deadline=None)
