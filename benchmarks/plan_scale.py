@@ -139,7 +139,17 @@ def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def main(quick: bool, runs: int = 0) -> bool:
+def main(quick: bool, runs: int = 0, only: str | None = None) -> bool:
+    """Figures (g) and (h), or only the one named by ``only``."""
+    ok_g = ok_h = True
+    if only in (None, "g"):
+        ok_g = _figure_g(quick)
+    if only in (None, "h"):
+        ok_h = _figure_h(quick, runs)
+    return ok_g and ok_h
+
+
+def _figure_g(quick: bool) -> bool:
     gpus_g = 512 if quick else 4096
     now, now_in, base, base_in, actions, measured, same = memory(gpus_g)
     cut = 1 - now / base
@@ -152,6 +162,10 @@ def main(quick: bool, runs: int = 0) -> bool:
           f"{now:.0f} MiB (input {now_in:.0f} MiB); {where}; {cut:.0%} lower (target >= "
           f"{TARGET_MEMORY_CUT:.0%}){'' if same else '; the two plans DIFFER'} "
           f"{_verdict(ok_g)}")
+    return ok_g
+
+
+def _figure_h(quick: bool, runs: int) -> bool:
     gpus_h = 256 if quick else 1024
     runs_h = runs or (1 if quick else 5)
     big, small, load, bare, changes = show_speed(gpus_h, runs_h)
@@ -162,8 +176,15 @@ def main(quick: bool, runs: int = 0) -> bool:
           f"{load:.2f} s, {load - bare:.2f} s above python's ({bare:.2f} s); ratio "
           f"{ratio:.2f}x (target <= {TARGET_SHOW_RATIO:.0f}x) {_verdict(ok_h)}  "
           f"[medians of {runs_h}]")
-    return ok_g and ok_h
+    return ok_h
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main("--quick" in sys.argv) else 1)
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Figures (g) and (h) of benchmarks/README.md.")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument("--only", choices=("g", "h"), help="run only this figure")
+    parser.add_argument("--runs", type=int, default=0, help="runs of (h) (default 5)")
+    args = parser.parse_args()
+    sys.exit(0 if main(args.quick, args.runs, args.only) else 1)

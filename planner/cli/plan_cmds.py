@@ -151,10 +151,10 @@ def show_command(
     document: Markdown gets a fleet summary table and a section per host (named by file
     stem), text a section per host, json a list of the plans."""
     # here, not at the top: --help loads every command module (start-up time)
-    from planner.plan import load_plan
     from planner.plan.render import fleet_labels, render, render_fleet_markdown, render_fleet_text
+    from planner.plan.review import load_review
 
-    plans = [load_plan(p) for p in plan_files]
+    plans = [load_review(p) for p in plan_files]
     if len(plans) == 1:
         typer.echo(render(plans[0], fmt.value, colour=_colour()), nl=False)
     elif fmt is PlanFormat.json:

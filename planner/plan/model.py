@@ -27,8 +27,8 @@ from planner.vocab.plan import (
 )
 
 __all__ = ["FORMAT_VERSION", "Change", "ConfigRef", "HostRef", "Plan", "PlanFileError",
-           "canonical_json", "digest", "dump_plan", "load_plan", "parse_plan", "plan_schema",
-           "plan_text", "summarize"]
+           "canonical_json", "digest", "digest_matches", "dump_plan", "load_plan", "parse_plan",
+           "plan_schema", "plan_text", "read_plan_text", "summarize", "supported_version"]
 
 
 class PlanFileError(AihowError):
@@ -58,8 +58,7 @@ def parse_plan(text: str, where: str = "plan") -> Plan:
         raise PlanFileError(f"{where}: not an aihow plan (JSON nested too deeply)") from None
     if not isinstance(data, dict) or "format_version" not in data:
         raise PlanFileError(f"{where}: not an aihow plan (no format_version)")
-    major = str(data["format_version"]).split(".")[0]
-    if major != FORMAT_VERSION.split(".")[0]:
+    if not supported_version(data):
         raise PlanFileError(f"{where}: plan format {data['format_version']} is not supported "
                             f"(this aihow reads {FORMAT_VERSION}); make a new plan with "
                             f"`aihow plan`")
@@ -70,7 +69,7 @@ def parse_plan(text: str, where: str = "plan") -> Plan:
         loc = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise PlanFileError(f"{where}: {loc}: {msg}" if loc else f"{where}: {msg}") from None
-    if not _digest_matches(text, data, plan.plan_sha256):
+    if not digest_matches(text, data, plan.plan_sha256):
         raise PlanFileError(f"{where}: plan_sha256 does not match the plan's content "
                             f"(the file was edited or damaged)")
     counted = summarize(plan.actions)
@@ -81,7 +80,12 @@ def parse_plan(text: str, where: str = "plan") -> Plan:
     return plan
 
 
-def _digest_matches(text: str, data: dict[str, Any], want: str) -> bool:
+def supported_version(data: dict[str, Any]) -> bool:
+    """Whether the plan's ``format_version`` has this aihow's major version."""
+    return str(data["format_version"]).split(".")[0] == FORMAT_VERSION.split(".")[0]
+
+
+def digest_matches(text: str, data: dict[str, Any], want: str) -> bool:
     """Whether ``want`` is the digest of the plan's content: read off the text's lines
     when it has the plan file's layout, else of the parsed values encoded again (a
     file reformatted by a tool keeps its meaning, and its digest)."""
@@ -100,13 +104,17 @@ def _body_of(data: dict[str, Any]) -> dict[str, Any]:
 
 def load_plan(path: str | Path) -> Plan:
     """Read a plan file and verify its digest."""
+    return parse_plan(read_plan_text(path), str(Path(path)))
+
+
+def read_plan_text(path: str | Path) -> str:
+    """A plan file's text; PlanFileError when it cannot be read (or is too large)."""
     p = Path(path)
     try:
-        text = read_text_limited(p, MAX_PLAN_BYTES, "plan", encoding=getpreferredencoding(False))
+        return read_text_limited(p, MAX_PLAN_BYTES, "plan", encoding=getpreferredencoding(False))
     except InputTooLarge as exc:
         raise PlanFileError(str(exc)) from None
     except UnicodeDecodeError:
         raise PlanFileError(f"{p}: not an aihow plan (not UTF-8 text)") from None
     except OSError as exc:
         raise PlanFileError(f"{p}: cannot read plan: {exc.strerror}") from None
-    return parse_plan(text, str(p))

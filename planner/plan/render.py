@@ -8,12 +8,17 @@ counted but not listed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from planner.plan.review import PlanReview
 from planner.vocab import Action, Kind, Reason
-from planner.vocab.plan import HOOK_PHASES, SUMMARY_KEYS, Change, Plan, summarize
+from planner.vocab.address import domain_name_of
+from planner.vocab.plan import HOOK_PHASES, SUMMARY_KEYS, Plan, summarize_json
+
+# A change as the renderings read it: its plan-file values (``PlanReview.actions``).
+Change = dict[str, Any]
 
 SYMBOL = {"create": "+", "delete": "-", "update": "~", "replace": "-/+"}
 _COLOUR = {"create": "\x1b[32m", "delete": "\x1b[31m", "update": "\x1b[33m",
@@ -22,30 +27,39 @@ _RESET = "\x1b[0m"
 _BOLD = "\x1b[1m"
 
 
-def _shown(plan: Plan) -> list[Change]:
+def review(plan: Plan | PlanReview) -> PlanReview:
+    """What the renderings read: a loaded review as it is, a typed plan as its values."""
+    return plan if isinstance(plan, PlanReview) else PlanReview.of(plan)
+
+
+def _shown(plan: PlanReview) -> list[Change]:
     """The changes a reader cares about (no-ops are only counted)."""
     return plan.changes
 
 
-def repacks(plan: Plan) -> list[str]:
+def repacks(plan: Plan | PlanReview) -> list[str]:
     """One line per VM whose slice a repack moves (its hostdev change says where)."""
-    return [a.reason for a in plan.actions if a.reason_code == Reason.REPACK
-            and a.kind is Kind.HOSTDEV and a.action in (Action.CREATE, Action.REPLACE)]
+    return [a["reason"] for a in review(plan).actions if a["reason_code"] == Reason.REPACK
+            and a["kind"] == Kind.HOSTDEV and a["action"] in (Action.CREATE, Action.REPLACE)]
 
 
 def _groups(actions: Iterable[Change]) -> list[tuple[str, list[Change]]]:
     groups: dict[str, list[Change]] = {}
     for a in actions:
-        if a.kind in (Kind.HOSTDEV, Kind.DOMAIN):
-            title = f"domain {a.address.domain_name}"
+        if a["kind"] in (Kind.HOSTDEV, Kind.DOMAIN):
+            title = f"domain {domain_name_of(a['address'])}"
         else:
-            title = f"GPU {a.branch}"
+            title = f"GPU {a['branch']}"
         groups.setdefault(title, []).append(a)
     return sorted(groups.items(), key=lambda kv: (kv[0].startswith("domain"), kv[0]))
 
 
 def _fmt(value: Any) -> str:
-    return json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    if isinstance(value, str):
+        return value
+    if type(value) is int:  # what json.dumps writes for one, without its machinery
+        return str(value)
+    return json.dumps(value, sort_keys=True)
 
 
 # Attributes too long to print whole: a domain's persistent XML (kept in the plan so an
@@ -54,19 +68,21 @@ _FOLDED = ("xml",)
 
 
 def _changed(a: Change) -> list[str]:
-    before = a.before.to_json() if a.before is not None else {}
-    after = a.after.to_json() if a.after is not None else {}
-    keys = sorted(set(before) | set(after))
-    folded = [line for k in _FOLDED for line in
-              _fold(k, before.get(k) if a.action is not Action.CREATE else None,
-                    after.get(k) if a.action is not Action.DELETE else None)]
-    keys = [k for k in keys if k not in _FOLDED]
-    if a.action in (Action.CREATE, Action.DELETE):
-        side = after if a.action is Action.CREATE else before
-        shown = [f"{k}={_fmt(side[k])}" for k in keys if side.get(k) is not None]
+    action = a["action"]
+    before = a["before"] or {}
+    after = a["after"] or {}
+    if action in (Action.CREATE, Action.DELETE):
+        side = after if action == Action.CREATE else before
+        shown = [f"{k}={_fmt(v)}" for k, v in sorted(side.items())
+                 if v is not None and k not in _FOLDED]
+        folded = [line for k in _FOLDED if k in side for line in
+                  (_fold(k, None, side[k]) if side is after else _fold(k, side[k], None))]
         return ([" ".join(shown)] if shown else []) + folded
+    keys = sorted(set(before) | set(after))
+    folded = [line for k in _FOLDED if k in before or k in after
+              for line in _fold(k, before.get(k), after.get(k))]
     return [f"{k}: {_fmt(before.get(k))} -> {_fmt(after.get(k))}"
-            for k in keys if before.get(k) != after.get(k)] + folded
+            for k in keys if k not in _FOLDED and before.get(k) != after.get(k)] + folded
 
 
 def _fold(key: str, before: Any, after: Any) -> list[str]:
@@ -131,68 +147,75 @@ def domain_xml_summary(xml: str) -> list[str]:
     return out
 
 
-def hook_lines(plan: Plan) -> list[str]:
+def hook_lines(plan: Plan | PlanReview) -> list[str]:
     """The hooks apply will run, phase by phase, each command as its argv and timeout;
     a phase this plan does not reach says so (reset hooks run only around a GPU reset,
     and no hook runs for a plan with no changes)."""
     lines = []
-    resets = any(a.needs_reset for a in plan.changes)
+    plan = review(plan)
     for phase in HOOK_PHASES:
-        hooks = plan.hooks.phase(phase)
+        hooks = plan.plan.hooks.phase(phase)
         if not hooks:
             continue
         why = ""
         if not plan.has_changes:
             why = " (not run: the plan has no changes)"
-        elif phase in ("pre_reset", "post_reset") and not resets:
+        elif phase in ("pre_reset", "post_reset") and not any(
+                a["needs_reset"] for a in plan.changes):
             why = " (not run: the plan resets no GPU)"
         lines.append(f"{phase.replace('_', '-')}{why}:")
         lines += [f"  {h.describe()}  (timeout {h.timeout:g}s)" for h in hooks]
     return lines
 
 
-def _counts(plan: Plan) -> dict[str, int]:
+def _counts(plan: PlanReview) -> dict[str, int]:
     """The plan's counts: its ``summary``, which plan-making counts and loading checks
     against the actions (counting again would walk every change once more)."""
-    return {**dict.fromkeys(SUMMARY_KEYS, 0), **plan.summary}
+    return {**dict.fromkeys(SUMMARY_KEYS, 0), **plan.plan.summary}
 
 
-def summary_line(plan: Plan) -> str:
-    s = _counts(plan)
+def summary_line(plan: Plan | PlanReview) -> str:
+    s = _counts(review(plan))
     return (f"Plan: {s['create']} to create, {s['update']} to update, {s['replace']} to replace, "
             f"{s['delete']} to delete.")
 
 
 def _flags(a: Change) -> str:
+    if not (a["destructive"] or a["needs_reset"]):
+        return ""
     flags = []
-    if a.destructive:
+    if a["destructive"]:
         flags.append("DESTRUCTIVE")
-    if a.needs_reset:
+    if a["needs_reset"]:
         flags.append("GPU RESET")
     return f" [{', '.join(flags)}]" if flags else ""
 
 
-def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) -> str:
+def render_text(plan: Plan | PlanReview, *, colour: bool = False,
+                color: bool | None = None) -> str:
     if color is not None:
         colour = color
-    lines = [f"Host {plan.host.uri} (fingerprint {plan.host.fingerprint[:12]})",
-             f"Config {plan.config.path} (sha256 {plan.config.sha256[:12]})", ""]
+    plan = review(plan)
+    head = plan.plan
+    lines = [f"Host {head.host.uri} (fingerprint {head.host.fingerprint[:12]})",
+             f"Config {head.config.path} (sha256 {head.config.sha256[:12]})", ""]
     shown = _shown(plan)
     if not shown:
         lines.append("No changes. The host matches the config.")
-    destructive = [a for a in plan.actions if a.destructive]
+    destructive = [a for a in plan.actions if a["destructive"]]
     if destructive:
         warn = (f"Warning: {len(destructive)} step(s) take a device from a running domain; "
                 "apply refuses them unless given --restart-running-vms (which shuts the "
                 "domain down first and starts it again after).")
         lines += [f"{_BOLD}{warn}{_RESET}" if colour else warn, ""]
-    for move in repacks(plan):
+    moves = repacks(plan)
+    for move in moves:
         text = f"Repack: {move}"
         lines += [f"{_BOLD}{text}{_RESET}" if colour else text]
-    for note in plan.notes:
+    for note in head.notes:
         text = f"Note [{note.code}] {note.subject}: {note.message}"
         lines += [f"{_BOLD}{text}{_RESET}" if colour else text]
-    if plan.notes or repacks(plan):
+    if head.notes or moves:
         lines.append("")
     hooks = hook_lines(plan)
     if hooks:
@@ -202,14 +225,13 @@ def render_text(plan: Plan, *, colour: bool = False, color: bool | None = None) 
     for title, actions in _groups(shown):
         lines.append(f"{_BOLD}{title}{_RESET}" if colour else title)
         for a in actions:
-            sym = SYMBOL[a.action]
-            head = f"  {sym:>3} {a.address}{_flags(a)}"
+            sym = SYMBOL[a["action"]]
+            line = f"  {sym:>3} {a['address']}{_flags(a)}"
             if colour:
-                head = f"{_COLOUR[a.action]}{head}{_RESET}"
-            lines.append(head)
-            lines.append(f"        # {a.reason}")
-            for change in _changed(a):
-                lines.append(f"        {change}")
+                line = f"{_COLOUR[a['action']]}{line}{_RESET}"
+            lines.append(line)
+            lines.append(f"        # {a['reason']}")
+            lines += [f"        {change}" for change in _changed(a)]
         lines.append("")
     unchanged = _counts(plan).get("no-op", 0)
     if unchanged:
@@ -222,30 +244,32 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_markdown(plan: Plan) -> str:
-    return "### aihow plan\n\n" + _markdown_body(plan)
+def render_markdown(plan: Plan | PlanReview) -> str:
+    return "### aihow plan\n\n" + _markdown_body(review(plan))
 
 
-def _markdown_body(plan: Plan) -> str:
+def _markdown_body(plan: PlanReview) -> str:
     """One plan's Markdown under its heading: host line, counts, warnings, changes."""
     s = _counts(plan)
     shown = _shown(plan)
-    out = [f"Host `{plan.host.uri}` · fingerprint `{plan.host.fingerprint[:12]}` · "
-           f"config `{plan.config.path}` · aihow {plan.aihow_version}", "",
+    head = plan.plan
+    out = [f"Host `{head.host.uri}` · fingerprint `{head.host.fingerprint[:12]}` · "
+           f"config `{head.config.path}` · aihow {head.aihow_version}", "",
            "| create | update | replace | delete | unchanged |",
            "| ---: | ---: | ---: | ---: | ---: |",
            f"| {s['create']} | {s['update']} | {s['replace']} | {s['delete']} | {s['no-op']} |",
            ""]
-    destructive = [a for a in plan.actions if a.destructive]
-    resets = [a for a in plan.actions if a.needs_reset]
+    destructive = [a for a in plan.actions if a["destructive"]]
+    resets = [a for a in plan.actions if a["needs_reset"]]
     if destructive:
         out.append(f"> [!CAUTION]\n> **{len(destructive)} destructive step(s)**: they take a "
                    f"device from a running domain.")
-        out += [f"> - `{a.address}` ({a.action}): {_md_escape(a.reason)}" for a in destructive]
+        out += [f"> - `{a['address']}` ({a['action']}): {_md_escape(a['reason'])}"
+                for a in destructive]
         out.append("")
     if resets:
         out.append(f"> [!WARNING]\n> **{len(resets)} GPU reset(s)** needed for a MIG mode change.")
-        out += [f"> - `{a.address}`: {_md_escape(a.reason)}" for a in resets]
+        out += [f"> - `{a['address']}`: {_md_escape(a['reason'])}" for a in resets]
         out.append("")
     moves = repacks(plan)
     if moves:
@@ -253,9 +277,9 @@ def _markdown_body(plan: Plan) -> str:
                    "VMs move to make room (`repack: shut-off`).")
         out += [f"> - {_md_escape(m)}" for m in moves]
         out.append("")
-    if plan.notes:
-        out.append(f"> [!NOTE]\n> **{len(plan.notes)} note(s)**: facts the plan does not act on.")
-        out += [f"> - `{n.code}` `{n.subject}`: {_md_escape(n.message)}" for n in plan.notes]
+    if head.notes:
+        out.append(f"> [!NOTE]\n> **{len(head.notes)} note(s)**: facts the plan does not act on.")
+        out += [f"> - `{n.code}` `{n.subject}`: {_md_escape(n.message)}" for n in head.notes]
         out.append("")
     hooks = hook_lines(plan)
     if hooks:
@@ -266,9 +290,9 @@ def _markdown_body(plan: Plan) -> str:
     for title, actions in _groups(shown):
         out += [f"<details><summary>{title}: {len(actions)} change(s)</summary>", "", "```diff"]
         for a in actions:
-            sym = {"create": "+", "delete": "-", "update": "!", "replace": "!"}[a.action]
-            out.append(f"{sym} {SYMBOL[a.action]} {a.address}{_flags(a)}")
-            out.append(f"#   {a.reason}")
+            sym = {"create": "+", "delete": "-", "update": "!", "replace": "!"}[a["action"]]
+            out.append(f"{sym} {SYMBOL[a['action']]} {a['address']}{_flags(a)}")
+            out.append(f"#   {a['reason']}")
             out += [f"    {c}" for c in _changed(a)]
         out += ["```", "", "</details>", ""]
     out.append(f"**{summary_line(plan)}**")
@@ -286,13 +310,15 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
-def render_fleet_markdown(plans: list[tuple[str, Plan]]) -> str:
+def render_fleet_markdown(plans: Sequence[tuple[str, Plan | PlanReview]]) -> str:
     """One review document for several hosts' plans (one PR comment): a fleet summary
     table, a row per host in the order given, then each host's plan as its own section.
     Real hosts all call themselves ``local``, so hosts are named by the caller's labels."""
     keys = ("create", "update", "replace", "delete", "no-op", "needs_reset", "destructive")
-    total = {k: sum(summarize(p.actions).get(k, 0) for _, p in plans) for k in keys}
-    changing = sum(1 for _, p in plans if p.has_changes)
+    reviews = [(label, review(p)) for label, p in plans]
+    counts = [summarize_json(r.actions) for _, r in reviews]
+    total = {k: sum(s.get(k, 0) for s in counts) for k in keys}
+    changing = sum(1 for _, r in reviews if r.has_changes)
     out = ["## aihow fleet plan", "",
            f"{_count(len(plans), 'host')}, {changing} with changes · "
            f"{_count(total['needs_reset'], 'GPU reset')} · "
@@ -300,25 +326,25 @@ def render_fleet_markdown(plans: list[tuple[str, Plan]]) -> str:
            "| host | create | update | replace | delete | unchanged | GPU resets "
            "| destructive | fingerprint |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for label, p in plans:
-        s = summarize(p.actions)
+    for (label, r), s in zip(reviews, counts, strict=True):
         out.append(f"| {_md_escape(label)} | " + " | ".join(str(s.get(k, 0)) for k in keys)
-                   + f" | `{p.host.fingerprint[:12]}` |")
+                   + f" | `{r.plan.host.fingerprint[:12]}` |")
     out.append("| **total** | " + " | ".join(f"**{total[k]}**" for k in keys) + " | |")
     out.append("")
-    for label, p in plans:
-        out += [f"### {_md_escape(label)}", "", _markdown_body(p)]
+    for label, r in reviews:
+        out += [f"### {_md_escape(label)}", "", _markdown_body(r)]
     return "\n".join(out)
 
 
-def render_fleet_text(plans: list[tuple[str, Plan]], *, colour: bool = False) -> str:
+def render_fleet_text(plans: Sequence[tuple[str, Plan | PlanReview]], *,
+                      colour: bool = False) -> str:
     """Several plans for a terminal: each under a ``== NAME ==`` line."""
     return "\n".join(f"== {label} ==\n{render_text(p, colour=colour)}" for label, p in plans)
 
 
-def render(plan: Plan, fmt: str, *, colour: bool = False) -> str:
+def render(plan: Plan | PlanReview, fmt: str, *, colour: bool = False) -> str:
     if fmt == "json":
-        return plan.to_json()
+        return plan.to_json()  # a typed plan made here keeps the text it was sealed with
     if fmt == "markdown":
         return render_markdown(plan)
     return render_text(plan, colour=colour)

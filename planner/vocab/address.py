@@ -24,16 +24,47 @@ from dataclasses import dataclass
 
 from planner.vocab.kinds import Kind
 
-_PCI = re.compile(r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
+_PCI_RE = r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]"
+_PCI = re.compile(_PCI_RE)
 _SEGMENT = re.compile(r"([a-z]+)(?:\[([^\[\]]*)\])?")
 # Every well-formed address in one match (a plan file holds one per change, so reading
 # a large plan parses tens of thousands): anything else takes the general path, which
 # says what is wrong. Starts are written without leading zeros, as the builders write them.
-_V = r"([^\[\]]+)"
+_N = r"[^\[\]]+"  # a name, key or PCI address inside brackets
+_V = rf"({_N})"
 _SLOT = r"([^\[\]@]+)@(0|[1-9][0-9]*)"
 _WELL_FORMED = re.compile(
     rf"gpu\[{_V}\](?:\.(mig|vfs)|\.gi\[{_SLOT}\](?:\.ci\[{_SLOT}\])?)?"
     rf"|vgpu\[{_V}\]|domain\[{_V}\](?:\.hostdev\[{_V}\])?")
+
+# Each kind's addresses exactly as the builders write them, one regex per kind without
+# groups (the alternatives above with the PCI address checked in place, and the shapes
+# only the general path reads): a string one of these matches whole is an address of
+# that kind that ``Address.parse`` reads back as the same text. The check of a plan's
+# changes as written (``planner.vocab.canonical``) matches them in pydantic-core, whose
+# regex engine reads these patterns alike.
+_S = r"[^\[\]@]+@(?:0|[1-9][0-9]*)"
+SHAPES: dict[Kind, str] = {
+    Kind.MIG_MODE: rf"gpu\[{_PCI_RE}\]\.mig",
+    Kind.SRIOV: rf"gpu\[{_PCI_RE}\]\.vfs",
+    Kind.GPU_INSTANCE: rf"gpu\[{_PCI_RE}\]\.gi\[{_S}\]",
+    Kind.COMPUTE_INSTANCE: rf"gpu\[{_PCI_RE}\]\.gi\[{_S}\]\.ci\[{_S}\]",
+    Kind.VGPU: rf"vgpu\[{_N}\]",
+    Kind.DOMAIN: rf"domain\[{_N}\]",
+    Kind.HOSTDEV: rf"domain\[{_N}\]\.hostdev\[{_N}\]",
+    Kind.RUNNING: rf"domain\[{_N}\]\.running",
+    Kind.NETWORK: rf"network\[{_N}\]",
+    Kind.POOL: rf"pool\[{_N}\]",
+    Kind.VOLUME: rf"pool\[{_N}\]\.volume\[{_N}\]",
+}
+
+
+def domain_name_of(text: str) -> str | None:
+    """The domain NAME of a well-formed ``domain[NAME]...`` address's text, else None:
+    what ``Address.parse(text).domain_name`` gives, without building the address."""
+    if not text.startswith("domain["):
+        return None
+    return text[7:text.index("]", 7)]
 
 
 class AddressError(ValueError):

@@ -97,7 +97,8 @@ class Change(_Frozen):
         """Read ``before``/``after`` as the models of the change's kind."""
         if not isinstance(data, dict):
             return data
-        kind = _KINDS.get(data.get("kind"))  # type: ignore[arg-type]
+        value = data.get("kind")
+        kind = _KINDS.get(value) if isinstance(value, str) else None  # a list: unhashable
         if kind is None:
             return data  # the kind field's own error says what is wrong
         out = dict(data)
@@ -255,44 +256,75 @@ def body_digest(rest: dict[str, Any], action_lines: Iterable[str]) -> str:
     """``digest`` of a plan's body given as everything but its actions (``rest``) and
     each action's compact canonical JSON, fed line by line: the same value as
     ``digest({**rest, "actions": [...]})`` without building that text whole."""
-    # the compact body is the rest with "actions":[LINE,LINE,...]; "actions" sorts
-    # first, so its key is the first, unescaped, occurrence
-    head, tail = canonical_json({**rest, "actions": []}).split('"actions":[]', 1)
-    sha = hashlib.sha256(head.encode())
-    sha.update(b'"actions":[')
+    head, tail = _around_actions(rest)
+    sha = hashlib.sha256(head)
     for n, line in enumerate(action_lines):
         if n:
             sha.update(b",")
         sha.update(line.encode())
-    sha.update(("]" + tail).encode())
+    sha.update(tail)
     return sha.hexdigest()
 
 
+def _around_actions(rest: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The compact body's text before and after its actions' lines."""
+    # the compact body is the rest with "actions":[LINE,LINE,...]; "actions" sorts
+    # first, so its key is the first, unescaped, occurrence
+    head, tail = canonical_json({**rest, "actions": []}).split('"actions":[]', 1)
+    return (head + '"actions":[').encode(), ("]" + tail).encode()
+
+
 def file_digest(text: str, data: dict[str, Any]) -> str | None:
-    """The digest of a plan file's body read off its text, when the text has the plan
-    file's layout (``plan_text``: one change per line of the actions array); else None.
-    ``data`` is the text parsed. Reading the lines as written costs a fraction of
-    encoding the parsed plan again."""
-    start = text.find(_ACTIONS_OPEN)
-    end = text.find("\n  ]", start)
-    if start < 0 or end < 0 or not isinstance(data.get("actions"), list):
+    """The digest of a plan file's body read off its text as written, when the text has
+    the plan file's layout (``plan_text``: one change per line of the actions array, then
+    one line per other key, in order); else None. ``data`` is the text parsed. The
+    compact body is the file's text with its line breaks and indentation taken out (JSON
+    strings hold no raw newline, so those separators are only ever between values), the
+    ``plan_sha256`` line left out: hashing it as written costs a fraction of encoding the
+    parsed plan again, and any edit to the text changes it as an edit to the values does."""
+    end = text.rfind("\n  ]")
+    if (not text.startswith(_ACTIONS_OPEN) or end < 0
+            or not isinstance(data.get("actions"), list)):
         return None
-    block = text[start + len(_ACTIONS_OPEN):end]
-    # JSON strings hold no raw newline, so this separator is only ever between lines
-    rest = {k: v for k, v in data.items() if k not in ("plan_sha256", "actions")}
-    return body_digest(_without_empty_snapshot(_copy_host(rest)),
-                       block.split(_ACTION_SEP) if block else [])
+    entries = _key_lines(text[end + 4:])
+    if entries is None:
+        return None
+    sha = hashlib.sha256(b'{"actions":[')
+    block = text[len(_ACTIONS_OPEN):end]
+    sha.update(block.replace(_ACTION_SEP, ",").encode())
+    sha.update(b"]")
+    for key, value in entries:
+        if key != "plan_sha256":
+            sha.update(f',"{key}":{value}'.encode())
+    sha.update(b"}")
+    return sha.hexdigest()
 
 
 _ACTIONS_OPEN = '{\n  "actions": [\n    '
 _ACTION_SEP = ",\n    "
 
 
-def _copy_host(rest: dict[str, Any]) -> dict[str, Any]:
-    host = rest.get("host")
-    if isinstance(host, dict):
-        rest["host"] = dict(host)
-    return rest
+def _key_lines(text: str) -> list[tuple[str, str]] | None:
+    """The (key, value text) of each line after the actions array in the plan layout
+    (``,``, then ``  "KEY": VALUE`` lines in key order, all but the last ending with a
+    comma, then ``}``); None for any other text."""
+    lines = text.split("\n")
+    if lines[0] != "," or lines[-2:] != ["}", ""]:
+        return None
+    out: list[tuple[str, str]] = []
+    last = len(lines) - 3
+    for n, line in enumerate(lines[1:-2], 1):
+        cut = line.find('": ')
+        key = line[3:cut]
+        if not line.startswith('  "') or cut < 0 or not key.isidentifier() or (
+                out and key <= out[-1][0]):
+            return None
+        if n < last:
+            if not line.endswith(","):
+                return None
+            line = line[:-1]
+        out.append((key, line[cut + 3:]))
+    return out
 
 
 def change_json(change: Change) -> dict[str, Any]:
@@ -422,9 +454,21 @@ def digest(value: Any) -> str:
 
 def summarize(changes: tuple[Change, ...] | list[Change]) -> dict[str, int]:
     """Counts per action (a replace is one change), plus destructive and needs_reset."""
+    return _count((a.action.value, a.destructive, a.needs_reset) for a in changes)
+
+
+def summarize_json(changes: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """``summarize`` of changes given as their plan-file values (``change_json``)."""
+    return _count((a["action"], a["destructive"], a["needs_reset"]) for a in changes)
+
+
+def _count(rows: Iterable[tuple[str, bool, bool]]) -> dict[str, int]:
     counts = dict.fromkeys(SUMMARY_KEYS, 0)
-    for a in changes:
-        counts[a.action.value] += 1
-    counts["destructive"] = sum(1 for a in changes if a.destructive)
-    counts["needs_reset"] = sum(1 for a in changes if a.needs_reset)
+    destructive = needs_reset = 0
+    for action, is_destructive, resets in rows:
+        counts[action] += 1
+        destructive += is_destructive
+        needs_reset += resets
+    counts["destructive"] = destructive
+    counts["needs_reset"] = needs_reset
     return counts

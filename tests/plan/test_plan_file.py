@@ -17,6 +17,7 @@ from planner.plan.request import Requests, mdev_uuid
 
 G17, G18 = pci(0x17), pci(0x18)
 HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
 
 
 def _busy_host():  # type: ignore[no-untyped-def]
@@ -93,6 +94,15 @@ def test_unreadable_or_foreign_plan_files_are_one_line_errors(tmp_path: Path) ->
         parse_plan('{"format_version": "1.0"}', "x.json")
     with pytest.raises(PlanFileError, match="cannot read plan"):
         load_plan(tmp_path / "missing.json")
+
+
+def test_a_change_whose_kind_is_not_a_string_is_a_one_line_error() -> None:
+    # found by the edit test of test_plan_canonical: a list was looked up in a dict
+    text = next((ROOT / "plans").glob("*.json")).read_text()
+    data = json.loads(text)
+    data["actions"][0]["kind"] = []
+    with pytest.raises(PlanFileError, match=r"x\.json: actions\.0\.kind: "):
+        parse_plan(json.dumps(data), "x.json")
 
 
 def test_plan_bytes_are_identical_across_processes() -> None:
