@@ -58,12 +58,36 @@ def _fault_error(libvirt: Any, op: str, error: str) -> Exception:
     return err
 
 
+def _no_vfio_error(libvirt: Any, dom: Any, sim_dir: Path) -> Exception | None:
+    """What QEMU's libvirt says when a domain with a vGPU (an mdev or a VF, both through
+    vfio) starts on a host without the vfio modules: libvirt's test driver does not
+    check it, the simulated host does (its ``sys/module/vfio_pci``). The text is ASSUMED
+    (libvirt's "host doesn't support VFIO PCI passthrough"); aihow's explanation only
+    looks for "vfio" in it, as it does on a real libvirtd (tests/integration)."""
+    if (sim_dir / "sys" / "module" / "vfio_pci").is_dir():
+        return None
+    xml = dom.XMLDesc(0)
+    if "<hostdev" not in xml:
+        return None
+    libvirt.virResetLastError()
+    message = "unsupported configuration: host doesn't support VFIO PCI passthrough"
+    err = libvirt.libvirtError(message)
+    err.args = (message,)
+    err.err = (libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_FROM_QEMU, message,
+               libvirt.VIR_ERR_ERROR, None, None, None, -1, -1)
+    return err
+
+
 def _checked(libvirt: Any, method: Any, op: str) -> Any:
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         latency.pause(self._aihow_sim_dir, op)
         error = check(self._aihow_sim_dir, op)
         if error is not None:
             raise _fault_error(libvirt, op, error)
+        if op == "virDomainCreate":
+            refused = _no_vfio_error(libvirt, self, self._aihow_sim_dir)
+            if refused is not None:
+                raise refused
         return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
 
     call.__name__ = method.__name__

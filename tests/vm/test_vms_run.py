@@ -248,3 +248,16 @@ def test_after_a_reboot_only_vms_whose_devices_exist_run_and_the_plan_starts_the
         "k8s-cpu-worker-02", "k8s-cpu-worker-03")]  # hpc-compute-04: auto_start false
     assert host.apply(plan).outcome == "applied"
     assert not host.plan().has_changes
+
+
+def test_a_gpu_vm_on_a_host_without_vfio_fails_to_start_saying_so(tmp_path: Path) -> None:
+    res = aihow("sim", "init", str(tmp_path / "sim"), "--spec",
+                str(ROOT / "config" / "sim-a100.toml"), "--no-vfio")
+    assert res.returncode == 0, res.stderr
+    done = aihow("apply", str(CONFIG), "--host", f"sim:{tmp_path / 'sim'}", "--auto-approve",
+                 "--allow-reset")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "cannot start: its vGPU cannot be used on this host: VFIO is not available" in \
+        done.stderr
+    assert "rolled back" in done.stdout + done.stderr
+    assert open_environment(f"sim:{tmp_path / 'sim'}").probe().domains == ()
