@@ -241,37 +241,44 @@ class _SessionGate:
       another in between (never two at once: NVIDIA's tools count each other as NVML
       clients, and sriov-manage runs ``nvidia-smi -pm 1``; vgpu-on-mig.md section 4)."""
 
-    def __init__(self, close: Callable[[], None] = lambda: None,
-                 reopen: Callable[[], None] = lambda: None) -> None:
+    def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._close, self._reopen = close, reopen
         self._users = 0
         self._tools_waiting = 0  # tools waiting for the window, or running in it
         self._tool_running = False
         self._closed = False  # the session is closed (a window is open)
-        self._mine = threading.local()  # this thread's depth of shared use
+        # Each thread's depth of shared use. A dict, not threading.local: a gate lives as
+        # long as its NvmlHost (one per probe), and freeing a threading.local can deadlock
+        # CPython 3.11 against threads starting or ending (python/cpython#100892).
+        self._depth: dict[int, int] = {}
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
-        depth = getattr(self._mine, "depth", 0)
-        if depth == 0:
-            with self._cond:
+        me = threading.get_ident()
+        with self._cond:
+            depth = self._depth.get(me, 0)
+            if depth == 0:
                 while self._closed or self._tools_waiting:
                     self._cond.wait()
                 self._users += 1
-        self._mine.depth = depth + 1
+            self._depth[me] = depth + 1
         try:
             yield
         finally:
-            self._mine.depth = depth
-            if depth == 0:
-                with self._cond:
+            with self._cond:
+                if depth == 0:
+                    del self._depth[me]
                     self._users -= 1
                     self._cond.notify_all()
+                else:
+                    self._depth[me] = depth
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Run the body in a window with the session closed (see the class)."""
+    def exclusive(self, close: Callable[[], None], reopen: Callable[[], None]
+                  ) -> Iterator[None]:
+        """Run the body in a window with the session closed: the first tool of a window
+        calls ``close``, the last ``reopen`` (see the class). The callbacks come with each
+        call so that the gate holds no reference back to its NvmlHost (no cycle)."""
         with self._cond:
             self._tools_waiting += 1
             while self._users or self._tool_running:
@@ -281,7 +288,7 @@ class _SessionGate:
             self._closed = True
         try:
             if opening:
-                self._close()
+                close()
             yield
         finally:
             with self._cond:
@@ -289,7 +296,7 @@ class _SessionGate:
                 last = self._tools_waiting == 0
             try:
                 if last:
-                    self._reopen()
+                    reopen()
             finally:
                 with self._cond:
                     if last:  # a tool that came during the reopen closes it again
@@ -322,7 +329,7 @@ class NvmlHost:
         self._reset = reset
         self._opened = False
         self._reopen_after_tools = False
-        self._gate = _SessionGate(self._close_for_tools, self._open_after_tools)
+        self._gate = _SessionGate()
 
     # --- session -------------------------------------------------------------------
 
@@ -886,7 +893,7 @@ class NvmlHost:
         sections 4 and 6). Tools of other threads that wait at the same time share the
         closed window, one after another (``_SessionGate``). Handles taken before are
         stale afterwards; every method looks its handles up again."""
-        with self._gate.exclusive():
+        with self._gate.exclusive(self._close_for_tools, self._open_after_tools):
             return run()
 
     def _close_for_tools(self) -> None:

@@ -55,16 +55,16 @@ def start(fn: Callable[[], None]) -> threading.Thread:
     return t
 
 
-def run_tool(gate: _SessionGate, run: Callable[[], None]) -> Callable[[], None]:
+def run_tool(gate: _SessionGate, c: Counts, run: Callable[[], None]) -> Callable[[], None]:
     def body() -> None:
-        with gate.exclusive():
+        with gate.exclusive(c.close, c.reopen):
             run()
     return body
 
 
 def test_tools_waiting_together_share_one_window_one_at_a_time() -> None:
     c = Counts()
-    gate = _SessionGate(c.close, c.reopen)
+    gate = _SessionGate()
     release = threading.Event()
 
     def call_in_flight() -> None:
@@ -73,7 +73,7 @@ def test_tools_waiting_together_share_one_window_one_at_a_time() -> None:
 
     caller = start(call_in_flight)
     wait_for(lambda: gate._users == 1)
-    tools = [start(run_tool(gate, c.tool(f"t{i}"))) for i in range(4)]
+    tools = [start(run_tool(gate, c, c.tool(f"t{i}"))) for i in range(4)]
     wait_for(lambda: gate._tools_waiting == 4)
     assert c.closes == 0, "a tool started while a call was in flight"
     release.set()
@@ -87,7 +87,7 @@ def test_tools_waiting_together_share_one_window_one_at_a_time() -> None:
 
 def test_a_waiting_tool_keeps_new_calls_out_but_not_nested_ones() -> None:
     c = Counts()
-    gate = _SessionGate(c.close, c.reopen)
+    gate = _SessionGate()
     events: list[str] = []
     inside = threading.Event()
     go_on = threading.Event()
@@ -105,7 +105,7 @@ def test_a_waiting_tool_keeps_new_calls_out_but_not_nested_ones() -> None:
 
     caller = start(long_call)
     inside.wait(5)
-    tool = start(run_tool(gate, lambda: events.append("tool")))
+    tool = start(run_tool(gate, c, lambda: events.append("tool")))
     wait_for(lambda: gate._tools_waiting == 1)
     late = start(new_call)
     time.sleep(0.05)
@@ -118,9 +118,9 @@ def test_a_waiting_tool_keeps_new_calls_out_but_not_nested_ones() -> None:
 
 def test_tools_at_different_times_each_get_their_window() -> None:
     c = Counts()
-    gate = _SessionGate(c.close, c.reopen)
+    gate = _SessionGate()
     for i in range(3):
-        with gate.exclusive():
+        with gate.exclusive(c.close, c.reopen):
             c.tool(f"t{i}", 0)()
         with gate.shared():
             assert c.session_open
@@ -129,9 +129,9 @@ def test_tools_at_different_times_each_get_their_window() -> None:
 
 def test_a_failing_tool_leaves_the_session_open_again() -> None:
     c = Counts()
-    gate = _SessionGate(c.close, c.reopen)
+    gate = _SessionGate()
     try:
-        with gate.exclusive():
+        with gate.exclusive(c.close, c.reopen):
             raise RuntimeError("sriov-manage failed")
     except RuntimeError:
         pass
