@@ -21,7 +21,6 @@ raises ``NVMLError_FunctionNotFound``, exactly as with an old driver.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import os
 import threading
 import types
@@ -37,7 +36,7 @@ from planner.sim.codes import ERROR_STRINGS, DriverError, Nvml
 from planner.sim.ctypes_io import _array, _bytes, _deref, _in_struct, _int, _write_string
 from planner.sim.fake_nvml_vgpu import VGPU_SYMBOLS, VgpuSymbols
 from planner.sim.models import pci_device_id, product_name
-from planner.sim.nvml_sessions import nvml_session, other_sessions_open
+from planner.sim.nvml_sessions import nvml_session
 from planner.sim.state import SimError, SimGi, SimGpu, SimState, SimStore
 
 _Key = tuple[Any, ...]
