@@ -10,15 +10,21 @@
 
 Also printed: the chain as the latency model adds it up, and the host-wide exclusive
 time: sriov-manage and GPU resets run with aihow's NVML session closed, because NVIDIA's
-tools need no other NVML client on the host, so those sections of all GPUs add up
-instead of overlapping. max(chain, exclusive time) is a floor no scheduler can beat.
+tools need no other NVML client on the host (and sriov-manage itself runs nvidia-smi, so
+two never run at once), so those sections of all GPUs add up instead of overlapping.
+Every GPU's chain holds its own such section (its VFs, early: before its GPU instances),
+so the GPU served last cannot finish before its chain plus the sections of the n - 1
+others: the floor that NVIDIA's rules set is the single GPU's apply plus the modelled
+exclusive time of the other GPUs. The second ratio, against that floor, is what the
+scheduler and aihow's own overhead decide; it has the same 1.1x target.
 Wall time is what counts here (the latency is sleeping, not CPU); the load average is
-printed by ``run.py``.
+printed by ``run.py`` (and here).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -98,6 +104,7 @@ def _modelled(root: Path, actions: list[dict[str, object]]) -> tuple[float, floa
 
 
 def main(quick: bool = False, runs: int = 0) -> bool:
+    """Print the figures; True when every size meets both targets."""
     sizes = (8,) if quick else SIZES
     rounds = runs or 1
     ok_all = True
@@ -119,15 +126,23 @@ def main(quick: bool = False, runs: int = 0) -> bool:
                 walls.append(wall)
             span = statistics.median(walls)
             ratio = span / base
+            # The GPU served last waits for the exclusive sections of the n - 1 others.
+            floor = base + exclusive * (n - 1) / n
             ok = ratio <= TARGET_RATIO
-            ok_all &= ok
-            print(f"    {n} GPUs, {steps} steps, {7 * n + 1} domains: {span:.2f} s; "
-                  f"{ratio:.2f}x the single GPU (target <= {TARGET_RATIO}x) {_verdict(ok)}; "
-                  f"host-wide exclusive tool time (sriov-manage, resets) modelled "
-                  f"{exclusive:.2f} s, so no schedule beats "
-                  f"{max(chain, exclusive) / chain:.2f}x the chain")
+            ok_floor = span / floor <= TARGET_RATIO
+            ok_all &= ok and ok_floor
+            print(f"    {n} GPUs, {steps} steps, {7 * n + 1} domains: {span:.2f} s "
+                  f"(runs: {', '.join(f'{w:.2f}' for w in walls)})")
+            print(f"      {ratio:.2f}x the single GPU (target <= {TARGET_RATIO}x) "
+                  f"{_verdict(ok)}")
+            print(f"      {span / floor:.2f}x the floor NVIDIA's rules set, the single GPU plus "
+                  f"the other GPUs' modelled exclusive time (sriov-manage, resets: "
+                  f"{exclusive:.2f} s in all), {floor:.2f} s (target <= {TARGET_RATIO}x) "
+                  f"{_verdict(ok_floor)}")
+        print(f"    load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return ok_all
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main("--quick" in sys.argv) else 1)
+    _runs = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--runs=")), 0)
+    sys.exit(0 if main("--quick" in sys.argv, _runs) else 1)

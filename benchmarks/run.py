@@ -16,7 +16,9 @@ Prints these figures, each measured in this one run:
 (g)-(h) plan-making's peak memory at 4,096 GPUs against the baseline code, and reading a
     1,024-GPU plan (``aihow show``) against ``json.load`` (``plan_scale.py``);
 (i) apply makespan of 8, 16 and 32 GPUs with the realistic latency model against one GPU
-    alone (target at most 1.1x; ``makespan.py``).
+    alone, and against the floor NVIDIA's rules set (that GPU plus the other GPUs'
+    sriov-manage and reset sections, which run one at a time); target at most 1.1x for
+    each (``makespan.py``).
 
 Each figure is a median of several runs (the two commands of (a), and the two sizes of
 (b), interleaved so that a change in the machine's load hits both sides alike), printed

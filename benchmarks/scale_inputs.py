@@ -11,7 +11,8 @@ def pci_of(g: int) -> str:
 
 def sim_spec(n_gpus: int, *, mig: bool = True) -> str:
     """TOML host spec: ``n_gpus`` A100-40GB GPUs with the mdev vGPU backend."""
-    lines = ['[host]', 'driver = "580.82.07"', 'vgpu = "mdev"', ""]
+    lines = ['[host]', 'driver = "580.82.07"', 'vgpu = "mdev"',
+             'images = ["/var/lib/images/hpc.qcow2"]', ""]  # the config's base image
     for g in range(n_gpus):
         lines += ["[[gpu]]", 'model = "a100-40gb"', f'pci = "{pci_of(g)}"',
                   f'mig = "{"enabled" if mig else "disabled"}"', ""]

@@ -69,7 +69,14 @@ def read_domain(dom: Any, autostart: dict[str, bool] | None = None) -> Domain:
     )
 
 
-def read_domains(conn: Any, autostart: dict[str, bool] | None = None) -> tuple[Domain, ...]:
-    """Every domain on the connection (defined or running), sorted by name."""
-    return tuple(sorted((read_domain(d, autostart) for d in conn.listAllDomains()),
-                        key=lambda d: d.name))
+# virConnectListAllDomainsFlags: VIR_CONNECT_LIST_DOMAINS_ACTIVE = 1 << 0 (libvirt-domain.h;
+# the binding is loaded only by the connection).
+_LIST_ACTIVE = 1
+
+
+def read_domains(conn: Any, autostart: dict[str, bool] | None = None, *,
+                 running_only: bool = False) -> tuple[Domain, ...]:
+    """Every domain on the connection (defined or running), or only the running ones,
+    sorted by name."""
+    found = conn.listAllDomains(_LIST_ACTIVE if running_only else 0)
+    return tuple(sorted((read_domain(d, autostart) for d in found), key=lambda d: d.name))

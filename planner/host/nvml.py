@@ -231,38 +231,78 @@ def _placement_at(struct: Any, legal: dict[int, int], start: int, subject: str) 
 class _SessionGate:
     """Many threads use one NVML session (apply's steps on different GPUs); a tool that
     needs NVML closed (a GPU reset, sriov-manage) waits until no call is in flight and
-    keeps new ones out meanwhile. Shared use is re-entrant (a method calling another)."""
+    keeps new ones out meanwhile.
+
+    - Tools come first: once one waits, no new call starts (a thread already inside a
+      call may make nested ones: shared use is re-entrant per thread), so a steady stream
+      of short calls on other GPUs cannot keep it waiting.
+    - One window for the tools that wait at the same time: the session is closed when
+      the first starts and opened again after the last, and the tools run one after
+      another in between (never two at once: NVIDIA's tools count each other as NVML
+      clients, and sriov-manage runs ``nvidia-smi -pm 1``; vgpu-on-mig.md section 4)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._users = 0
-        self._closed = False
+        self._tools_waiting = 0  # tools waiting for the window, or running in it
+        self._tool_running = False
+        self._closed = False  # the session is closed (a window is open)
+        # Each thread's depth of shared use. A dict, not threading.local: a gate lives as
+        # long as its NvmlHost (one per probe), and freeing a threading.local can deadlock
+        # CPython 3.11 against threads starting or ending (python/cpython#100892).
+        self._depth: dict[int, int] = {}
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
+        me = threading.get_ident()
         with self._cond:
-            while self._closed:
-                self._cond.wait()
-            self._users += 1
+            depth = self._depth.get(me, 0)
+            if depth == 0:
+                while self._closed or self._tools_waiting:
+                    self._cond.wait()
+                self._users += 1
+            self._depth[me] = depth + 1
         try:
             yield
         finally:
             with self._cond:
-                self._users -= 1
-                self._cond.notify_all()
+                if depth == 0:
+                    del self._depth[me]
+                    self._users -= 1
+                    self._cond.notify_all()
+                else:
+                    self._depth[me] = depth
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
+    def exclusive(self, close: Callable[[], None], reopen: Callable[[], None]
+                  ) -> Iterator[None]:
+        """Run the body in a window with the session closed: the first tool of a window
+        calls ``close``, the last ``reopen`` (see the class). The callbacks come with each
+        call so that the gate holds no reference back to its NvmlHost (no cycle)."""
         with self._cond:
-            while self._closed or self._users:
+            self._tools_waiting += 1
+            while self._users or self._tool_running:
                 self._cond.wait()
+            self._tool_running = True
+            opening = not self._closed
             self._closed = True
         try:
+            if opening:
+                close()
             yield
         finally:
             with self._cond:
-                self._closed = False
-                self._cond.notify_all()
+                self._tools_waiting -= 1
+                last = self._tools_waiting == 0
+            try:
+                if last:
+                    reopen()
+            finally:
+                with self._cond:
+                    if last:  # a tool that came during the reopen closes it again
+                        self._closed = False
+                    self._tool_running = False
+                    self._cond.notify_all()
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -288,6 +328,7 @@ class NvmlHost:
         self.nvml = nvml
         self._reset = reset
         self._opened = False
+        self._reopen_after_tools = False
         self._gate = _SessionGate()
 
     # --- session -------------------------------------------------------------------
@@ -849,16 +890,20 @@ class NvmlHost:
         """Run ``run`` (a tool such as nvidia-smi or sriov-manage) with this NVML session
         closed, once no call is in flight, and open it again after: an open session is a
         client that keeps a GPU from being reset or unbound (docs/reference/vgpu-on-mig.md
-        sections 4 and 6). Handles taken before are stale afterwards; every method looks
-        its handles up again."""
-        with self._gate.exclusive():
-            was_open = self._opened
-            self.close()
-            try:
-                return run()
-            finally:
-                if was_open:
-                    self.open()
+        sections 4 and 6). Tools of other threads that wait at the same time share the
+        closed window, one after another (``_SessionGate``). Handles taken before are
+        stale afterwards; every method looks its handles up again."""
+        with self._gate.exclusive(self._close_for_tools, self._open_after_tools):
+            return run()
+
+    def _close_for_tools(self) -> None:
+        self._reopen_after_tools = self._opened
+        self.close()
+
+    def _open_after_tools(self) -> None:
+        if self._reopen_after_tools:
+            self._reopen_after_tools = False
+            self.open()
 
 
 def _gi_where(pci: str, profile_id: int, start: int) -> str:

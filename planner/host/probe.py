@@ -40,8 +40,9 @@ def probe(env: Environment, gpu: str | None = None) -> HostState:
     """Read the whole host through the environment's read-only ports.
 
     With ``gpu`` (a PF's PCI address) the state holds only that GPU, its VFs and the vGPUs
-    on them (the domains are all read): what a step on one GPU needs to check, in time
-    that does not grow with the number of GPUs (apply reads a GPU back after each vGPU
+    on them, and of the domains only the running ones (which tell what NVML's vGPU
+    instances belong to): what a step on one GPU needs to check, in time that does not
+    grow with the number of GPUs or domains (apply reads a GPU back twice for each vGPU
     it creates). Plans are never made from such a partial state."""
     only = normalize_pci(gpu) if gpu is not None else None
     nvml = env.nvml_readonly()
@@ -77,7 +78,8 @@ def probe(env: Environment, gpu: str | None = None) -> HostState:
     vgpu = read_vgpu(sysfs, only)
     parents = tuple(_with_profiles(p, gpus, types) for p in vgpu.parents)
     with env.libvirt(read_only=True) as session:
-        domains = read_domains(session.conn, session.autostart)
+        domains = read_domains(session.conn, session.autostart,
+                               running_only=only is not None)
         networks = read_networks(session.conn)
         pools = read_pools(session.conn)
     known = _GiKnowledge(gpus, active, domains, _recorded(env))

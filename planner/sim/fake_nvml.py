@@ -21,7 +21,6 @@ raises ``NVMLError_FunctionNotFound``, exactly as with an old driver.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import os
 import threading
 import types
@@ -37,6 +36,7 @@ from planner.sim.codes import ERROR_STRINGS, DriverError, Nvml
 from planner.sim.ctypes_io import _array, _bytes, _deref, _in_struct, _int, _write_string
 from planner.sim.fake_nvml_vgpu import VGPU_SYMBOLS, VgpuSymbols
 from planner.sim.models import pci_device_id, product_name
+from planner.sim.nvml_sessions import nvml_session
 from planner.sim.state import SimError, SimGi, SimGpu, SimState, SimStore
 
 _Key = tuple[Any, ...]
@@ -117,27 +117,6 @@ class _CFunc:
 # ---------------------------------------------------------------- the library
 
 
-def nvml_session(root: str) -> int:
-    """Mark an open NVML session: a shared flock on DIR, held until nvmlShutdown brings the
-    count to zero (or the process ends). A GPU reset fails while any other session is open
-    (nvidia-smi(1) counts monitoring clients; mig-parted closes NVML first; whether an idle
-    session alone blocks is ASSUMED: vgpu-on-mig.md section 6). Opening a directory
-    creates nothing, so reading a host still leaves it byte-identical."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd
-
-
-def other_sessions_open(root: str) -> bool:
-    """Whether an NVML session other than the caller's (closed first) is open."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 

@@ -28,7 +28,8 @@ from planner.errors import AihowError
 from planner.hardware.catalog import match_model
 from planner.sim import driver, faults, latency
 from planner.sim.codes import DriverError, Nvml, error_string
-from planner.sim.fake_nvml import FakeNvml, other_sessions_open
+from planner.sim.fake_nvml import FakeNvml
+from planner.sim.nvml_sessions import other_sessions_open
 from planner.sim.state import SimStore
 
 INVALID_ARGS = "Invalid combination of input arguments. Please run 'nvidia-smi -h' for help."

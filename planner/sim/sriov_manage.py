@@ -34,7 +34,7 @@ from pathlib import Path
 
 from planner.lang.pci import normalize_pci
 from planner.sim import driver, faults, latency, vgpu
-from planner.sim.fake_nvml import other_sessions_open
+from planner.sim.nvml_sessions import other_sessions_open
 from planner.sim.state import SimGpu, SimStore
 
 USAGE = """Usage: sriov-manage <-e|-d> <ssss:bb:dd.f|ALL>

@@ -294,3 +294,34 @@ def test_services_and_compute_processes_holding_a_gpu(make_host: Callable[..., P
     assert [(p.pid, p.name) for p in a100.processes] == [(4242, "/usr/bin/python3")]
     # NVML does not list a service; its open /dev/nvidia1 does.
     assert [(p.pid, p.name) for p in h100.processes] == [(812, "nvidia-persistenced")]
+
+
+def test_probe_of_one_gpu_reads_only_the_running_domains(make_host: Callable[..., Path]) -> None:
+    """Apply reads a GPU back twice per vGPU it creates: the domains that are only defined
+    tell nothing about which GI backs a vGPU, so that read skips them (its cost must not
+    grow with the number of VMs)."""
+    root = busy_host(make_host)
+    vf = "0000:17:00.4"
+    types = Sysfs(root).list(f"sys/bus/pci/devices/{vf}/mdev_supported_types")
+    one_g = next(t for t in types
+                 if Sysfs(root).read(f"sys/bus/pci/devices/{vf}/mdev_supported_types/{t}/name")
+                 == "NVIDIA A100-1-5C")
+    sysfs_write(root, f"sys/bus/pci/devices/{vf}/mdev_supported_types/{one_g}/create", MDEV)
+    with open_environment(f"sim:{root}").libvirt() as session:
+        for name, run in (("vm1", True), ("vm2", False)):
+            dom = session.conn.defineXML(
+                f"<domain type='kvm'><name>{name}</name><memory>524288</memory>"
+                "<os><type>hvm</type></os><devices>"
+                + ("<hostdev mode='subsystem' type='mdev' model='vfio-pci'>"
+                   f"<source><address uuid='{MDEV}'/></source></hostdev>" if run else "")
+                + "</devices></domain>")
+            if run:
+                dom.create()
+        session.commit()
+    env = open_environment(f"sim:{root}")
+
+    assert [d.name for d in env.probe().domains] == ["vm1", "vm2"]
+    one = env.probe(A100)
+    assert [d.name for d in one.domains] == ["vm1"]
+    (mdev,) = one.mdevs
+    assert mdev.gi_from == "nvml"  # the running VM still tells NVML's answer apart
