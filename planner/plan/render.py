@@ -205,8 +205,8 @@ def render_text(plan: Plan | PlanReview, *, colour: bool = False,
     destructive = [a for a in plan.actions if a["destructive"]]
     if destructive:
         warn = (f"Warning: {len(destructive)} step(s) take a device from a running domain; "
-                "apply refuses them unless given --restart-running-vms (which shuts the "
-                "domain down first and starts it again after).")
+                "apply refuses them unless given --restart-running-vms (which shuts each "
+                "such domain down first and starts again those the config keeps).")
         lines += [f"{_BOLD}{warn}{_RESET}" if colour else warn, ""]
     moves = repacks(plan)
     for move in moves:
