@@ -15,7 +15,6 @@ from planner.hardware.model import GpuModel
 from planner.host.records import HostRecords, attachment_metadata
 from planner.host.state import Gpu, GpuInstance, HostState
 from planner.plan.bindings import Bindings
-from planner.plan.request import VmRequest
 from planner.plan.resolution import GpuDecision, PlannedGi, PlannedVgpu, Resolution
 from planner.plan.resolve_vgpu import vf_type_name
 from planner.vocab import (
@@ -27,7 +26,6 @@ from planner.vocab import (
     HostdevAttrs,
     Kind,
     MigModeAttrs,
-    RunningAttrs,
     SriovAttrs,
     VgpuAttrs,
     VmAttrs,
@@ -321,17 +319,7 @@ def _add_vm_resources(res: Resolution, out: dict[Address, Resource]) -> None:
     from planner.vm.vm_factory import mac_for
 
     vms = tuple(vm for vm in res.requests.vms if vm.attrs is not None)
-    extra = desired_vm_resources(vms, {vm.name: mac_for(vm.name) for vm in vms})
-    for name in _taking_turns(res.host, vms):
-        del extra[Address.domain(name).running()]
-    running = {d.name for d in res.host.domains if d.running}
-    for vm in vms:
-        if not vm.auto_start and vm.name in running:
-            # Started by hand: left running, but libvirt must not start it with the host.
-            ra = Address.domain(vm.name).running()
-            extra[ra] = Resource(ra, Kind.RUNNING, RunningAttrs(vm.name, False),
-                                 deps=(Address.domain(vm.name),), owner=vm.name,
-                                 key=f"{vm.key}.auto_start")
+    extra = desired_vm_resources(vms, {vm.name: mac_for(vm.name) for vm in vms}, res.host)
     hostdevs: dict[str, list[Address]] = {}
     for addr, r in out.items():
         if r.kind is Kind.HOSTDEV and addr.domain_name:
@@ -347,19 +335,6 @@ def _add_vm_resources(res: Resolution, out: dict[Address, Resource]) -> None:
             extra[ra] = dataclasses.replace(
                 extra[ra], deps=(da, *sorted(hostdevs.get(vm.name, ()))))
     out.update(extra)
-
-
-def _taking_turns(host: HostState, vms: tuple[VmRequest, ...]) -> list[str]:
-    """``auto_start`` VMs not to start: a device passed through to them is held by
-    another running domain (ai-how's clusters that share a GPU take turns; starting one
-    would fail, and the operator chose who runs)."""
-    held = {h.key: d.name for d in host.domains if d.running for h in d.hostdevs}
-    out = []
-    for vm in vms:
-        if vm.auto_start and vm.attrs is not None and any(
-                held.get(pci, vm.name) != vm.name for pci, _role in vm.attrs.passthrough):
-            out.append(vm.name)
-    return out
 
 
 def hostdev_type(value: str) -> Literal["mdev", "pci"]:

@@ -1,6 +1,6 @@
 """What a VM needs around its domain, as resources: the cluster's network (with a static
 DHCP lease per node ``ip``), the cluster's storage pool, the VM's disk volume (a qcow2
-overlay of its base image) and, for ``auto_start`` VMs, the domain's running state.
+overlay of its base image) and the domain's running state.
 
 Names follow ai-how (``{cluster}-network``, ``{cluster}-pool``, ``{vm}.qcow2``), so what
 ai-how already made is found and adopted rather than made twice. Pure: reads requests
@@ -46,10 +46,29 @@ def volume_name(vm: str) -> str:
     return f"{vm}.qcow2"
 
 
-def desired_vm_resources(vms: tuple[VmRequest, ...], mac_of: Mapping[str, str]
-                         ) -> dict[Address, Resource]:
-    """Network, pool and volume of every declared VM, and the running state of those
-    with ``auto_start``. The domain's own dependencies are added by the caller."""
+def _run_state(vm: VmRequest, running: set[str], held: Mapping[str, str]) -> bool | None:
+    """The libvirt autostart a VM's running state is planned with, or None for no
+    running state planned:
+
+    - ``auto_start``: running with autostart, unless a device passed through to it is
+      held by another running domain (ai-how's clusters that share a GPU take turns:
+      starting it would fail, and the operator chose who runs);
+    - no ``auto_start`` but running (started by hand): kept running, without autostart;
+    - otherwise none: a shut-off VM stays off."""
+    if not vm.auto_start:
+        return False if vm.name in running else None
+    passthrough = vm.attrs.passthrough if vm.attrs is not None else ()
+    if any(held.get(pci, vm.name) != vm.name for pci, _role in passthrough):
+        return None
+    return True
+
+
+def desired_vm_resources(vms: tuple[VmRequest, ...], mac_of: Mapping[str, str],
+                         host: HostState) -> dict[Address, Resource]:
+    """Network, pool and volume of every declared VM, and its running state
+    (``_run_state``). The domain's own dependencies are added by the caller."""
+    running = {d.name for d in host.domains if d.running}
+    held = {h.key: d.name for d in host.domains if d.running for h in d.hostdevs}
     out: dict[Address, Resource] = {}
     leases: dict[str, list[tuple[str, str, str]]] = {}
     for vm in vms:
@@ -81,9 +100,10 @@ def desired_vm_resources(vms: tuple[VmRequest, ...], mac_of: Mapping[str, str]
                            VolumeAttrs(pool_name(vm.cluster), volume_name(vm.name),
                                        a.disk_gb, a.base_image_path),
                            deps=(pa,), owner=vm.name, key=vm.base_image_key or vm.key)
-        if vm.auto_start:
+        autostart = _run_state(vm, running, held)
+        if autostart is not None:
             ra = Address.domain(vm.name).running()
-            out[ra] = Resource(ra, Kind.RUNNING, RunningAttrs(vm.name, True),
+            out[ra] = Resource(ra, Kind.RUNNING, RunningAttrs(vm.name, autostart),
                                deps=(Address.domain(vm.name),), owner=vm.name,
                                key=f"{vm.key}.auto_start")
     return out
