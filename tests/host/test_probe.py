@@ -43,6 +43,20 @@ MDEV = "2f0c6a3e-1111-4222-8333-444455556666"
 AIHOW = str(Path(sys.executable).with_name("aihow"))
 
 
+MDEV_VF = "0000:17:00.4"
+
+
+def _create_one_g_mdev(root: Path) -> str:
+    """An A100-1-5C vGPU (uuid MDEV) on MDEV_VF, made through sysfs; its type id."""
+    types = Sysfs(root).list(f"sys/bus/pci/devices/{MDEV_VF}/mdev_supported_types")
+    one_g = next(t for t in types
+                 if Sysfs(root).read(f"sys/bus/pci/devices/{MDEV_VF}/mdev_supported_types/{t}"
+                                     "/name") == "NVIDIA A100-1-5C")
+    sysfs_write(root, f"sys/bus/pci/devices/{MDEV_VF}/mdev_supported_types/{one_g}/create",
+                MDEV)
+    return one_g
+
+
 def busy_host(make_host: Callable[..., Path], vgpu: str | None = "mdev") -> Path:
     """An A100 with 3g@4 (+CI), 2g@0 (+CI), 1g@2; an H100 without MIG; 4 VFs and an mdev."""
     root = make_host(GpuSpec("a100-40gb", A100, mig=True), GpuSpec("h100-80gb", H100), vgpu=vgpu)
@@ -73,12 +87,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 def test_probe_reads_gpus_instances_vgpus_and_domains(make_host: Callable[..., Path]) -> None:
     root = busy_host(make_host)
-    vf = "0000:17:00.4"
-    types = Sysfs(root).list(f"sys/bus/pci/devices/{vf}/mdev_supported_types")
-    one_g = next(t for t in types
-                 if Sysfs(root).read(f"sys/bus/pci/devices/{vf}/mdev_supported_types/{t}/name")
-                 == "NVIDIA A100-1-5C")
-    sysfs_write(root, f"sys/bus/pci/devices/{vf}/mdev_supported_types/{one_g}/create", MDEV)
+    vf, one_g = MDEV_VF, _create_one_g_mdev(root)
     with open_environment(f"sim:{root}").libvirt() as session:
         session.conn.defineXML(
             "<domain type='kvm'><name>vm1</name><memory>524288</memory>"
@@ -301,12 +310,7 @@ def test_probe_of_one_gpu_reads_only_the_running_domains(make_host: Callable[...
     tell nothing about which GI backs a vGPU, so that read skips them (its cost must not
     grow with the number of VMs)."""
     root = busy_host(make_host)
-    vf = "0000:17:00.4"
-    types = Sysfs(root).list(f"sys/bus/pci/devices/{vf}/mdev_supported_types")
-    one_g = next(t for t in types
-                 if Sysfs(root).read(f"sys/bus/pci/devices/{vf}/mdev_supported_types/{t}/name")
-                 == "NVIDIA A100-1-5C")
-    sysfs_write(root, f"sys/bus/pci/devices/{vf}/mdev_supported_types/{one_g}/create", MDEV)
+    _create_one_g_mdev(root)
     with open_environment(f"sim:{root}").libvirt() as session:
         for name, run in (("vm1", True), ("vm2", False)):
             dom = session.conn.defineXML(

@@ -7,11 +7,12 @@ from pathlib import Path
 
 
 def give_base_images(sim_dir: Path, config: Path) -> None:
+    from planner.cli.host_opts import open_environment
     from planner.config import expand_vms, load_config
 
+    env = open_environment(f"sim:{sim_dir}")
     for vm in expand_vms(load_config(config)):
         if vm.base_image_path:
-            p = Path(vm.base_image_path)
-            image = sim_dir / (p.relative_to("/") if p.is_absolute() else p)
+            image = env.host_path(vm.base_image_path)  # where plan-making looks for it
             image.parent.mkdir(parents=True, exist_ok=True)
             image.touch()

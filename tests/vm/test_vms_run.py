@@ -22,7 +22,6 @@ from planner.host.state import HostState
 from planner.plan.make import make_plan
 from planner.vm.vm_factory import mac_for
 from planner.vocab import Action, Kind
-from tests.vm.base_images import give_base_images
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "example-mig-cluster.yaml"
@@ -42,8 +41,6 @@ class Host:
         res = aihow("sim", "init", str(path), *spec)
         assert res.returncode == 0, res.stderr
         self.dir, self.uri = path, f"sim:{path}"
-        if images:
-            give_base_images(path, CONFIG)
 
     def probe(self) -> HostState:
         return open_environment(self.uri).probe()
