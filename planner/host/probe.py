@@ -41,9 +41,10 @@ def probe(env: Environment, gpu: str | None = None) -> HostState:
 
     With ``gpu`` (a PF's PCI address) the state holds only that GPU, its VFs and the vGPUs
     on them, and of the domains only the running ones (which tell what NVML's vGPU
-    instances belong to): what a step on one GPU needs to check, in time that does not
-    grow with the number of GPUs or domains (apply reads a GPU back twice for each vGPU
-    it creates). Plans are never made from such a partial state."""
+    instances belong to), and no networks or pools: what a step on one GPU needs to
+    check, in time that does not grow with the number of GPUs or domains (apply reads a
+    GPU back twice for each vGPU it creates). Plans are never made from such a partial
+    state."""
     only = normalize_pci(gpu) if gpu is not None else None
     nvml = env.nvml_readonly()
     sysfs = env.sysfs_readonly()
@@ -80,8 +81,8 @@ def probe(env: Environment, gpu: str | None = None) -> HostState:
     with env.libvirt(read_only=True) as session:
         domains = read_domains(session.conn, session.autostart,
                                running_only=only is not None)
-        networks = read_networks(session.conn)
-        pools = read_pools(session.conn)
+        networks = read_networks(session.conn) if only is None else ()
+        pools = read_pools(session.conn) if only is None else ()
     known = _GiKnowledge(gpus, active, domains, _recorded(env))
     parents = tuple(known.parent(p) for p in parents)
     mdevs = tuple(known.mdev(m, parents) for m in vgpu.mdevs)

@@ -24,7 +24,7 @@ from planner.host.libvirt_conn import LibvirtSession, open_libvirt
 from planner.host.mdev_persist import MdevPersistence
 from planner.host.sysfs import Sysfs
 from planner.sim.kernel import sysfs_write
-from planner.sim.libvirt_store import open_sim_libvirt
+from planner.sim.libvirt_session import open_sim_libvirt
 from planner.sim.mdev_store import SimMdevDefinitions
 
 

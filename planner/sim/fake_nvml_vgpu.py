@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from planner.host.libvirt_domains import hostdevs_in_xml
 from planner.sim import vgpu
 from planner.sim.codes import DriverError, Nvml
 from planner.sim.ctypes_io import _array, _deref, _int, _write_string
-from planner.sim.libvirt_store import STATE_RUNNING, load_sim_domains
+from planner.sim.libvirt_store import STATE_RUNNING, StoreSnapshot, store_snapshot
 from planner.sim.state import SimGpu, SimState
 
 _STATE_PAUSED = 3
@@ -47,10 +48,15 @@ VGPU_SYMBOLS = {
 }
 
 
-def running_devices(root: str) -> dict[str, str]:
-    """Device key (mdev UUID, VF address) -> UUID of the running domain that uses it."""
+def running_devices(root: str) -> Mapping[str, str]:
+    """Device key (mdev UUID, VF address) -> UUID of the running domain that uses it.
+    Worked out once per state of the libvirt store (shared: never change it)."""
+    return store_snapshot(Path(root)).derived("running_devices", _running_devices)
+
+
+def _running_devices(snap: StoreSnapshot) -> Mapping[str, str]:
     out: dict[str, str] = {}
-    for rec in load_sim_domains(Path(root)):
+    for rec in snap.records:
         xml = rec.live_xml or rec.persistent_xml
         if rec.state not in (STATE_RUNNING, _STATE_PAUSED) or not xml:
             continue
@@ -65,6 +71,8 @@ class VgpuSymbols:
     """Mixed into ``FakeNvmlLib``; uses its ``_gpu``, ``_deref`` helpers via the module's."""
 
     root: str
+    # (state, running devices, active vGPUs): the last answer of ``_active``
+    _active_memo: tuple[SimState, Mapping[str, str], dict[int, vgpu.ActiveVgpu]] | None = None
 
     def _gpu(self, state: SimState, handle: Any) -> SimGpu:  # provided by FakeNvmlLib
         raise NotImplementedError
@@ -120,8 +128,16 @@ class VgpuSymbols:
         _deref(out).value = self._type(state, type_id).profile.id
 
     def _active(self, state: SimState) -> dict[int, vgpu.ActiveVgpu]:
+        """Every active vGPU of the host by instance id, worked out once per state and
+        store (each vGPU instance query asks, several per instance)."""
         running = running_devices(self.root)
-        return {a.instance: a for g in state.gpus for a in vgpu.active_vgpus(state, g, running)}
+        last = self._active_memo
+        if last is not None and last[0] is state and last[1] is running:
+            return last[2]
+        found = {a.instance: a for g in state.gpus
+                 for a in vgpu.active_vgpus(state, g, running)}
+        self._active_memo = (state, running, found)
+        return found
 
     def _instance(self, state: SimState, instance: Any) -> vgpu.ActiveVgpu:
         self._vgpu_host(state)

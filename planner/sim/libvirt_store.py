@@ -1,12 +1,8 @@
-"""The simulated host's libvirt: libvirt's own test driver over domains kept in DIR.
+"""The files that keep a simulated host's libvirt in DIR, and reading them.
 
-The test driver is a complete in-process hypervisor but keeps its state in memory only,
-so a session opens it on a node file built from the domains kept in ``DIR/libvirt/`` and
-``commit()`` writes back what the session changed, so the next process (plan, apply,
-probe) sees what the previous one left. Several sessions may commit at once (apply's
-branch threads share one; other processes open their own): a commit writes and deletes
-only the domains its own session changed since its last commit, under the store's lock,
-so it never undoes another session's work. The store:
+libvirt's test driver keeps its state in memory only, so the simulated host keeps its
+domains, networks and pools in files (``planner.sim.libvirt_session`` opens a test-driver
+session on them and commits back what it changed). The store:
 
     DIR/libvirt/domains/NAME.xml   persistent (inactive) XML of each defined domain
     DIR/libvirt/live/NAME.xml      live XML of a running domain, when it differs from
@@ -17,10 +13,12 @@ so it never undoes another session's work. The store:
     DIR/libvirt/pools/NAME.xml     each storage pool's definition, its volumes inside
     DIR/libvirt/objects.json       {"networks"|"pools": {"NAME": {"active": bool}}}
 
-Run state travels into the test driver through its own node-file extensions
-(``<test:runstate>``, ``<test:transient/>``), so a running domain is running again,
-with its live XML, in the next process. A read-write session on a whole simulated host
-also honours the simulator's injected faults (``planner.sim.libvirt_faults``).
+Every file is replaced whole (never rewritten in place), and every commit replaces
+runstate.json and objects.json. So a process keeps what it read (``store_snapshot``)
+until the store changes: the key is the identity (inode, size, times) of each file, and
+the two JSON files it read stay open meanwhile, so their inode numbers cannot be reused
+by a later commit. A hand edit in place that keeps a file's size within one tick of the
+file system's clock can go unseen; aihow's own writes cannot.
 """
 
 from __future__ import annotations
@@ -30,18 +28,16 @@ import fcntl
 import functools
 import json
 import os
-import tempfile
 import threading
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from planner.host.errors import HostError
-from planner.host.libvirt_conn import LibvirtSession, connect
-from planner.sim.libvirt_faults import guard_with_faults
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 STATE_RUNNING = 1
@@ -50,7 +46,7 @@ ET.register_namespace("test", TEST_NS)
 _AIHOW_NS = uuidlib.UUID("6b1f3c52-6f0e-5c1e-9a55-61686f772d6c")  # uuid5 namespace for names
 
 
-@dataclass
+@dataclass(frozen=True)
 class SimDomainRecord:
     """One domain as kept in DIR/libvirt."""
 
@@ -61,119 +57,13 @@ class SimDomainRecord:
     autostart: bool = False
 
 
-def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
-                     ) -> LibvirtSession:
-    """A test-driver session holding the domains kept in ``sim_dir``; ``commit()`` writes
-    them back."""
-    if not sim_dir.is_dir():
-        raise HostError(f"{host_uri}: no such directory {sim_dir}")
-    records = load_sim_domains(sim_dir)
-    objects = load_sim_objects(sim_dir)
-    node_xml = build_node_xml(records, objects)
-    fd, node_path = tempfile.mkstemp(prefix="aihow-libvirt-", suffix=".xml")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(node_xml)
-        conn = connect(f"test://{node_path}", read_only=read_only)
-    finally:
-        os.unlink(node_path)  # the test driver has read it; it keeps state in memory
-    if not read_only:
-        _set_object_states(conn, objects)
-        if (sim_dir / "state.json").is_file():  # a whole simulated host: faults apply
-            guard_with_faults(conn, sim_dir)
-        # A running domain whose persistent definition differs from its live one: the
-        # node file carried the live XML, defining the persistent one makes it pending.
-        for rec in records:
-            if rec.live_xml is not None and rec.persistent_xml is not None:
-                conn.defineXML(rec.persistent_xml)
-        for rec in records:
-            if rec.autostart and rec.persistent_xml is not None:
-                conn.lookupByName(rec.name).setAutostart(1)
-
-    # Names kept on disk that the test driver could not hold (a transient domain that is
-    # shut off) count as this session's removals: its first commit deletes them. A
-    # read-only session's commit is refused before it gets here.
-    baseline = {} if read_only else {**{r.name: r for r in records}, **_records(conn)}
-    domains_commit = _SessionCommit(sim_dir, baseline)
-    objects_commit = _ObjectsCommit(sim_dir, {} if read_only else _objects(conn))
-
-    def persist(live: Any) -> None:
-        domains_commit(live)
-        objects_commit(live)
-    return LibvirtSession(conn=conn, uri=f"{host_uri} (libvirt test driver)",
-                          read_only=read_only, persist=persist,
-                          autostart={r.name: r.autostart for r in records
-                                     if r.persistent_xml is not None} if read_only else None)
-
-
-class _SessionCommit:
-    """A session's ``commit``: writes back the domains that changed in this session since
-    its last commit (or since it was opened), and nothing else.
-
-    Other sessions commit to the same store at the same time: apply's branch threads
-    share one session, and other processes (a probe, another apply with its own state
-    directory) open their own. Each compares what its test driver holds now with what it
-    held at its last commit, under the store's lock, so no commit rewrites or deletes a
-    domain it did not change from a stale view of the store.
-    """
-
-    def __init__(self, sim_dir: Path, baseline: dict[str, SimDomainRecord]) -> None:
-        self._sim_dir = sim_dir
-        self._baseline = baseline
-        self._lock = threading.Lock()  # the baseline is one per session, shared by threads
-
-    def __call__(self, conn: Any) -> None:
-        with self._lock, _locked(self._sim_dir, exclusive=True):
-            current = _records(conn)
-            changed = {name: current.get(name)
-                       for name in sorted(current.keys() | self._baseline.keys())
-                       if current.get(name) != self._baseline.get(name)}
-            if changed:
-                _write_changes(self._sim_dir, changed)
-            self._baseline = current
-
-
-def _records(conn: Any) -> dict[str, SimDomainRecord]:
-    """Every domain the test driver holds, by name. A domain another thread removes while
-    this one lists them counts as absent, which it is."""
-    import libvirt  # a heavy C binding: loaded at first use, not at start-up
-
-    out = {}
-    for dom in conn.listAllDomains():
-        try:
-            rec = _record_of(dom)
-        except libvirt.libvirtError as err:
-            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise
-            continue
-        out[rec.name] = rec
-    return out
-
-
-def _record_of(dom: Any) -> SimDomainRecord:
-    import libvirt  # a heavy C binding: loaded at first use, not at start-up
-
-    state = int(dom.state()[0])
-    persistent = bool(dom.isPersistent())
-    active = bool(dom.isActive())
-    live = dom.XMLDesc(0) if active else None
-    inactive = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) if persistent else None
-    return SimDomainRecord(
-        name=dom.name(),
-        persistent_xml=inactive,
-        live_xml=live if live != inactive else None,
-        state=state,
-        autostart=bool(dom.autostart()) if persistent else False,
-    )
-
-
-
 def _store(sim_dir: Path) -> Path:
     return sim_dir / "libvirt"
 
 
 @contextlib.contextmanager
-def _locked(sim_dir: Path, exclusive: bool) -> Iterator[None]:
+def store_lock(sim_dir: Path, exclusive: bool) -> Iterator[None]:
+    """The store's lock: shared to read it, exclusive to change it."""
     store = _store(sim_dir)
     if not exclusive and not (store / ".lock").exists():
         yield  # nothing was ever committed here; reading must not create files
@@ -187,33 +77,158 @@ def _locked(sim_dir: Path, exclusive: bool) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@dataclass
+class SimObjects:
+    """Networks and pools (volumes inside) as kept in DIR/libvirt: (XML, active)."""
+
+    networks: dict[str, tuple[str, bool]]
+    pools: dict[str, tuple[str, bool]]
+
+
+_T = TypeVar("_T")
+_JSON_FILES = ("runstate.json", "objects.json")
+_XML_DIRS = ("domains", "live", "networks", "pools")
+
+
+@dataclass
+class StoreSnapshot:
+    """The store as one read found it: share it, never change it. ``derived`` keeps
+    what callers work out from it (a node file, the running devices) for as long as the
+    snapshot stands."""
+
+    key: tuple[Any, ...]
+    records: tuple[SimDomainRecord, ...]
+    objects: SimObjects
+    held: tuple[int, ...]  # open JSON files, so their inode numbers stay taken
+    _derived: dict[str, Any] = field(default_factory=dict)
+
+    def derived(self, name: str, make: Callable[[StoreSnapshot], _T]) -> _T:
+        if name not in self._derived:  # two threads may both make it: same result
+            self._derived[name] = make(self)
+        return self._derived[name]
+
+
+def _key(store: Path) -> tuple[Any, ...]:
+    """The identity of every file of the store (see the module's docstring)."""
+    out: list[Any] = []
+    for name in _JSON_FILES:
+        try:
+            st = os.stat(store / name)
+        except FileNotFoundError:
+            out.append(None)
+        else:
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    for sub in _XML_DIRS:
+        try:
+            with os.scandir(store / sub) as entries:
+                files = []
+                for e in entries:
+                    if e.name.endswith(".xml"):
+                        st = e.stat()
+                        files.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns,
+                                      st.st_ctime_ns))
+        except (FileNotFoundError, NotADirectoryError):
+            files = []
+        out.append(tuple(sorted(files)))
+    return tuple(out)
+
+
+_SNAPSHOTS: OrderedDict[Path, StoreSnapshot] = OrderedDict()
+_SNAPSHOTS_LOCK = threading.Lock()
+_MAX_SNAPSHOTS = 8  # stores per process; each holds two files open
+
+
+def store_snapshot(sim_dir: Path) -> StoreSnapshot:
+    """The store as it is now: the snapshot read before while no file has changed since
+    (the calls of one apply read the same store hundreds of times), else a new read."""
+    store = _store(sim_dir)
+    with store_lock(sim_dir, exclusive=False):
+        key = _key(store)
+        with _SNAPSHOTS_LOCK:
+            found = _SNAPSHOTS.get(store)
+            if found is not None and found.key == key:
+                _SNAPSHOTS.move_to_end(store)
+                return found
+        held = []
+        try:
+            texts: list[str | None] = []
+            for name in _JSON_FILES:
+                try:
+                    fd = os.open(store / name, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    texts.append(None)
+                    continue
+                held.append(fd)
+                with open(os.dup(fd), encoding="utf-8") as f:
+                    texts.append(f.read())
+            snap = StoreSnapshot(key, _read_domains(store, texts[0]),
+                                 _read_objects(store, texts[1]), tuple(held))
+        except BaseException:
+            for fd in held:
+                os.close(fd)
+            raise
+    with _SNAPSHOTS_LOCK:
+        old = _SNAPSHOTS.pop(store, None)
+        _SNAPSHOTS[store] = snap
+        evicted = [old] if old is not None else []
+        while len(_SNAPSHOTS) > _MAX_SNAPSHOTS:
+            evicted.append(_SNAPSHOTS.popitem(last=False)[1])
+    for gone in evicted:  # (a thread still using it reads its records, not its files)
+        for fd in gone.held:
+            os.close(fd)
+    return snap
+
+
+def _read_domains(store: Path, states_text: str | None) -> tuple[SimDomainRecord, ...]:
+    """The domains kept in the store, sorted by name; the caller holds its lock."""
+    states_path = store / "runstate.json"
+    try:
+        states = json.loads(states_text) if states_text is not None else {}
+    except ValueError as err:
+        raise HostError(f"{states_path}: unreadable libvirt run state: {err}") from err
+    names = {p.stem for p in (store / "domains").glob("*.xml")}
+    names |= {p.stem for p in (store / "live").glob("*.xml")}
+    records = []
+    for name in sorted(names):
+        info = states.get(name, {})
+        persistent = store / "domains" / f"{name}.xml"
+        live = store / "live" / f"{name}.xml"
+        records.append(
+            SimDomainRecord(
+                name=name,
+                persistent_xml=persistent.read_text() if persistent.exists() else None,
+                live_xml=live.read_text() if live.exists() else None,
+                state=int(info.get("state", STATE_SHUTOFF)),
+                autostart=bool(info.get("autostart", False)),
+            )
+        )
+    return tuple(records)
+
+
+def _read_objects(store: Path, states_text: str | None) -> SimObjects:
+    """The networks and pools kept in the store; the caller holds its lock."""
+    path = store / "objects.json"
+    out = SimObjects({}, {})
+    try:
+        states = json.loads(states_text) if states_text is not None else {}
+    except ValueError as err:
+        raise HostError(f"{path}: unreadable libvirt objects: {err}") from err
+    for kind, into in (("networks", out.networks), ("pools", out.pools)):
+        for p in sorted((store / kind).glob("*.xml")):
+            active = bool(states.get(kind, {}).get(p.stem, {}).get("active", True))
+            into[p.stem] = (p.read_text(), active)
+    return out
+
+
 def load_sim_domains(sim_dir: Path) -> list[SimDomainRecord]:
     """The domains kept in DIR/libvirt, sorted by name. XML files dropped into
     ``domains/`` by hand count as defined, shut-off domains."""
-    store = _store(sim_dir)
-    with _locked(sim_dir, exclusive=False):
-        states_path = store / "runstate.json"
-        try:
-            states = json.loads(states_path.read_text()) if states_path.exists() else {}
-        except (OSError, ValueError) as err:
-            raise HostError(f"{states_path}: unreadable libvirt run state: {err}") from err
-        names = {p.stem for p in (store / "domains").glob("*.xml")}
-        names |= {p.stem for p in (store / "live").glob("*.xml")}
-        records = []
-        for name in sorted(names):
-            info = states.get(name, {})
-            persistent = store / "domains" / f"{name}.xml"
-            live = store / "live" / f"{name}.xml"
-            records.append(
-                SimDomainRecord(
-                    name=name,
-                    persistent_xml=persistent.read_text() if persistent.exists() else None,
-                    live_xml=live.read_text() if live.exists() else None,
-                    state=int(info.get("state", STATE_SHUTOFF)),
-                    autostart=bool(info.get("autostart", False)),
-                )
-            )
-    return records
+    return list(store_snapshot(sim_dir).records)
+
+
+def load_sim_objects(sim_dir: Path) -> SimObjects:
+    """The networks and pools kept in DIR/libvirt (shared: read them, never change them)."""
+    return store_snapshot(sim_dir).objects
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -225,7 +240,7 @@ def _write_atomic(path: Path, text: str) -> None:
     atomic_write(path, text)
 
 
-def _write_changes(sim_dir: Path, changed: dict[str, SimDomainRecord | None]) -> None:
+def write_changes(sim_dir: Path, changed: dict[str, SimDomainRecord | None]) -> None:
     """Write each changed domain's files and run state (None: remove the domain); the
     caller holds the store's lock. Domains not named are left as they are on disk."""
     store = _store(sim_dir)
@@ -274,8 +289,8 @@ def reboot_domains(sim_dir: Path) -> list[str]:
         changed[rec.name] = SimDomainRecord(rec.name, rec.persistent_xml, None,
                                             STATE_RUNNING if up else STATE_SHUTOFF,
                                             rec.autostart)
-    with _locked(sim_dir, exclusive=True):
-        _write_changes(sim_dir, changed)
+    with store_lock(sim_dir, exclusive=True):
+        write_changes(sim_dir, changed)
     return started
 
 
@@ -299,68 +314,7 @@ def _device_exists(sim_dir: Path, kind: str, key: str) -> bool:
     return (sim_dir / "sys" / "bus" / bus / "devices" / key).exists()
 
 
-@dataclass
-class SimObjects:
-    """Networks and pools (volumes inside) as kept in DIR/libvirt: (XML, active)."""
-
-    networks: dict[str, tuple[str, bool]]
-    pools: dict[str, tuple[str, bool]]
-
-
-def load_sim_objects(sim_dir: Path) -> SimObjects:
-    store = _store(sim_dir)
-    out = SimObjects({}, {})
-    with _locked(sim_dir, exclusive=False):
-        path = store / "objects.json"
-        try:
-            states = json.loads(path.read_text()) if path.exists() else {}
-        except (OSError, ValueError) as err:
-            raise HostError(f"{path}: unreadable libvirt objects: {err}") from err
-        for kind, into in (("networks", out.networks), ("pools", out.pools)):
-            for p in sorted((store / kind).glob("*.xml")):
-                active = bool(states.get(kind, {}).get(p.stem, {}).get("active", True))
-                into[p.stem] = (p.read_text(), active)
-    return out
-
-
-_Objects = dict[tuple[str, str], tuple[str, bool]]  # (kind, name) -> (XML, active)
-
-
-def _objects(conn: Any) -> _Objects:
-    """Every network and pool (its volumes inside) the test driver holds."""
-    out: _Objects = {}
-    for net in conn.listAllNetworks():
-        out[("networks", net.name())] = (net.XMLDesc(0), bool(net.isActive()))
-    for pool in conn.listAllStoragePools():
-        root = ET.fromstring(pool.XMLDesc(0))
-        if pool.isActive():
-            for vol in sorted(pool.listAllVolumes(), key=lambda v: v.name()):
-                root.append(ET.fromstring(vol.XMLDesc(0)))
-        out[("pools", pool.name())] = (ET.tostring(root, encoding="unicode"),
-                                       bool(pool.isActive()))
-    return out
-
-
-class _ObjectsCommit:
-    """As ``_SessionCommit``, for networks and pools: writes back only those this
-    session changed since its last commit."""
-
-    def __init__(self, sim_dir: Path, baseline: _Objects) -> None:
-        self._sim_dir = sim_dir
-        self._baseline = baseline
-        self._lock = threading.Lock()
-
-    def __call__(self, conn: Any) -> None:
-        with self._lock, _locked(self._sim_dir, exclusive=True):
-            current = _objects(conn)
-            changed = {k: current.get(k) for k in sorted(current.keys() | self._baseline.keys())
-                       if current.get(k) != self._baseline.get(k)}
-            if changed:
-                _write_object_changes(self._sim_dir, changed)
-            self._baseline = current
-
-
-def _write_object_changes(sim_dir: Path, changed: dict[tuple[str, str],
+def write_object_changes(sim_dir: Path, changed: dict[tuple[str, str],
                                                        tuple[str, bool] | None]) -> None:
     store = _store(sim_dir)
     path = store / "objects.json"
@@ -379,19 +333,7 @@ def _write_object_changes(sim_dir: Path, changed: dict[tuple[str, str],
     _write_atomic(path, json.dumps(states, indent=2, sort_keys=True) + "\n")
 
 
-def _set_object_states(conn: Any, objects: SimObjects) -> None:
-    """The test driver starts every network and pool of its node file: stop those kept
-    as inactive. A read-only session cannot, so it shows them active (a known limit of
-    the simulated host: an inactive network or pool is only seen by read-write sessions)."""
-    for name, (_xml, active) in objects.networks.items():
-        if not active:
-            conn.networkLookupByName(name).destroy()
-    for name, (_xml, active) in objects.pools.items():
-        if not active:
-            conn.storagePoolLookupByName(name).destroy()
-
-
-def build_node_xml(records: list[SimDomainRecord], objects: SimObjects | None = None) -> str:
+def build_node_xml(records: Sequence[SimDomainRecord], objects: SimObjects | None = None) -> str:
     """A test-driver node file holding the domains with their run state, and the
     networks and pools."""
     parts: list[str] = []

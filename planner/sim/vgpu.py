@@ -26,6 +26,7 @@ What is real and what is assumed (docs/reference/vgpu-on-mig.md has the sources)
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from planner.hardware.model import GiProfile, GpuModel
@@ -144,7 +145,7 @@ def instance_id(key: str) -> int:
     return (zlib.crc32(key.encode()) & 0x7FFFFFFF) or 1
 
 
-def active_vgpus(state: SimState, gpu: SimGpu, running: dict[str, str]) -> list[ActiveVgpu]:
+def active_vgpus(state: SimState, gpu: SimGpu, running: Mapping[str, str]) -> list[ActiveVgpu]:
     """The vGPUs of ``gpu`` that a running VM uses; ``running``: device key -> VM UUID."""
     out = []
     for m in state.mdevs:

@@ -329,3 +329,34 @@ def test_probe_of_one_gpu_reads_only_the_running_domains(make_host: Callable[...
     assert [d.name for d in one.domains] == ["vm1"]
     (mdev,) = one.mdevs
     assert mdev.gi_from == "nvml"  # the running VM still tells NVML's answer apart
+
+
+def test_probe_of_one_gpu_reads_that_gpu_and_the_running_domains_only(
+        make_host: Callable[..., Path]) -> None:
+    """What apply reads back after each vGPU it creates: the GPU as the whole probe sees
+    it, its vGPUs, the running domains (which say whose NVML vGPU instance is whose) and
+    nothing else: no other GPU, no shut-off domain, no network or pool."""
+    root = busy_host(make_host)
+    _create_one_g_mdev(root)
+    with open_environment(f"sim:{root}").libvirt() as session:
+        session.conn.defineXML(
+            "<domain type='kvm'><name>vm1</name><memory>524288</memory>"
+            "<os><type>hvm</type></os><devices>"
+            "<hostdev mode='subsystem' type='mdev' model='vfio-pci'>"
+            f"<source><address uuid='{MDEV}'/></source></hostdev></devices></domain>"
+        ).create()
+        session.conn.defineXML("<domain type='kvm'><name>vm2</name><memory>524288</memory>"
+                               "<os><type>hvm</type></os></domain>")
+        session.conn.networkDefineXML("<network><name>lab</name><bridge name='virbr9'/>"
+                                      "</network>")
+        session.commit()
+    env = open_environment(f"sim:{root}")
+    whole = env.probe()
+    one = env.probe(A100)
+    assert [d.name for d in whole.domains] == ["vm1", "vm2"]
+    assert "lab" in [n.name for n in whole.networks]
+    assert one.gpus == tuple(g for g in whole.gpus if g.pci == A100)
+    assert one.vgpu_parents == tuple(p for p in whole.vgpu_parents if p.physfn == A100)
+    assert one.mdevs == whole.mdevs  # the only vGPU is on the A100
+    assert [d.name for d in one.domains] == ["vm1"]
+    assert (one.networks, one.pools) == ((), ())

@@ -220,3 +220,55 @@ def test_queries_do_not_write(host: Path) -> None:
     after = os.stat(path)
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert not (host / RENDER_PENDING).exists()
+
+
+_DOMAIN = ("<domain type='kvm'><name>{name}</name><memory>{mem}</memory>"
+           "<os><type>hvm</type></os>{devices}</domain>")
+
+
+def _mdev_domain(name: str, mdev: str) -> str:
+    return _DOMAIN.format(name=name, mem=524288, devices=(
+        "<devices><hostdev mode='subsystem' type='mdev' model='vfio-pci'>"
+        f"<source><address uuid='{mdev}'/></source></hostdev></devices>"))
+
+
+def test_libvirt_snapshot_follows_commits_of_another_process(host: Path) -> None:
+    """The libvirt store read once is kept while no file changes; a domain another
+    process defines and starts is seen, and so is its vGPU becoming active in NVML."""
+    from planner.sim.fake_nvml_vgpu import running_devices
+    from planner.sim.libvirt_store import load_sim_domains, store_snapshot
+
+    assert load_sim_domains(host) == []
+    assert store_snapshot(host) is store_snapshot(host)  # nothing changed: kept
+    assert running_devices(str(host)) == {}
+    script = (
+        "import sys; from planner.cli.host_opts import open_environment\n"
+        "with open_environment(sys.argv[1]).libvirt() as s:\n"
+        "    s.conn.defineXML(sys.argv[2]).create(); s.commit()\n")
+    subprocess.run([sys.executable, "-c", script, f"sim:{host}",
+                    _mdev_domain("vm1", U.format(1))], check=True, capture_output=True,
+                   timeout=60)
+    (rec,) = load_sim_domains(host)
+    assert (rec.name, rec.state) == ("vm1", 1)
+    assert set(running_devices(str(host))) == {U.format(1)}
+
+
+def test_libvirt_snapshot_sees_domain_files_changed_by_hand(host: Path) -> None:
+    """An XML file dropped into domains/ counts as a defined domain at once, and one
+    edited in place (same inode) is read again."""
+    from planner.sim.libvirt_store import load_sim_domains
+
+    assert load_sim_domains(host) == []
+    domains = host / "libvirt" / "domains"
+    domains.mkdir(parents=True, exist_ok=True)
+    path = domains / "byhand.xml"
+    path.write_text(_DOMAIN.format(name="byhand", mem=524288, devices=""))
+    (rec,) = load_sim_domains(host)
+    assert "524288" in (rec.persistent_xml or "")
+    with open(path, "r+") as f:  # same inode, new content of another size
+        f.write(_DOMAIN.format(name="byhand", mem=1048576, devices=""))
+        f.truncate()
+    (rec,) = load_sim_domains(host)
+    assert "1048576" in (rec.persistent_xml or "")
+    path.unlink()
+    assert load_sim_domains(host) == []
