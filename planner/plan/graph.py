@@ -19,7 +19,8 @@ instance -> vGPU device -> domain hostdev, and a domain -> its hostdevs):
 The order is networkx's lexicographical topological sort with one key per step
 (``step_key``): among the steps whose predecessors are done, deletes go first (dependants
 first), then each GPU's branch in PCI order, the host's branch last, then rising kind
-rank and the address. The same inputs give the same order, so plans are byte-stable.
+rank, a GPU's vGPUs by their GPU instances' placements, and the address. The same inputs
+give the same order, so plans are byte-stable.
 
 networkx is imported inside the functions that need it (start-up cost: ``aihow
 validate`` and ``--help`` never load it).
@@ -31,7 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from planner.plan.resources import HOST_BRANCH, Resource
-from planner.vocab import Action, Address, Kind
+from planner.vocab import Action, Address, Kind, VgpuAttrs
 from planner.vocab.plan import canonical_json
 
 if TYPE_CHECKING:
@@ -55,11 +56,27 @@ class PlannedChange(Protocol):
 
 def step_key(phase: str, change: PlannedChange) -> tuple[Any, ...]:
     """The tie-break among ready steps: deletes first, in falling kind rank; then per
-    branch (GPUs by PCI address, the host last) in rising kind rank; then the address."""
+    branch (GPUs by PCI address, the host last) in rising kind rank; then a GPU's vGPUs
+    by the placement of the GPU instance each is to sit on (``_gi_start``); then the
+    address."""
     branch = (change.branch == HOST_BRANCH, change.branch)
     if phase == DELETE:
         return (0, branch, -change.kind.rank, change.address)
-    return (1, branch, change.kind.rank, change.address)
+    return (1, branch, change.kind.rank, _gi_start(change), change.address)
+
+
+def _gi_start(change: PlannedChange) -> int:
+    """Where a vGPU's GPU instance starts (-1 for anything else). The driver backs a new
+    vGPU with the free GI of its profile that has the lowest id, and GI ids rise with the
+    placement on most GPUs (docs/reference/mig-hardware.md: id = base + start/size), so
+    vGPUs created in this order each land on their planned GI with no placeholder vGPUs
+    parked first; where ids do not follow placements, ``apply/vgpu_placement.py`` still
+    parks them."""
+    attrs = change.after.attrs if change.after is not None else None
+    if change.kind is not Kind.VGPU or not isinstance(attrs, VgpuAttrs) or not attrs.gi:
+        return -1
+    start = attrs.gi.rpartition("@")[2]
+    return int(start) if start.isdigit() else -1
 
 
 def plan_graph(changes: Sequence[PlannedChange]) -> nx.DiGraph:

@@ -243,3 +243,17 @@ def test_the_plan_graph_orders_the_plan_and_is_what_aihow_graph_draws() -> None:
         and a.delete_step is not None)
     assert [f"vgpu[{old}] (delete)", f"vgpu[{old}]"] in data["edges"]
     assert len(data["edges"]) == sum(len(d) for d in deps.values())
+
+
+def test_a_gpus_vgpus_are_created_in_the_order_of_their_gpu_instances() -> None:
+    """The driver backs a new vGPU with the free GI of lowest id, and ids follow the
+    placements on most GPUs: made in placement order, each vGPU lands on its planned GI
+    with no placeholder vGPUs, whatever order their UUIDs (the addresses) sort in."""
+    state = host(gpu(0x17))
+    nodes = [node(f"n{k}", "1g.5gb", placement=start)
+             for k, start in enumerate((6, 0, 3, 1, 5, 2, 4))]
+    plan = make(state, *nodes, policies=[manage(G17)])
+    vgpus = [a for a in plan.actions if a.kind == "vgpu"]
+    starts = [a.after.gi for a in vgpus]  # type: ignore[union-attr]
+    assert starts == [f"1g.5gb@{s}" for s in range(7)]
+    assert [a.address for a in vgpus] != sorted(a.address for a in vgpus)  # not by UUID
