@@ -9,13 +9,17 @@ def pci_of(g: int) -> str:
     return f"{g // 200:04x}:{(g % 200) + 0x10:02x}:00.0"
 
 
-def sim_spec(n_gpus: int, *, mig: bool = True) -> str:
-    """TOML host spec: ``n_gpus`` A100-40GB GPUs with the mdev vGPU backend."""
+def sim_spec(n_gpus: int, *, mig: bool = True, gi_ids: str | None = None) -> str:
+    """TOML host spec: ``n_gpus`` A100-40GB GPUs with the mdev vGPU backend; ``gi_ids``
+    fixes every GPU's GI id numbering (default: the simulator's, drawn per GPU)."""
     lines = ['[host]', 'driver = "580.82.07"', 'vgpu = "mdev"',
              'images = ["/var/lib/images/hpc.qcow2"]', ""]  # the config's base image
     for g in range(n_gpus):
         lines += ["[[gpu]]", 'model = "a100-40gb"', f'pci = "{pci_of(g)}"',
-                  f'mig = "{"enabled" if mig else "disabled"}"', ""]
+                  f'mig = "{"enabled" if mig else "disabled"}"']
+        if gi_ids is not None:
+            lines.append(f'gi_ids = "{gi_ids}"')
+        lines.append("")
     return "\n".join(lines)
 
 
