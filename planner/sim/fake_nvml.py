@@ -20,6 +20,7 @@ raises ``NVMLError_FunctionNotFound``, exactly as with an old driver.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import threading
@@ -157,9 +158,9 @@ class FakeNvmlLib(VgpuSymbols):
                 except DriverError as exc:
                     return exc.code
                 return Nvml.SUCCESS if ret is None else int(ret)
-        if symbol in MUTATING_FUNCTIONS:
-            latency.pause(self.store.root, op)  # outside the lock: GPUs overlap
-        with self.store.transaction() as state:
+        # (the modelled time is slept after the lock is released: GPUs overlap)
+        with latency.lasting(self.store.root, op) if symbol in MUTATING_FUNCTIONS \
+                else contextlib.nullcontext(), self.store.transaction() as state:
             fault = faults.trip(state, op)
             if fault is not None:
                 return faults.nvml_code(fault)

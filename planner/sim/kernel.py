@@ -25,6 +25,7 @@ writing); a path that does not exist gives ENOENT. ``relpath`` is relative to ``
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -72,9 +73,9 @@ def sysfs_write(sim_dir: str | os.PathLike[str], relpath: str, value: str | byte
     store = SimStore(sim_dir)
     text = value.decode() if isinstance(value, bytes) else str(value)
     op = _latency_op(relpath)
-    if op is not None:
-        latency.pause(store.root, op)  # outside the lock: GPUs overlap
-    with store.transaction(commit_on=(OSError,)) as state:
+    # (the modelled time is slept after the lock is released: GPUs overlap)
+    with latency.lasting(store.root, op) if op is not None else contextlib.nullcontext(), \
+            store.transaction(commit_on=(OSError,)) as state:
         shown, rel = _resolve(store.root, relpath)
         if m := _NUMVFS.match(rel):
             _set_numvfs(state, m["pf"], text, shown)

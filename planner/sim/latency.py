@@ -3,9 +3,12 @@ takes, so a benchmark can measure an apply's makespan (``aihow sim init … --la
 realistic``).
 
 The model is ``DIR/latency.json`` (operation name → seconds, the names ``aihow sim fail
---list`` shows); without it every operation returns at once, as before. The pause is
-taken outside the simulator's state lock, so independent GPUs overlap as they do on a
-real host, and two operations on one GPU each take their own time. No NVIDIA document
+--list`` shows); without it every operation returns at once, as before. A modelled
+duration is the whole operation's: the simulator's own work for it (its state
+transaction, the sysfs it renders) counts toward it and only the rest is slept, after
+that work and outside the simulator's state lock, so independent GPUs overlap as they do
+on a real host, two operations on one GPU each take their own time, and the time an
+operation takes does not depend on how fast the simulator renders it. No NVIDIA document
 states these durations: every figure below is ASSUMED, chosen for its order of
 magnitude (what an operator sees: seconds for anything that resets a GPU or creates
 PCI functions, tenths of a second for a MIG instance, hundredths for a libvirt
@@ -14,10 +17,12 @@ definition). Change them by editing ``latency.json``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from planner.sim.state import SimError
@@ -94,8 +99,19 @@ def model(root: str | os.PathLike[str]) -> dict[str, float]:
     return table
 
 
-def pause(root: str | os.PathLike[str], op: str) -> None:
-    """Take as long as the model says ``op`` takes (nothing without a model)."""
+@contextlib.contextmanager
+def lasting(root: str | os.PathLike[str], op: str, since: float | None = None
+            ) -> Iterator[None]:
+    """Make the body, the simulator's work for ``op``, last as long as the model says
+    ``op`` takes (nothing without a model): the rest of that time is slept after the body,
+    so outside any lock the body took, and a body slower than the model adds nothing.
+    A failing body takes its time too, as a failing operation does. ``since``: when the
+    operation began, if before the body (``time.monotonic()``; a tool's own start)."""
     seconds = model(root).get(op, 0.0)
-    if seconds > 0:
-        time.sleep(seconds)
+    start = time.monotonic() if since is None else since
+    try:
+        yield
+    finally:
+        left = seconds - (time.monotonic() - start)
+        if left > 0:
+            time.sleep(left)

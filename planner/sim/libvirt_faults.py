@@ -80,15 +80,15 @@ def _no_vfio_error(libvirt: Any, dom: Any, sim_dir: Path) -> Exception | None:
 
 def _checked(libvirt: Any, method: Any, op: str) -> Any:
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        latency.pause(self._aihow_sim_dir, op)
-        error = check(self._aihow_sim_dir, op)
-        if error is not None:
-            raise _fault_error(libvirt, op, error)
-        if op == "virDomainCreate":
-            refused = _no_vfio_error(libvirt, self, self._aihow_sim_dir)
-            if refused is not None:
-                raise refused
-        return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
+        with latency.lasting(self._aihow_sim_dir, op):
+            error = check(self._aihow_sim_dir, op)
+            if error is not None:
+                raise _fault_error(libvirt, op, error)
+            if op == "virDomainCreate":
+                refused = _no_vfio_error(libvirt, self, self._aihow_sim_dir)
+                if refused is not None:
+                    raise refused
+            return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
 
     call.__name__ = method.__name__
     return call

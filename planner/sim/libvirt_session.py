@@ -94,8 +94,9 @@ class _SessionCommit:
     Other sessions commit to the same store at the same time: apply's branch threads
     share one session, and other processes (a probe, another apply with its own state
     directory) open their own. Each compares what its test driver holds now with what it
-    held at its last commit, under the store's lock, so no commit rewrites or deletes a
-    domain it did not change from a stale view of the store.
+    held at its last commit (its own, under its thread lock) and writes only what
+    differs, under the store's lock, so no commit rewrites or deletes a domain it did not
+    change from a stale view of the store.
     """
 
     def __init__(self, sim_dir: Path, baseline: dict[str, SimDomainRecord]) -> None:
@@ -104,13 +105,16 @@ class _SessionCommit:
         self._lock = threading.Lock()  # the baseline is one per session, shared by threads
 
     def __call__(self, conn: Any) -> None:
-        with self._lock, store_lock(self._sim_dir, exclusive=True):
+        with self._lock:
+            # The session's own test driver is read outside the store's lock (nothing
+            # else writes it), so readers of the store wait only for the writes.
             current = _records(conn)
             changed = {name: current.get(name)
                        for name in sorted(current.keys() | self._baseline.keys())
                        if current.get(name) != self._baseline.get(name)}
             if changed:
-                write_changes(self._sim_dir, changed)
+                with store_lock(self._sim_dir, exclusive=True):
+                    write_changes(self._sim_dir, changed)
             self._baseline = current
 
 
@@ -176,12 +180,13 @@ class _ObjectsCommit:
         self._lock = threading.Lock()
 
     def __call__(self, conn: Any) -> None:
-        with self._lock, store_lock(self._sim_dir, exclusive=True):
-            current = _objects(conn)
+        with self._lock:
+            current = _objects(conn)  # (outside the store's lock, as domains are)
             changed = {k: current.get(k) for k in sorted(current.keys() | self._baseline.keys())
                        if current.get(k) != self._baseline.get(k)}
             if changed:
-                write_object_changes(self._sim_dir, changed)
+                with store_lock(self._sim_dir, exclusive=True):
+                    write_object_changes(self._sim_dir, changed)
             self._baseline = current
 
 

@@ -331,8 +331,8 @@ def cmd_reset(smi: Smi, out: Out, sel: list[tuple[int, Any]]) -> None:
     chosen = {bid[4:].lower() for bid in bids}
     for bid in bids:
         pci = bid[4:].lower()
-        latency.pause(smi.root, "nvidia-smi.gpu-reset")
-        with store.transaction() as state:
+        with latency.lasting(smi.root, "nvidia-smi.gpu-reset"), \
+                store.transaction() as state:
             fault = faults.trip(state, "nvidia-smi.gpu-reset")
             gpu = state.gpu(pci)
             assert gpu is not None

@@ -26,16 +26,22 @@ which the script turns on. The kernel refuses a direct ``sriov_numvfs`` write
 
 from __future__ import annotations
 
-import errno
-import os
-import sys
-from collections.abc import Sequence
-from pathlib import Path
+import time
 
-from planner.lang.pci import normalize_pci
-from planner.sim import driver, faults, latency, vgpu
-from planner.sim.nvml_sessions import other_sessions_open
-from planner.sim.state import SimGpu, SimStore
+# When the tool started, before its imports: the modelled time of ``sriov-manage`` is the
+# whole command's, the simulator's start-up included (``latency.lasting``).
+STARTED = time.monotonic()
+
+import errno  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from planner.lang.pci import normalize_pci  # noqa: E402
+from planner.sim import driver, faults, latency, vgpu  # noqa: E402
+from planner.sim.nvml_sessions import other_sessions_open  # noqa: E402
+from planner.sim.state import SimGpu, SimStore  # noqa: E402
 
 USAGE = """Usage: sriov-manage <-e|-d> <ssss:bb:dd.f|ALL>
   -e  enable the SR-IOV virtual functions of the GPU (or of ALL NVIDIA GPUs)
@@ -48,10 +54,15 @@ class Failed(Exception):
     """The script stops: message to print, exit status 1."""
 
 
-def _one(root: str, gpu_pci: str, enable: bool, out: list[str]) -> None:
+def _one(root: str, gpu_pci: str, enable: bool, out: list[str],
+         since: float | None = None) -> None:
     store = SimStore(root)
-    latency.pause(store.root, OP)
-    busy = other_sessions_open(root)
+    with latency.lasting(store.root, OP, since):
+        _change(store, gpu_pci, enable, out)
+
+
+def _change(store: SimStore, gpu_pci: str, enable: bool, out: list[str]) -> None:
+    busy = other_sessions_open(str(store.root))
     with store.transaction(commit_on=(Failed,)) as state:
         fault = faults.trip(state, OP)
         gpu = state.gpu(gpu_pci)
@@ -84,8 +95,9 @@ def _wipe_instances(gpu: SimGpu) -> None:
     gpu.gpu_instances.clear()
 
 
-def run(root: str, args: Sequence[str]) -> tuple[int, list[str]]:
-    """(exit status, lines printed) for ``sriov-manage ARGS`` on the host in ``root``."""
+def run(root: str, args: Sequence[str], since: float | None = None) -> tuple[int, list[str]]:
+    """(exit status, lines printed) for ``sriov-manage ARGS`` on the host in ``root``;
+    ``since``: when the command started (its first GPU's modelled time counts from it)."""
     out: list[str] = []
     if list(args) == ["-h"]:
         return 0, USAGE.splitlines()
@@ -99,9 +111,9 @@ def run(root: str, args: Sequence[str]) -> tuple[int, list[str]]:
             targets = [normalize_pci(args[1])]
         except ValueError:
             return 1, [f"{args[1]} is not a PCI address", *USAGE.splitlines()]
-    for pci in targets:
+    for k, pci in enumerate(targets):
         try:
-            _one(root, pci, enable, out)
+            _one(root, pci, enable, out, since if k == 0 else None)
         except Failed as exc:
             out.append(str(exc))
             return 1, out
@@ -114,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m planner.sim.sriov_manage --root DIR [sriov-manage arguments]",
               file=sys.stderr)
         return 2
-    code, lines = run(str(Path(args[1])), args[2:])
+    code, lines = run(str(Path(args[1])), args[2:], STARTED)
     if lines:
         print("\n".join(lines), file=sys.stderr if code else sys.stdout)
     return code
