@@ -30,6 +30,9 @@ class LibvirtSession:
     # Autostart by domain name where the connection cannot say (libvirt's test driver
     # opened read-only from a node file, which has no way to carry it); None: ask libvirt.
     autostart: dict[str, bool] | None = None
+    # The connection is shared with other sessions (a simulated host keeps one read-only
+    # connection while its store is unchanged): close() leaves it open.
+    shared: bool = False
     _closed: bool = field(default=False, repr=False)
 
     def commit(self) -> None:
@@ -42,6 +45,8 @@ class LibvirtSession:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            if self.shared:
+                return
             with contextlib.suppress(Exception):
                 self.conn.close()
 

@@ -46,45 +46,65 @@ def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
         raise HostError(f"{host_uri}: no such directory {sim_dir}")
     snap = store_snapshot(sim_dir)
     records, objects = snap.records, snap.objects
-    node_xml = snap.derived("node_xml", _node_xml)
-    fd, node_path = tempfile.mkstemp(prefix="aihow-libvirt-", suffix=".xml")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(node_xml)
-        conn = connect(f"test://{node_path}", read_only=read_only)
-    finally:
-        os.unlink(node_path)  # the test driver has read it; it keeps state in memory
-    if not read_only:
-        _set_object_states(conn, objects)
-        if (sim_dir / "state.json").is_file():  # a whole simulated host: faults apply
-            guard_with_faults(conn, sim_dir)
-        # A running domain whose persistent definition differs from its live one: the
-        # node file carried the live XML, defining the persistent one makes it pending.
-        for rec in records:
-            if rec.live_xml is not None and rec.persistent_xml is not None:
-                conn.defineXML(rec.persistent_xml)
-        for rec in records:
-            if rec.autostart and rec.persistent_xml is not None:
-                conn.lookupByName(rec.name).setAutostart(1)
+    if read_only:
+        # One read-only connection per state of the store, shared by every reader of this
+        # process (a probe of one GPU runs twice per vGPU apply creates): it cannot
+        # change, and it is dropped with its snapshot (libvirt closes it when no session
+        # holds it any more).
+        return LibvirtSession(conn=snap.derived("read_only_conn", _read_only_conn),
+                              uri=f"{host_uri} (libvirt test driver)", read_only=True,
+                              autostart={r.name: r.autostart for r in records
+                                         if r.persistent_xml is not None},
+                              persist=_refused, shared=True)
+    conn = _connect_node(snap.derived("node_xml", _node_xml), read_only=False)
+    _set_object_states(conn, objects)
+    if (sim_dir / "state.json").is_file():  # a whole simulated host: faults apply
+        guard_with_faults(conn, sim_dir)
+    # A running domain whose persistent definition differs from its live one: the node
+    # file carried the live XML, defining the persistent one makes it pending.
+    for rec in records:
+        if rec.live_xml is not None and rec.persistent_xml is not None:
+            conn.defineXML(rec.persistent_xml)
+    for rec in records:
+        if rec.autostart and rec.persistent_xml is not None:
+            conn.lookupByName(rec.name).setAutostart(1)
 
     # Names kept on disk that the test driver could not hold (a transient domain that is
-    # shut off) count as this session's removals: its first commit deletes them. A
-    # read-only session's commit is refused before it gets here.
-    baseline = {} if read_only else {**{r.name: r for r in records}, **_records(conn)}
-    domains_commit = _SessionCommit(sim_dir, baseline)
-    objects_commit = _ObjectsCommit(sim_dir, {} if read_only else _objects(conn))
+    # shut off) count as this session's removals: its first commit deletes them.
+    domains_commit = _SessionCommit(sim_dir, {**{r.name: r for r in records},
+                                              **_records(conn)})
+    objects_commit = _ObjectsCommit(sim_dir, _objects(conn))
 
     def persist(live: Any) -> None:
         domains_commit(live)
         objects_commit(live)
     return LibvirtSession(conn=conn, uri=f"{host_uri} (libvirt test driver)",
-                          read_only=read_only, persist=persist,
-                          autostart={r.name: r.autostart for r in records
-                                     if r.persistent_xml is not None} if read_only else None)
+                          persist=persist)
+
+
+def _refused(conn: Any) -> None:
+    """A read-only session's ``persist``: never called (``commit()`` refuses first), but
+    present, so that committing one is the error it is on a simulated host."""
+    raise HostError("a read-only libvirt session cannot commit")
 
 
 def _node_xml(snap: StoreSnapshot) -> str:
     return build_node_xml(snap.records, snap.objects)
+
+
+def _read_only_conn(snap: StoreSnapshot) -> Any:
+    return _connect_node(snap.derived("node_xml", _node_xml), read_only=True)
+
+
+def _connect_node(node_xml: str, *, read_only: bool) -> Any:
+    """A test-driver connection on a node file holding ``node_xml``."""
+    fd, node_path = tempfile.mkstemp(prefix="aihow-libvirt-", suffix=".xml")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(node_xml)
+        return connect(f"test://{node_path}", read_only=read_only)
+    finally:
+        os.unlink(node_path)  # the test driver has read it; it keeps state in memory
 
 
 class _SessionCommit:

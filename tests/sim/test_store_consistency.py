@@ -272,3 +272,28 @@ def test_libvirt_snapshot_sees_domain_files_changed_by_hand(host: Path) -> None:
     assert "1048576" in (rec.persistent_xml or "")
     path.unlink()
     assert load_sim_domains(host) == []
+
+
+def test_read_only_libvirt_sessions_share_one_connection_while_the_store_is_unchanged(
+        host: Path) -> None:
+    """Readers (a probe of one GPU runs twice per vGPU an apply creates) share one
+    read-only test-driver connection; closing a session leaves it usable for the next,
+    and a commit gives the next reader a new one that shows the change."""
+    from planner.cli.host_opts import open_environment
+    from planner.host.errors import HostError
+
+    env = open_environment(f"sim:{host}")
+    with env.libvirt(read_only=True) as first:
+        conn = first.conn
+        assert conn.listAllDomains() == []
+        with pytest.raises(HostError, match="read-only"):
+            first.commit()
+    with env.libvirt(read_only=True) as second:
+        assert second.conn is conn and second.conn.listAllDomains() == []
+    with env.libvirt() as rw:
+        rw.conn.defineXML(_DOMAIN.format(name="vm1", mem=524288, devices=""))
+        rw.commit()
+    with env.libvirt(read_only=True) as third:
+        assert third.conn is not conn
+        assert [d.name() for d in third.conn.listAllDomains()] == ["vm1"]
+        assert third.autostart == {"vm1": False}
