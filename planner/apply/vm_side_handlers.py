@@ -22,9 +22,18 @@ from typing import Any
 
 from planner.apply.handlers import ActionFailed, ApplyContext, Side, Step, step_state
 from planner.errors import AihowError
+from planner.host import libvirt_domains as ld
 from planner.host import libvirt_objects as lo
 from planner.host.state import HostState
-from planner.vocab import Address, Attrs, NetworkAttrs, PoolAttrs, RunningAttrs, VolumeAttrs
+from planner.vocab import (
+    Action,
+    Address,
+    Attrs,
+    NetworkAttrs,
+    PoolAttrs,
+    RunningAttrs,
+    VolumeAttrs,
+)
 from planner.vocab.plan import Change
 
 
@@ -182,6 +191,12 @@ class RunningHandler:
         try:
             if want is None:
                 how = lo.shut_down_domain(conn, name, timeout=ctx.shutdown_timeout)
+                undoing_start = step.phase is Action.CREATE
+                if undoing_start and ld.domain_exists(conn, name):
+                    # The start set libvirt autostart; the VM was shut off before it (a
+                    # plan starts only such VMs), which libvirt would not start at boot.
+                    lo.set_autostart(conn, name, False)
+                    session.commit()
                 if how == "already":
                     return {"already": True}
                 session.commit()
