@@ -84,11 +84,16 @@ class Sysfs:
             return None
 
     def resolve_parent_name(self, rel: str) -> str | None:
-        """The name of the directory a symlinked device really lives in."""
+        """The name of the directory a symlinked device really lives in; None when it is
+        not there, or went while we resolved it (an mdev of another GPU removed meanwhile:
+        ``os.path.realpath`` reads each link it meets and raises if one just went)."""
         p = self._at(rel)
-        if not os.path.exists(p):
+        try:
+            if not os.path.exists(p):
+                return None
+            return os.path.basename(os.path.dirname(os.path.realpath(p)))
+        except OSError:
             return None
-        return os.path.basename(os.path.dirname(os.path.realpath(p)))
 
     def write(self, rel: str, value: str) -> None:
         rel = rel.lstrip("/")

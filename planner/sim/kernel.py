@@ -60,7 +60,10 @@ def _resolve(sim_root: Path, relpath: str) -> tuple[str, str]:
     shown = f"/sys/{rel}"
     if not full.exists() and not full.is_symlink():
         raise _err(errno.ENOENT, shown)
-    real = Path(os.path.realpath(full))
+    try:
+        real = Path(os.path.realpath(full))
+    except OSError:  # a link on the way went meanwhile (realpath reads each it meets)
+        raise _err(errno.ENOENT, shown) from None
     try:
         inside = real.relative_to(sys_root / PCI_ROOT)
     except ValueError:

@@ -117,3 +117,22 @@ def test_plain_write_and_clear_error(tmp_path: Path) -> None:
         sysfs.write("sys/missing/f", "1")
     with pytest.raises(HostError, match="cannot read /sys/nothing"):
         sysfs.read("sys/nothing")
+
+
+def test_an_mdev_removed_while_the_probe_resolves_it_is_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another GPU's mdev (a placeholder apply removes on another thread, or anything on
+    a real host) may go between listing /sys/bus/mdev/devices and resolving its link:
+    os.path.realpath reads each link it meets and raises then. The mdev counts as gone."""
+    mdev_host(tmp_path)
+    link = tmp_path / "sys/bus/mdev/devices" / MDEV
+    real_readlink = os.readlink
+
+    def removed_first(path: str | os.PathLike[str], *args: object) -> str:
+        if os.fspath(path) == str(link) and link.is_symlink():
+            link.unlink()  # removed just before realpath reads it
+        return real_readlink(path)
+
+    monkeypatch.setattr(os, "readlink", removed_first)
+    view = read_vgpu(Sysfs(tmp_path, writable=False))
+    assert view.mdevs == ()
