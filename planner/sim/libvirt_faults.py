@@ -1,7 +1,8 @@
 """Injected libvirt faults on a simulated host (``aihow sim fail DIR --op virDomainCreate
 ...``): the connection and its domains stay libvirt's own objects, given subclasses whose
 changing methods first ask ``planner.sim.faults.check`` and raise a ``libvirtError`` with
-the armed error code when a fault fires."""
+the armed error code when a fault fires. The same subclasses mark what each call may
+change (``planner.sim.libvirt_changes``), for the session's commit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from typing import Any
 
 from planner.sim import latency
 from planner.sim.faults import check
+from planner.sim.libvirt_changes import (
+    CONN_MAKES_DOMAIN,
+    CONN_READS,
+    DOMAIN_READS,
+    OBJECT_READS,
+    Changes,
+)
 
 # libvirt-python method -> the simulator's operation name (planner.sim.faults.LIBVIRT_OPS).
 _CONN_FAULT_OPS = {
@@ -88,7 +96,7 @@ def _checked(libvirt: Any, method: Any, op: str) -> Any:
                 refused = _no_vfio_error(libvirt, self, self._aihow_sim_dir)
                 if refused is not None:
                     raise refused
-            return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
+            return _adopt(method(self, *args, **kwargs), self)
 
     call.__name__ = method.__name__
     return call
@@ -96,7 +104,7 @@ def _checked(libvirt: Any, method: Any, op: str) -> Any:
 
 def _returning_domains(method: Any) -> Any:
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return _adopt(method(self, *args, **kwargs), self._aihow_sim_dir)
+        return _adopt(method(self, *args, **kwargs), self)
 
     call.__name__ = method.__name__
     return call
@@ -118,37 +126,89 @@ def _sim_classes(libvirt: Any) -> tuple[Any, Any]:
             conn_attrs[name] = _checked(libvirt, getattr(libvirt.virConnect, name), op)
         dom_attrs = {name: _checked(libvirt, getattr(libvirt.virDomain, name), op)
                      for name, op in _DOMAIN_FAULT_OPS.items()}
+        conn_attrs["__getattribute__"] = _conn_getattribute
+        dom_attrs["__getattribute__"] = _marking(DOMAIN_READS, _mark_domain)
         _CLASSES["conn"] = type("SimVirConnect", (libvirt.virConnect,), conn_attrs)
         _CLASSES["domain"] = type("SimVirDomain", (libvirt.virDomain,), dom_attrs)
         pool_attrs = {name: _checked(libvirt, getattr(libvirt.virStoragePool, name), op)
                       for name, op in _POOL_FAULT_OPS.items()}
+        pool_attrs["__getattribute__"] = _marking(OBJECT_READS, _mark_objects)
         _CLASSES["pool"] = type("SimVirStoragePool", (libvirt.virStoragePool,), pool_attrs)
         net_attrs = {name: _checked(libvirt, getattr(libvirt.virNetwork, name), op)
                      for name, op in _NETWORK_FAULT_OPS.items()}
+        net_attrs["__getattribute__"] = _marking(OBJECT_READS, _mark_objects)
         _CLASSES["network"] = type("SimVirNetwork", (libvirt.virNetwork,), net_attrs)
+        _CLASSES["volume"] = type("SimVirStorageVol", (libvirt.virStorageVol,),
+                                  {"__getattribute__": _marking(OBJECT_READS, _mark_objects)})
     return _CLASSES["conn"], _CLASSES["domain"]
 
 
-def _adopt(value: Any, sim_dir: Path) -> Any:
-    """Give domains, storage pools and networks returned by the connection the
-    fault-checking class."""
+def _adopt(value: Any, owner: Any) -> Any:
+    """Give domains, storage pools, networks and volumes returned by ``owner`` (the
+    connection, or an object it handed out) the checking, marking classes."""
     import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
-    _, dom_class = _sim_classes(libvirt)
-    pool_class = _CLASSES["pool"]
+    _sim_classes(libvirt)
     if isinstance(value, list):
-        return [_adopt(v, sim_dir) for v in value]
-    if isinstance(value, libvirt.virDomain) and not isinstance(value, dom_class):
-        value.__class__ = dom_class
-        value._aihow_sim_dir = sim_dir
-    elif isinstance(value, libvirt.virStoragePool) and not isinstance(value, pool_class):
-        value.__class__ = pool_class
-        value._aihow_sim_dir = sim_dir
-    elif isinstance(value, libvirt.virNetwork) and \
-            not isinstance(value, _CLASSES["network"]):
-        value.__class__ = _CLASSES["network"]
-        value._aihow_sim_dir = sim_dir
+        return [_adopt(v, owner) for v in value]
+    for base, key in ((libvirt.virDomain, "domain"), (libvirt.virStoragePool, "pool"),
+                      (libvirt.virNetwork, "network"), (libvirt.virStorageVol, "volume")):
+        if isinstance(value, base):
+            if not isinstance(value, _CLASSES[key]):
+                value.__class__ = _CLASSES[key]
+                value._aihow_sim_dir = owner._aihow_sim_dir
+                value._aihow_conn = owner._aihow_conn  # whose marks it adds to
+            break
     return value
+
+
+def _marking(reads: frozenset[str], mark: Any) -> Any:
+    """A ``__getattribute__`` whose public methods, but ``reads``, call ``mark(self,
+    changes, result)`` before (result None) and after the call, and adopt what they
+    return."""
+    def __getattribute__(self: Any, name: str) -> Any:  # noqa: N807 - the hook's name
+        attr = object.__getattribute__(self, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+        conn = object.__getattribute__(self, "__dict__").get("_aihow_conn")
+        changes = None if conn is None else conn.__dict__.get("_aihow_changes")
+        if changes is None:
+            return attr
+        if name in reads:  # what it returns (a volume looked up) marks its own calls
+            return lambda *args, **kwargs: _adopt(attr(*args, **kwargs), self)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            mark(self, changes, None)
+            result = None
+            try:
+                result = _adopt(attr(*args, **kwargs), self)
+                return result
+            finally:
+                mark(self, changes, result)
+        return call
+    return __getattribute__
+
+
+def _mark_domain(dom: Any, changes: Changes, _result: Any) -> None:
+    changes.domain(dom.name())  # after a rename too: both names
+
+
+def _mark_objects(_obj: Any, changes: Changes, _result: Any) -> None:
+    changes.objects()
+
+
+def _marker_of_conn(method_name: str) -> Any:
+    def mark(_conn: Any, changes: Changes, result: Any) -> None:
+        if method_name not in CONN_MAKES_DOMAIN:
+            changes.everything()
+        elif result is not None:
+            changes.domain(result.name())
+    return mark
+
+
+def _conn_getattribute(self: Any, name: str) -> Any:
+    """The connection's hook: as ``_marking``, with the mark chosen by the method."""
+    return _marking(CONN_READS, _marker_of_conn(name))(self, name)
 
 
 def guard_with_faults(conn: Any, sim_dir: Path) -> None:
@@ -157,3 +217,15 @@ def guard_with_faults(conn: Any, sim_dir: Path) -> None:
     conn_class, _ = _sim_classes(libvirt)
     conn.__class__ = conn_class  # the same virConnect object, with checked methods
     conn._aihow_sim_dir = sim_dir
+    conn._aihow_conn = conn
+    conn._aihow_changes = None  # no marks until the session starts them (track_changes)
+
+
+def track_changes(conn: Any) -> Changes | None:
+    """Start marking what calls on ``conn`` (guarded) and on what it hands out may change;
+    the marks made so far are dropped. None for a connection without the classes."""
+    if "_aihow_sim_dir" not in conn.__dict__:
+        return None
+    changes = Changes()
+    conn._aihow_changes = changes
+    return changes

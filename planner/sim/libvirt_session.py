@@ -6,7 +6,8 @@ memory only, so a session opens it on a node file built from the store
 the next process (plan, apply, probe) sees what the previous one left. Several sessions
 may commit at once (apply's branch threads share one; other processes open their own):
 a commit writes and deletes only the domains its own session changed since its last
-commit, under the store's lock, so it never undoes another session's work.
+commit, under the store's lock, so it never undoes another session's work. On a whole
+simulated host it reads back only what its calls marked (``planner.sim.libvirt_changes``).
 
 Run state travels into the test driver through its own node-file extensions
 (``<test:runstate>``, ``<test:transient/>``), so a running domain is running again,
@@ -25,7 +26,8 @@ from typing import Any
 
 from planner.host.errors import HostError
 from planner.host.libvirt_conn import LibvirtSession, connect
-from planner.sim.libvirt_faults import guard_with_faults
+from planner.sim.libvirt_changes import Changes
+from planner.sim.libvirt_faults import guard_with_faults, track_changes
 from planner.sim.libvirt_store import (
     SimDomainRecord,
     SimObjects,
@@ -69,11 +71,17 @@ def open_sim_libvirt(host_uri: str, sim_dir: Path, *, read_only: bool = False
         if rec.autostart and rec.persistent_xml is not None:
             conn.lookupByName(rec.name).setAutostart(1)
 
+    changes = track_changes(conn)  # (None on a store that is no whole simulated host)
+    held = _records(conn)
     # Names kept on disk that the test driver could not hold (a transient domain that is
     # shut off) count as this session's removals: its first commit deletes them.
-    domains_commit = _SessionCommit(sim_dir, {**{r.name: r for r in records},
-                                              **_records(conn)})
-    objects_commit = _ObjectsCommit(sim_dir, _objects(conn))
+    gone = {r.name for r in records} - held.keys()
+    if changes is not None:
+        for name in gone:
+            changes.domain(name)
+    domains_commit = _SessionCommit(sim_dir, {**{r.name: r for r in records}, **held},
+                                    changes)
+    objects_commit = _ObjectsCommit(sim_dir, _objects(conn), changes)
 
     def persist(live: Any) -> None:
         domains_commit(live)
@@ -119,23 +127,34 @@ class _SessionCommit:
     change from a stale view of the store.
     """
 
-    def __init__(self, sim_dir: Path, baseline: dict[str, SimDomainRecord]) -> None:
+    def __init__(self, sim_dir: Path, baseline: dict[str, SimDomainRecord],
+                 changes: Changes | None) -> None:
         self._sim_dir = sim_dir
         self._baseline = baseline
+        self._changes = changes  # what calls marked (None: compare every domain)
         self._lock = threading.Lock()  # the baseline is one per session, shared by threads
 
     def __call__(self, conn: Any) -> None:
         with self._lock:
             # The session's own test driver is read outside the store's lock (nothing
-            # else writes it), so readers of the store wait only for the writes.
-            current = _records(conn)
-            changed = {name: current.get(name)
-                       for name in sorted(current.keys() | self._baseline.keys())
+            # else writes it), so readers of the store wait only for the writes. Only
+            # the domains that calls marked are read back, where calls are marked.
+            marked = None if self._changes is None else self._changes.take_domains()
+            if marked is None:
+                current = _records(conn)
+                names = current.keys() | self._baseline.keys()
+                after = current
+            else:
+                current = _records_named(conn, marked)
+                names = set(marked)
+                after = {n: r for n, r in self._baseline.items() if n not in marked}
+                after.update(current)
+            changed = {name: current.get(name) for name in sorted(names)
                        if current.get(name) != self._baseline.get(name)}
             if changed:
                 with store_lock(self._sim_dir, exclusive=True):
                     write_changes(self._sim_dir, changed)
-            self._baseline = current
+            self._baseline = after
 
 
 def _records(conn: Any) -> dict[str, SimDomainRecord]:
@@ -152,6 +171,21 @@ def _records(conn: Any) -> dict[str, SimDomainRecord]:
                 raise
             continue
         out[rec.name] = rec
+    return out
+
+
+def _records_named(conn: Any, names: set[str]) -> dict[str, SimDomainRecord]:
+    """Those of ``names`` that the test driver holds, by name (a name it does not hold,
+    or no longer holds, is absent)."""
+    import libvirt  # a heavy C binding: loaded at first use, not at start-up
+
+    out = {}
+    for name in sorted(names):
+        try:
+            out[name] = _record_of(conn.lookupByName(name))
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
     return out
 
 
@@ -194,13 +228,16 @@ class _ObjectsCommit:
     """As ``_SessionCommit``, for networks and pools: writes back only those this
     session changed since its last commit."""
 
-    def __init__(self, sim_dir: Path, baseline: _Objects) -> None:
+    def __init__(self, sim_dir: Path, baseline: _Objects, changes: Changes | None) -> None:
         self._sim_dir = sim_dir
         self._baseline = baseline
+        self._changes = changes  # what calls marked (None: compare them all)
         self._lock = threading.Lock()
 
     def __call__(self, conn: Any) -> None:
         with self._lock:
+            if self._changes is not None and not self._changes.take_objects():
+                return  # no call that may change a network or pool since the last one
             current = _objects(conn)  # (outside the store's lock, as domains are)
             changed = {k: current.get(k) for k in sorted(current.keys() | self._baseline.keys())
                        if current.get(k) != self._baseline.get(k)}

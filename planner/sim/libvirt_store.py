@@ -23,6 +23,7 @@ file system's clock can go unseen; aihow's own writes cannot.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import functools
@@ -136,6 +137,19 @@ def _key(store: Path) -> tuple[Any, ...]:
 _SNAPSHOTS: OrderedDict[Path, StoreSnapshot] = OrderedDict()
 _SNAPSHOTS_LOCK = threading.Lock()
 _MAX_SNAPSHOTS = 8  # stores per process; each holds two files open
+
+
+@atexit.register
+def _forget_snapshots() -> None:
+    """Drop every snapshot at exit, while libvirt's module is still there to close the
+    connections derived from them (at interpreter teardown it may be gone)."""
+    with _SNAPSHOTS_LOCK:
+        gone = list(_SNAPSHOTS.values())
+        _SNAPSHOTS.clear()
+    for snap in gone:
+        snap._derived.clear()
+        for fd in snap.held:
+            os.close(fd)
 
 
 def store_snapshot(sim_dir: Path) -> StoreSnapshot:
