@@ -44,6 +44,11 @@ AIHOW = str(Path(sys.executable).with_name("aihow"))
 
 
 MDEV_VF = "0000:17:00.4"
+# a domain holding the mdev MDEV as its hostdev
+VM1_WITH_MDEV = ("<domain type='kvm'><name>vm1</name><memory>524288</memory>"
+                 "<os><type>hvm</type></os><devices>"
+                 "<hostdev mode='subsystem' type='mdev' model='vfio-pci'>"
+                 f"<source><address uuid='{MDEV}'/></source></hostdev></devices></domain>")
 
 
 def _create_one_g_mdev(root: Path) -> str:
@@ -89,12 +94,7 @@ def test_probe_reads_gpus_instances_vgpus_and_domains(make_host: Callable[..., P
     root = busy_host(make_host)
     vf, one_g = MDEV_VF, _create_one_g_mdev(root)
     with open_environment(f"sim:{root}").libvirt() as session:
-        session.conn.defineXML(
-            "<domain type='kvm'><name>vm1</name><memory>524288</memory>"
-            "<os><type>hvm</type></os><devices>"
-            "<hostdev mode='subsystem' type='mdev' model='vfio-pci'>"
-            f"<source><address uuid='{MDEV}'/></source></hostdev></devices></domain>"
-        ).create()
+        session.conn.defineXML(VM1_WITH_MDEV).create()
         session.commit()
 
     state = open_environment(f"sim:{root}").probe()
@@ -339,12 +339,7 @@ def test_probe_of_one_gpu_reads_that_gpu_and_the_running_domains_only(
     root = busy_host(make_host)
     _create_one_g_mdev(root)
     with open_environment(f"sim:{root}").libvirt() as session:
-        session.conn.defineXML(
-            "<domain type='kvm'><name>vm1</name><memory>524288</memory>"
-            "<os><type>hvm</type></os><devices>"
-            "<hostdev mode='subsystem' type='mdev' model='vfio-pci'>"
-            f"<source><address uuid='{MDEV}'/></source></hostdev></devices></domain>"
-        ).create()
+        session.conn.defineXML(VM1_WITH_MDEV).create()
         session.conn.defineXML("<domain type='kvm'><name>vm2</name><memory>524288</memory>"
                                "<os><type>hvm</type></os></domain>")
         session.conn.networkDefineXML("<network><name>lab</name><bridge name='virbr9'/>"
