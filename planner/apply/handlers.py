@@ -44,6 +44,9 @@ class ApplyContext:
     restart_running_vms: bool = False  # the plan's steps may shut running domains down
     # Seconds a guest gets to shut down (ACPI) before it is destroyed.
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    # What each step's "do" returned, by step id (filled as steps finish, and by recover
+    # from the journal): an undo that must put back what the step found reads it here.
+    done: dict[int, dict[str, Any]] = field(default_factory=dict)
     _opened: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)

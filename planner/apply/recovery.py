@@ -51,6 +51,8 @@ def recover(access: Environment, state_dir: Path, *, forward: bool = False,
         ctx = ApplyContext(access, allow_reset=allow_reset or bool(begin.get("allow_reset")),
                            shutdown_timeout=float(begin.get("shutdown_timeout",
                                                             DEFAULT_SHUTDOWN_TIMEOUT)))
+        ctx.done.update({int(r.action_id): r.result for r in view.actions.values()
+                         if r.result and r.action_id.isdigit()})
         writer = JournalWriter.reopen(view.path, view.next_seq)
         writer.note("recover started", forward=forward, torn_tail=view.torn_tail)
         result = RecoverResult("failed", journal_path=view.path)

@@ -62,6 +62,7 @@ def run_forward(ctx: ApplyContext, writer: JournalWriter, actions: list[Step],
         a = actions[i]
         sched.finish(i)
         if ok:
+            ctx.done[a.id] = info
             writer.done(str(a.id), "do", info, durable=False)
             run.completed.append(i)
             result.done.append(a.address)

@@ -191,21 +191,24 @@ class RunningHandler:
         try:
             if want is None:
                 how = lo.shut_down_domain(conn, name, timeout=ctx.shutdown_timeout)
-                undoing_start = step.phase is Action.CREATE
-                if undoing_start and ld.domain_exists(conn, name):
-                    # The start set libvirt autostart; the VM was shut off before it (a
-                    # plan starts only such VMs), which libvirt would not start at boot.
-                    lo.set_autostart(conn, name, False)
-                    session.commit()
-                if how == "already":
+                # Undoing a start: put back the autostart the start found (a VM shut off
+                # with autostart on, as after a boot that could not start it, keeps it).
+                found = ctx.done.get(step.id, {}).get("autostart_before") \
+                    if step.phase is Action.CREATE else None
+                restored = found is not None and ld.domain_exists(conn, name)
+                if restored:
+                    lo.set_autostart(conn, name, bool(found))
+                if how == "already" and not restored:
                     return {"already": True}
                 session.commit()
-                return {"stopped": name, "how": how}
+                return {"stopped": name, "how": how,
+                        **({"autostart": bool(found)} if restored else {})}
+            before = lo.autostart_of(conn, name) if ld.domain_exists(conn, name) else None
             lo.start_domain(conn, name, autostart=want.autostart)
             session.commit()
         except AihowError as exc:
             raise ActionFailed(f"{step.address}: {exc}") from None
-        return {"running": name, "autostart": want.autostart}
+        return {"running": name, "autostart": want.autostart, "autostart_before": before}
 
     def matches(self, host: HostState, address: Address, state: Attrs | None) -> bool:
         dom = next((d for d in host.domains if d.name == address.domain_name), None)

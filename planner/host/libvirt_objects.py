@@ -317,6 +317,15 @@ def start_domain(conn: Any, name: str, *, autostart: bool) -> None:
         raise HostError(f"domain {name} cannot start: {explain_start_failure(exc)}") from None
 
 
+def autostart_of(conn: Any, name: str) -> bool:
+    """Whether libvirt starts the domain at boot."""
+    lv = _lv()
+    try:
+        return bool(_domain(conn, name).autostart())
+    except lv.libvirtError as exc:
+        raise _fail(f"domain {name}: cannot read autostart", exc) from None
+
+
 def set_autostart(conn: Any, name: str, autostart: bool) -> None:
     lv = _lv()
     try:

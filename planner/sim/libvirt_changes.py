@@ -5,9 +5,9 @@ made an apply cost O(domains²): one commit per hostdev attached).
 The session's connection, and every domain, pool, network and volume it hands out, get
 subclasses (``planner.sim.libvirt_faults`` makes them) whose public methods, all but the
 read-only ones named here, mark what they act on, before the call and again after it:
-a domain's method its domain; a pool's, network's or volume's the networks and pools; a
-connection method that makes a domain (define, create) that domain; any other connection
-method everything. A method not named here as read-only counts as a change, so nothing is
+a domain's method its domain (a rename everything: the object keeps its old name); a
+pool's, network's or volume's the networks and pools; a connection method that makes a
+domain (define, create) that domain; any other connection method everything. A method not named here as read-only counts as a change, so nothing is
 missed but by a read-only method that changes something.
 """
 

@@ -127,7 +127,7 @@ def _sim_classes(libvirt: Any) -> tuple[Any, Any]:
         dom_attrs = {name: _checked(libvirt, getattr(libvirt.virDomain, name), op)
                      for name, op in _DOMAIN_FAULT_OPS.items()}
         conn_attrs["__getattribute__"] = _conn_getattribute
-        dom_attrs["__getattribute__"] = _marking(DOMAIN_READS, _mark_domain)
+        dom_attrs["__getattribute__"] = _domain_getattribute
         _CLASSES["conn"] = type("SimVirConnect", (libvirt.virConnect,), conn_attrs)
         _CLASSES["domain"] = type("SimVirDomain", (libvirt.virDomain,), dom_attrs)
         pool_attrs = {name: _checked(libvirt, getattr(libvirt.virStoragePool, name), op)
@@ -190,7 +190,18 @@ def _marking(reads: frozenset[str], mark: Any) -> Any:
 
 
 def _mark_domain(dom: Any, changes: Changes, _result: Any) -> None:
-    changes.domain(dom.name())  # after a rename too: both names
+    changes.domain(dom.name())
+
+
+def _mark_everything(_obj: Any, changes: Changes, _result: Any) -> None:
+    changes.everything()
+
+
+def _domain_getattribute(self: Any, name: str) -> Any:
+    """A domain's hook: as ``_marking``; a rename marks everything (the domain object
+    keeps its old name, so the new one could not be marked)."""
+    mark = _mark_everything if name == "rename" else _mark_domain
+    return _marking(DOMAIN_READS, mark)(self, name)
 
 
 def _mark_objects(_obj: Any, changes: Changes, _result: Any) -> None:

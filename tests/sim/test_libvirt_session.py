@@ -86,3 +86,11 @@ def test_a_call_the_session_does_not_know_as_a_read_counts_as_a_change_of_everyt
         s.commit()
         assert len(reads) == 12  # every domain compared, as before marks existed
     assert "lab" in load_sim_objects(host).networks
+
+
+def test_a_renamed_domain_is_committed_under_its_new_name(host: Path) -> None:
+    with open_environment(f"sim:{host}").libvirt() as s:
+        s.conn.lookupByName("vm04").rename("renamed", 0)
+        s.commit()
+    names = {r.name for r in load_sim_domains(host)}
+    assert "renamed" in names and "vm04" not in names
