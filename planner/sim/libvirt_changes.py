@@ -7,8 +7,9 @@ subclasses (``planner.sim.libvirt_faults`` makes them) whose public methods, all
 read-only ones named here, mark what they act on, before the call and again after it:
 a domain's method its domain (a rename everything: the object keeps its old name); a
 pool's, network's or volume's the networks and pools; a connection method that makes a
-domain (define, create) that domain; any other connection method everything. A method not named here as read-only counts as a change, so nothing is
-missed but by a read-only method that changes something.
+domain (define, create) that domain; any other connection method everything. A method
+not named here as read-only counts as a change, so nothing is missed but by a read-only
+method that changes something.
 """
 
 from __future__ import annotations
