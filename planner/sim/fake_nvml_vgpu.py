@@ -15,6 +15,7 @@ What they answer, with the sources in docs/reference/vgpu-on-mig.md:
 
 from __future__ import annotations
 
+import functools
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -60,11 +61,18 @@ def _running_devices(snap: StoreSnapshot) -> Mapping[str, str]:
         xml = rec.live_xml or rec.persistent_xml
         if rec.state not in (STATE_RUNNING, _STATE_PAUSED) or not xml:
             continue
-        found = ET.fromstring(xml).findtext("uuid") or str(
-            uuidlib.uuid5(uuidlib.NAMESPACE_URL, rec.name))
-        for hd in hostdevs_in_xml(xml):
-            out[hd.key.lower()] = found
+        found, keys = _devices_of(rec.name, xml)
+        out.update(dict.fromkeys(keys, found))
     return out
+
+
+@functools.lru_cache(maxsize=8192)
+def _devices_of(name: str, xml: str) -> tuple[str, tuple[str, ...]]:
+    """(the domain's UUID, the keys of its host devices). Cached by the XML: a change of
+    the store changes one or two domains, and the others need no parsing again."""
+    found = ET.fromstring(xml).findtext("uuid") or str(
+        uuidlib.uuid5(uuidlib.NAMESPACE_URL, name))
+    return found, tuple(hd.key.lower() for hd in hostdevs_in_xml(xml))
 
 
 class VgpuSymbols:

@@ -101,6 +101,7 @@ class StoreSnapshot:
     records: tuple[SimDomainRecord, ...]
     objects: SimObjects
     held: tuple[int, ...]  # open JSON files, so their inode numbers stay taken
+    texts: dict[tuple[str, str], tuple[_Ident, str]]  # the XML files read, with identities
     _derived: dict[str, Any] = field(default_factory=dict)
 
     def derived(self, name: str, make: Callable[[StoreSnapshot], _T]) -> _T:
@@ -109,29 +110,80 @@ class StoreSnapshot:
         return self._derived[name]
 
 
-def _key(store: Path) -> tuple[Any, ...]:
+_Ident = tuple[int, int, int, int]  # inode, size, mtime and ctime (ns) of a file
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """What one look at the store found: the identity of each JSON file (None: absent)
+    and of each XML file, by directory and name."""
+
+    json: tuple[_Ident | None, ...]
+    xml: dict[str, dict[str, _Ident]]
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return (self.json, *(tuple(sorted(self.xml[sub].items())) for sub in _XML_DIRS))
+
+
+def _ident(st: os.stat_result) -> _Ident:
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _listing(store: Path) -> _Listing:
     """The identity of every file of the store (see the module's docstring)."""
-    out: list[Any] = []
+    json_ids: list[_Ident | None] = []
     for name in _JSON_FILES:
         try:
-            st = os.stat(store / name)
+            json_ids.append(_ident(os.stat(store / name)))
         except FileNotFoundError:
-            out.append(None)
-        else:
-            out.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            json_ids.append(None)
+    xml: dict[str, dict[str, _Ident]] = {}
     for sub in _XML_DIRS:
+        files: dict[str, _Ident] = {}
         try:
             with os.scandir(store / sub) as entries:
-                files = []
                 for e in entries:
-                    if e.name.endswith(".xml"):
-                        st = e.stat()
-                        files.append((e.name, st.st_ino, st.st_size, st.st_mtime_ns,
-                                      st.st_ctime_ns))
+                    if e.name.endswith(".xml") and not e.name.startswith("."):
+                        try:
+                            files[e.name[:-4]] = _ident(e.stat())
+                        except FileNotFoundError:
+                            continue  # removed since the listing (by hand: no lock)
         except (FileNotFoundError, NotADirectoryError):
-            files = []
-        out.append(tuple(sorted(files)))
-    return tuple(out)
+            pass
+        xml[sub] = files
+    return _Listing(tuple(json_ids), xml)
+
+
+class _XmlTexts:
+    """The XML files' texts by (directory, name), each with the identity it was read at:
+    a new snapshot reads again only the files whose identity changed (a commit replaces a
+    few files; reading all of them again made each change cost O(domains))."""
+
+    def __init__(self, store: Path, listing: _Listing,
+                 previous: dict[tuple[str, str], tuple[_Ident, str]]) -> None:
+        self._store = store
+        self._listing = listing
+        self._previous = previous
+        self.read: dict[tuple[str, str], tuple[_Ident, str]] = {}
+
+    def names(self, sub: str) -> list[str]:
+        return sorted(self._listing.xml[sub])
+
+    def text(self, sub: str, name: str) -> str | None:
+        ident = self._listing.xml[sub].get(name)
+        if ident is None:
+            return None
+        hit = self._previous.get((sub, name))
+        if hit is not None and hit[0] == ident:
+            self.read[(sub, name)] = hit
+            return hit[1]
+        try:
+            text = (self._store / sub / f"{name}.xml").read_text()
+        except FileNotFoundError:
+            return None  # removed by hand since the listing
+        self.read[(sub, name)] = (ident, text)
+        return text
 
 
 _SNAPSHOTS: OrderedDict[Path, StoreSnapshot] = OrderedDict()
@@ -157,7 +209,8 @@ def store_snapshot(sim_dir: Path) -> StoreSnapshot:
     (the calls of one apply read the same store hundreds of times), else a new read."""
     store = _store(sim_dir)
     with store_lock(sim_dir, exclusive=False):
-        key = _key(store)
+        listing = _listing(store)
+        key = listing.key
         with _SNAPSHOTS_LOCK:
             found = _SNAPSHOTS.get(store)
             if found is not None and found.key == key:
@@ -175,8 +228,9 @@ def store_snapshot(sim_dir: Path) -> StoreSnapshot:
                 held.append(fd)
                 with open(os.dup(fd), encoding="utf-8") as f:
                     texts.append(f.read())
-            snap = StoreSnapshot(key, _read_domains(store, texts[0]),
-                                 _read_objects(store, texts[1]), tuple(held))
+            xml = _XmlTexts(store, listing, found.texts if found is not None else {})
+            snap = StoreSnapshot(key, _read_domains(store, texts[0], xml),
+                                 _read_objects(store, texts[1], xml), tuple(held), xml.read)
         except BaseException:
             for fd in held:
                 os.close(fd)
@@ -193,25 +247,25 @@ def store_snapshot(sim_dir: Path) -> StoreSnapshot:
     return snap
 
 
-def _read_domains(store: Path, states_text: str | None) -> tuple[SimDomainRecord, ...]:
+def _read_domains(store: Path, states_text: str | None, xml: _XmlTexts
+                  ) -> tuple[SimDomainRecord, ...]:
     """The domains kept in the store, sorted by name; the caller holds its lock."""
     states_path = store / "runstate.json"
     try:
         states = json.loads(states_text) if states_text is not None else {}
     except ValueError as err:
         raise HostError(f"{states_path}: unreadable libvirt run state: {err}") from err
-    names = {p.stem for p in (store / "domains").glob("*.xml")}
-    names |= {p.stem for p in (store / "live").glob("*.xml")}
     records = []
-    for name in sorted(names):
+    for name in sorted(set(xml.names("domains")) | set(xml.names("live"))):
+        persistent, live = xml.text("domains", name), xml.text("live", name)
+        if persistent is None and live is None:
+            continue  # removed by hand since the listing
         info = states.get(name, {})
-        persistent = store / "domains" / f"{name}.xml"
-        live = store / "live" / f"{name}.xml"
         records.append(
             SimDomainRecord(
                 name=name,
-                persistent_xml=persistent.read_text() if persistent.exists() else None,
-                live_xml=live.read_text() if live.exists() else None,
+                persistent_xml=persistent,
+                live_xml=live,
                 state=int(info.get("state", STATE_SHUTOFF)),
                 autostart=bool(info.get("autostart", False)),
             )
@@ -219,7 +273,7 @@ def _read_domains(store: Path, states_text: str | None) -> tuple[SimDomainRecord
     return tuple(records)
 
 
-def _read_objects(store: Path, states_text: str | None) -> SimObjects:
+def _read_objects(store: Path, states_text: str | None, xml: _XmlTexts) -> SimObjects:
     """The networks and pools kept in the store; the caller holds its lock."""
     path = store / "objects.json"
     out = SimObjects({}, {})
@@ -228,9 +282,12 @@ def _read_objects(store: Path, states_text: str | None) -> SimObjects:
     except ValueError as err:
         raise HostError(f"{path}: unreadable libvirt objects: {err}") from err
     for kind, into in (("networks", out.networks), ("pools", out.pools)):
-        for p in sorted((store / kind).glob("*.xml")):
-            active = bool(states.get(kind, {}).get(p.stem, {}).get("active", True))
-            into[p.stem] = (p.read_text(), active)
+        for name in xml.names(kind):
+            text = xml.text(kind, name)
+            if text is None:
+                continue
+            active = bool(states.get(kind, {}).get(name, {}).get("active", True))
+            into[name] = (text, active)
     return out
 
 
