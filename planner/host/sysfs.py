@@ -205,29 +205,47 @@ def read_vfio_vf_parents(sysfs: Sysfs, scope: set[str] | None = None
     return tuple(sorted(parents, key=lambda p: p.pci))
 
 
+_UUID_NAME = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
 def read_mdevs(sysfs: Sysfs, parents: set[str] | None = None) -> tuple[Mdev, ...]:
     """The mdevs that exist (on the parents named in ``parents`` only, when given)."""
+    if parents is not None:
+        return _read_mdevs_of(sysfs, parents)
     mdevs = []
     for uuid in sysfs.list(MDEV_DEVICES):
         rel = f"{MDEV_DEVICES}/{uuid}"
         parent = sysfs.resolve_parent_name(rel)
         if parent is None:
             continue  # vanished while we looked
-        parent_pci = _pci_or_none(parent) or parent
-        if parents is not None and parent_pci not in parents:
-            continue
-        type_id = sysfs.link_name(f"{rel}/mdev_type")
-        if type_id is None:
-            continue
-        mdevs.append(
-            Mdev(
-                uuid=uuid.lower(),
-                parent=parent_pci,
-                type_id=type_id,
-                persistent=sysfs.exists(f"{MDEVCTL_CONFIG}/{parent}/{uuid}"),
-            )
-        )
+        mdev = _mdev(sysfs, uuid, _pci_or_none(parent) or parent, parent, rel)
+        if mdev is not None:
+            mdevs.append(mdev)
     return tuple(sorted(mdevs, key=lambda m: m.uuid))
+
+
+def _read_mdevs_of(sysfs: Sysfs, parents: set[str]) -> tuple[Mdev, ...]:
+    """The mdevs of the named parents, from each parent's own directory: an mdev device
+    is a child of its parent device in sysfs (``/sys/bus/mdev/devices/UUID`` links
+    there), so no other parent's devices are read (one GPU's read-back must not grow
+    with the number of GPUs)."""
+    mdevs = []
+    for parent in sorted(parents):
+        for name in sysfs.list(f"{PCI_DEVICES}/{parent}"):
+            if not _UUID_NAME.match(name):
+                continue
+            mdev = _mdev(sysfs, name, parent, parent, f"{PCI_DEVICES}/{parent}/{name}")
+            if mdev is not None:
+                mdevs.append(mdev)
+    return tuple(sorted(mdevs, key=lambda m: m.uuid))
+
+
+def _mdev(sysfs: Sysfs, uuid: str, parent_pci: str, parent: str, rel: str) -> Mdev | None:
+    type_id = sysfs.link_name(f"{rel}/mdev_type")
+    if type_id is None:
+        return None  # not an mdev, or removed while we looked
+    return Mdev(uuid=uuid.lower(), parent=parent_pci, type_id=type_id,
+                persistent=sysfs.exists(f"{MDEVCTL_CONFIG}/{parent}/{uuid}"))
 
 
 def read_vgpu(sysfs: Sysfs, physfn: str | None = None) -> VgpuView:

@@ -136,3 +136,39 @@ def test_an_mdev_removed_while_the_probe_resolves_it_is_skipped(
     monkeypatch.setattr(os, "readlink", removed_first)
     view = read_vgpu(Sysfs(tmp_path, writable=False))
     assert view.mdevs == ()
+
+
+def test_one_gpus_read_finds_its_mdevs_in_its_vfs_directories(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a PF named, the mdevs come from its VFs' own directories (an mdev device is a
+    child of its parent in sysfs): the same mdevs as the whole host's read shows for that
+    GPU, and nothing of another GPU's (not even its /sys/bus/mdev/devices link) is read."""
+    mdev_host(tmp_path)
+    other_pf, other_vf = "0000:42:00.0", "0000:42:00.4"
+    other_mdev = "3a1d7b4c-2222-4333-8444-555566667777"
+    pci_device(tmp_path, other_pf, driver="nvidia")
+    vf = pci_device(tmp_path, other_vf, driver="nvidia", physfn=other_pf)
+    _link(tmp_path / "sys/class/mdev_bus" / other_vf, f"../../devices/pci0000:40/{other_vf}")
+    _write(vf / "mdev_supported_types/nvidia-474/name", "NVIDIA A100-1-5C\n")
+    _write(vf / "mdev_supported_types/nvidia-474/available_instances", "0\n")
+    (vf / other_mdev).mkdir()
+    _link(vf / other_mdev / "mdev_type", "../mdev_supported_types/nvidia-474")
+    _link(tmp_path / "sys/bus/mdev/devices" / other_mdev,
+          f"../../../devices/pci0000:40/{other_vf}/{other_mdev}")
+    _link(tmp_path / "sys/devices/pci0000:40" / PF / "virtfn0", f"../{VF}")
+    (tmp_path / "sys/devices/pci0000:40" / PF / "not-an-mdev").mkdir()
+
+    whole = read_vgpu(Sysfs(tmp_path, writable=False))
+    assert sorted(m.uuid for m in whole.mdevs) == sorted([MDEV, other_mdev])
+    read: list[str] = []
+    real_readlink = os.readlink
+
+    def watched(path: str | os.PathLike[str], *args: object) -> str:
+        read.append(os.fspath(path))
+        return real_readlink(path)
+
+    monkeypatch.setattr(os, "readlink", watched)
+    mine = read_vgpu(Sysfs(tmp_path, writable=False), PF)
+    assert mine.mdevs == tuple(m for m in whole.mdevs if m.parent == VF)
+    assert [p.pci for p in mine.parents] == [VF]
+    assert not [p for p in read if other_mdev in p or other_vf in p]
