@@ -274,6 +274,33 @@ def test_libvirt_snapshot_sees_domain_files_changed_by_hand(host: Path) -> None:
     assert load_sim_domains(host) == []
 
 
+def test_libvirt_snapshot_reads_again_only_the_files_that_changed(
+        host: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a change of one domain's file, a new snapshot reads that file and keeps the
+    text it read before of every other (a commit changes a domain or two; reading them
+    all again made each change cost O(domains))."""
+    from planner.sim.libvirt_store import load_sim_domains
+
+    domains = host / "libvirt" / "domains"
+    domains.mkdir(parents=True, exist_ok=True)
+    for name in ("vm-a", "vm-b", "vm-c"):
+        (domains / f"{name}.xml").write_text(_DOMAIN.format(name=name, mem=524288, devices=""))
+    assert [r.name for r in load_sim_domains(host)] == ["vm-a", "vm-b", "vm-c"]
+    read: list[str] = []
+    real_read_text = Path.read_text
+
+    def counted(self: Path, *args: object, **kwargs: object) -> str:
+        read.append(self.name)
+        return real_read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    (domains / "vm-b.xml").write_text(_DOMAIN.format(name="vm-b", mem=1048576, devices=""))
+    records = {r.name: r for r in load_sim_domains(host)}
+    assert read == ["vm-b.xml"]
+    assert "1048576" in (records["vm-b"].persistent_xml or "")
+    assert "524288" in (records["vm-a"].persistent_xml or "")
+
+
 def test_read_only_libvirt_sessions_share_one_connection_while_the_store_is_unchanged(
         host: Path) -> None:
     """Readers (a probe of one GPU runs twice per vGPU an apply creates) share one
