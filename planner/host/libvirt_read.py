@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -23,8 +24,11 @@ STATE_NAMES = {
 }
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_hostdevs(xml_text: str, where: str = "domain") -> tuple[Hostdev, ...]:
-    """The mdev and PCI hostdevs of a domain XML, in document order."""
+    """The mdev and PCI hostdevs of a domain XML, in document order. Cached by the text
+    (the values are frozen): apply reads the running domains back after each vGPU step,
+    and most of them have not changed since the last read."""
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError as err:
