@@ -15,10 +15,13 @@ session on them and commits back what it changed). The store:
 
 Every file is replaced whole (never rewritten in place), and every commit replaces
 runstate.json and objects.json. So a process keeps what it read (``store_snapshot``)
-until the store changes: the key is the identity (inode, size, times) of each file, and
-the two JSON files it read stay open meanwhile, so their inode numbers cannot be reused
-by a later commit. A hand edit in place that keeps a file's size within one tick of the
-file system's clock can go unseen; aihow's own writes cannot.
+until the store changes. An inotify watch on the store's directories
+(``planner.sim.dir_watch``) says whether anything changed since; when something did (or
+without inotify), the key is the identity (inode, size, times) of each file, and only
+the files whose identity changed are read again. The two JSON files a snapshot read stay
+open meanwhile, so their inode numbers cannot be reused by a later commit. Without
+inotify, a hand edit in place that keeps a file's size within one tick of the file
+system's clock can go unseen; aihow's own writes cannot.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from planner.host.errors import HostError
+from planner.sim.dir_watch import DirWatch
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 STATE_RUNNING = 1
@@ -102,6 +106,7 @@ class StoreSnapshot:
     objects: SimObjects
     held: tuple[int, ...]  # open JSON files, so their inode numbers stay taken
     texts: dict[tuple[str, str], tuple[_Ident, str]]  # the XML files read, with identities
+    watch: DirWatch | None = None  # changes since the snapshot was taken or last confirmed
     _derived: dict[str, Any] = field(default_factory=dict)
 
     def derived(self, name: str, make: Callable[[StoreSnapshot], _T]) -> _T:
@@ -200,8 +205,7 @@ def _forget_snapshots() -> None:
         _SNAPSHOTS.clear()
     for snap in gone:
         snap._derived.clear()
-        for fd in snap.held:
-            os.close(fd)
+        _release(snap)
 
 
 def store_snapshot(sim_dir: Path) -> StoreSnapshot:
@@ -209,13 +213,23 @@ def store_snapshot(sim_dir: Path) -> StoreSnapshot:
     (the calls of one apply read the same store hundreds of times), else a new read."""
     store = _store(sim_dir)
     with store_lock(sim_dir, exclusive=False):
-        listing = _listing(store)
-        key = listing.key
         with _SNAPSHOTS_LOCK:
             found = _SNAPSHOTS.get(store)
-            if found is not None and found.key == key:
+        if found is not None and found.watch is not None and not found.watch.changed():
+            with _SNAPSHOTS_LOCK:
                 _SNAPSHOTS.move_to_end(store)
-                return found
+            return found
+        # The watch begins before the listing, so nothing done after it goes unseen.
+        watch = _watch(store)
+        listing = _listing(store)
+        key = listing.key
+        if found is not None and found.key == key:
+            with _SNAPSHOTS_LOCK:
+                stale, found.watch = found.watch, watch
+                _SNAPSHOTS.move_to_end(store)
+            if stale is not None:
+                stale.close()
+            return found
         held = []
         try:
             texts: list[str | None] = []
@@ -230,10 +244,13 @@ def store_snapshot(sim_dir: Path) -> StoreSnapshot:
                     texts.append(f.read())
             xml = _XmlTexts(store, listing, found.texts if found is not None else {})
             snap = StoreSnapshot(key, _read_domains(store, texts[0], xml),
-                                 _read_objects(store, texts[1], xml), tuple(held), xml.read)
+                                 _read_objects(store, texts[1], xml), tuple(held), xml.read,
+                                 watch)
         except BaseException:
             for fd in held:
                 os.close(fd)
+            if watch is not None:
+                watch.close()
             raise
     with _SNAPSHOTS_LOCK:
         old = _SNAPSHOTS.pop(store, None)
@@ -242,9 +259,23 @@ def store_snapshot(sim_dir: Path) -> StoreSnapshot:
         while len(_SNAPSHOTS) > _MAX_SNAPSHOTS:
             evicted.append(_SNAPSHOTS.popitem(last=False)[1])
     for gone in evicted:  # (a thread still using it reads its records, not its files)
-        for fd in gone.held:
-            os.close(fd)
+        _release(gone)
     return snap
+
+
+def _watch(store: Path) -> DirWatch | None:
+    """A watch on the store's directories (the store's own catches a subdirectory that
+    appears later); None while there is no store yet (its listing is then cheap)."""
+    if not store.is_dir():
+        return None
+    return DirWatch.start([store, *(store / sub for sub in _XML_DIRS)], ignore=(".lock",))
+
+
+def _release(snap: StoreSnapshot) -> None:
+    for fd in snap.held:
+        os.close(fd)
+    if snap.watch is not None:
+        snap.watch.close()
 
 
 def _read_domains(store: Path, states_text: str | None, xml: _XmlTexts
