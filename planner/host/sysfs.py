@@ -59,13 +59,18 @@ class Sysfs:
     def read(self, rel: str) -> str:
         """A sysfs attribute's text without the trailing newline."""
         try:
-            with open(self._at(rel)) as f:
-                return f.read().rstrip("\n")
+            return _read_text(self._at(rel)).rstrip("\n")
         except OSError as err:
             raise HostError(f"cannot read /{rel.lstrip('/')}: {err.strerror}") from err
 
     def read_optional(self, rel: str) -> str | None:
-        return self.read(rel) if os.path.isfile(self._at(rel)) else None
+        """Like ``read``; None where there is no such file (or a directory)."""
+        try:
+            return _read_text(self._at(rel)).rstrip("\n")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as err:
+            raise HostError(f"cannot read /{rel.lstrip('/')}: {err.strerror}") from err
 
     def list(self, rel: str) -> list[str]:
         """Entry names of a directory, sorted; empty when it does not exist."""
@@ -128,6 +133,19 @@ class Sysfs:
                 if vf:
                     names.add(vf)
         return names
+
+
+def _read_text(path: str) -> str:
+    """A small file's text in open(2), read(2) until the end, close(2): a probe reads
+    thousands of attributes, and ``open()`` adds a stat, an ioctl and a seek to each."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,17 @@ def test_one_gpus_read_finds_its_mdevs_in_its_vfs_directories(
     assert mine.mdevs == tuple(m for m in whole.mdevs if m.parent == VF)
     assert [p.pci for p in mine.parents] == [VF]
     assert not [p for p in read if other_mdev in p or other_vf in p]
+
+
+def test_optional_reads(tmp_path: Path) -> None:
+    """A file's text without its newline; None for a missing path, a path through a
+    file, and a directory; an unreadable file is a one-line error."""
+    _write(tmp_path / "sys/a", "text\n")
+    (tmp_path / "sys/d").mkdir()
+    sysfs = Sysfs(tmp_path, writable=False)
+    assert sysfs.read_optional("sys/a") == "text"
+    assert [sysfs.read_optional(p) for p in ("sys/none", "sys/a/b", "sys/d")] == [None] * 3
+    if os.geteuid() != 0:  # root reads a file of mode 000
+        (tmp_path / "sys/a").chmod(0)
+        with pytest.raises(HostError, match="cannot read /sys/a: Permission denied"):
+            sysfs.read_optional("sys/a")
