@@ -84,3 +84,23 @@ def read_domains(conn: Any, autostart: dict[str, bool] | None = None, *,
     sorted by name."""
     found = conn.listAllDomains(_LIST_ACTIVE if running_only else 0)
     return tuple(sorted((read_domain(d, autostart) for d in found), key=lambda d: d.name))
+
+
+def read_running_domains_by_uuid(conn: Any, uuids: set[str],
+                                 autostart: dict[str, bool] | None = None
+                                 ) -> tuple[Domain, ...]:
+    """The running domains of those UUIDs (NVML's VM ids of a GPU's vGPUs on KVM), sorted
+    by name; a UUID no domain has, or one that stopped meanwhile, is left out. What a
+    read of one GPU needs of libvirt, in time that does not grow with the number of VMs."""
+    import libvirt  # a heavy C binding: loaded at first use, not at start-up
+
+    found = []
+    for uuid in sorted(uuids):
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+            if dom.isActive():
+                found.append(read_domain(dom, autostart))
+        except libvirt.libvirtError as err:
+            if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return tuple(sorted(found, key=lambda d: d.name))

@@ -16,7 +16,7 @@ from planner.hardware.model import GpuModel
 from planner.hardware.vgpu import lookup_vgpu_type
 from planner.host.errors import HostError
 from planner.host.libvirt_objects import read_networks, read_pools
-from planner.host.libvirt_read import read_domains
+from planner.host.libvirt_read import read_domains, read_running_domains_by_uuid
 from planner.host.nvml import ActiveVgpu, NvmlHost, VgpuTypeInfo, nvml_message
 from planner.host.procfs import device_holders, process_name
 from planner.host.state import (
@@ -40,11 +40,11 @@ def probe(env: Environment, gpu: str | None = None) -> HostState:
     """Read the whole host through the environment's read-only ports.
 
     With ``gpu`` (a PF's PCI address) the state holds only that GPU, its VFs and the vGPUs
-    on them, and of the domains only the running ones (which tell what NVML's vGPU
-    instances belong to), and no networks or pools: what a step on one GPU needs to
-    check, in time that does not grow with the number of GPUs or domains (apply reads a
-    GPU back twice for each vGPU it creates). Plans are never made from such a partial
-    state."""
+    on them, and of the domains only the running ones that NVML names as the VMs of that
+    GPU's vGPUs (which tell whose vGPU instance is whose), and no networks or pools: what
+    a step on one GPU needs to check, in time that does not grow with the number of GPUs
+    or domains (apply reads a GPU back twice for each vGPU it creates). Plans are never
+    made from such a partial state."""
     only = normalize_pci(gpu) if gpu is not None else None
     nvml = env.nvml_readonly()
     sysfs = env.sysfs_readonly()
@@ -79,8 +79,11 @@ def probe(env: Environment, gpu: str | None = None) -> HostState:
     vgpu = read_vgpu(sysfs, only)
     parents = tuple(_with_profiles(p, gpus, types) for p in vgpu.parents)
     with env.libvirt(read_only=True) as session:
-        domains = read_domains(session.conn, session.autostart,
-                               running_only=only is not None)
+        if only is None:
+            domains = read_domains(session.conn, session.autostart)
+        else:
+            vms = {a.vm_uuid for a in active.get(only, ()) if a.vm_uuid}
+            domains = read_running_domains_by_uuid(session.conn, vms, session.autostart)
         networks = read_networks(session.conn) if only is None else ()
         pools = read_pools(session.conn) if only is None else ()
     known = _GiKnowledge(gpus, active, domains, _recorded(env))

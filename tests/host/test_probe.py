@@ -153,6 +153,9 @@ def test_vfio_vf_backend_is_read(make_host: Callable[..., Path]) -> None:
     three_g = next(g for g in state.gpus[0].gpu_instances if g.profile_id == 9)
     # Its VM runs: NVML names the VM (by UUID) and the GI; the probe joins them by the VF.
     assert (held.gi_id, held.gi_from) == (three_g.gi_id, "nvml")
+    one = open_environment(f"sim:{root}").probe(state.gpus[0].pci)
+    assert [d.name for d in one.domains] == ["vm1"]  # found by the UUID NVML gives
+    assert next(p for p in one.vgpu_parents if p.pci == vf) == held
 
 
 class Recording:
@@ -306,25 +309,27 @@ def test_services_and_compute_processes_holding_a_gpu(make_host: Callable[..., P
 
 
 def test_probe_of_one_gpu_reads_only_the_running_domains(make_host: Callable[..., Path]) -> None:
-    """Apply reads a GPU back twice per vGPU it creates: the domains that are only defined
-    tell nothing about which GI backs a vGPU, so that read skips them (its cost must not
-    grow with the number of VMs)."""
+    """Apply reads a GPU back twice per vGPU it creates: the domains that are only defined,
+    and the running ones that hold none of its vGPUs (NVML names the VMs that do), tell
+    nothing about which GI backs a vGPU, so that read skips them (its cost must not grow
+    with the number of VMs)."""
     root = busy_host(make_host)
     _create_one_g_mdev(root)
     with open_environment(f"sim:{root}").libvirt() as session:
-        for name, run in (("vm1", True), ("vm2", False)):
+        for name, run, vgpu in (("vm1", True, True), ("vm2", False, False),
+                                ("vm3", True, False)):
             dom = session.conn.defineXML(
                 f"<domain type='kvm'><name>{name}</name><memory>524288</memory>"
                 "<os><type>hvm</type></os><devices>"
                 + ("<hostdev mode='subsystem' type='mdev' model='vfio-pci'>"
-                   f"<source><address uuid='{MDEV}'/></source></hostdev>" if run else "")
+                   f"<source><address uuid='{MDEV}'/></source></hostdev>" if vgpu else "")
                 + "</devices></domain>")
             if run:
                 dom.create()
         session.commit()
     env = open_environment(f"sim:{root}")
 
-    assert [d.name for d in env.probe().domains] == ["vm1", "vm2"]
+    assert [d.name for d in env.probe().domains] == ["vm1", "vm2", "vm3"]
     one = env.probe(A100)
     assert [d.name for d in one.domains] == ["vm1"]
     (mdev,) = one.mdevs
