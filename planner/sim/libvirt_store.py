@@ -217,7 +217,8 @@ def store_snapshot(sim_dir: Path) -> StoreSnapshot:
             found = _SNAPSHOTS.get(store)
         if found is not None and found.watch is not None and not found.watch.changed():
             with _SNAPSHOTS_LOCK:
-                _SNAPSHOTS.move_to_end(store)
+                if _SNAPSHOTS.get(store) is found:  # (not evicted meanwhile)
+                    _SNAPSHOTS.move_to_end(store)
             return found
         # The watch begins before the listing, so nothing done after it goes unseen.
         watch = _watch(store)
@@ -225,8 +226,11 @@ def store_snapshot(sim_dir: Path) -> StoreSnapshot:
         key = listing.key
         if found is not None and found.key == key:
             with _SNAPSHOTS_LOCK:
-                stale, found.watch = found.watch, watch
-                _SNAPSHOTS.move_to_end(store)
+                if _SNAPSHOTS.get(store) is found:
+                    stale, found.watch = found.watch, watch
+                    _SNAPSHOTS.move_to_end(store)
+                else:  # another thread replaced or evicted it meanwhile: nothing owns this
+                    stale = watch
             if stale is not None:
                 stale.close()
             return found

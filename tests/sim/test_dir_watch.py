@@ -89,3 +89,38 @@ def test_the_store_is_listed_again_only_after_a_change(
     (rec,) = libvirt_store.store_snapshot(tmp_path).records
     assert "<memory>2</memory>" in (rec.persistent_xml or "")
     assert len(listed) == 1
+
+
+def test_a_snapshot_evicted_while_its_watch_is_renewed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread may evict or replace the store's snapshot while this one lists the
+    store to renew the snapshot's watch: the read still answers, and the new watch, which
+    nothing owns then, is closed rather than left open."""
+    domains = tmp_path / "libvirt" / "domains"
+    domains.mkdir(parents=True)
+    (domains / "vm.xml").write_text("<domain><name>vm</name><memory>1</memory></domain>")
+    first = libvirt_store.store_snapshot(tmp_path)
+    if first.watch is None:
+        pytest.skip("no inotify here")
+    first.watch.close()  # says "changed": the store is listed again, and found the same
+    made: list[DirWatch] = []
+    real_start = DirWatch.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls: type[DirWatch], *args: object, **kwargs: object) -> DirWatch | None:
+        watch = real_start(cls, *args, **kwargs)
+        made.append(watch)
+        return watch
+
+    real_listing = libvirt_store._listing
+
+    def evicted_meanwhile(store: Path) -> libvirt_store._Listing:
+        with libvirt_store._SNAPSHOTS_LOCK:
+            libvirt_store._SNAPSHOTS.pop(store, None)
+        return real_listing(store)
+
+    monkeypatch.setattr(DirWatch, "start", classmethod(start))
+    monkeypatch.setattr(libvirt_store, "_listing", evicted_meanwhile)
+    assert libvirt_store.store_snapshot(tmp_path) is first
+    (renewed,) = made
+    assert first.watch is not renewed
+    assert renewed.changed()  # closed: it owns no descriptor any more
