@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import uuid as uuidlib
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -90,12 +91,17 @@ def read_running_domains_by_uuid(conn: Any, uuids: set[str],
                                  autostart: dict[str, bool] | None = None
                                  ) -> tuple[Domain, ...]:
     """The running domains of those UUIDs (NVML's VM ids of a GPU's vGPUs on KVM), sorted
-    by name; a UUID no domain has, or one that stopped meanwhile, is left out. What a
+    by name; a UUID no domain has, or one that stopped meanwhile, is left out, and so is
+    an id that is no UUID (NVML gives other kinds of VM id on other hypervisors). What a
     read of one GPU needs of libvirt, in time that does not grow with the number of VMs."""
     import libvirt  # a heavy C binding: loaded at first use, not at start-up
 
     found = []
     for uuid in sorted(uuids):
+        try:
+            uuidlib.UUID(uuid)
+        except ValueError:
+            continue  # libvirt would refuse it as an argument, not as an unknown domain
         try:
             dom = conn.lookupByUUIDString(uuid)
             if dom.isActive():

@@ -15,7 +15,11 @@ import pytest
 
 from planner.cli.host_opts import open_environment
 from planner.host.errors import HostError
-from planner.host.libvirt_read import parse_hostdevs, read_domains
+from planner.host.libvirt_read import (
+    parse_hostdevs,
+    read_domains,
+    read_running_domains_by_uuid,
+)
 from planner.host.state import Hostdev
 from planner.sim.host import GpuSpec
 
@@ -210,3 +214,19 @@ def test_injected_faults_fail_the_named_operation_once(make_host: Callable[..., 
         assert not dom.isActive()
         dom.create()
         assert isinstance(s.conn, libvirt.virConnect) and isinstance(dom, libvirt.virDomain)
+
+
+def test_running_domains_by_uuid_skip_what_is_not_a_running_domain() -> None:
+    """NVML's VM ids of one GPU's vGPUs: a UUID of a running domain is read; one no domain
+    has, one of a shut-off domain, and an id that is no UUID (another hypervisor's kind)
+    are left out, none of them an error."""
+    conn = libvirt.open("test:///default")  # its "test" domain runs
+    try:
+        running = conn.lookupByName("test").UUIDString()
+        off = conn.defineXML("<domain type='test'><name>off</name><memory>1024</memory>"
+                             "<os><type>hvm</type></os></domain>").UUIDString()
+        found = read_running_domains_by_uuid(
+            conn, {running.upper(), off, "6b1f3c52-0000-4000-8000-000000000000", "42"})
+    finally:
+        conn.close()
+    assert [(d.name, d.state) for d in found] == [("test", "running")]
